@@ -1,0 +1,206 @@
+"""Analyze: how much prompt traffic is reusable prefix, where it comes from, how long it must live.
+
+``analyze`` ingests the given files (idempotently), tokenizes what is not tokenized yet, and returns
+the summary documented in docs/analyze.md (the ``--json`` contract).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from kvtool.analyze.prefix import (
+    assign_sessions,
+    block_view,
+    ideal_hits,
+    reuse_within,
+    top_prefixes,
+    within_session,
+)
+from kvtool.analyze.workload import Workload, WorkloadError, load_workload
+from kvtool.ingest import FileReport, ingest_files
+from kvtool.report.progress import NullProgress, Progress
+from kvtool.store import connect, one
+from kvtool.tiers.kv import UnknownModel, lookup
+from kvtool.tokenize import load_tokenizer, request_token_ids, tokenize_requests
+
+BLOCK_SIZES = (16, 64, 256, 512)
+PREVIEW_CHARS = 48
+
+__all__ = ["BLOCK_SIZES", "WorkloadError", "analyze", "summarize"]
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= 2 * PREVIEW_CHARS + 3:
+        return flat
+    return f"{flat[:PREVIEW_CHARS]} … {flat[-PREVIEW_CHARS:]}"
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+def summarize(
+    wl: Workload, block_size: int, kv_bytes_per_token: int | None = None
+) -> tuple[dict, list]:
+    """The analyze summary of a workload (no I/O). Returns (summary, top prefixes)."""
+    if block_size % wl.base:
+        raise WorkloadError(
+            f"--block-size {block_size} is not a multiple of the trace's block size {wl.base}"
+        )
+    session, inferred = assign_sessions(wl)
+    sizes = (wl.base,) if wl.kind == "hash" else tuple(sorted({*BLOCK_SIZES, block_size}))
+    prompt_tokens = int(wl.n_tokens.sum())
+    by_size = {}
+    for B in sizes:
+        if B % wl.base == 0:
+            hits = ideal_hits(block_view(wl, B), wl.n_tokens)
+            by_size[str(B)] = _ratio(int(hits.cached_tokens.sum()), prompt_tokens)
+    view = block_view(wl, block_size)
+    hits = ideal_hits(view, wl.n_tokens)
+    cached = int(hits.cached_tokens.sum())
+    same = within_session(view, session)[hits.cached_mask]
+    within = int(same.sum()) * block_size
+    distinct = int(len(np.unique(view.H)))
+    observed = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
+    obs_prompt = float(wl.observed_prompt[observed].sum())
+    summary = {
+        "requests": wl.n,
+        "sessions": int(len(np.unique(session))),
+        "sessions_inferred": inferred,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": int(wl.output_tokens.sum()),
+        "block_size": block_size,
+        "cached_tokens": cached,
+        "ideal_hit_rate": _ratio(cached, prompt_tokens),
+        "ideal_hit_rate_by_block_size": by_size,
+        "within_session_tokens": within,
+        "cross_session_tokens": cached - within,
+        "reuse_within": reuse_within(view, hits, wl.ts),
+        "working_set_tokens": distinct * block_size,
+        "kv_bytes_per_token": kv_bytes_per_token,
+        "working_set_gb": (
+            distinct * block_size * kv_bytes_per_token / 1e9 if kv_bytes_per_token else None
+        ),
+        "observed_requests": int(observed.sum()),
+        "observed_hit_rate": _ratio(float(wl.observed_cached[observed].sum()), obs_prompt),
+        "predicted_hit_rate_on_observed": _ratio(
+            float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
+        ),
+    }
+    return summary, top_prefixes(view, session)
+
+
+def _kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
+    """KV bytes per token for --model, else for the logs' most common model when it is known."""
+    if model:
+        return model, lookup(model).bytes_per_token  # UnknownModel propagates: the user asked
+    common = Counter(m for m in wl.models if m).most_common(1)
+    if common:
+        try:
+            return common[0][0], lookup(common[0][0]).bytes_per_token
+        except UnknownModel:
+            return common[0][0], None
+    return None, None
+
+
+def analyze(
+    paths: list[str | Path] | None = None,
+    *,
+    db: str | Path | duckdb.DuckDBPyConnection = "kvtool.duckdb",
+    tokenizer: str | None = None,
+    block_size: int = 16,
+    model: str | None = None,
+    fmt: str | None = None,
+    hash_block_size: int = 512,
+    top: int = 10,
+    progress: Progress | None = None,
+) -> dict:
+    """Ingest ``paths`` (all files in the database when None), tokenize, and summarize.
+
+    Raises ``UnusableInput`` / ``TokenizerNotFound`` / ``WorkloadError`` / ``UnknownModel`` for
+    input that cannot be analyzed (the CLI turns them into one line and exit code 2)."""
+    if block_size <= 0 or block_size % 16:
+        raise WorkloadError(f"--block-size must be a positive multiple of 16, got {block_size}")
+    progress = progress or NullProgress()
+    con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
+    try:
+        return _analyze(con, paths, tokenizer, block_size, model, fmt, hash_block_size, top, progress)
+    finally:
+        progress.close()
+        if con is not db:
+            con.close()
+
+
+def _analyze(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str | Path] | None,
+    tokenizer: str | None,
+    block_size: int,
+    model: str | None,
+    fmt: str | None,
+    hash_block_size: int,
+    top: int,
+    progress: Progress,
+) -> dict:
+    reports: list[FileReport] = []
+    if paths:
+        files = [Path(p) for p in paths]
+        progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()))
+        reports = ingest_files(
+            con, files, fmt=fmt, hash_block_size=hash_block_size, progress=progress.advance
+        )
+        file_ids = sorted({r.file_id for r in reports})
+    else:
+        file_ids = [f for (f,) in con.execute("SELECT file_id FROM files ORDER BY 1").fetchall()]
+    if not file_ids:
+        raise WorkloadError("the database holds no ingested files; pass log files to analyze")
+    ids = ",".join(map(str, file_ids))
+    kinds = {k for (k,) in con.execute(f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})").fetchall()}
+    bundle = None
+    signature = None
+    tok_report = None
+    if kinds - {"hash"}:
+        bundle = load_tokenizer(tokenizer)
+        progress.stage("tokenize", None)
+        tok_report = tokenize_requests(
+            con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
+        )
+        signature = tok_report.signature
+    progress.stage("analyze", None)
+    wl = load_workload(con, file_ids, signature)
+    model_name, kv_bytes = _kv_shape_name(model, wl)
+    summary, prefixes = summarize(wl, block_size, kv_bytes)
+    (rejected,) = one(con, f"SELECT count(*) FROM rejects WHERE file_id IN ({ids})")
+    summary["rejected_lines"] = int(rejected)
+    summary["model"] = model_name
+    summary["tokenizer"] = signature
+    summary["trace_kind"] = wl.kind
+    summary["top_prefixes"] = []
+    for p in prefixes[:top]:
+        preview = None
+        if bundle is not None:
+            ids_ = request_token_ids(con, bundle, int(wl.req_ids[p.first_request]))
+            preview = _preview(bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False))
+        summary["top_prefixes"].append(
+            {
+                "tokens": p.tokens,
+                "requests": p.requests,
+                "sessions": p.sessions,
+                "tokens_saved": p.tokens_saved,
+                "preview": preview,
+            }
+        )
+    files = con.execute(
+        f"SELECT path, format, lines, requests, rejected FROM files WHERE file_id IN ({ids}) ORDER BY file_id"
+    ).fetchall()
+    summary["files"] = [
+        {"path": f[0], "format": f[1], "lines": f[2], "requests": f[3], "rejected": f[4]} for f in files
+    ]
+    if tok_report is not None:
+        summary["tokenization"] = tok_report.to_json()
+    return summary

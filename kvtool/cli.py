@@ -1,0 +1,164 @@
+"""The ``kvtool`` command line: each command parses options, calls one library function, renders."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+from kvtool.analyze import WorkloadError, analyze
+from kvtool.ingest import FORMATS, UnusableInput, ingest_files
+from kvtool.report.progress import NullProgress, RichProgress
+from kvtool.report.terminal import render_analysis, render_ingest
+from kvtool.store import DEFAULT_DB, SchemaError, connect
+from kvtool.tiers.kv import UnknownModel
+from kvtool.tokenize import TokenizerNotFound
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Make the KV cache visible and plannable from real LLM request logs.",
+)
+USAGE_ERRORS = (UnusableInput, TokenizerNotFound, WorkloadError, UnknownModel, SchemaError)
+
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file holding ingested requests.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+FormatOption = Annotated[
+    str | None,
+    typer.Option("--format", help=f"Input format instead of detection: {', '.join(FORMATS)}."),
+]
+HashBlockOption = Annotated[
+    int, typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512).")
+]
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[bold red]kvtool: error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _run(fn: Callable[[], object]) -> object:
+    try:
+        return fn()
+    except USAGE_ERRORS as exc:
+        _fail(str(exc))
+
+
+def _progress(json_out: bool) -> RichProgress | NullProgress:
+    return NullProgress() if json_out or not sys.stderr.isatty() else RichProgress()
+
+
+def _check_format(fmt: str | None) -> None:
+    if fmt is not None and fmt not in FORMATS:
+        _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="JSONL, .jsonl.gz or Parquet files.")],
+    db: DbOption = Path(DEFAULT_DB),
+    fmt: FormatOption = None,
+    hash_block_size: HashBlockOption = 512,
+    json_out: JsonOption = False,
+) -> None:
+    """Load request logs into the database; bad lines go to the rejects table."""
+    _check_format(fmt)
+
+    def go() -> list:
+        progress = _progress(json_out)
+        try:
+            progress.stage("ingest", sum(p.stat().st_size for p in paths if p.is_file()))
+            with connect(db) as con:
+                return ingest_files(
+                    con, paths, fmt=fmt, hash_block_size=hash_block_size, progress=progress.advance
+                )
+        finally:
+            progress.close()
+
+    reports = _run(go)
+    if json_out:
+        _print_json({"db": str(db), "files": [r.to_json() for r in reports]})
+    else:
+        render_ingest(Console(), reports)
+
+
+@app.command(name="analyze")
+def analyze_cmd(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
+    ] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."),
+    ] = None,
+    block_size: Annotated[int, typer.Option(help="Cache block size in tokens.")] = 16,
+    model: Annotated[
+        str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
+    ] = None,
+    fmt: FormatOption = None,
+    hash_block_size: HashBlockOption = 512,
+    top: Annotated[int, typer.Option(help="How many top prefixes to list.")] = 10,
+    json_out: JsonOption = False,
+) -> None:
+    """How much of the prompt traffic is reusable prefix, within and across sessions."""
+    _check_format(fmt)
+    summary = _run(
+        lambda: analyze(
+            paths or None,
+            db=db,
+            tokenizer=tokenizer,
+            block_size=block_size,
+            model=model,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            top=top,
+            progress=_progress(json_out),
+        )
+    )
+    if json_out:
+        _print_json(summary)
+    else:
+        render_analysis(Console(), summary)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .jsonl or .jsonl.gz file.")],
+    kind: Annotated[str, typer.Option(help="agent, chat or rag.")] = "agent",
+    sessions: Annotated[int, typer.Option(help="Number of sessions.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    no_session_ids: Annotated[
+        bool, typer.Option("--no-session-ids", help="Omit session ids (to test inference).")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a synthetic OpenAI-format log with exactly known properties (and <out>.truth.json)."""
+    from kvtool.generate import KINDS
+    from kvtool.generate import generate as gen
+
+    if kind not in KINDS:
+        _fail(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
+    if sessions <= 0:
+        _fail("--sessions must be positive")
+    truth = gen(kind, sessions, seed, out, session_ids=not no_session_ids)
+    if json_out:
+        _print_json(truth.to_json())
+    else:
+        Console().print(
+            f"wrote {truth.requests} requests in {truth.sessions} sessions to {out} "
+            f"(truth: {out}.truth.json)"
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,320 @@
+"""Ingest files into the store: detect, normalize, deduplicate content, record rejects.
+
+Invariants:
+- a file whose bytes were ingested before (under any path) adds nothing;
+- each file is ingested in one transaction, so a failure leaves no partial file behind;
+- every input line becomes exactly one ``requests`` row or one ``rejects`` row;
+- message, tool-catalog and prompt bodies are stored once per distinct content key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+import xxhash
+
+from kvtool.ingest.formats import FORMATS, Normalized, RecordError, detect_format, normalizer
+from kvtool.ingest.reader import UnusableInput, file_digest, read_records, sample
+from kvtool.store import next_id, one
+
+BATCH = 1024  # rows buffered per flush; bounds memory, raw lines are kept until then
+_U64 = 1 << 64
+_I64 = 1 << 63
+
+
+def content_key(data: bytes) -> int:
+    """Signed 64-bit content key (xxh3-64) of serialized content, as DuckDB BIGINT stores it."""
+    k = xxhash.xxh3_64_intdigest(data)
+    return k - _U64 if k >= _I64 else k
+
+
+@dataclass
+class FileReport:
+    """What ingesting one file did. ``skipped`` is set when the same bytes were ingested before."""
+
+    path: str
+    file_id: int
+    format: str
+    lines: int = 0
+    requests: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    skipped: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "file_id": self.file_id,
+            "format": self.format,
+            "lines": self.lines,
+            "requests": self.requests,
+            "rejected": self.rejected,
+            "reject_reasons": self.reasons,
+            "already_ingested": self.skipped,
+        }
+
+
+_REQUEST_SCHEMA = pa.schema(
+    [
+        ("req_id", pa.int64()),
+        ("file_id", pa.int32()),
+        ("line", pa.int64()),
+        ("request_id", pa.string()),
+        ("ts", pa.float64()),
+        ("session_id", pa.string()),
+        ("tenant", pa.string()),
+        ("model", pa.string()),
+        ("kind", pa.string()),
+        ("message_keys", pa.list_(pa.int64())),
+        ("tools_key", pa.int64()),
+        ("prompt_key", pa.int64()),
+        ("hash_ids", pa.list_(pa.int64())),
+        ("input_length", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("observed_prompt_tokens", pa.int64()),
+        ("observed_cached_tokens", pa.int64()),
+    ]
+)
+
+
+class _FileWriter:
+    """Buffers one file's requests, contents and rejects and flushes them in Arrow batches."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, file_id: int, path: str, id_prefix: str):
+        self.con = con
+        self.file_id = file_id
+        self.path = path
+        self.id_prefix = id_prefix
+        self.next_req = next_id(con, "requests", "req_id")
+        self.rows: list[tuple] = []
+        self.lines_of: dict[str, int] = {}
+        self.contents: dict[int, tuple[str, str]] = {}
+        self.known_keys: set[int] = set()
+        self.rejects: list[tuple] = []
+        self.report_reasons: dict[str, int] = {}
+        self.requests = 0
+
+    def _key(self, kind: str, value: object) -> int:
+        data = orjson.dumps(value)
+        key = content_key(data)
+        if key not in self.known_keys:
+            self.known_keys.add(key)
+            self.contents[key] = (kind, data.decode())
+        return key
+
+    def reject(self, line: int, reason: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="backslashreplace")
+        self.rejects.append((self.file_id, self.path, line, reason, text))
+        short = reason.split(":")[0]
+        self.report_reasons[short] = self.report_reasons.get(short, 0) + 1
+
+    def add(self, line: int, raw: bytes, rec: Normalized) -> None:
+        rid = rec.request_id if rec.request_id is not None else f"{self.id_prefix}:{line}"
+        first = self.lines_of.get(rid)
+        if first is not None:
+            self.reject(line, f"duplicate request id {rid[:60]!r} (first at line {first})", raw)
+            return
+        self.lines_of[rid] = line
+        message_keys = tools_key = prompt_key = None
+        if rec.messages is not None:
+            message_keys = [self._key("message", m) for m in rec.messages]
+        if rec.tools is not None:
+            tools_key = self._key("tools", rec.tools)
+        if rec.prompt is not None:
+            prompt_key = self._key("prompt", rec.prompt)
+        self.rows.append(
+            (
+                line,
+                raw,
+                rid,
+                rec.ts,
+                rec.session_id,
+                rec.tenant,
+                rec.model,
+                rec.kind,
+                message_keys,
+                tools_key,
+                prompt_key,
+                rec.hash_ids,
+                rec.input_length,
+                rec.output_tokens,
+                rec.observed_prompt_tokens,
+                rec.observed_cached_tokens,
+            )
+        )
+        if len(self.rows) >= BATCH:
+            self.flush()
+
+    def _drop_known_ids(self) -> None:
+        """Reject rows whose explicit request id an earlier file already ingested."""
+        ids = pa.table({"request_id": [r[2] for r in self.rows]})
+        self.con.register("_kv_ids", ids)
+        dupes = dict(
+            self.con.execute(
+                "SELECT r.request_id, any_value(f.path || ':' || r.line) FROM requests r "
+                "JOIN _kv_ids USING (request_id) JOIN files f USING (file_id) GROUP BY 1"
+            ).fetchall()
+        )
+        self.con.unregister("_kv_ids")
+        if not dupes:
+            return
+        kept = []
+        for row in self.rows:
+            where = dupes.get(row[2])
+            if where is None:
+                kept.append(row)
+            else:
+                self.reject(row[0], f"duplicate request id {row[2][:60]!r} (first at {where})", row[1])
+        self.rows = kept
+
+    def flush(self) -> None:
+        if self.rows:
+            self._drop_known_ids()
+        if self.rows:
+            cols = list(zip(*self.rows, strict=True))
+            n = len(self.rows)
+            table = pa.Table.from_arrays(
+                [
+                    pa.array(range(self.next_req, self.next_req + n), pa.int64()),
+                    pa.array([self.file_id] * n, pa.int32()),
+                    pa.array(cols[0], pa.int64()),
+                    *[
+                        pa.array(col, type=_REQUEST_SCHEMA.field(i + 3).type)
+                        for i, col in enumerate(cols[2:])
+                    ],
+                ],
+                schema=_REQUEST_SCHEMA,
+            )
+            self.con.register("_kv_requests", table)
+            self.con.execute("INSERT INTO requests SELECT * FROM _kv_requests")
+            self.con.unregister("_kv_requests")
+            self.next_req += n
+            self.requests += n
+            self.rows = []
+        if self.contents:
+            keys = list(self.contents)
+            table = pa.table(
+                {
+                    "key": pa.array(keys, pa.int64()),
+                    "kind": [self.contents[k][0] for k in keys],
+                    "body": [self.contents[k][1] for k in keys],
+                }
+            )
+            self.con.register("_kv_contents", table)
+            self.con.execute(
+                "INSERT INTO contents SELECT * FROM _kv_contents "
+                "WHERE key NOT IN (SELECT key FROM contents)"
+            )
+            self.con.unregister("_kv_contents")
+            self.contents = {}
+        if self.rejects:
+            self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", self.rejects)
+            self.rejects = []
+
+
+def _choose_format(path: Path, fmt: str | None) -> str:
+    head = sample(path)
+    parsed = [line.parsed for line in head if line.error is None]
+    nonblank = [line for line in head if line.error != "blank line"]
+    if nonblank and not parsed:
+        first = nonblank[0]
+        raise UnusableInput(f"{path}:{first.number}: not JSON Lines ({first.error})")
+    if fmt is not None:
+        return fmt
+    if not head:
+        return "openai-chat"  # an empty file: nothing to detect, nothing to ingest
+    found = detect_format(parsed)
+    if found is None:
+        raise UnusableInput(
+            f"{path}: no known request format in the first {len(head)} lines "
+            f"(expected one of {', '.join(FORMATS)}; use --format)"
+        )
+    return found
+
+
+def ingest_file(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    hash_block_size: int = 512,
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Ingest one file (see the module invariants). Raises ``UnusableInput`` for unreadable input."""
+    if not path.exists():
+        raise UnusableInput(f"{path}: no such file")
+    if path.is_dir():
+        raise UnusableInput(f"{path}: is a directory")
+    digest = file_digest(path)
+    row = one(
+        con, "SELECT file_id, format, lines, requests, rejected FROM files WHERE sha256 = ?", [digest]
+    )
+    if row is not None:
+        if progress:
+            progress(path.stat().st_size)
+        return FileReport(str(path), row[0], row[1], row[2], row[3], row[4], skipped=True)
+    chosen = _choose_format(path, fmt)
+    normalize = normalizer(chosen, hash_block_size)
+    con.begin()
+    try:
+        file_id = next_id(con, "files", "file_id")
+        writer = _FileWriter(con, file_id, str(path), digest[:12])
+        lines = 0
+        for line in read_records(path, progress):
+            lines += 1
+            if line.error is not None:
+                writer.reject(line.number, line.error, line.raw)
+                continue
+            if not isinstance(line.parsed, dict):
+                writer.reject(line.number, "record is not a JSON object", line.raw)
+                continue
+            try:
+                rec = normalize(line.parsed)
+            except RecordError as exc:
+                writer.reject(line.number, str(exc), line.raw)
+                continue
+            writer.add(line.number, line.raw, rec)
+        writer.flush()
+        rejected = sum(writer.report_reasons.values())
+        con.execute(
+            "INSERT INTO files (file_id, path, sha256, bytes, format, hash_block_size, lines, "
+            "requests, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                file_id,
+                str(path),
+                digest,
+                path.stat().st_size,
+                chosen,
+                hash_block_size if chosen == "mooncake" else None,
+                lines,
+                writer.requests,
+                rejected,
+            ],
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return FileReport(
+        str(path), file_id, chosen, lines, writer.requests, rejected, writer.report_reasons
+    )
+
+
+def ingest_files(
+    con: duckdb.DuckDBPyConnection,
+    paths: Iterable[Path],
+    *,
+    fmt: str | None = None,
+    hash_block_size: int = 512,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileReport]:
+    """Ingest each path in turn; see ``ingest_file``."""
+    return [
+        ingest_file(con, Path(p), fmt=fmt, hash_block_size=hash_block_size, progress=progress)
+        for p in paths
+    ]

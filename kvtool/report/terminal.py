@@ -1,0 +1,86 @@
+"""Terminal rendering (rich) of command results; no computation happens here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from kvtool.ingest import FileReport
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if isinstance(value, int) or float(value).is_integer() else f"{value:,.2f}"
+
+
+def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
+    table = Table(title="ingest", title_justify="left")
+    for col in ("file", "format", "lines", "requests", "rejected", "note"):
+        table.add_column(col, justify="right" if col in ("lines", "requests", "rejected") else "left")
+    for r in reports:
+        note = "already ingested" if r.skipped else ", ".join(
+            f"{k} ×{v}" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
+        )
+        table.add_row(r.path, r.format, _num(r.lines), _num(r.requests), _num(r.rejected), note)
+    console.print(table)
+    if any(r.rejected for r in reports):
+        console.print("rejected lines: SELECT * FROM rejects (file, line, reason, raw) in the db")
+
+
+def render_analysis(console: Console, s: dict) -> None:
+    files = s.get("files", [])
+    console.print(
+        f"[bold]{s['requests']:,}[/] requests in [bold]{s['sessions']:,}[/] sessions "
+        f"from {len(files)} file(s); {s['rejected_lines']:,} lines rejected"
+    )
+    if s["sessions_inferred"]:
+        console.print(
+            f"[yellow]{s['sessions_inferred']:,} sessions were inferred[/] from prefix continuation "
+            "(requests without a session id)"
+        )
+    t = Table(title="prefix reuse (infinite cache, vLLM semantics)", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("prompt tokens", _num(s["prompt_tokens"]))
+    t.add_row("output tokens", _num(s["output_tokens"]))
+    t.add_row(f"ideal token hit rate @ block {s['block_size']}", _pct(s["ideal_hit_rate"]))
+    for size, rate in s["ideal_hit_rate_by_block_size"].items():
+        t.add_row(f"  @ block {size}", _pct(rate))
+    cached = s["cached_tokens"] or 0
+    t.add_row("reusable tokens within a session", f"{_num(s['within_session_tokens'])} "
+              f"({_pct(s['within_session_tokens'] / cached if cached else None)})")
+    t.add_row("reusable tokens across sessions", f"{_num(s['cross_session_tokens'])} "
+              f"({_pct(s['cross_session_tokens'] / cached if cached else None)})")
+    for window, share in s["reuse_within"].items():
+        t.add_row(f"reused within {window} of previous use", _pct(share))
+    ws = _num(s["working_set_tokens"]) + " tokens"
+    if s["working_set_gb"] is not None:
+        ws += f" = {s['working_set_gb']:.2f} GB KV for {s['model']}"
+    t.add_row("working set (distinct cacheable)", ws)
+    if s["observed_requests"]:
+        t.add_row(
+            f"observed hit rate ({s['observed_requests']:,} requests with usage)",
+            f"{_pct(s['observed_hit_rate'])} (predicted {_pct(s['predicted_hit_rate_on_observed'])})",
+        )
+    console.print(t)
+    if s["top_prefixes"]:
+        p = Table(title="top shared prefixes (tokens × reuse)", title_justify="left")
+        for col in ("tokens", "requests", "sessions", "tokens saved"):
+            p.add_column(col, justify="right")
+        p.add_column("preview", overflow="fold", max_width=70)
+        for row in s["top_prefixes"]:
+            p.add_row(
+                _num(row["tokens"]),
+                _num(row["requests"]),
+                _num(row["sessions"]),
+                _num(row["tokens_saved"]),
+                row["preview"] or "",
+            )
+        console.print(p)

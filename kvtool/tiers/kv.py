@@ -1,0 +1,94 @@
+"""KV-cache bytes per token of a model (DESIGN.md: Tiers and cost).
+
+Standard attention: 2 x layers x kv_heads x head_dim x dtype bytes. MLA (DeepSeek V2/V3):
+layers x (kv_lora_rank + qk_rope_head_dim) x dtype bytes. ``head_dim`` from the config when present,
+else hidden_size / num_attention_heads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "float8": 1, "int8": 1}
+
+
+@dataclass(frozen=True)
+class KVShape:
+    """The KV-relevant shape of a model; ``bytes_per_token`` is what one cached token costs."""
+
+    name: str
+    layers: int
+    kv_heads: int = 0
+    head_dim: int = 0
+    dtype_bytes: int = 2
+    mla_dim: int = 0  # kv_lora_rank + qk_rope_head_dim for MLA models, else 0
+
+    @property
+    def bytes_per_token(self) -> int:
+        if self.mla_dim:
+            return self.layers * self.mla_dim * self.dtype_bytes
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+
+# Published configs (config.json of each model), bf16.
+BUILTIN: dict[str, KVShape] = {
+    s.name.lower(): s
+    for s in (
+        KVShape("Llama-3.1-8B", 32, 8, 128),
+        KVShape("Llama-3.1-70B", 80, 8, 128),
+        KVShape("Llama-3.1-405B", 126, 8, 128),
+        KVShape("Llama-3.2-1B", 16, 8, 64),
+        KVShape("Llama-3.2-3B", 28, 8, 128),
+        KVShape("Llama-3.3-70B", 80, 8, 128),
+        KVShape("Mistral-7B", 32, 8, 128),
+        KVShape("Qwen2.5-7B", 28, 4, 128),
+        KVShape("Qwen2.5-14B", 48, 8, 128),
+        KVShape("Qwen2.5-32B", 64, 8, 128),
+        KVShape("Qwen2.5-72B", 80, 8, 128),
+        KVShape("Qwen3-8B", 36, 8, 128),
+        KVShape("Qwen3-14B", 40, 8, 128),
+        KVShape("Qwen3-32B", 64, 8, 128),
+        KVShape("DeepSeek-V3", 61, mla_dim=512 + 64),
+        KVShape("DeepSeek-R1", 61, mla_dim=512 + 64),
+    )
+}
+
+
+class UnknownModel(Exception):
+    """No KV shape is known for a model name."""
+
+
+def from_config(config: dict, name: str = "config") -> KVShape:
+    """KV shape from a Hugging Face config.json mapping."""
+    cfg = config.get("text_config", config)
+    layers = int(cfg["num_hidden_layers"])
+    dtype = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
+    if cfg.get("kv_lora_rank"):
+        mla = int(cfg["kv_lora_rank"]) + int(cfg.get("qk_rope_head_dim", 0))
+        return KVShape(name, layers, dtype_bytes=dtype, mla_dim=mla)
+    heads = int(cfg["num_attention_heads"])
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    return KVShape(name, layers, kv_heads, head_dim, dtype)
+
+
+def lookup(model: str) -> KVShape:
+    """KV shape for a config.json path, a model directory, or a built-in name (case-insensitive,
+    an ``org/`` prefix and ``-Instruct``-style suffixes ignored)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return from_config(json.loads(path.read_text(encoding="utf-8")), model)
+    key = model.rsplit("/", 1)[-1].lower()
+    if key in BUILTIN:
+        return BUILTIN[key]
+    for name in sorted(BUILTIN, key=len, reverse=True):  # longest known name that prefixes it
+        if key.startswith(name + "-") or key.startswith(name + "."):
+            return BUILTIN[name]
+    raise UnknownModel(
+        f"unknown model {model!r}: pass a config.json path or one of "
+        + ", ".join(s.name for s in BUILTIN.values())
+    )

@@ -1,0 +1,363 @@
+"""Block chain hashes of every request's prompt (DESIGN.md: block identity), written to ``chains``.
+
+Block identity at the base size 16: ``h_i = xxh3_64(tokens of block i, seed=h_{i-1})`` with
+``h_{-1} = xxh3_64(tokenizer signature, model, tenant salt)``, so different tokenizers, models or
+tenants never share a block. A 16k-token block is identified by the base hash where it ends.
+
+Requests are sequences of *pieces* (template pieces, or text segments). ``PrefixTrie`` memoizes the
+chain state after each distinct piece sequence, so a request that resends a known history only
+hashes the blocks its new pieces complete: work is proportional to distinct content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import xxhash
+
+from kvtool.store import one
+from kvtool.tokenize.loader import TokenizerBundle
+from kvtool.tokenize.segments import TOKEN_DTYPE, SegmentEncoder
+from kvtool.tokenize.template import (
+    DefaultTemplate,
+    HFTemplate,
+    make_template,
+    render_prompt,
+    split_leading_systems,
+)
+
+BASE_BLOCK = 16
+CHAIN_VERSION = "c1"
+VERIFY_SAMPLE = 4
+_U64 = np.uint64
+
+
+def root_seed(signature: str, model: str | None, tenant: str | None) -> int:
+    """The chain's extra keys: tokenizer/template signature, model and tenant salt."""
+    return xxhash.xxh3_64_intdigest(f"{signature}\x00{model or ''}\x00{tenant or ''}".encode())
+
+
+def chain_blocks(tokens: np.ndarray, seed: int, block: int = BASE_BLOCK) -> np.ndarray:
+    """Chain hashes (uint64) of the full ``block``-token blocks of ``tokens`` starting at ``seed``."""
+    nb = len(tokens) // block
+    out = np.empty(nb, dtype=_U64)
+    if nb == 0:
+        return out
+    view = memoryview(np.ascontiguousarray(tokens[: nb * block], dtype="<u4").tobytes())
+    step = block * 4
+    h = seed
+    digest = xxhash.xxh3_64_intdigest
+    for i in range(nb):
+        h = digest(view[i * step : (i + 1) * step], seed=h)
+        out[i] = h
+    return out
+
+
+class PrefixTrie:
+    """Chain state per distinct piece sequence.
+
+    Node invariant: ``n[v]`` tokens so far; ``last[v]`` is the chain hash of the last full block
+    (the root seed before any); ``tail[v]`` holds the ``n[v] % 16`` tokens after it; ``blocks[v]``
+    are the hashes of the full blocks completed by the node's own (last) piece.
+    """
+
+    def __init__(self) -> None:
+        self.children: dict[tuple[int, int], int] = {}
+        self.roots: dict[int, int] = {}
+        self.n: list[int] = []
+        self.last: list[int] = []
+        self.tail: list[np.ndarray] = []
+        self.blocks: list[np.ndarray] = []
+
+    def _new(self, n: int, last: int, tail: np.ndarray, blocks: np.ndarray) -> int:
+        self.n.append(n)
+        self.last.append(last)
+        self.tail.append(tail)
+        self.blocks.append(blocks)
+        return len(self.n) - 1
+
+    def root(self, seed: int) -> int:
+        node = self.roots.get(seed)
+        if node is None:
+            node = self._new(0, seed, np.zeros(0, TOKEN_DTYPE), np.zeros(0, _U64))
+            self.roots[seed] = node
+        return node
+
+    def extend(self, node: int, piece: int, tokens: Callable[[int], np.ndarray]) -> int:
+        """The child of ``node`` by piece id ``piece``; ``tokens(piece)`` gives its ids."""
+        key = (node, piece)
+        child = self.children.get(key)
+        if child is None:
+            ids = tokens(piece)
+            tail = self.tail[node]
+            seq = np.concatenate([tail, ids]) if len(tail) else ids
+            new = chain_blocks(seq, self.last[node])
+            full = len(new) * BASE_BLOCK
+            last = int(new[-1]) if len(new) else self.last[node]
+            child = self._new(self.n[node] + len(ids), last, seq[full:].copy(), new)
+            self.children[key] = child
+        return child
+
+
+@dataclass
+class TokenizeReport:
+    """What one tokenize pass did; ``tokens_encoded`` counts tokens the tokenizer actually ran on."""
+
+    signature: str
+    template: str
+    requests: int = 0
+    logical_tokens: int = 0
+    tokens_encoded: int = 0
+    segments_encoded: int = 0
+    verified: int = 0
+    mode: str = "pieces"
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Pieces:
+    """Interned piece texts and their token ids (ids computed in batches by the encoder)."""
+
+    def __init__(self, encoder: SegmentEncoder):
+        self.encoder = encoder
+        self.index: dict[object, int] = {}
+        self.texts: list[str] = []
+        self.ids: list[np.ndarray | None] = []
+
+    def intern(self, key: object, text: Callable[[], str]) -> int:
+        pid = self.index.get(key)
+        if pid is None:
+            pid = len(self.texts)
+            self.index[key] = pid
+            self.texts.append(text())
+            self.ids.append(None)
+        return pid
+
+    def encode_pending(self) -> None:
+        todo = [i for i, ids in enumerate(self.ids) if ids is None]
+        for i, ids in zip(todo, self.encoder.encode_many([self.texts[i] for i in todo]), strict=True):
+            self.ids[i] = ids
+
+    def tokens(self, pid: int) -> np.ndarray:
+        ids = self.ids[pid]
+        assert ids is not None, "encode_pending() must run before the trie walk"
+        return ids
+
+
+def _signature(bundle: TokenizerBundle, template: DefaultTemplate | HFTemplate) -> str:
+    return f"{bundle.signature}/{template.id}/{CHAIN_VERSION}"
+
+
+def tokenizer_signature(bundle: TokenizerBundle) -> str:
+    """The ``chains.tokenizer`` value this bundle writes."""
+    return _signature(bundle, make_template(bundle))
+
+
+def _load_contents(con: duckdb.DuckDBPyConnection, keys: set[int]) -> dict[int, object]:
+    if not keys:
+        return {}
+    con.register("_kv_keys", pa.table({"key": pa.array(list(keys), pa.int64())}))
+    rows = con.execute(
+        "SELECT c.key, any_value(c.body) FROM contents c JOIN _kv_keys USING (key) GROUP BY 1"
+    ).fetchall()
+    con.unregister("_kv_keys")
+    return {k: orjson.loads(body) for k, body in rows}
+
+
+def request_pieces(
+    rows: list[tuple],
+    bodies: dict[int, object],
+    template: DefaultTemplate | HFTemplate,
+    pieces: _Pieces,
+    mode: str,
+) -> list[list[int]]:
+    """Piece ids of each request row ``(req_id, kind, model, tenant, message_keys, tools_key,
+    prompt_key)``. ``mode``: 'pieces' (default template), 'segments' (rendered text split at
+    added tokens) or 'whole' (one piece per distinct prompt text)."""
+    out: list[list[int]] = []
+    enc = pieces.encoder
+    for _rid, kind, _model, _tenant, mkeys, tkey, pkey in rows:
+        if kind == "completion":
+            prompt = bodies[pkey]
+            if isinstance(prompt, list):
+                out.append([pieces.intern(("ids", pkey), lambda p=prompt: p)])
+            else:
+                out.append([pieces.intern(("prompt", pkey), lambda p=prompt: p)])
+            continue
+        tools = bodies[tkey] if tkey is not None else None
+        if mode == "pieces":
+            assert isinstance(template, DefaultTemplate)
+            msgs = [bodies[k] for k in mkeys]
+            systems, rest = split_leading_systems(msgs)
+            n_sys = len(systems)
+            head_key = ("head", tuple(mkeys[:n_sys]), tkey)
+            ids = [pieces.intern(head_key, lambda s=systems, t=tools: template.head(s, t))]
+            for key, msg in zip(mkeys[n_sys:], rest, strict=True):
+                ids.append(pieces.intern(("msg", key), lambda m=msg: template.message(m)))
+            ids.append(pieces.intern(("gen",), lambda: template.generation))
+            out.append(ids)
+            continue
+        text = render_prompt(template, [bodies[k] for k in mkeys], tools)
+        if mode == "segments":
+            out.append([pieces.intern(("seg", s), lambda s=s: s) for s in enc.split(text)])
+        else:
+            out.append([pieces.intern(("text", text), lambda t=text: t)])
+    return out
+
+
+def _encode_pieces(pieces: _Pieces, mode: str) -> None:
+    """Token ids of every pending piece. Whole-mode and completion prompts tokenize in one call
+    each (completions with the tokenizer's special tokens, as a completions endpoint does)."""
+    todo = [i for i, ids in enumerate(pieces.ids) if ids is None]
+    keys = {pid: key for key, pid in pieces.index.items()}
+    batch = []
+    for i in todo:
+        key = keys[i]
+        kind = key[0] if isinstance(key, tuple) else None
+        if kind == "ids":
+            pieces.ids[i] = np.asarray(pieces.texts[i], dtype=TOKEN_DTYPE)
+        elif kind == "prompt":
+            pieces.ids[i] = pieces.encoder.encode_whole(pieces.texts[i], add_special_tokens=True)
+        elif mode == "whole":
+            pieces.ids[i] = pieces.encoder.encode_whole(pieces.texts[i])
+        else:
+            batch.append(i)
+    for i, ids in zip(batch, pieces.encoder.encode_many([pieces.texts[i] for i in batch]), strict=True):
+        pieces.ids[i] = ids
+
+
+def tokenize_requests(
+    con: duckdb.DuckDBPyConnection,
+    bundle: TokenizerBundle,
+    file_ids: list[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 20_000,
+) -> TokenizeReport:
+    """Write ``chains`` rows for every chat/completion request (of ``file_ids``) not yet tokenized
+    with this bundle. Idempotent. A sample of requests is checked against one-call tokenization;
+    on a mismatch the whole pass falls back to one-call tokenization per distinct prompt."""
+    template = make_template(bundle)
+    signature = _signature(bundle, template)
+    report = TokenizeReport(signature=signature, template=template.id)
+    where = "" if file_ids is None else f"AND r.file_id IN ({','.join(map(str, file_ids)) or 'NULL'})"
+    rows = con.execute(
+        f"""SELECT r.req_id, r.kind, r.model, r.tenant, r.message_keys, r.tools_key, r.prompt_key
+            FROM requests r
+            WHERE r.kind != 'hash' {where}
+              AND NOT EXISTS (SELECT 1 FROM chains c WHERE c.req_id = r.req_id
+                              AND c.tokenizer = ?)
+            ORDER BY r.req_id""",
+        [signature],
+    ).fetchall()
+    if not rows:
+        return report
+    encoder = SegmentEncoder(bundle.tokenizer, bundle.added_tokens)
+    if isinstance(template, DefaultTemplate) and template.segmentable:
+        mode = "pieces"
+    elif encoder.splits:
+        mode = "segments"
+    else:
+        mode = "whole"
+    mode = _checked_mode(con, rows[: min(len(rows), VERIFY_SAMPLE)], template, encoder, mode, report)
+    report.mode = mode
+    pieces = _Pieces(encoder)
+    trie = PrefixTrie()
+    done = 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        bodies = _load_contents(con, _content_keys(chunk))
+        piece_lists = request_pieces(chunk, bodies, template, pieces, mode)
+        _encode_pieces(pieces, mode)
+        n_tokens: list[int] = []
+        offsets = [0]
+        parts: list[np.ndarray] = []
+        for row, plist in zip(chunk, piece_lists, strict=True):
+            node = trie.root(root_seed(signature, row[2], row[3]))
+            for pid in plist:
+                node = trie.extend(node, pid, pieces.tokens)
+                parts.append(trie.blocks[node])
+            n_tokens.append(trie.n[node])
+            offsets.append(offsets[-1] + trie.n[node] // BASE_BLOCK)
+        flat = np.concatenate(parts) if parts else np.zeros(0, _U64)
+        table = pa.table(
+            {
+                "req_id": pa.array([r[0] for r in chunk], pa.int64()),
+                "tokenizer": pa.array([signature] * len(chunk), pa.string()),
+                "n_tokens": pa.array(n_tokens, pa.int64()),
+                "blocks": pa.ListArray.from_arrays(
+                    pa.array(offsets, pa.int32()), pa.array(flat.view(np.int64))
+                ),
+            }
+        )
+        con.register("_kv_chains", table)
+        con.execute("INSERT INTO chains SELECT * FROM _kv_chains")
+        con.unregister("_kv_chains")
+        report.logical_tokens += sum(n_tokens)
+        done += len(chunk)
+        if progress:
+            progress(done, len(rows))
+    report.requests = len(rows)
+    report.tokens_encoded = encoder.tokens_encoded
+    report.segments_encoded = encoder.segments_encoded
+    return report
+
+
+def _content_keys(rows: list[tuple]) -> set[int]:
+    keys = {k for r in rows for k in (r[4] or ())}
+    keys.update(k for r in rows for k in (r[5], r[6]) if k is not None)
+    return keys
+
+
+def _checked_mode(
+    con: duckdb.DuckDBPyConnection,
+    sample: list[tuple],
+    template: DefaultTemplate | HFTemplate,
+    encoder: SegmentEncoder,
+    mode: str,
+    report: TokenizeReport,
+) -> str:
+    """``mode`` if composed ids equal one-call ids on ``sample`` chat requests, else 'whole'."""
+    chats = [r for r in sample if r[1] == "chat"]
+    if mode == "whole" or not chats:
+        return mode
+    bodies = _load_contents(con, _content_keys(chats))
+    pieces = _Pieces(SegmentEncoder(encoder.tokenizer, tuple(encoder.added_ids)))
+    lists = request_pieces(chats, bodies, template, pieces, mode)
+    _encode_pieces(pieces, mode)
+    for row, plist in zip(chats, lists, strict=True):
+        composed = np.concatenate([pieces.tokens(p) for p in plist])
+        text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
+        if not encoder.verify(text, composed):
+            return "whole"
+        report.verified += 1
+    return mode
+
+
+def request_token_ids(
+    con: duckdb.DuckDBPyConnection, bundle: TokenizerBundle, req_id: int
+) -> np.ndarray:
+    """Token ids of one stored request, tokenized in one call (for previews and checks)."""
+    row = one(
+        con,
+        "SELECT req_id, kind, model, tenant, message_keys, tools_key, prompt_key "
+        "FROM requests WHERE req_id = ?",
+        [req_id],
+    )
+    if row is None or row[1] == "hash":
+        return np.zeros(0, TOKEN_DTYPE)
+    bodies = _load_contents(con, _content_keys([row]))
+    encoder = SegmentEncoder(bundle.tokenizer, bundle.added_tokens)
+    if row[1] == "completion":
+        prompt = bodies[row[6]]
+        if isinstance(prompt, list):
+            return np.asarray(prompt, TOKEN_DTYPE)
+        return encoder.encode_whole(prompt, add_special_tokens=True)
+    template = make_template(bundle)
+    text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
+    return encoder.encode_whole(text)

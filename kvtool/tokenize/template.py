@@ -1,0 +1,210 @@
+"""Prompt rendering: the tokenizer's own chat template, or kvtool's documented default template.
+
+The default template (docs/tokenization.md) renders a chat request as independent *pieces*:
+one head piece (BOS, leading system/developer messages, tool catalog), one piece per remaining
+message, and the generation prompt. Each piece starts with a special token, so BPE never merges
+across piece boundaries and a request's token ids are the concatenation of its pieces' ids.
+``render_prompt`` joins the same pieces into the full prompt text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from jinja2.exceptions import TemplateError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from kvtool.tokenize.loader import TokenizerBundle
+
+
+@dataclass(frozen=True)
+class Markers:
+    """The special-token strings of one default-template style."""
+
+    style: str
+    bos: str
+    system: tuple[str, str]
+    user: tuple[str, str]
+    assistant: tuple[str, str]
+    tool: tuple[str, str]
+    calls: tuple[str, str, str, str]  # calls open, call open, name/arguments separator, call close
+    calls_close: str
+    generation: str
+
+
+DEEPSEEK = Markers(
+    style="deepseek",
+    bos="<｜begin▁of▁sentence｜>",
+    system=("<｜begin▁sys｜>", "<｜end▁sys｜>"),
+    user=("<｜User｜>", ""),
+    assistant=("<｜Assistant｜>", "<｜end▁of▁sentence｜>"),
+    tool=("<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>"),
+    calls=("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"),
+    calls_close="<｜tool▁calls▁end｜>",
+    generation="<｜Assistant｜>",
+)
+CHATML = Markers(
+    style="chatml",
+    bos="",
+    system=("<|im_start|>system\n", "<|im_end|>\n"),
+    user=("<|im_start|>user\n", "<|im_end|>\n"),
+    assistant=("<|im_start|>assistant\n", "<|im_end|>\n"),
+    tool=("<|im_start|>tool\n", "<|im_end|>\n"),
+    calls=("", "<tool_call>\n", "\n", "\n</tool_call>"),
+    calls_close="",
+    generation="<|im_start|>assistant\n",
+)
+PLAIN = Markers(
+    style="plain",
+    bos="",
+    system=("### System:\n", "\n\n"),
+    user=("### User:\n", "\n\n"),
+    assistant=("### Assistant:\n", "\n\n"),
+    tool=("### Tool:\n", "\n\n"),
+    calls=("", "<tool_call>", " ", "</tool_call>"),
+    calls_close="",
+    generation="### Assistant:\n",
+)
+
+
+def content_text(content: Any) -> str:
+    """Message content as text: strings as is, text parts joined, other parts as <type>."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content:
+        if isinstance(part, str):
+            out.append(part)
+        elif part.get("type") == "text":
+            out.append(part.get("text", ""))
+        else:
+            out.append(f"<{part.get('type')}>")
+    return "".join(out)
+
+
+def _arguments(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+class DefaultTemplate:
+    """kvtool's default chat template in one of three marker styles (see module docstring)."""
+
+    def __init__(self, markers: Markers, bos: str):
+        self.m = markers
+        self.bos = bos
+        self.id = f"default-{markers.style}-v1"
+        self.segmentable = markers.style != "plain"
+
+    @classmethod
+    def for_tokenizer(cls, bundle: TokenizerBundle) -> DefaultTemplate:
+        added = set(bundle.added_tokens)
+        if {"<｜User｜>", "<｜Assistant｜>", "<｜tool▁output▁begin｜>"} <= added:
+            markers = DEEPSEEK
+        elif {"<|im_start|>", "<|im_end|>"} <= added:
+            markers = CHATML
+        else:
+            markers = PLAIN
+        bos = bundle.special_tokens.get("bos_token", markers.bos)
+        if bos not in added:
+            bos = ""
+        return cls(markers, bos)
+
+    def head(self, systems: list[dict], tools: list | None) -> str:
+        """The head piece: BOS, the leading system/developer messages and the tool catalog."""
+        text = "\n\n".join(content_text(m.get("content")) for m in systems)
+        if tools:
+            catalog = "\n".join(orjson.dumps(t).decode() for t in tools)
+            text = f"{text}\n\n## Tools\n{catalog}" if text else f"## Tools\n{catalog}"
+        if self.m.style == "deepseek":
+            return self.bos + text
+        return self.bos + (f"{self.m.system[0]}{text}{self.m.system[1]}" if text else "")
+
+    def message(self, msg: dict) -> str:
+        """One non-leading message as a piece."""
+        role = msg.get("role")
+        text = content_text(msg.get("content"))
+        m = self.m
+        if role == "assistant":
+            calls = msg.get("tool_calls") or []
+            body = text
+            if calls:
+                inner = "".join(
+                    f"{m.calls[1]}{c['function']['name']}{m.calls[2]}"
+                    f"{_arguments(c['function'].get('arguments', ''))}{m.calls[3]}"
+                    for c in calls
+                )
+                body += f"{m.calls[0]}{inner}{m.calls_close}"
+            return f"{m.assistant[0]}{body}{m.assistant[1]}"
+        if role in ("tool", "function"):
+            return f"{m.tool[0]}{text}{m.tool[1]}"
+        if role in ("system", "developer"):
+            return f"{m.system[0]}{text}{m.system[1]}"
+        return f"{m.user[0]}{text}{m.user[1]}"
+
+    @property
+    def generation(self) -> str:
+        return self.m.generation
+
+
+def split_leading_systems(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(leading system/developer messages, the rest)."""
+    i = 0
+    while i < len(messages) and messages[i].get("role") in ("system", "developer"):
+        i += 1
+    return messages[:i], messages[i:]
+
+
+class HFTemplate:
+    """A Hugging Face chat template rendered with jinja2 the way transformers renders it."""
+
+    def __init__(self, source: str, special_tokens: dict[str, str]):
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+        )
+
+        def tojson(value: Any, indent: int | None = None, **_: Any) -> str:
+            import json
+
+            return json.dumps(value, ensure_ascii=False, indent=indent)
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        env.filters["tojson"] = tojson
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
+        self.template = env.from_string(source)
+        self.specials = special_tokens
+        self.id = "hf-" + __import__("xxhash").xxh3_64_hexdigest(source)[:12]
+
+    def render(self, messages: list[dict], tools: list | None) -> str:
+        return self.template.render(
+            messages=messages, tools=tools, add_generation_prompt=True, **self.specials
+        )
+
+
+def make_template(bundle: TokenizerBundle) -> DefaultTemplate | HFTemplate:
+    """The tokenizer's chat template when it has one, else the default template."""
+    if bundle.chat_template:
+        return HFTemplate(bundle.chat_template, bundle.special_tokens)
+    return DefaultTemplate.for_tokenizer(bundle)
+
+
+def render_prompt(
+    template: DefaultTemplate | HFTemplate, messages: list[dict], tools: list | None
+) -> str:
+    """The full prompt text of a chat request (what a server tokenizes in one call)."""
+    if isinstance(template, HFTemplate):
+        return template.render(messages, tools)
+    systems, rest = split_leading_systems(messages)
+    return (
+        template.head(systems, tools)
+        + "".join(template.message(m) for m in rest)
+        + template.generation
+    )
