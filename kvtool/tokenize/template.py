@@ -9,11 +9,13 @@ across piece boundaries and a request's token ids are the concatenation of its p
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import xxhash
 from jinja2.exceptions import TemplateError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -169,8 +171,6 @@ class HFTemplate:
         )
 
         def tojson(value: Any, indent: int | None = None, **_: Any) -> str:
-            import json
-
             return json.dumps(value, ensure_ascii=False, indent=indent)
 
         def raise_exception(message: str) -> None:
@@ -181,7 +181,7 @@ class HFTemplate:
         env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
         self.template = env.from_string(source)
         self.specials = special_tokens
-        self.id = "hf-" + __import__("xxhash").xxh3_64_hexdigest(source)[:12]
+        self.id = "hf-" + xxhash.xxh3_64_hexdigest(source.encode())[:12]
 
     def render(self, messages: list[dict], tools: list | None) -> str:
         return self.template.render(

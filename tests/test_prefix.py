@@ -1,0 +1,147 @@
+"""The vectorized prefix statistics against a brute-force oracle on token sequences."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from kvtool.analyze import summarize
+from kvtool.analyze.prefix import (
+    assign_sessions,
+    block_view,
+    ideal_hits,
+    infer_parents,
+    top_prefixes,
+)
+from kvtool.analyze.workload import Workload
+from kvtool.tokenize.chains import chain_blocks
+
+
+def _workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
+    chains = [chain_blocks(np.asarray(s, np.uint32), 12345).view(np.int64) for s in seqs]
+    n = len(seqs)
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in chains])]).astype(np.int64)
+    return Workload(
+        req_ids=np.arange(n),
+        ts=np.asarray(ts if ts is not None else np.arange(n, dtype=float) * 10.0, float),
+        session=list(sessions) if sessions is not None else [None] * n,
+        n_tokens=np.array([len(s) for s in seqs], np.int64),
+        output_tokens=np.zeros(n, np.int64),
+        observed_prompt=np.full(n, np.nan),
+        observed_cached=np.full(n, np.nan),
+        offsets=offsets,
+        blocks=np.concatenate(chains) if chains else np.zeros(0, np.int64),
+        base=16,
+        kind="tokens",
+        models=[None] * n,
+    )
+
+
+def _oracle_cached(seqs: list[list[int]], B: int) -> list[int]:
+    seen: set[tuple] = set()
+    out = []
+    for s in seqs:
+        nb = len(s) // B
+        h = 0
+        while h < nb and tuple(s[: (h + 1) * B]) in seen:
+            h += 1
+        out.append(B * min(h, max(len(s) - 1, 0) // B))
+        for i in range(nb):
+            seen.add(tuple(s[: (i + 1) * B]))
+    return out
+
+
+def _random_tree_workload(rng: random.Random, n: int) -> list[list[int]]:
+    """Requests that extend, branch from or repeat earlier ones, plus fresh ones."""
+    seqs: list[list[int]] = []
+    for _ in range(n):
+        r = rng.random()
+        if seqs and r < 0.5:
+            base = rng.choice(seqs)
+            cut = rng.randint(0, len(base))
+            seqs.append(base[:cut] + [rng.randrange(50) for _ in range(rng.randint(0, 300))])
+        elif seqs and r < 0.6:
+            seqs.append(list(rng.choice(seqs)))
+        else:
+            seqs.append([rng.randrange(50) for _ in range(rng.randint(0, 400))])
+    return seqs
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("B", [16, 32, 64, 256])
+def test_ideal_hits_match_bruteforce(seed, B):
+    seqs = _random_tree_workload(random.Random(seed), 120)
+    wl = _workload(seqs)
+    hits = ideal_hits(block_view(wl, B), wl.n_tokens)
+    assert hits.cached_tokens.tolist() == _oracle_cached(seqs, B)
+
+
+def test_cap_keeps_one_token_to_compute():
+    seq = list(range(32))  # exactly two 16-token blocks
+    wl = _workload([seq, seq, seq + [7]])
+    hits = ideal_hits(block_view(wl, 16), wl.n_tokens)
+    # identical 32-token prompt reuses one block, not two; one more token allows both
+    assert hits.cached_tokens.tolist() == [0, 16, 32]
+
+
+def test_block_of_size_b_is_identified_where_it_ends():
+    a = list(range(64))
+    b = list(range(48)) + [999] * 16  # shares 3 of 4 base blocks, no 64-block
+    wl = _workload([a, b + [1]])
+    assert ideal_hits(block_view(wl, 16), wl.n_tokens).cached_tokens.tolist() == [0, 48]
+    assert ideal_hits(block_view(wl, 64), wl.n_tokens).cached_tokens.tolist() == [0, 0]
+
+
+def test_within_and_cross_session_split():
+    system = [1] * 64
+    s1a = system + [2] * 32
+    s1b = s1a + [3] * 32
+    s2a = system + [4] * 32
+    wl = _workload([s1a, s1b, s2a], sessions=["u1", "u1", "u2"])
+    summary, _ = summarize(wl, 16)
+    # s1b reuses all of s1a (96 tokens, within); s2a reuses the system prompt (64, across)
+    assert summary["within_session_tokens"] == 96
+    assert summary["cross_session_tokens"] == 64
+    assert summary["cached_tokens"] == 160
+    assert summary["sessions"] == 2 and summary["sessions_inferred"] == 0
+
+
+def test_reuse_windows_use_the_most_recent_previous_use():
+    p = [5] * 160
+    wl = _workload([p + [1], p + [2], p + [3]], ts=[0.0, 7200.0, 7260.0])
+    summary, _ = summarize(wl, 16)
+    # request 2 reuses after 2 h (outside 1h), request 3 after 60 s
+    assert summary["reuse_within"] == {"5m": 0.5, "1h": 0.5, "24h": 1.0}
+
+
+def test_session_inference_follows_prefix_continuation():
+    rng = random.Random(4)
+    system = [rng.randrange(50) for _ in range(100)]
+    convs = {u: system + [rng.randrange(50) for _ in range(40)] for u in range(3)}
+    seqs, truth = [], []
+    for turn in range(4):
+        for u in range(3):
+            convs[u] = convs[u] + [rng.randrange(50) for _ in range(rng.randint(20, 60))]
+            seqs.append(list(convs[u]))
+            truth.append(u)
+    wl = _workload(seqs)
+    parents = infer_parents(wl)
+    assert parents[:3].tolist() == [-1, -1, -1]
+    assert all(truth[p] == truth[i] for i, p in enumerate(parents) if p >= 0)
+    codes, inferred = assign_sessions(wl)
+    assert inferred == 3
+    assert len({(c, t) for c, t in zip(codes.tolist(), truth, strict=True)}) == 3
+
+
+def test_top_prefix_is_the_maximal_shared_one():
+    system = [9] * 80  # 5 blocks, shared by all
+    seqs = [system + [i] * 40 for i in range(6)] + [system + [0] * 40 + [1] * 33]
+    wl = _workload(seqs, sessions=[f"s{i}" for i in range(6)] + ["s0"])
+    codes, _ = assign_sessions(wl)
+    top = top_prefixes(block_view(wl, 16), codes)
+    # 7 requests share 80 tokens; requests 0 and 6 share 112 tokens (80 + 32 of the 40)
+    best = {(p.tokens, p.requests, p.sessions) for p in top}
+    assert (80, 7, 6) in best and (112, 2, 1) in best
+    assert top[0].tokens_saved == max(p.tokens_saved for p in top) == 480
