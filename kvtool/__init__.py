@@ -17,7 +17,10 @@ __all__ = ["analyze", "ingest"]
 
 
 def ingest(
-    paths: list[str | Path], *, db: str | Path = DEFAULT_DB, fmt: str | None = None,
+    paths: list[str | Path],
+    *,
+    db: str | Path = DEFAULT_DB,
+    fmt: str | None = None,
     hash_block_size: int = 512,
 ) -> list[FileReport]:
     """Ingest log files into the database at ``db``; see ``kvtool.ingest.ingest_file``."""

@@ -33,7 +33,8 @@ FormatOption = Annotated[
     typer.Option("--format", help=f"Input format instead of detection: {', '.join(FORMATS)}."),
 ]
 HashBlockOption = Annotated[
-    int, typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512).")
+    int,
+    typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
 ]
 
 
@@ -99,7 +100,9 @@ def analyze_cmd(
     db: DbOption = Path(DEFAULT_DB),
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."),
+        typer.Option(
+            help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."
+        ),
     ] = None,
     block_size: Annotated[int, typer.Option(help="Cache block size in tokens.")] = 16,
     model: Annotated[

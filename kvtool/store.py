@@ -5,7 +5,7 @@ Tables (one row each):
 - ``requests``: a normalized request. Messages, tool catalogs and completion prompts are stored once
   each in ``contents`` and referenced by 64-bit content keys, so agent logs that resend the same
   history every turn take space proportional to their distinct content.
-- ``contents``: distinct content by key (``kind`` is 'message', 'tools' or 'prompt'; ``body`` is JSON).
+- ``contents``: distinct content by key (``kind``: 'message', 'tools' or 'prompt'; ``body``: JSON).
 - ``rejects``: an input line that did not become a request, with file, line, reason and raw text.
 - ``chains``: per request and tokenizer signature, the prompt length and the base-16 block chain
   hashes (DESIGN.md: block identity); written by ``kvtool.tokenize``.

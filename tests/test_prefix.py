@@ -121,7 +121,7 @@ def test_session_inference_follows_prefix_continuation():
     system = [rng.randrange(50) for _ in range(100)]
     convs = {u: system + [rng.randrange(50) for _ in range(40)] for u in range(3)}
     seqs, truth = [], []
-    for turn in range(4):
+    for _turn in range(4):
         for u in range(3):
             convs[u] = convs[u] + [rng.randrange(50) for _ in range(rng.randint(20, 60))]
             seqs.append(list(convs[u]))

@@ -25,11 +25,54 @@ from kvtool.tokenize.template import (
     split_leading_systems,
 )
 
-WORDS = (
-    "cache prefix token block vLLM eviction latency throughput the a of to and schema JSON "
-    "naïve café résumé Zürich 東京 缓存 前缀 キャッシュ 한국어 кэш مرحبا 🙂 🚀 ∑ λ "
-    "def return {} [] () => <div> </div> <think> \\n 12345 3.14159 x=1; if (a<b) {c++;}"
-).split()
+WORDS = [
+    "cache",
+    "prefix",
+    "token",
+    "block",
+    "vLLM",
+    "eviction",
+    "latency",
+    "throughput",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "schema",
+    "JSON",
+    "naïve",
+    "café",
+    "résumé",
+    "Zürich",
+    "東京",
+    "缓存",
+    "前缀",
+    "キャッシュ",
+    "한국어",
+    "кэш",
+    "مرحبا",
+    "🙂",
+    "🚀",
+    "∑",
+    "λ",
+    "def",
+    "return",
+    "{}",
+    "[]",
+    "()",
+    "=>",
+    "<div>",
+    "</div>",
+    "<think>",
+    "\\n",
+    "12345",
+    "3.14159",
+    "x=1;",
+    "if",
+    "(a<b)",
+    "{c++;}",
+]
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -231,9 +274,10 @@ def test_hub_id_resolves_from_local_cache_only(tmp_path, monkeypatch):
     (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("abc123")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     bundle = load_tokenizer("acme/tiny")
-    assert bundle.tokenizer.encode("hello world").ids == load_tokenizer().tokenizer.encode(
-        "hello world"
-    ).ids
+    assert (
+        bundle.tokenizer.encode("hello world").ids
+        == load_tokenizer().tokenizer.encode("hello world").ids
+    )
     with pytest.raises(TokenizerNotFound, match="never downloads"):
         load_tokenizer("acme/absent")
 

@@ -129,7 +129,9 @@ def analyze(
     progress = progress or NullProgress()
     con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
     try:
-        return _analyze(con, paths, tokenizer, block_size, model, fmt, hash_block_size, top, progress)
+        return _analyze(
+            con, paths, tokenizer, block_size, model, fmt, hash_block_size, top, progress
+        )
     finally:
         progress.close()
         if con is not db:
@@ -160,7 +162,12 @@ def _analyze(
     if not file_ids:
         raise WorkloadError("the database holds no ingested files; pass log files to analyze")
     ids = ",".join(map(str, file_ids))
-    kinds = {k for (k,) in con.execute(f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})").fetchall()}
+    kinds = {
+        k
+        for (k,) in con.execute(
+            f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})"
+        ).fetchall()
+    }
     bundle = None
     signature = None
     tok_report = None
@@ -185,7 +192,9 @@ def _analyze(
         preview = None
         if bundle is not None:
             ids_ = request_token_ids(con, bundle, int(wl.req_ids[p.first_request]))
-            preview = _preview(bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False))
+            preview = _preview(
+                bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False)
+            )
         summary["top_prefixes"].append(
             {
                 "tokens": p.tokens,
@@ -196,10 +205,12 @@ def _analyze(
             }
         )
     files = con.execute(
-        f"SELECT path, format, lines, requests, rejected FROM files WHERE file_id IN ({ids}) ORDER BY file_id"
+        "SELECT path, format, lines, requests, rejected FROM files "
+        f"WHERE file_id IN ({ids}) ORDER BY file_id"
     ).fetchall()
     summary["files"] = [
-        {"path": f[0], "format": f[1], "lines": f[2], "requests": f[3], "rejected": f[4]} for f in files
+        {"path": f[0], "format": f[1], "lines": f[2], "requests": f[3], "rejected": f[4]}
+        for f in files
     ]
     if tok_report is not None:
         summary["tokenization"] = tok_report.to_json()

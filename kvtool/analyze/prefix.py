@@ -91,7 +91,9 @@ def within_session(view: BlockView, session: np.ndarray) -> np.ndarray:
     first = np.zeros(len(view.H), bool)
     if len(order):
         s_sorted, h_sorted = S[order], view.H[order]
-        starts = np.concatenate([[True], (s_sorted[1:] != s_sorted[:-1]) | (h_sorted[1:] != h_sorted[:-1])])
+        starts = np.concatenate(
+            [[True], (s_sorted[1:] != s_sorted[:-1]) | (h_sorted[1:] != h_sorted[:-1])]
+        )
         first[order[starts]] = True
     return ~first
 
@@ -149,7 +151,13 @@ def top_prefixes(view: BlockView, session: np.ndarray, limit: int = 10) -> list[
     ok = np.nonzero((cnt >= 2) & ~extendable)[0]
     best = ok[np.argsort(-saved[ok], kind="stable")[:limit]]
     return [
-        Prefix(int(length[u]), int(cnt[u]), int(n_sessions[u]), int(saved[u]), int(view.R[first_idx[u]]))
+        Prefix(
+            int(length[u]),
+            int(cnt[u]),
+            int(n_sessions[u]),
+            int(saved[u]),
+            int(view.R[first_idx[u]]),
+        )
         for u in best
     ]
 

@@ -83,7 +83,10 @@ def load_workload(
         raise WorkloadError("no input files")
     ids = ",".join(str(int(f)) for f in file_ids)
     kinds = {
-        k for (k,) in con.execute(f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})").fetchall()
+        k
+        for (k,) in con.execute(
+            f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})"
+        ).fetchall()
     }
     if not kinds:
         raise WorkloadError("the input holds no valid requests")
@@ -127,12 +130,16 @@ def load_workload(
         req = np.repeat(np.arange(len(n_tokens)), counts)
         pos = np.arange(len(blocks)) - np.repeat(offsets[:-1], counts)
         keep = pos < full[req]
-        digests = dict(con.execute(f"SELECT file_id, sha256 FROM files WHERE file_id IN ({ids})").fetchall())
+        digests = dict(
+            con.execute(f"SELECT file_id, sha256 FROM files WHERE file_id IN ({ids})").fetchall()
+        )
         file_of = table.column("file_id").to_numpy()[req]
         salted = np.empty(len(blocks), dtype=np.uint64)
         for fid, digest in digests.items():  # one vectorized pass per file
             mask = file_of == fid
-            salted[mask] = _mix64(blocks[mask].view(np.uint64), xxhash.xxh3_64_intdigest(digest.encode()))
+            salted[mask] = _mix64(
+                blocks[mask].view(np.uint64), xxhash.xxh3_64_intdigest(digest.encode())
+            )
         blocks = salted[keep].view(np.int64)
         offsets = np.concatenate([[0], np.cumsum(np.minimum(full, counts))]).astype(np.int64)
 

@@ -17,16 +17,24 @@ def _pct(value: float | None) -> str:
 def _num(value: float | int | None) -> str:
     if value is None:
         return "n/a"
-    return f"{value:,.0f}" if isinstance(value, int) or float(value).is_integer() else f"{value:,.2f}"
+    return (
+        f"{value:,.0f}" if isinstance(value, int) or float(value).is_integer() else f"{value:,.2f}"
+    )
 
 
 def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
     table = Table(title="ingest", title_justify="left")
     for col in ("file", "format", "lines", "requests", "rejected", "note"):
-        table.add_column(col, justify="right" if col in ("lines", "requests", "rejected") else "left")
+        table.add_column(
+            col, justify="right" if col in ("lines", "requests", "rejected") else "left"
+        )
     for r in reports:
-        note = "already ingested" if r.skipped else ", ".join(
-            f"{k} ×{v}" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
+        note = (
+            "already ingested"
+            if r.skipped
+            else ", ".join(
+                f"{k} ×{v}" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
+            )
         )
         table.add_row(r.path, r.format, _num(r.lines), _num(r.requests), _num(r.rejected), note)
     console.print(table)
@@ -42,7 +50,8 @@ def render_analysis(console: Console, s: dict) -> None:
     )
     if s["sessions_inferred"]:
         console.print(
-            f"[yellow]{s['sessions_inferred']:,} sessions were inferred[/] from prefix continuation "
+            f"[yellow]{s['sessions_inferred']:,} sessions were inferred[/] "
+            "from prefix continuation "
             "(requests without a session id)"
         )
     t = Table(title="prefix reuse (infinite cache, vLLM semantics)", title_justify="left")
@@ -54,10 +63,16 @@ def render_analysis(console: Console, s: dict) -> None:
     for size, rate in s["ideal_hit_rate_by_block_size"].items():
         t.add_row(f"  @ block {size}", _pct(rate))
     cached = s["cached_tokens"] or 0
-    t.add_row("reusable tokens within a session", f"{_num(s['within_session_tokens'])} "
-              f"({_pct(s['within_session_tokens'] / cached if cached else None)})")
-    t.add_row("reusable tokens across sessions", f"{_num(s['cross_session_tokens'])} "
-              f"({_pct(s['cross_session_tokens'] / cached if cached else None)})")
+    t.add_row(
+        "reusable tokens within a session",
+        f"{_num(s['within_session_tokens'])} "
+        f"({_pct(s['within_session_tokens'] / cached if cached else None)})",
+    )
+    t.add_row(
+        "reusable tokens across sessions",
+        f"{_num(s['cross_session_tokens'])} "
+        f"({_pct(s['cross_session_tokens'] / cached if cached else None)})",
+    )
     for window, share in s["reuse_within"].items():
         t.add_row(f"reused within {window} of previous use", _pct(share))
     ws = _num(s["working_set_tokens"]) + " tokens"
@@ -67,7 +82,8 @@ def render_analysis(console: Console, s: dict) -> None:
     if s["observed_requests"]:
         t.add_row(
             f"observed hit rate ({s['observed_requests']:,} requests with usage)",
-            f"{_pct(s['observed_hit_rate'])} (predicted {_pct(s['predicted_hit_rate_on_observed'])})",
+            f"{_pct(s['observed_hit_rate'])} "
+            f"(predicted {_pct(s['predicted_hit_rate_on_observed'])})",
         )
     console.print(t)
     if s["top_prefixes"]:

@@ -43,7 +43,8 @@ def root_seed(signature: str, model: str | None, tenant: str | None) -> int:
 
 
 def chain_blocks(tokens: np.ndarray, seed: int, block: int = BASE_BLOCK) -> np.ndarray:
-    """Chain hashes (uint64) of the full ``block``-token blocks of ``tokens`` starting at ``seed``."""
+    """Chain hashes (uint64) of the full ``block``-token blocks of ``tokens``, chained from
+    ``seed``."""
     nb = len(tokens) // block
     out = np.empty(nb, dtype=_U64)
     if nb == 0:
@@ -106,7 +107,7 @@ class PrefixTrie:
 
 @dataclass
 class TokenizeReport:
-    """What one tokenize pass did; ``tokens_encoded`` counts tokens the tokenizer actually ran on."""
+    """What one tokenize pass did; ``tokens_encoded`` counts tokens the tokenizer really ran on."""
 
     signature: str
     template: str
@@ -141,7 +142,9 @@ class _Pieces:
 
     def encode_pending(self) -> None:
         todo = [i for i, ids in enumerate(self.ids) if ids is None]
-        for i, ids in zip(todo, self.encoder.encode_many([self.texts[i] for i in todo]), strict=True):
+        for i, ids in zip(
+            todo, self.encoder.encode_many([self.texts[i] for i in todo]), strict=True
+        ):
             self.ids[i] = ids
 
     def tokens(self, pid: int) -> np.ndarray:
@@ -228,7 +231,9 @@ def _encode_pieces(pieces: _Pieces, mode: str) -> None:
             pieces.ids[i] = pieces.encoder.encode_whole(pieces.texts[i])
         else:
             batch.append(i)
-    for i, ids in zip(batch, pieces.encoder.encode_many([pieces.texts[i] for i in batch]), strict=True):
+    for i, ids in zip(
+        batch, pieces.encoder.encode_many([pieces.texts[i] for i in batch]), strict=True
+    ):
         pieces.ids[i] = ids
 
 
@@ -245,7 +250,9 @@ def tokenize_requests(
     template = make_template(bundle)
     signature = _signature(bundle, template)
     report = TokenizeReport(signature=signature, template=template.id)
-    where = "" if file_ids is None else f"AND r.file_id IN ({','.join(map(str, file_ids)) or 'NULL'})"
+    where = (
+        "" if file_ids is None else f"AND r.file_id IN ({','.join(map(str, file_ids)) or 'NULL'})"
+    )
     rows = con.execute(
         f"""SELECT r.req_id, r.kind, r.model, r.tenant, r.message_keys, r.tools_key, r.prompt_key
             FROM requests r
@@ -264,7 +271,9 @@ def tokenize_requests(
         mode = "segments"
     else:
         mode = "whole"
-    mode = _checked_mode(con, rows[: min(len(rows), VERIFY_SAMPLE)], template, encoder, mode, report)
+    mode = _checked_mode(
+        con, rows[: min(len(rows), VERIFY_SAMPLE)], template, encoder, mode, report
+    )
     report.mode = mode
     pieces = _Pieces(encoder)
     trie = PrefixTrie()

@@ -63,7 +63,7 @@ class SegmentEncoder:
         return [s for s in self.pattern.split(text) if s]
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
-        """Exact ids of each text (``add_special_tokens=False``), one batch call for new segments."""
+        """Exact ids of each text (``add_special_tokens=False``); new segments in one batch."""
         split = [self.split(t) for t in texts]
         new = {s for segs in split for s in segs if s not in self.cache and s not in self.added_ids}
         self.encode_segments(list(new))

@@ -45,7 +45,12 @@ DEEPSEEK = Markers(
     user=("<｜User｜>", ""),
     assistant=("<｜Assistant｜>", "<｜end▁of▁sentence｜>"),
     tool=("<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>"),
-    calls=("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"),
+    calls=(
+        "<｜tool▁calls▁begin｜>",
+        "<｜tool▁call▁begin｜>",
+        "<｜tool▁sep｜>",
+        "<｜tool▁call▁end｜>",
+    ),
     calls_close="<｜tool▁calls▁end｜>",
     generation="<｜Assistant｜>",
 )
