@@ -10,10 +10,13 @@ import pytest
 from kvtool.analyze import summarize
 from kvtool.analyze.prefix import (
     assign_sessions,
+    base_hit_blocks,
     block_view,
     ideal_hits,
     infer_parents,
+    occurrences,
     top_prefixes,
+    within_session,
 )
 from kvtool.analyze.workload import Workload
 from kvtool.tokenize.chains import chain_blocks
@@ -37,6 +40,13 @@ def _workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
         kind="tokens",
         models=[None] * n,
     )
+
+
+def _cached(wl: Workload, B: int) -> list[int]:
+    occ = occurrences(wl.blocks)
+    return ideal_hits(
+        block_view(wl, B), base_hit_blocks(wl, occ), wl.n_tokens
+    ).cached_tokens.tolist()
 
 
 def _oracle_cached(seqs: list[list[int]], B: int) -> list[int]:
@@ -74,24 +84,22 @@ def _random_tree_workload(rng: random.Random, n: int) -> list[list[int]]:
 def test_ideal_hits_match_bruteforce(seed, B):
     seqs = _random_tree_workload(random.Random(seed), 120)
     wl = _workload(seqs)
-    hits = ideal_hits(block_view(wl, B), wl.n_tokens)
-    assert hits.cached_tokens.tolist() == _oracle_cached(seqs, B)
+    assert _cached(wl, B) == _oracle_cached(seqs, B)
 
 
 def test_cap_keeps_one_token_to_compute():
     seq = list(range(32))  # exactly two 16-token blocks
     wl = _workload([seq, seq, seq + [7]])
-    hits = ideal_hits(block_view(wl, 16), wl.n_tokens)
     # identical 32-token prompt reuses one block, not two; one more token allows both
-    assert hits.cached_tokens.tolist() == [0, 16, 32]
+    assert _cached(wl, 16) == [0, 16, 32]
 
 
 def test_block_of_size_b_is_identified_where_it_ends():
     a = list(range(64))
     b = list(range(48)) + [999] * 16  # shares 3 of 4 base blocks, no 64-block
     wl = _workload([a, b + [1]])
-    assert ideal_hits(block_view(wl, 16), wl.n_tokens).cached_tokens.tolist() == [0, 48]
-    assert ideal_hits(block_view(wl, 64), wl.n_tokens).cached_tokens.tolist() == [0, 0]
+    assert _cached(wl, 16) == [0, 48]
+    assert _cached(wl, 64) == [0, 0]
 
 
 def test_within_and_cross_session_split():
@@ -127,10 +135,11 @@ def test_session_inference_follows_prefix_continuation():
             seqs.append(list(convs[u]))
             truth.append(u)
     wl = _workload(seqs)
-    parents = infer_parents(wl)
+    occ = occurrences(wl.blocks)
+    parents = infer_parents(wl, occ)
     assert parents[:3].tolist() == [-1, -1, -1]
     assert all(truth[p] == truth[i] for i, p in enumerate(parents) if p >= 0)
-    codes, inferred = assign_sessions(wl)
+    codes, inferred = assign_sessions(wl, occ)
     assert inferred == 3
     assert len({(c, t) for c, t in zip(codes.tolist(), truth, strict=True)}) == 3
 
@@ -139,9 +148,54 @@ def test_top_prefix_is_the_maximal_shared_one():
     system = [9] * 80  # 5 blocks, shared by all
     seqs = [system + [i] * 40 for i in range(6)] + [system + [0] * 40 + [1] * 33]
     wl = _workload(seqs, sessions=[f"s{i}" for i in range(6)] + ["s0"])
-    codes, _ = assign_sessions(wl)
-    top = top_prefixes(block_view(wl, 16), codes)
+    occ = occurrences(wl.blocks)
+    codes, _ = assign_sessions(wl, occ)
+    view = block_view(wl, 16)
+    _, per_gid = within_session(view, occ, codes)
+    top = top_prefixes(view, occ, per_gid, wl.request_of_block)
     # 7 requests share 80 tokens; requests 0 and 6 share 112 tokens (80 + 32 of the 40)
     best = {(p.tokens, p.requests, p.sessions) for p in top}
     assert (80, 7, 6) in best and (112, 2, 1) in best
     assert top[0].tokens_saved == max(p.tokens_saved for p in top) == 480
+    assert top[0].first_request == 0
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_occurrences_match_a_dictionary_walk(seed):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 40, size=500)
+    occ = occurrences(values)
+    last: dict[int, int] = {}
+    for i, v in enumerate(values.tolist()):
+        assert occ.prev[i] == last.get(v, -1)
+        last[v] = i
+    for g, f in enumerate(occ.first.tolist()):
+        assert occ.gid[f] == g and (occ.gid[:f] != g).all()
+    assert occ.count.tolist() == np.bincount(occ.gid).tolist()
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_within_session_matches_bruteforce(seed):
+    rng = random.Random(seed)
+    seqs = _random_tree_workload(rng, 80)
+    sessions = [f"s{rng.randrange(6)}" for _ in seqs]
+    wl = _workload(seqs, sessions=sessions)
+    summary, _ = summarize(wl, 32)
+    seen: dict[str, set] = {}
+    all_seen: set = set()
+    within = cached = 0
+    for seq, sess in zip(seqs, sessions, strict=True):
+        nb = len(seq) // 32
+        h = 0
+        while h < nb and tuple(seq[: (h + 1) * 32]) in all_seen:
+            h += 1
+        used = min(h, max(len(seq) - 1, 0) // 32)
+        cached += 32 * used
+        mine = seen.setdefault(sess, set())
+        within += 32 * sum(tuple(seq[: (i + 1) * 32]) in mine for i in range(used))
+        for i in range(nb):
+            mine.add(tuple(seq[: (i + 1) * 32]))
+            all_seen.add(tuple(seq[: (i + 1) * 32]))
+    assert summary["cached_tokens"] == cached
+    assert summary["within_session_tokens"] == within
+    assert summary["cross_session_tokens"] == cached - within

@@ -14,8 +14,10 @@ import numpy as np
 
 from kvtool.analyze.prefix import (
     assign_sessions,
+    base_hit_blocks,
     block_view,
     ideal_hits,
+    occurrences,
     reuse_within,
     top_prefixes,
     within_session,
@@ -52,20 +54,22 @@ def summarize(
         raise WorkloadError(
             f"--block-size {block_size} is not a multiple of the trace's block size {wl.base}"
         )
-    session, inferred = assign_sessions(wl)
+    occ = occurrences(wl.blocks)
+    R_base = wl.request_of_block
+    session, inferred = assign_sessions(wl, occ)
+    base_hits = base_hit_blocks(wl, occ)
     sizes = (wl.base,) if wl.kind == "hash" else tuple(sorted({*BLOCK_SIZES, block_size}))
     prompt_tokens = int(wl.n_tokens.sum())
     by_size = {}
     for B in sizes:
-        if B % wl.base == 0:
-            hits = ideal_hits(block_view(wl, B), wl.n_tokens)
-            by_size[str(B)] = _ratio(int(hits.cached_tokens.sum()), prompt_tokens)
+        hits = ideal_hits(block_view(wl, B), base_hits, wl.n_tokens)
+        by_size[str(B)] = _ratio(int(hits.cached_tokens.sum()), prompt_tokens)
     view = block_view(wl, block_size)
-    hits = ideal_hits(view, wl.n_tokens)
+    hits = ideal_hits(view, base_hits, wl.n_tokens)
     cached = int(hits.cached_tokens.sum())
-    same = within_session(view, session)[hits.cached_mask]
-    within = int(same.sum()) * block_size
-    distinct = int(len(np.unique(view.H)))
+    same, sessions_per_gid = within_session(view, occ, session)
+    within = int(same[hits.cached_mask].sum()) * block_size
+    distinct = int(np.count_nonzero(~occ.seen[view.idx]))
     observed = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
     obs_prompt = float(wl.observed_prompt[observed].sum())
     summary = {
@@ -80,7 +84,7 @@ def summarize(
         "ideal_hit_rate_by_block_size": by_size,
         "within_session_tokens": within,
         "cross_session_tokens": cached - within,
-        "reuse_within": reuse_within(view, hits, wl.ts),
+        "reuse_within": reuse_within(view, occ, hits, wl.ts, R_base),
         "working_set_tokens": distinct * block_size,
         "kv_bytes_per_token": kv_bytes_per_token,
         "working_set_gb": (
@@ -92,7 +96,7 @@ def summarize(
             float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
         ),
     }
-    return summary, top_prefixes(view, session)
+    return summary, top_prefixes(view, occ, sessions_per_gid, R_base)
 
 
 def _kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
@@ -171,6 +175,7 @@ def _analyze(
     bundle = None
     signature = None
     tok_report = None
+    mode = "whole"
     if kinds - {"hash"}:
         bundle = load_tokenizer(tokenizer)
         progress.stage("tokenize", None)
@@ -178,6 +183,7 @@ def _analyze(
             con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
         )
         signature = tok_report.signature
+        mode = tok_report.mode
     progress.stage("analyze", None)
     wl = load_workload(con, file_ids, signature)
     model_name, kv_bytes = _kv_shape_name(model, wl)
@@ -191,7 +197,7 @@ def _analyze(
     for p in prefixes[:top]:
         preview = None
         if bundle is not None:
-            ids_ = request_token_ids(con, bundle, int(wl.req_ids[p.first_request]))
+            ids_ = request_token_ids(con, bundle, int(wl.req_ids[p.first_request]), mode)
             preview = _preview(
                 bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False)
             )

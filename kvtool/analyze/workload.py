@@ -9,6 +9,7 @@ and only full blocks are kept (the last id of a trace covers a partial block).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -43,12 +44,12 @@ class Workload:
     def n(self) -> int:
         return len(self.req_ids)
 
-    @property
+    @cached_property
     def request_of_block(self) -> np.ndarray:
         """Request index of every flat block."""
         return np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.offsets))
 
-    @property
+    @cached_property
     def position_of_block(self) -> np.ndarray:
         """0-based block position of every flat block within its request."""
         return np.arange(len(self.blocks), dtype=np.int64) - np.repeat(

@@ -140,13 +140,6 @@ class _Pieces:
             self.ids.append(None)
         return pid
 
-    def encode_pending(self) -> None:
-        todo = [i for i, ids in enumerate(self.ids) if ids is None]
-        for i, ids in zip(
-            todo, self.encoder.encode_many([self.texts[i] for i in todo]), strict=True
-        ):
-            self.ids[i] = ids
-
     def tokens(self, pid: int) -> np.ndarray:
         ids = self.ids[pid]
         assert ids is not None, "encode_pending() must run before the trie walk"
@@ -262,18 +255,17 @@ def tokenize_requests(
             ORDER BY r.req_id""",
         [signature],
     ).fetchall()
-    if not rows:
-        return report
-    encoder = SegmentEncoder(bundle.tokenizer, bundle.added_tokens)
+    encoder = bundle.encoder
     if isinstance(template, DefaultTemplate) and template.segmentable:
         mode = "pieces"
     elif encoder.splits:
         mode = "segments"
     else:
         mode = "whole"
-    mode = _checked_mode(
-        con, rows[: min(len(rows), VERIFY_SAMPLE)], template, encoder, mode, report
-    )
+    report.mode = mode
+    if not rows:
+        return report
+    mode = _checked_mode(con, rows[:VERIFY_SAMPLE], template, encoder, mode, report)
     report.mode = mode
     pieces = _Pieces(encoder)
     trie = PrefixTrie()
@@ -336,7 +328,7 @@ def _checked_mode(
     if mode == "whole" or not chats:
         return mode
     bodies = _load_contents(con, _content_keys(chats))
-    pieces = _Pieces(SegmentEncoder(encoder.tokenizer, tuple(encoder.added_ids)))
+    pieces = _Pieces(encoder)
     lists = request_pieces(chats, bodies, template, pieces, mode)
     _encode_pieces(pieces, mode)
     for row, plist in zip(chats, lists, strict=True):
@@ -349,9 +341,10 @@ def _checked_mode(
 
 
 def request_token_ids(
-    con: duckdb.DuckDBPyConnection, bundle: TokenizerBundle, req_id: int
+    con: duckdb.DuckDBPyConnection, bundle: TokenizerBundle, req_id: int, mode: str
 ) -> np.ndarray:
-    """Token ids of one stored request, tokenized in one call (for previews and checks)."""
+    """Token ids of one stored request as a tokenize pass in ``mode`` computed them (for
+    previews); uses and fills the bundle's segment cache."""
     row = one(
         con,
         "SELECT req_id, kind, model, tenant, message_keys, tools_key, prompt_key "
@@ -360,13 +353,9 @@ def request_token_ids(
     )
     if row is None or row[1] == "hash":
         return np.zeros(0, TOKEN_DTYPE)
-    bodies = _load_contents(con, _content_keys([row]))
-    encoder = SegmentEncoder(bundle.tokenizer, bundle.added_tokens)
-    if row[1] == "completion":
-        prompt = bodies[row[6]]
-        if isinstance(prompt, list):
-            return np.asarray(prompt, TOKEN_DTYPE)
-        return encoder.encode_whole(prompt, add_special_tokens=True)
-    template = make_template(bundle)
-    text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
-    return encoder.encode_whole(text)
+    pieces = _Pieces(bundle.encoder)
+    (plist,) = request_pieces(
+        [row], _load_contents(con, _content_keys([row])), make_template(bundle), pieces, mode
+    )
+    _encode_pieces(pieces, mode)
+    return np.concatenate([pieces.tokens(p) for p in plist])

@@ -9,10 +9,13 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import xxhash
 from tokenizers import Tokenizer
+
+from kvtool.tokenize.segments import SegmentEncoder
 
 DEFAULT_TOKENIZER = "deepseek-v4"
 
@@ -32,6 +35,11 @@ class TokenizerBundle:
     special_tokens: dict[str, str]  # bos_token, eos_token, ... as tokenizer_config.json names them
     added_tokens: tuple[str, ...]  # every added token's content; segmentation splits at these
     signature: str
+
+    @cached_property
+    def encoder(self) -> SegmentEncoder:
+        """The bundle's segment encoder (its segment cache lives as long as the bundle)."""
+        return SegmentEncoder(self.tokenizer, self.added_tokens)
 
 
 def _default_path() -> Path:
