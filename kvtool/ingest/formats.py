@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 SESSION_KEYS = ("session_id", "conversation_id", "thread_id", "session", "trace_id")
 TENANT_KEYS = ("tenant", "tenant_id", "org_id", "organization")
 ID_KEYS = ("request_id", "id", "custom_id")
+INT64_LIMIT = 2**63  # counts are stored as DuckDB BIGINT
 TIME_KEYS = ("timestamp", "created", "created_at", "time", "start_time")
 
 
@@ -68,13 +69,18 @@ def _int_or_none(value: Any, what: str) -> int | None:
         raise RecordError(f"{what} must be a number, got {type(value).__name__}")
     if value < 0 or value != value:
         raise RecordError(f"{what} must be >= 0, got {value}")
+    if value >= INT64_LIMIT:
+        raise RecordError(f"{what} is out of range, got {value}")
     return int(value)
 
 
 def parse_timestamp(value: Any) -> float | None:
-    """Seconds since the epoch from epoch s/ms/us/ns numbers, numeric strings or ISO-8601."""
+    """Seconds since the epoch from epoch s/ms/us/ns numbers, numeric strings, ISO-8601 or
+    ``datetime`` values (what Parquet timestamp columns read as)."""
     if value is None:
         return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -85,15 +91,13 @@ def parse_timestamp(value: Any) -> float | None:
             except ValueError as exc:
                 raise RecordError(f"unreadable timestamp {value[:40]!r}") from exc
             if dt.tzinfo is None:  # naive times are taken as UTC, as gateways log them
-                from datetime import UTC
-
                 dt = dt.replace(tzinfo=UTC)
             return dt.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RecordError(f"timestamp must be a number or string, got {type(value).__name__}")
     v = float(value)
-    if v != v or v < 0:
-        raise RecordError(f"timestamp must be >= 0, got {value}")
+    if v != v or v < 0 or v == float("inf"):
+        raise RecordError(f"timestamp must be a finite number >= 0, got {value}")
     for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
         if v > limit:
             return v / scale
@@ -424,10 +428,12 @@ def _looks_anthropic(body: dict, rec: dict) -> bool:
     tools = body.get("tools")
     if isinstance(tools, list) and any(isinstance(t, dict) and "input_schema" in t for t in tools):
         return True
-    usage = rec.get("usage") or (rec.get("response") or {}).get("usage") or {}
+    response = rec.get("response")
+    usage = rec.get("usage") or (response.get("usage") if isinstance(response, dict) else None)
     if isinstance(usage, dict) and "input_tokens" in usage:
         return True
-    for msg in body.get("messages") or []:
+    messages = body.get("messages")
+    for msg in messages if isinstance(messages, list) else ():
         content = msg.get("content") if isinstance(msg, dict) else None
         if isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content
@@ -444,7 +450,14 @@ def detect_record(rec: Any) -> str | None:
         return "mooncake"
     if "custom_id" in rec and "body" in rec:
         return "openai-batch"
-    body = rec.get("request") if isinstance(rec.get("request"), dict) else rec
+    body = rec.get("request")
+    if isinstance(body, str):  # gateways that log the body as a JSON string (see _envelope)
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            body = None
+    if not isinstance(body, dict):
+        body = rec.get("body") if isinstance(rec.get("body"), dict) else rec
     if "messages" in body:
         return "anthropic" if _looks_anthropic(body, rec) else "openai-chat"
     if "prompt" in body:

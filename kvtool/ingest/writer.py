@@ -169,7 +169,9 @@ class _FileWriter:
             if where is None:
                 kept.append(row)
             else:
-                self.reject(row[0], f"duplicate request id {row[2][:60]!r} (first at {where})", row[1])
+                self.reject(
+                    row[0], f"duplicate request id {row[2][:60]!r} (first at {where})", row[1]
+                )
         self.rows = kept
 
     def flush(self) -> None:
@@ -245,14 +247,16 @@ def ingest_file(
     hash_block_size: int = 512,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest one file (see the module invariants). Raises ``UnusableInput`` for unreadable input."""
+    """Ingest one file (see the module invariants); ``UnusableInput`` for unreadable input."""
     if not path.exists():
         raise UnusableInput(f"{path}: no such file")
     if path.is_dir():
         raise UnusableInput(f"{path}: is a directory")
     digest = file_digest(path)
     row = one(
-        con, "SELECT file_id, format, lines, requests, rejected FROM files WHERE sha256 = ?", [digest]
+        con,
+        "SELECT file_id, format, lines, requests, rejected FROM files WHERE sha256 = ?",
+        [digest],
     )
     if row is not None:
         if progress:
