@@ -39,7 +39,9 @@ HashBlockOption = Annotated[
 
 
 def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[bold red]kvtool: error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]kvtool: error:[/] {message}", highlight=False, markup=True
+    )
     raise typer.Exit(2)
 
 

@@ -230,11 +230,6 @@ def test_cli_missing_file_exits_2_naming_the_path(tmp_path):
         assert one(con, "SELECT count(*) FROM files") == (0,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kvtool/cli.py _fail prints through rich, which wraps at 80 columns when not a tty, "
-    "so a long path splits the error over several lines (cli.py is outside this test's scope)",
-)
 def test_cli_error_is_one_line(tmp_path):
     missing = tmp_path / "a-reasonably-long-directory-name-for-logs" / "missing.jsonl"
     result = CliRunner().invoke(app, ["ingest", str(missing), "--db", str(tmp_path / "x.duckdb")])

@@ -61,7 +61,9 @@ def _parse(raw: bytes) -> tuple[Any, str | None]:
 
 def _jsonl_lines(path: Path, progress: Callable[[int], None] | None) -> Iterator[Line]:
     with path.open("rb") as raw_file:
-        stream = gzip.GzipFile(fileobj=raw_file) if path.suffix == ".gz" else raw_file
+        gzipped = raw_file.read(2) == b"\x1f\x8b"  # by magic bytes, whatever the file is called
+        raw_file.seek(0)
+        stream = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file
         number = 0
         last_pos = 0
         try:
@@ -79,6 +81,16 @@ def _jsonl_lines(path: Path, progress: Callable[[int], None] | None) -> Iterator
             yield Line(number + 1, b"", None, f"compressed stream is cut off ({exc})")
         if progress:
             progress(path.stat().st_size - last_pos)
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Nested struct columns: Arrow gives every struct all fields of the column, null where a
+    record had none; drop those so the content matches the JSON that was logged."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _parquet_lines(path: Path, progress: Callable[[int], None] | None) -> Iterator[Line]:
@@ -102,6 +114,8 @@ def _parquet_lines(path: Path, progress: Callable[[int], None] | None) -> Iterat
                         rec[key] = orjson.loads(value)
                     except orjson.JSONDecodeError:
                         error = f"column {key!r} holds invalid JSON"
+                elif isinstance(value, list | dict):
+                    rec[key] = _drop_nulls(value)
             raw = orjson.dumps(row, default=str)
             yield Line(number, raw, None if error else rec, error)
         if progress:

@@ -9,6 +9,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,13 @@ def content_key(data: bytes) -> int:
     """Signed 64-bit content key (xxh3-64) of serialized content, as DuckDB BIGINT stores it."""
     k = xxhash.xxh3_64_intdigest(data)
     return k - _U64 if k >= _I64 else k
+
+
+def _reason_class(reason: str) -> str:
+    """A reject reason without its specifics (quoted values, indexes, details after a colon)."""
+    head = reason.split(": ")[0]
+    head = re.sub(r"'[^']*'|\"[^\"]*\"", "…", head)
+    return re.sub(r"\[\d+\]", "[i]", head)
 
 
 @dataclass
@@ -110,7 +118,7 @@ class _FileWriter:
     def reject(self, line: int, reason: str, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="backslashreplace")
         self.rejects.append((self.file_id, self.path, line, reason, text))
-        short = reason.split(":")[0]
+        short = _reason_class(reason)
         self.report_reasons[short] = self.report_reasons.get(short, 0) + 1
 
     def add(self, line: int, raw: bytes, rec: Normalized) -> None:
