@@ -1,0 +1,198 @@
+"""`analyze` recovers the generator's known values, and matches a brute-force replay exactly."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvtool import analyze
+from kvtool.analyze.prefix import assign_sessions, occurrences
+from kvtool.analyze.workload import load_workload
+from kvtool.cli import app
+from kvtool.generate import generate
+from kvtool.store import connect
+from kvtool.tokenize import load_tokenizer, tokenizer_signature
+from kvtool.tokenize.template import make_template, render_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _oracle(records: list[dict], sizes=(16, 64, 256, 512)) -> dict:
+    """Brute force: one-call tokenization of every full prompt, prefix sets of token tuples."""
+    bundle = load_tokenizer()
+    template = make_template(bundle)
+    toks = []
+    for rec in sorted(records, key=lambda r: r["timestamp"]):  # ISO strings sort as times
+        body = rec["request"]
+        text = render_prompt(template, body["messages"], body.get("tools"))
+        toks.append((rec.get("session_id"), bundle.tokenizer.encode(text).ids))
+    out: dict = {"prompt_tokens": sum(len(t) for _, t in toks), "cached": {}, "within": {}}
+    for B in sizes:
+        seen: set = set()
+        by_session: dict = defaultdict(set)
+        cached = within = 0
+        for sess, ids in toks:
+            nb = len(ids) // B
+            h = 0
+            while h < nb and tuple(ids[: (h + 1) * B]) in seen:
+                h += 1
+            used = min(h, (len(ids) - 1) // B)
+            cached += used * B
+            within += B * sum(tuple(ids[: (i + 1) * B]) in by_session[sess] for i in range(used))
+            for i in range(nb):
+                seen.add(tuple(ids[: (i + 1) * B]))
+                by_session[sess].add(tuple(ids[: (i + 1) * B]))
+        out["cached"][B] = cached
+        out["within"][B] = within
+    common = toks[0][1]
+    for _, ids in toks[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(common, ids, strict=False)) if a != b), None)
+        common = common[: n if n is not None else min(len(common), len(ids))]
+    out["common_prefix"] = len(common)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["agent", "chat", "rag"])
+def test_analyze_matches_truth_and_bruteforce(tmp_path, kind):
+    log = tmp_path / f"{kind}.jsonl"
+    truth = generate(kind, 6, seed=11, out=log, steps=(3, 8))
+    s = analyze([log], db=tmp_path / "k.duckdb")
+    assert s["requests"] == truth.requests
+    assert s["sessions"] == truth.sessions and s["sessions_inferred"] == 0
+    assert s["output_tokens"] == truth.output_tokens
+    assert s["rejected_lines"] == 0
+    oracle = _oracle(_records(log))
+    assert s["prompt_tokens"] == oracle["prompt_tokens"]
+    for B in (16, 64, 256, 512):
+        assert s["ideal_hit_rate_by_block_size"][str(B)] == pytest.approx(
+            oracle["cached"][B] / oracle["prompt_tokens"], abs=0, rel=1e-12
+        )
+    assert s["cached_tokens"] == oracle["cached"][16]
+    assert s["within_session_tokens"] == oracle["within"][16]
+    # the top prefix is the system prompt (and tools) every request shares, across all sessions
+    top = max(s["top_prefixes"], key=lambda p: p["requests"])
+    if kind != "rag":  # rag: the shared system prompt may be shorter than a block plus the doc
+        assert top["requests"] == truth.requests and top["sessions"] == truth.sessions
+        assert top["tokens"] == oracle["common_prefix"] // 16 * 16
+        assert truth.system_prompt[:20] in top["preview"]
+
+
+@pytest.mark.parametrize("kind", ["agent", "chat"])
+def test_sessions_are_inferred_exactly_without_ids(tmp_path, kind):
+    with_ids = tmp_path / "ids.jsonl"
+    without = tmp_path / "no-ids.jsonl"
+    truth = generate(kind, 12, seed=5, out=with_ids, steps=(2, 6))
+    generate(kind, 12, seed=5, out=without, session_ids=False, steps=(2, 6))
+    a = analyze([with_ids], db=tmp_path / "a.duckdb")
+    b = analyze([without], db=tmp_path / "b.duckdb")
+    assert b["sessions_inferred"] == b["sessions"] == truth.sessions
+    assert b["within_session_tokens"] == a["within_session_tokens"]
+    # the inferred partition is the generator's, request by request
+    con = connect(tmp_path / "b.duckdb")
+    wl = load_workload(con, [0], tokenizer_signature(load_tokenizer()))
+    codes, _ = assign_sessions(wl, occurrences(wl.blocks))
+    ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
+    truth_session = {r["id"]: r["id"].rsplit("-", 1)[0] for r in _records(with_ids)}
+    pairs = {(int(c), truth_session[ids[int(r)]]) for c, r in zip(codes, wl.req_ids, strict=True)}
+    assert len(pairs) == truth.sessions == len({c for c, _ in pairs})
+
+
+def test_rerun_reuses_the_database(tmp_path):
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 4, seed=2, out=log, steps=(2, 4))
+    first = analyze([log], db=tmp_path / "k.duckdb")
+    again = analyze([log], db=tmp_path / "k.duckdb")
+    assert again["tokenization"]["requests"] == 0  # nothing re-tokenized
+    assert {k: v for k, v in again.items() if k != "tokenization"} == {
+        k: v for k, v in first.items() if k != "tokenization"
+    }
+    everything = analyze(None, db=tmp_path / "k.duckdb")
+    assert everything["ideal_hit_rate"] == first["ideal_hit_rate"]
+
+
+def test_model_sizes_the_working_set(tmp_path):
+    log = tmp_path / "chat.jsonl"
+    generate("chat", 3, seed=4, out=log)
+    s = analyze([log], db=tmp_path / "k.duckdb", model="meta-llama/Llama-3.1-70B-Instruct")
+    assert s["kv_bytes_per_token"] == 2 * 80 * 8 * 128 * 2
+    assert s["working_set_gb"] == pytest.approx(s["working_set_tokens"] * 327680 / 1e9)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+                "hidden_size": 128,
+                "torch_dtype": "float32",
+            }
+        )
+    )
+    s = analyze([log], db=tmp_path / "k.duckdb", model=str(cfg))
+    assert s["kv_bytes_per_token"] == 2 * 2 * 1 * 64 * 4
+
+
+def test_observed_hit_rate_next_to_prediction(tmp_path):
+    log = tmp_path / "obs.jsonl"
+    system = "You are a careful assistant. " * 40
+    rows = []
+    for i in range(4):
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": f"q{i}"}]
+        usage = {
+            "prompt_tokens": 300,
+            "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 256 if i else 0},
+        }
+        rows.append(
+            {
+                "id": f"r{i}",
+                "timestamp": 1_700_000_000 + i,
+                "request": {"model": "m", "messages": msgs},
+                "response": {"usage": usage},
+            }
+        )
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = analyze([log], db=tmp_path / "k.duckdb")
+    assert s["observed_requests"] == 4
+    assert s["observed_hit_rate"] == pytest.approx(3 * 256 / 1200)
+    assert s["predicted_hit_rate_on_observed"] == pytest.approx(s["ideal_hit_rate"])
+    assert s["predicted_hit_rate_on_observed"] > 0.5
+
+
+def test_demo_trace_through_the_cli(tmp_path):
+    demo = REPO / "traces" / "demo-agent.jsonl.gz"
+    result = CliRunner().invoke(
+        app, ["analyze", str(demo), "--db", str(tmp_path / "d.duckdb"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    truth = json.loads((REPO / "traces" / "demo-agent.truth.json").read_text())
+    assert s["requests"] == truth["requests"] and s["sessions"] == truth["sessions"]
+    assert s["output_tokens"] == truth["output_tokens"]
+    assert 0.5 < s["ideal_hit_rate"] < 1
+    table = CliRunner().invoke(app, ["analyze", "--db", str(tmp_path / "d.duckdb")])
+    assert table.exit_code == 0 and "ideal token hit rate" in table.stdout
+
+
+def test_unusable_input_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    r = CliRunner().invoke(app, ["analyze", str(bad), "--db", str(tmp_path / "x.duckdb")])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "bad.csv:1: not JSON Lines" in r.stderr
+    r = CliRunner().invoke(app, ["analyze", "--db", str(tmp_path / "empty.duckdb")])
+    assert r.exit_code == 2 and "no ingested files" in r.stderr
+    log = tmp_path / "chat.jsonl"
+    generate("chat", 2, seed=1, out=log)
+    args = ["analyze", str(log), "--db", str(tmp_path / "y.duckdb"), "--model", "no-such-model"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "unknown model 'no-such-model'" in r.stderr
+    assert r.stdout == ""
