@@ -2,7 +2,8 @@
 
 ``generate(kind, sessions, seed, out)`` writes one JSONL record per request (gzip when ``out`` ends
 with ``.gz``) and ``<out>.truth.json`` with the ground truth the analyzers must recover. Everything
-comes from ``random.Random(seed)``: the same arguments give byte-identical files (gzip included).
+comes from one ``random.Random`` seeded with the kind and ``seed`` (no global or numpy randomness):
+the same arguments give byte-identical files (gzip included), whatever PYTHONHASHSEED.
 
 Kinds:
 
@@ -26,11 +27,13 @@ import gzip
 import heapq
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from io import BufferedIOBase
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -137,6 +140,7 @@ _ADVS = _words(
     instead later manually now often only quickly rarely recently regularly still usually"""
 )
 _DETS = ("the", "the", "the", "the", "this", "each", "our", "every", "that", "any", "your")
+_PDETS = ("the", "the", "these", "our", "your", "all", "those", "many", "some")
 _PREPS = _words(
     "in on for from with into after before during across within without under over about between "
     "through behind"
@@ -159,17 +163,17 @@ _CLASSES = tuple(n.capitalize() for n in _NOUNS)
 
 _SLOTS: dict[str, tuple[str, ...]] = {
     # prose
-    "D": _DETS, "A": _ADJS, "N": _NOUNS, "P": _PLURALS, "V": _VERBS, "S": _VERBS3, "R": _PREPS,
-    "B": _ADVS, "L": _LEADS, "M": _MODALS, "C": _CONJS, "#": _NUMS,
+    "D": _DETS, "Q": _PDETS, "A": _ADJS, "N": _NOUNS, "P": _PLURALS, "V": _VERBS, "S": _VERBS3,
+    "R": _PREPS, "B": _ADVS, "L": _LEADS, "M": _MODALS, "C": _CONJS, "#": _NUMS,
     # code
     "n": _NOUNS, "v": _VERBS, "K": _CLASSES, "T": _TYPES, "F": _DEFAULTS, "E": _EXCS,
     "m": _MODULES,
 }  # fmt: skip
 
-Template = tuple[str, tuple[tuple[tuple[str, ...], str], ...], int]
+_Template = tuple[str, tuple[tuple[tuple[str, ...], str], ...], int]
 
 
-def _compile(template: str) -> Template:
+def _compile(template: str) -> _Template:
     """'%D %N %S.' -> (leading literal, ((slot table, literal after), ...), word count)."""
     head, *rest = template.split("%")
     return head, tuple((_SLOTS[p[0]], p[1:]) for p in rest), len(template.split())
@@ -188,10 +192,10 @@ _SENTENCES = tuple(
         "Most %P %V %D %A %N %R %D %N.",
         "There are %# %A %P %R %D %N.",
         "Please %V %D %N and %V %D %A %N.",
-        "%D %N is %A because %D %P are %A.",
+        "%D %N is %A because %Q %P are %A.",
         "%L, %D %N %S %D %N %R %D %A %N.",
         "Every %N %S at most %# %P per %N.",
-        "%D %A %N %M %V %D %N %C %D %P %V %B.",
+        "%D %A %N %M %V %D %N %C %Q %P %V %B.",
         "Our %P %V %D %A %N %B %R %D %N.",
         "It %S %D %N only when %D %N is %A.",
     )
@@ -201,12 +205,12 @@ _QUESTIONS = tuple(
     for t in (
         "How %M I %V %D %A %N %R %D %N?",
         "What is the best way to %V %D %N %R %D %A %N?",
-        "Why does %D %N %V %D %N when %D %N %S %D %P?",
-        "Can you explain how %D %N %S %D %P?",
+        "Why does %D %N %V %D %N when %D %N %S %Q %P?",
+        "Can you explain how %D %N %S %Q %P?",
         "Is it %A to %V %D %N %R %D %N?",
         "Which %N %M we %V first if %D %N is %A?",
         "How many %P %M %D %A %N %V %R %D %N?",
-        "What happens to %D %P when %D %N %S %D %A %N?",
+        "What happens to %Q %P when %D %N %S %D %A %N?",
         "Should I %V %D %N or %V %D %A %N instead?",
     )
 )
@@ -310,19 +314,19 @@ class _Text:
         self.randint = rng.randint
         self.random = rng.random
 
-    def fill(self, template: Template) -> str:
+    def fill(self, template: _Template) -> str:
         head, parts, _ = template
         choice = self.choice
         return head + "".join([choice(table) + lit for table, lit in parts])
 
-    def sentence(self, pool: tuple[Template, ...] = _SENTENCES) -> str:
+    def sentence(self, pool: tuple[_Template, ...] = _SENTENCES) -> str:
         s = self.fill(self.choice(pool))
         return s[0].upper() + s[1:]
 
     def question(self) -> str:
         return self.sentence(_QUESTIONS)
 
-    def sentences(self, words: int, pool: tuple[Template, ...] = _SENTENCES) -> list[str]:
+    def sentences(self, words: int, pool: tuple[_Template, ...] = _SENTENCES) -> list[str]:
         """Sentences until at least ``words`` words."""
         out: list[str] = []
         n = 0
@@ -745,7 +749,7 @@ def _agent_session(
                 ],
             }
         )
-        words = 60 + int(340 * t.random() ** 1.6)
+        words = 60 + int(340 * t.random() ** 3)  # 60-400, mean 145: a heavy tail
         observation = _observation(t, name, args, words)
         history.append({"role": "tool", "tool_call_id": call_id, "content": observation})
         ts += randint(2000, 20000)
@@ -843,12 +847,16 @@ def _iso(ms: int) -> str:
     return f"{_EPOCH + ms * _MS:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
-def _open(out: Path) -> BinaryIO:
-    raw = open(out, "wb")  # noqa: SIM115 - closed by the caller (or by the GzipFile wrapping it)
-    if out.name.endswith(".gz"):
+@contextmanager
+def _open(out: Path) -> Iterator[BufferedIOBase]:
+    """The output file for writing; gzip (level 6) when its name ends with .gz."""
+    with open(out, "wb") as raw:
+        if not out.name.endswith(".gz"):
+            yield raw
+            return
         # mtime=0 and no file name in the header: the same records give the same bytes
-        return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
-    return raw
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz:
+            yield gz
 
 
 def generate(
@@ -883,7 +891,7 @@ def generate(
     out = Path(out)
     base_ms = (start - _EPOCH) // _MS
 
-    rng = random.Random(seed)
+    rng = random.Random(f"kvtool-{kind}-{seed}")  # str seeds are stable across runs
     shared = _Text(rng)
     tools: list[dict] | None = None
     if kind == "agent":

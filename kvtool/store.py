@@ -7,8 +7,11 @@ Tables (one row each):
   history every turn take space proportional to their distinct content.
 - ``contents``: distinct content by key (``kind``: 'message', 'tools' or 'prompt'; ``body``: JSON).
 - ``rejects``: an input line that did not become a request, with file, line, reason and raw text.
-- ``chains``: per request and tokenizer signature, the prompt length and the base-16 block chain
-  hashes (DESIGN.md: block identity); written by ``kvtool.tokenize``.
+- ``chains``: per request and tokenizer signature, the prompt length and the hash of its last full
+  base-16 block (NULL when it has none); written by ``kvtool.tokenize``.
+- ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
+  block before it (NULL for a first block) and its 0-based position. A request's block chain is
+  the path from its last block up through ``parent`` (DESIGN.md: block identity).
 
 Invariant: for every file row, ``lines = requests + rejected``.
 """
@@ -71,7 +74,13 @@ CREATE TABLE IF NOT EXISTS chains (
     req_id BIGINT NOT NULL,
     tokenizer VARCHAR NOT NULL,
     n_tokens BIGINT NOT NULL,
-    blocks BIGINT[] NOT NULL
+    last_block BIGINT
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    tokenizer VARCHAR NOT NULL,
+    hash BIGINT NOT NULL,
+    parent BIGINT,
+    depth INTEGER NOT NULL
 );
 """
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kvtool import analyze
-from kvtool.analyze.prefix import assign_sessions, occurrences
+from kvtool.analyze.prefix import assign_sessions, infer_parents, passes, runs
 from kvtool.analyze.workload import load_workload
 from kvtool.cli import app
 from kvtool.generate import generate
@@ -98,7 +98,8 @@ def test_sessions_are_inferred_exactly_without_ids(tmp_path, kind):
     # the inferred partition is the generator's, request by request
     con = connect(tmp_path / "b.duckdb")
     wl = load_workload(con, [0], tokenizer_signature(load_tokenizer()))
-    codes, _ = assign_sessions(wl, occurrences(wl.blocks))
+    rs = runs(wl)
+    codes, _ = assign_sessions(wl, infer_parents(wl, rs, passes(wl, rs)))
     ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
     truth_session = {r["id"]: r["id"].rsplit("-", 1)[0] for r in _records(with_ids)}
     pairs = {(int(c), truth_session[ids[int(r)]]) for c, r in zip(codes, wl.req_ids, strict=True)}

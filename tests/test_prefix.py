@@ -9,16 +9,17 @@ import pytest
 
 from kvtool.analyze import summarize
 from kvtool.analyze.prefix import (
+    REUSE_WINDOWS,
     assign_sessions,
     base_hit_blocks,
-    block_view,
     ideal_hits,
     infer_parents,
-    occurrences,
+    passes,
+    runs,
     top_prefixes,
     within_session,
 )
-from kvtool.analyze.workload import Workload
+from kvtool.analyze.workload import Workload, tree_from_paths
 from kvtool.tokenize.chains import chain_blocks
 
 
@@ -26,6 +27,8 @@ def _workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
     chains = [chain_blocks(np.asarray(s, np.uint32), 12345).view(np.int64) for s in seqs]
     n = len(seqs)
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in chains])]).astype(np.int64)
+    flat = np.concatenate(chains) if chains else np.zeros(0, np.int64)
+    end, parent, depth = tree_from_paths(offsets, flat)
     return Workload(
         req_ids=np.arange(n),
         ts=np.asarray(ts if ts is not None else np.arange(n, dtype=float) * 10.0, float),
@@ -34,19 +37,27 @@ def _workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
         output_tokens=np.zeros(n, np.int64),
         observed_prompt=np.full(n, np.nan),
         observed_cached=np.full(n, np.nan),
-        offsets=offsets,
-        blocks=np.concatenate(chains) if chains else np.zeros(0, np.int64),
+        end=end,
+        parent=parent,
+        depth=depth,
         base=16,
         kind="tokens",
         models=[None] * n,
     )
 
 
+def _structure(wl: Workload):
+    rs = runs(wl)
+    ps = passes(wl, rs)
+    return rs, ps
+
+
 def _cached(wl: Workload, B: int) -> list[int]:
-    occ = occurrences(wl.blocks)
-    return ideal_hits(
-        block_view(wl, B), base_hit_blocks(wl, occ), wl.n_tokens
-    ).cached_tokens.tolist()
+    rs, ps = _structure(wl)
+    hits = ideal_hits(wl, rs, ps, base_hit_blocks(wl, rs, ps), B)
+    per_request = np.bincount(ps.req, hits.cached_blocks, minlength=wl.n) * B
+    assert (per_request == hits.cached_tokens).all()
+    return hits.cached_tokens.tolist()
 
 
 def _oracle_cached(seqs: list[list[int]], B: int) -> list[int]:
@@ -135,11 +146,11 @@ def test_session_inference_follows_prefix_continuation():
             seqs.append(list(convs[u]))
             truth.append(u)
     wl = _workload(seqs)
-    occ = occurrences(wl.blocks)
-    parents = infer_parents(wl, occ)
+    rs, ps = _structure(wl)
+    parents = infer_parents(wl, rs, ps)
     assert parents[:3].tolist() == [-1, -1, -1]
     assert all(truth[p] == truth[i] for i, p in enumerate(parents) if p >= 0)
-    codes, inferred = assign_sessions(wl, occ)
+    codes, inferred = assign_sessions(wl, parents)
     assert inferred == 3
     assert len({(c, t) for c, t in zip(codes.tolist(), truth, strict=True)}) == 3
 
@@ -148,30 +159,15 @@ def test_top_prefix_is_the_maximal_shared_one():
     system = [9] * 80  # 5 blocks, shared by all
     seqs = [system + [i] * 40 for i in range(6)] + [system + [0] * 40 + [1] * 33]
     wl = _workload(seqs, sessions=[f"s{i}" for i in range(6)] + ["s0"])
-    occ = occurrences(wl.blocks)
-    codes, _ = assign_sessions(wl, occ)
-    view = block_view(wl, 16)
-    _, per_gid = within_session(view, occ, codes)
-    top = top_prefixes(view, occ, per_gid, wl.request_of_block)
+    rs, ps = _structure(wl)
+    codes, _ = assign_sessions(wl, infer_parents(wl, rs, ps))
+    _, per_run = within_session(ps, codes)
+    top = top_prefixes(wl, rs, ps, per_run, 1)
     # 7 requests share 80 tokens; requests 0 and 6 share 112 tokens (80 + 32 of the 40)
     best = {(p.tokens, p.requests, p.sessions) for p in top}
     assert (80, 7, 6) in best and (112, 2, 1) in best
     assert top[0].tokens_saved == max(p.tokens_saved for p in top) == 480
     assert top[0].first_request == 0
-
-
-@pytest.mark.parametrize("seed", [5, 6])
-def test_occurrences_match_a_dictionary_walk(seed):
-    rng = np.random.default_rng(seed)
-    values = rng.integers(0, 40, size=500)
-    occ = occurrences(values)
-    last: dict[int, int] = {}
-    for i, v in enumerate(values.tolist()):
-        assert occ.prev[i] == last.get(v, -1)
-        last[v] = i
-    for g, f in enumerate(occ.first.tolist()):
-        assert occ.gid[f] == g and (occ.gid[:f] != g).all()
-    assert occ.count.tolist() == np.bincount(occ.gid).tolist()
 
 
 @pytest.mark.parametrize("seed", [7, 8])
@@ -199,3 +195,27 @@ def test_within_session_matches_bruteforce(seed):
     assert summary["cached_tokens"] == cached
     assert summary["within_session_tokens"] == within
     assert summary["cross_session_tokens"] == cached - within
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+@pytest.mark.parametrize("B", [16, 64])
+def test_reuse_and_working_set_match_bruteforce(seed, B):
+    rng = random.Random(seed)
+    seqs = _random_tree_workload(rng, 60)
+    ts = sorted(rng.uniform(0, 4 * 3600) for _ in seqs)
+    wl = _workload(seqs, ts=ts)
+    summary, _ = summarize(wl, B)
+    last_use: dict[tuple, float] = {}
+    gaps: list[float] = []
+    for seq, t in zip(seqs, ts, strict=True):
+        nb = len(seq) // B
+        h = 0
+        while h < nb and tuple(seq[: (h + 1) * B]) in last_use:
+            h += 1
+        used = min(h, max(len(seq) - 1, 0) // B)
+        gaps += [t - last_use[tuple(seq[: (i + 1) * B])] for i in range(used)]
+        for i in range(nb):
+            last_use[tuple(seq[: (i + 1) * B])] = t
+    expect = {k: sum(g <= w for g in gaps) / len(gaps) for k, w in REUSE_WINDOWS.items()}
+    assert summary["reuse_within"] == pytest.approx(expect)
+    assert summary["working_set_tokens"] == B * len(last_use)

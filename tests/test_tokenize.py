@@ -157,12 +157,28 @@ def _oracle_ids(bundle, record: dict) -> np.ndarray:
 
 
 def _stored_chains(con, signature: str) -> dict[str, tuple[int, list[int]]]:
+    """Each request's prompt length and block chain, rebuilt from its last block up through
+    the ``blocks`` table's parent links."""
     rows = con.execute(
-        "SELECT r.request_id, c.n_tokens, c.blocks FROM chains c JOIN requests r USING (req_id) "
-        "WHERE c.tokenizer = ?",
-        [signature],
+        "SELECT hash, parent, depth FROM blocks WHERE tokenizer = ?", [signature]
     ).fetchall()
-    return {rid: (n, blocks) for rid, n, blocks in rows}
+    parent = {h: p for h, p, _ in rows}
+    depth = {h: d for h, _, d in rows}
+    assert len(parent) == len(rows)  # each distinct block stored once
+    out = {}
+    for rid, n, last in con.execute(
+        "SELECT r.request_id, c.n_tokens, c.last_block FROM chains c JOIN requests r "
+        "USING (req_id) WHERE c.tokenizer = ?",
+        [signature],
+    ).fetchall():
+        chain = []
+        while last is not None:
+            chain.append(last)
+            last = parent[last]
+        chain.reverse()
+        assert [depth[h] for h in chain] == list(range(len(chain)))
+        out[rid] = (n, chain)
+    return out
 
 
 def _assert_chains_exact(con, bundle, records, signature):

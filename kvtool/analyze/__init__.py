@@ -15,12 +15,14 @@ import numpy as np
 from kvtool.analyze.prefix import (
     assign_sessions,
     base_hit_blocks,
-    block_view,
     ideal_hits,
-    occurrences,
+    infer_parents,
+    passes,
     reuse_within,
+    runs,
     top_prefixes,
     within_session,
+    working_set_blocks,
 )
 from kvtool.analyze.workload import Workload, WorkloadError, load_workload
 from kvtool.ingest import FileReport, ingest_files
@@ -54,22 +56,21 @@ def summarize(
         raise WorkloadError(
             f"--block-size {block_size} is not a multiple of the trace's block size {wl.base}"
         )
-    occ = occurrences(wl.blocks)
-    R_base = wl.request_of_block
-    session, inferred = assign_sessions(wl, occ)
-    base_hits = base_hit_blocks(wl, occ)
+    rs = runs(wl)
+    ps = passes(wl, rs)
+    session, inferred = assign_sessions(wl, infer_parents(wl, rs, ps))
+    base_hits = base_hit_blocks(wl, rs, ps)
     sizes = (wl.base,) if wl.kind == "hash" else tuple(sorted({*BLOCK_SIZES, block_size}))
     prompt_tokens = int(wl.n_tokens.sum())
     by_size = {}
     for B in sizes:
-        hits = ideal_hits(block_view(wl, B), base_hits, wl.n_tokens)
-        by_size[str(B)] = _ratio(int(hits.cached_tokens.sum()), prompt_tokens)
-    view = block_view(wl, block_size)
-    hits = ideal_hits(view, base_hits, wl.n_tokens)
+        cached_b = ideal_hits(wl, rs, ps, base_hits, B).cached_tokens
+        by_size[str(B)] = _ratio(int(cached_b.sum()), prompt_tokens)
+    hits = ideal_hits(wl, rs, ps, base_hits, block_size)
     cached = int(hits.cached_tokens.sum())
-    same, sessions_per_gid = within_session(view, occ, session)
-    within = int(same[hits.cached_mask].sum()) * block_size
-    distinct = int(np.count_nonzero(~occ.seen[view.idx]))
+    same, sessions_per_run = within_session(ps, session)
+    within = int(hits.cached_blocks[same].sum()) * block_size
+    distinct = working_set_blocks(rs, ps, hits.k)
     observed = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
     obs_prompt = float(wl.observed_prompt[observed].sum())
     summary = {
@@ -84,7 +85,7 @@ def summarize(
         "ideal_hit_rate_by_block_size": by_size,
         "within_session_tokens": within,
         "cross_session_tokens": cached - within,
-        "reuse_within": reuse_within(view, occ, hits, wl.ts, R_base),
+        "reuse_within": reuse_within(ps, hits, wl.ts),
         "working_set_tokens": distinct * block_size,
         "kv_bytes_per_token": kv_bytes_per_token,
         "working_set_gb": (
@@ -96,7 +97,7 @@ def summarize(
             float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
         ),
     }
-    return summary, top_prefixes(view, occ, sessions_per_gid, R_base)
+    return summary, top_prefixes(wl, rs, ps, sessions_per_run, hits.k)
 
 
 def _kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:

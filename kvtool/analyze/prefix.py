@@ -1,13 +1,14 @@
-"""Prefix-sharing statistics over block chains, vectorized (DESIGN.md: Definitions).
+"""Prefix-sharing statistics on the block tree, vectorized (DESIGN.md: Definitions).
 
 With an infinite cache and requests in processing order, request r's hit count h is the number of
 its leading blocks that occurred in an earlier request; its cached tokens are
 ``B * min(h, (n - 1) // B)`` (vLLM computes at least one prompt token).
 
-Flat arrays, in processing order: ``R`` request index (non-decreasing), ``P`` block position.
-Block hashes are factorized once (``Occurrences``: one stable sort); every statistic after that
-is linear. All occurrences of a chain hash sit at the same position (the hash names the whole
-prefix), so a B-block view is a subset of the base blocks that keeps the same factorization.
+The work is proportional to distinct blocks and to *passes* — (run, request) pairs where a run
+(``Runs``) is a maximal unary stretch of the block tree that no request ends inside. The set of
+requests passing through a run is the same at every block of it, so every statistic can be
+computed per pass and weighted by how many of the run's blocks count. An agent session that
+resends its history touches each run once per request, not each block.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from kvtool.analyze.workload import Workload
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
 
 
-def _first_of_runs(keys: np.ndarray) -> np.ndarray:
+def _starts(keys: np.ndarray) -> np.ndarray:
     """Boolean mask: element i starts a run of equal ``keys``."""
     if len(keys) == 0:
         return np.zeros(0, bool)
@@ -29,112 +30,142 @@ def _first_of_runs(keys: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Occurrences:
-    """Flat values factorized: ``gid`` dense id per element, ``first`` (per gid) the index of its
-    first occurrence, ``prev`` (per element) the index of the previous occurrence or -1,
-    ``count`` (per gid) occurrences."""
+class Runs:
+    """The block tree with unary stretches merged: ``of[v]`` is node v's run; run c covers depths
+    ``lo[c]..hi[c]`` and hangs below run ``parent[c]`` (-1 at a root)."""
 
-    gid: np.ndarray
-    first: np.ndarray
-    prev: np.ndarray
-    count: np.ndarray
-
-    @property
-    def seen(self) -> np.ndarray:
-        """Per element: the same value occurred at an earlier index."""
-        return self.prev >= 0
+    of: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    parent: np.ndarray
 
 
-def occurrences(values: np.ndarray) -> Occurrences:
-    """Factorize ``values`` with one stable sort."""
-    n = len(values)
-    order = np.argsort(values, kind="stable")
-    starts = _first_of_runs(values[order])
-    gid = np.empty(n, np.int64)
-    gid[order] = np.cumsum(starts) - 1
-    first = order[starts]
-    prev = np.full(n, -1, np.int64)
-    cont = ~starts
-    if n:
-        prev[order[cont]] = order[np.nonzero(cont)[0] - 1]
-    bounds = np.append(np.nonzero(starts)[0], n)
-    return Occurrences(gid, first, prev, np.diff(bounds))
+def runs(wl: Workload) -> Runs:
+    """Merge unary stretches: a node starts a run unless its parent has exactly one child and no
+    request ends at the parent. Pointer jumping finds every node's run head in O(log depth)
+    passes."""
+    n_nodes = len(wl.parent)
+    p = wl.parent
+    has_parent = p >= 0
+    children = np.bincount(p[has_parent], minlength=n_nodes)
+    is_end = np.zeros(n_nodes, bool)
+    is_end[wl.end[wl.end >= 0]] = True
+    head = ~has_parent
+    head[has_parent] = (children[p[has_parent]] != 1) | is_end[p[has_parent]]
+    ptr = np.where(head, np.arange(n_nodes), p)
+    while True:
+        nxt = ptr[ptr]
+        if np.array_equal(nxt, ptr):
+            break
+        ptr = nxt
+    heads = np.nonzero(head)[0]
+    run_id = np.empty(n_nodes, np.int64)
+    run_id[heads] = np.arange(len(heads))
+    of = run_id[ptr]
+    hi = np.zeros(len(heads), np.int64)
+    np.maximum.at(hi, of, wl.depth)
+    parent = np.where(has_parent[heads], of[np.maximum(p[heads], 0)], -1)
+    return Runs(of, wl.depth[heads], hi, parent)
 
 
 @dataclass
-class BlockView:
-    """A workload's blocks at size ``B``: ``idx`` are the base-block indices that end a B-block,
-    ``R``/``P`` their request and B-block position, ``counts`` B-blocks per request."""
+class Passes:
+    """(run, request) pairs for every run on every request's path, sorted by run then request.
+    ``prev[i]`` is the previous request through the same run (-1 for the first)."""
 
-    B: int
-    k: int
-    idx: np.ndarray
-    R: np.ndarray
-    P: np.ndarray
-    counts: np.ndarray
+    run: np.ndarray
+    req: np.ndarray
+    prev: np.ndarray
 
-
-def block_view(wl: Workload, B: int) -> BlockView:
-    """Blocks of size ``B``: a B-block is identified by the base hash where it ends."""
-    if B % wl.base:
-        raise ValueError(f"block size {B} is not a multiple of the base size {wl.base}")
-    k = B // wl.base
-    R, P = wl.request_of_block, wl.position_of_block
-    idx = np.nonzero((P % k) == (k - 1))[0] if k > 1 else np.arange(len(R))
-    return BlockView(B, k, idx, R[idx], P[idx] // k, np.diff(wl.offsets) // k)
+    @property
+    def seen(self) -> np.ndarray:
+        return self.prev >= 0
 
 
-def base_hit_blocks(wl: Workload, occ: Occurrences) -> np.ndarray:
-    """Per request: leading base blocks that occurred in an earlier request."""
-    h = np.diff(wl.offsets).copy()
-    miss = np.nonzero(~occ.seen)[0]
-    if len(miss):
-        R = wl.request_of_block[miss]
-        first = _first_of_runs(R)
-        h[R[first]] = wl.position_of_block[miss][first]
-    return h
+def passes(wl: Workload, rs: Runs) -> Passes:
+    """Walk every request's path up the run tree (one vectorized step per run level)."""
+    req = np.nonzero(wl.end >= 0)[0]
+    run = rs.of[wl.end[req]]
+    out_run, out_req = [], []
+    while len(req):
+        out_run.append(run)
+        out_req.append(req)
+        up = rs.parent[run]
+        keep = up >= 0
+        run, req = up[keep], req[keep]
+    run = np.concatenate(out_run) if out_run else np.zeros(0, np.int64)
+    req = np.concatenate(out_req) if out_req else np.zeros(0, np.int64)
+    order = np.argsort(run * wl.n + req, kind="stable")
+    run, req = run[order], req[order]
+    first = _starts(run)
+    prev = np.where(first, -1, np.roll(req, 1))
+    return Passes(run, req, prev)
+
+
+def base_hit_blocks(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
+    """Per request: leading base blocks that occurred in an earlier request (seen runs form a
+    prefix of the path, and a seen run was seen whole)."""
+    length = (rs.hi - rs.lo + 1)[ps.run]
+    return np.bincount(ps.req[ps.seen], weights=length[ps.seen], minlength=wl.n).astype(np.int64)
+
+
+def _boundaries(lo: np.ndarray, top: np.ndarray, k: int) -> np.ndarray:
+    """How many depths d in [lo, top] end a k-block (d % k == k - 1); 0 when top < lo."""
+    return np.where(top >= lo, (top + 1) // k - lo // k, 0)
 
 
 @dataclass
 class Hits:
-    """Per-request cached tokens at block size B, and which blocks of the view they cover."""
+    """At block size ``B``: cached tokens per request and cached B-blocks per pass."""
 
+    B: int
+    k: int
     cached_tokens: np.ndarray
-    cached_mask: np.ndarray  # per view block
+    cached_blocks: np.ndarray  # per pass
 
 
-def ideal_hits(view: BlockView, base_hits: np.ndarray, n_tokens: np.ndarray) -> Hits:
-    """Infinite-cache hits at ``view.B``: seen blocks form a prefix, so h_B = h_base // k,
-    capped at (n - 1) // B."""
-    cap = np.maximum(n_tokens - 1, 0) // view.B
-    used = np.minimum(base_hits // view.k, cap)
-    return Hits(used * view.B, view.P < used[view.R])
+def ideal_hits(wl: Workload, rs: Runs, ps: Passes, base_hits: np.ndarray, B: int) -> Hits:
+    """Infinite-cache hits at ``B``: h_B = h_base // k, capped at (n - 1) // B."""
+    if B % wl.base:
+        raise ValueError(f"block size {B} is not a multiple of the base size {wl.base}")
+    k = B // wl.base
+    cap = np.maximum(wl.n_tokens - 1, 0) // B
+    used = np.minimum(base_hits // k, cap)
+    top = np.minimum(rs.hi[ps.run], used[ps.req] * k - 1)
+    return Hits(B, k, used * B, _boundaries(rs.lo[ps.run], top, k))
 
 
-def within_session(view: BlockView, occ: Occurrences, session: np.ndarray) -> tuple:
-    """Per view block: the same block occurred earlier in the same session; and per gid the
-    number of sessions it occurs in."""
-    gid = occ.gid[view.idx]
-    _, s_dense = np.unique(session, return_inverse=True)
-    key = s_dense[view.R].astype(np.int64) * (int(gid.max(initial=0)) + 1) + gid
-    pairs = occurrences(key)
-    first_in_session = ~pairs.seen
-    sessions_per_gid = np.bincount(gid[first_in_session], minlength=len(occ.count))
-    return pairs.seen, sessions_per_gid
+def within_session(ps: Passes, session: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pass: an earlier request of the same session went through the run; and per run the
+    number of distinct sessions through it."""
+    s = np.unique(session, return_inverse=True)[1][ps.req].astype(np.int64)
+    order = np.lexsort((ps.req, s, ps.run))
+    starts = _starts(ps.run[order]) | _starts(s[order])
+    within = np.empty(len(ps.run), bool)
+    within[order] = ~starts
+    n_runs = int(ps.run.max()) + 1 if len(ps.run) else 0
+    sessions_per_run = np.bincount(ps.run[order][starts], minlength=n_runs)
+    return within, sessions_per_run
 
 
-def reuse_within(
-    view: BlockView, occ: Occurrences, hits: Hits, ts: np.ndarray, R_base: np.ndarray
-) -> dict[str, float | None]:
+def reuse_within(ps: Passes, hits: Hits, ts: np.ndarray) -> dict[str, float | None]:
     """Share of cached tokens whose most recent earlier use was within each window (of those with
     known times); None when no cached block has known times."""
-    cur = view.idx[hits.cached_mask]
-    prev = occ.prev[cur]
-    gap = ts[R_base[cur]] - ts[R_base[prev]]
-    gap = gap[~np.isnan(gap)]
-    if len(gap) == 0:
+    use = hits.cached_blocks > 0
+    gap = ts[ps.req[use]] - ts[ps.prev[use]]
+    weight = hits.cached_blocks[use].astype(float)
+    known = ~np.isnan(gap)
+    if not known.any():
         return {k: None for k in REUSE_WINDOWS}
-    return {k: float(np.mean(gap <= w)) for k, w in REUSE_WINDOWS.items()}
+    gap, weight = gap[known], weight[known]
+    total = weight.sum()
+    return {k: float(weight[gap <= w].sum() / total) for k, w in REUSE_WINDOWS.items()}
+
+
+def working_set_blocks(rs: Runs, ps: Passes, k: int) -> int:
+    """Distinct B-blocks on the requests' paths."""
+    used = np.unique(ps.run)
+    return int(_boundaries(rs.lo[used], rs.hi[used], k).sum())
 
 
 @dataclass
@@ -149,81 +180,76 @@ class Prefix:
 
 
 def top_prefixes(
-    view: BlockView,
-    occ: Occurrences,
-    sessions_per_gid: np.ndarray,
-    R_base: np.ndarray,
-    limit: int = 10,
+    wl: Workload, rs: Runs, ps: Passes, sessions_per_run: np.ndarray, k: int, limit: int = 10
 ) -> list[Prefix]:
-    """The shared prefixes worth most: length x (requests - 1), maximal ones only."""
-    if len(view.idx) == 0:
+    """The shared prefixes worth most: length x (requests - 1). A candidate is the deepest
+    B-block of a run, when no run below keeps all of its requests."""
+    if len(ps.run) == 0:
         return []
-    gid = occ.gid[view.idx]
-    cnt = occ.count
-    has_next = np.append(view.R[1:] == view.R[:-1], False)
-    i = np.nonzero(has_next)[0]
-    extendable = np.zeros(len(cnt), bool)
-    extendable[gid[i[cnt[gid[i + 1]] == cnt[gid[i]]]]] = True
-    in_view = np.zeros(len(cnt), bool)
-    in_view[gid] = True
-    position = np.zeros(len(cnt), np.int64)
-    position[gid] = view.P
-    length = (position + 1) * view.B
-    saved = length * (cnt - 1)
-    ok = np.nonzero(in_view & (cnt >= 2) & ~extendable)[0]
+    n_runs = len(rs.lo)
+    count = np.bincount(ps.run, minlength=n_runs)
+    child_max = np.zeros(n_runs, np.int64)
+    below = np.nonzero((count > 0) & (rs.parent >= 0))[0]
+    np.maximum.at(child_max, rs.parent[below], count[below])
+    deepest = (rs.hi + 1) // k * k - 1
+    length = (deepest + 1) * wl.base
+    saved = length * (count - 1)
+    ok = np.nonzero((count >= 2) & (child_max < count) & (deepest >= rs.lo))[0]
     best = ok[np.argsort(-saved[ok], kind="stable")[:limit]]
-    R_first = R_base[occ.first]  # the first request containing each block
+    first_req = np.zeros(n_runs, np.int64)
+    starts = np.nonzero(_starts(ps.run))[0]
+    first_req[ps.run[starts]] = ps.req[starts]
     return [
         Prefix(
-            int(length[u]), int(cnt[u]), int(sessions_per_gid[u]), int(saved[u]), int(R_first[u])
+            int(length[u]),
+            int(count[u]),
+            int(sessions_per_run[u]),
+            int(saved[u]),
+            int(first_req[u]),
         )
         for u in best
     ]
 
 
-def infer_parents(wl: Workload, occ: Occurrences) -> np.ndarray:
-    """Per request, the index of the earlier request it continues, or -1.
-
-    r continues p when p's last full block occurs in r before r's last block (r's prompt extends
-    p's); the longest such p wins, the latest on ties. Works on base-size chains."""
+def infer_parents(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
+    """Per request, the earlier request it continues, or -1: r continues p when p's whole chain is
+    a strict prefix of r's (p ends at the tail of a run above r's last run); the longest such p
+    wins, the latest on ties."""
     n = wl.n
     parent = np.full(n, -1, np.int64)
-    counts = np.diff(wl.offsets)
-    has = np.nonzero(counts > 0)[0]
-    if len(has) == 0:
+    enders = np.nonzero(wl.end >= 0)[0]
+    if len(enders) == 0:
         return parent
-    end_gid = occ.gid[wl.offsets[has + 1] - 1]
-    is_end = np.zeros(len(occ.count), bool)
-    is_end[end_gid] = True
-    table = np.sort(end_gid * n + has)  # (gid, request) of every request's end, sorted
-    R, P = wl.request_of_block, wl.position_of_block
-    cand = np.nonzero(is_end[occ.gid] & (P < counts[R] - 1))[0]
-    g, R, P = occ.gid[cand], R[cand], P[cand]
-    t = np.searchsorted(table, g * n + R, side="left") - 1  # latest end before r with this gid
+    table = np.sort(rs.of[wl.end[enders]] * n + enders)  # (run, request) of every end
+    own = np.full(n, -1, np.int64)
+    own[enders] = rs.of[wl.end[enders]]
+    above = ps.run != own[ps.req]
+    run, req = ps.run[above], ps.req[above]
+    t = np.searchsorted(table, run * n + req, side="left") - 1
     valid = t >= 0
     t = np.where(valid, t, 0)
-    valid &= table[t] // n == g
-    R, p = R[valid], table[t][valid] % n
-    if len(R) == 0:
+    valid &= table[t] // n == run
+    run, req, p = run[valid], req[valid], table[t][valid] % n
+    if len(req) == 0:
         return parent
-    last = np.append(R[1:] != R[:-1], True)  # the longest match: entries are in position order
-    parent[R[last]] = p[last]
+    order = np.lexsort((rs.hi[run], req))  # per request, deepest run last
+    req, p = req[order], p[order]
+    last = np.append(req[1:] != req[:-1], True)
+    parent[req[last]] = p[last]
     return parent
 
 
-def assign_sessions(wl: Workload, occ: Occurrences) -> tuple[np.ndarray, int]:
+def assign_sessions(wl: Workload, parents: np.ndarray) -> tuple[np.ndarray, int]:
     """Session code per request: logged ids where present, else inherited from the inferred
     parent, else a new session. Returns (codes, number of inferred sessions)."""
     codes: dict[str, int] = {}
     out = np.empty(wl.n, np.int64)
-    has_missing = any(s is None for s in wl.session)
-    parent = infer_parents(wl, occ) if has_missing else np.full(wl.n, -1, np.int64)
     inferred = 0
     for i, s in enumerate(wl.session):
         if s is not None:
             out[i] = codes.setdefault(s, len(codes))
-        elif parent[i] >= 0:
-            out[i] = out[parent[i]]
+        elif parents[i] >= 0:
+            out[i] = out[parents[i]]
         else:  # inferred sessions take negative codes, disjoint from logged ones
             inferred += 1
             out[i] = -inferred

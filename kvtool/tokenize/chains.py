@@ -60,11 +60,13 @@ def chain_blocks(tokens: np.ndarray, seed: int, block: int = BASE_BLOCK) -> np.n
 
 
 class PrefixTrie:
-    """Chain state per distinct piece sequence.
+    """Chain state per distinct piece sequence, and the distinct blocks it has produced.
 
     Node invariant: ``n[v]`` tokens so far; ``last[v]`` is the chain hash of the last full block
-    (the root seed before any); ``tail[v]`` holds the ``n[v] % 16`` tokens after it; ``blocks[v]``
-    are the hashes of the full blocks completed by the node's own (last) piece.
+    (the root seed before any); ``tail[v]`` holds the ``n[v] % 16`` tokens after it. Blocks
+    completed by a new node are queued (hash, parent hash or None, depth) until
+    ``take_blocks``; every block is queued once per trie (a block reached through two different
+    piece sequences is queued twice and deduplicated by the store).
     """
 
     def __init__(self) -> None:
@@ -73,19 +75,20 @@ class PrefixTrie:
         self.n: list[int] = []
         self.last: list[int] = []
         self.tail: list[np.ndarray] = []
-        self.blocks: list[np.ndarray] = []
+        self._hashes: list[np.ndarray] = []
+        self._parents: list[int | None] = []  # parent of the first block of each queued run
+        self._depths: list[int] = []
 
-    def _new(self, n: int, last: int, tail: np.ndarray, blocks: np.ndarray) -> int:
+    def _new(self, n: int, last: int, tail: np.ndarray) -> int:
         self.n.append(n)
         self.last.append(last)
         self.tail.append(tail)
-        self.blocks.append(blocks)
         return len(self.n) - 1
 
     def root(self, seed: int) -> int:
         node = self.roots.get(seed)
         if node is None:
-            node = self._new(0, seed, np.zeros(0, TOKEN_DTYPE), np.zeros(0, _U64))
+            node = self._new(0, seed, np.zeros(0, TOKEN_DTYPE))
             self.roots[seed] = node
         return node
 
@@ -99,10 +102,43 @@ class PrefixTrie:
             seq = np.concatenate([tail, ids]) if len(tail) else ids
             new = chain_blocks(seq, self.last[node])
             full = len(new) * BASE_BLOCK
+            if len(new):
+                self._hashes.append(new)
+                self._parents.append(self.last[node] if self.n[node] >= BASE_BLOCK else None)
+                self._depths.append(self.n[node] // BASE_BLOCK)
             last = int(new[-1]) if len(new) else self.last[node]
-            child = self._new(self.n[node] + len(ids), last, seq[full:].copy(), new)
+            child = self._new(self.n[node] + len(ids), last, seq[full:].copy())
             self.children[key] = child
         return child
+
+    def last_block(self, node: int) -> int | None:
+        """Hash of the node's last full block (None before the first)."""
+        return self.last[node] if self.n[node] >= BASE_BLOCK else None
+
+    def take_blocks(self) -> pa.Table:
+        """The queued blocks as (hash, parent, depth), signed 64-bit; clears the queue."""
+        if not self._hashes:
+            hashes = np.zeros(0, _U64)
+            parents = pa.array([], pa.int64())
+            depths = np.zeros(0, np.int32)
+        else:
+            hashes = np.concatenate(self._hashes)
+            sizes = np.array([len(h) for h in self._hashes])
+            prev = np.empty_like(hashes)
+            prev[1:] = hashes[:-1]
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            firsts = np.array([p if p is not None else 0 for p in self._parents], _U64)
+            prev[starts] = firsts
+            null = np.zeros(len(hashes), bool)
+            null[starts] = [p is None for p in self._parents]
+            parents = pa.array(prev.view(np.int64), mask=null)
+            depths = (
+                np.repeat(np.array(self._depths) - starts, sizes) + np.arange(len(hashes))
+            ).astype(np.int32)
+        self._hashes, self._parents, self._depths = [], [], []
+        return pa.table(
+            {"hash": pa.array(hashes.view(np.int64)), "parent": parents, "depth": depths}
+        )
 
 
 @dataclass
@@ -276,29 +312,14 @@ def tokenize_requests(
         piece_lists = request_pieces(chunk, bodies, template, pieces, mode)
         _encode_pieces(pieces, mode)
         n_tokens: list[int] = []
-        offsets = [0]
-        parts: list[np.ndarray] = []
+        lasts: list[int | None] = []
         for row, plist in zip(chunk, piece_lists, strict=True):
             node = trie.root(root_seed(signature, row[2], row[3]))
             for pid in plist:
                 node = trie.extend(node, pid, pieces.tokens)
-                parts.append(trie.blocks[node])
             n_tokens.append(trie.n[node])
-            offsets.append(offsets[-1] + trie.n[node] // BASE_BLOCK)
-        flat = np.concatenate(parts) if parts else np.zeros(0, _U64)
-        table = pa.table(
-            {
-                "req_id": pa.array([r[0] for r in chunk], pa.int64()),
-                "tokenizer": pa.array([signature] * len(chunk), pa.string()),
-                "n_tokens": pa.array(n_tokens, pa.int64()),
-                "blocks": pa.ListArray.from_arrays(
-                    pa.array(offsets, pa.int32()), pa.array(flat.view(np.int64))
-                ),
-            }
-        )
-        con.register("_kv_chains", table)
-        con.execute("INSERT INTO chains SELECT * FROM _kv_chains")
-        con.unregister("_kv_chains")
+            lasts.append(_signed(trie.last_block(node)))
+        _write_chunk(con, signature, [r[0] for r in chunk], n_tokens, lasts, trie.take_blocks())
         report.logical_tokens += sum(n_tokens)
         done += len(chunk)
         if progress:
@@ -307,6 +328,41 @@ def tokenize_requests(
     report.tokens_encoded = encoder.tokens_encoded
     report.segments_encoded = encoder.segments_encoded
     return report
+
+
+def _signed(value: int | None) -> int | None:
+    """A uint64 hash as the signed 64-bit integer DuckDB's BIGINT stores."""
+    return None if value is None else value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _write_chunk(
+    con: duckdb.DuckDBPyConnection,
+    signature: str,
+    req_ids: list[int],
+    n_tokens: list[int],
+    lasts: list[int | None],
+    blocks: pa.Table,
+) -> None:
+    """Insert a chunk's chains and its new blocks (each distinct block once per signature)."""
+    chains = pa.table(
+        {
+            "req_id": pa.array(req_ids, pa.int64()),
+            "tokenizer": pa.array([signature] * len(req_ids), pa.string()),
+            "n_tokens": pa.array(n_tokens, pa.int64()),
+            "last_block": pa.array(lasts, pa.int64()),
+        }
+    )
+    con.register("_kv_chains", chains)
+    con.execute("INSERT INTO chains SELECT * FROM _kv_chains")
+    con.unregister("_kv_chains")
+    con.register("_kv_blocks", blocks)
+    con.execute(
+        """INSERT INTO blocks
+           SELECT DISTINCT ON (hash) ?, hash, parent, depth FROM _kv_blocks b
+           WHERE NOT EXISTS (SELECT 1 FROM blocks x WHERE x.tokenizer = ? AND x.hash = b.hash)""",
+        [signature, signature],
+    )
+    con.unregister("_kv_blocks")
 
 
 def _content_keys(rows: list[tuple]) -> set[int]:
