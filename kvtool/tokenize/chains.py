@@ -24,11 +24,11 @@ from kvtool.store import one
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.segments import TOKEN_DTYPE, SegmentEncoder
 from kvtool.tokenize.template import (
+    SYSTEM_ROLES,
     DefaultTemplate,
     HFTemplate,
     make_template,
     render_prompt,
-    split_leading_systems,
 )
 
 BASE_BLOCK = 16
@@ -159,26 +159,35 @@ class TokenizeReport:
 
 
 class _Pieces:
-    """Interned piece texts and their token ids (ids computed in batches by the encoder)."""
+    """Interned piece texts and their token ids (ids computed in batches by the encoder).
+    ``kinds[pid]``: 'text' (segmentable), 'whole' (one call), 'prompt' (one call with the
+    tokenizer's special tokens) or 'ids' (already token ids)."""
 
     def __init__(self, encoder: SegmentEncoder):
         self.encoder = encoder
         self.index: dict[object, int] = {}
-        self.texts: list[str] = []
+        self.by_message: dict[int, int] = {}  # message content key -> piece id
+        self.texts: list = []
+        self.kinds: list[str] = []
         self.ids: list[np.ndarray | None] = []
+        self.pending: list[int] = []
 
-    def intern(self, key: object, text: Callable[[], str]) -> int:
+    def add(self, text: object, kind: str) -> int:
+        self.texts.append(text)
+        self.kinds.append(kind)
+        self.ids.append(None)
+        self.pending.append(len(self.texts) - 1)
+        return len(self.texts) - 1
+
+    def intern(self, key: object, kind: str, text: Callable[[], object]) -> int:
         pid = self.index.get(key)
         if pid is None:
-            pid = len(self.texts)
-            self.index[key] = pid
-            self.texts.append(text())
-            self.ids.append(None)
+            pid = self.index[key] = self.add(text(), kind)
         return pid
 
     def tokens(self, pid: int) -> np.ndarray:
         ids = self.ids[pid]
-        assert ids is not None, "encode_pending() must run before the trie walk"
+        assert ids is not None, "_encode_pieces() must run before the trie walk"
         return ids
 
 
@@ -214,56 +223,57 @@ def request_pieces(
     added tokens) or 'whole' (one piece per distinct prompt text)."""
     out: list[list[int]] = []
     enc = pieces.encoder
+    by_message = pieces.by_message
     for _rid, kind, _model, _tenant, mkeys, tkey, pkey in rows:
         if kind == "completion":
             prompt = bodies[pkey]
-            if isinstance(prompt, list):
-                out.append([pieces.intern(("ids", pkey), lambda p=prompt: p)])
-            else:
-                out.append([pieces.intern(("prompt", pkey), lambda p=prompt: p)])
+            kind_ = "ids" if isinstance(prompt, list) else "prompt"
+            out.append([pieces.intern((kind_, pkey), kind_, lambda p=prompt: p)])
             continue
         tools = bodies[tkey] if tkey is not None else None
         if mode == "pieces":
             assert isinstance(template, DefaultTemplate)
-            msgs = [bodies[k] for k in mkeys]
-            systems, rest = split_leading_systems(msgs)
-            n_sys = len(systems)
+            n_sys = 0
+            while n_sys < len(mkeys) and bodies[mkeys[n_sys]].get("role") in SYSTEM_ROLES:
+                n_sys += 1
+            systems = [bodies[k] for k in mkeys[:n_sys]]
             head_key = ("head", tuple(mkeys[:n_sys]), tkey)
-            ids = [pieces.intern(head_key, lambda s=systems, t=tools: template.head(s, t))]
-            for key, msg in zip(mkeys[n_sys:], rest, strict=True):
-                ids.append(pieces.intern(("msg", key), lambda m=msg: template.message(m)))
-            ids.append(pieces.intern(("gen",), lambda: template.generation))
+            ids = [pieces.intern(head_key, "text", lambda s=systems, t=tools: template.head(s, t))]
+            for key in mkeys[n_sys:]:
+                pid = by_message.get(key)
+                if pid is None:
+                    pid = by_message[key] = pieces.add(template.message(bodies[key]), "text")
+                ids.append(pid)
+            ids.append(pieces.intern(("gen",), "text", lambda: template.generation))
             out.append(ids)
             continue
         text = render_prompt(template, [bodies[k] for k in mkeys], tools)
         if mode == "segments":
-            out.append([pieces.intern(("seg", s), lambda s=s: s) for s in enc.split(text)])
+            out.append([pieces.intern(("seg", s), "text", lambda s=s: s) for s in enc.split(text)])
         else:
-            out.append([pieces.intern(("text", text), lambda t=text: t)])
+            out.append([pieces.intern(("whole", text), "whole", lambda t=text: t)])
     return out
 
 
-def _encode_pieces(pieces: _Pieces, mode: str) -> None:
-    """Token ids of every pending piece. Whole-mode and completion prompts tokenize in one call
-    each (completions with the tokenizer's special tokens, as a completions endpoint does)."""
-    todo = [i for i, ids in enumerate(pieces.ids) if ids is None]
-    keys = {pid: key for key, pid in pieces.index.items()}
+def _encode_pieces(pieces: _Pieces) -> None:
+    """Token ids of every pending piece. 'whole' pieces and completion prompts tokenize in one
+    call each (completions with the tokenizer's special tokens, as a completions endpoint does);
+    'text' pieces go through the segment cache in one batch."""
     batch = []
-    for i in todo:
-        key = keys[i]
-        kind = key[0] if isinstance(key, tuple) else None
+    for i in pieces.pending:
+        kind = pieces.kinds[i]
         if kind == "ids":
             pieces.ids[i] = np.asarray(pieces.texts[i], dtype=TOKEN_DTYPE)
         elif kind == "prompt":
             pieces.ids[i] = pieces.encoder.encode_whole(pieces.texts[i], add_special_tokens=True)
-        elif mode == "whole":
+        elif kind == "whole":
             pieces.ids[i] = pieces.encoder.encode_whole(pieces.texts[i])
         else:
             batch.append(i)
-    for i, ids in zip(
-        batch, pieces.encoder.encode_many([pieces.texts[i] for i in batch]), strict=True
-    ):
+    encoded = pieces.encoder.encode_many([pieces.texts[i] for i in batch])
+    for i, ids in zip(batch, encoded, strict=True):
         pieces.ids[i] = ids
+    pieces.pending = []
 
 
 def tokenize_requests(
@@ -310,13 +320,15 @@ def tokenize_requests(
         chunk = rows[start : start + batch_size]
         bodies = _load_contents(con, _content_keys(chunk))
         piece_lists = request_pieces(chunk, bodies, template, pieces, mode)
-        _encode_pieces(pieces, mode)
+        _encode_pieces(pieces)
         n_tokens: list[int] = []
         lasts: list[int | None] = []
+        children = trie.children
         for row, plist in zip(chunk, piece_lists, strict=True):
             node = trie.root(root_seed(signature, row[2], row[3]))
-            for pid in plist:
-                node = trie.extend(node, pid, pieces.tokens)
+            for pid in plist:  # the known-path lookup is inlined: this loop is the hot one
+                nxt = children.get((node, pid))
+                node = nxt if nxt is not None else trie.extend(node, pid, pieces.tokens)
             n_tokens.append(trie.n[node])
             lasts.append(_signed(trie.last_block(node)))
         _write_chunk(con, signature, [r[0] for r in chunk], n_tokens, lasts, trie.take_blocks())
@@ -386,7 +398,7 @@ def _checked_mode(
     bodies = _load_contents(con, _content_keys(chats))
     pieces = _Pieces(encoder)
     lists = request_pieces(chats, bodies, template, pieces, mode)
-    _encode_pieces(pieces, mode)
+    _encode_pieces(pieces)
     for row, plist in zip(chats, lists, strict=True):
         composed = np.concatenate([pieces.tokens(p) for p in plist])
         text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
@@ -413,5 +425,5 @@ def request_token_ids(
     (plist,) = request_pieces(
         [row], _load_contents(con, _content_keys([row])), make_template(bundle), pieces, mode
     )
-    _encode_pieces(pieces, mode)
+    _encode_pieces(pieces)
     return np.concatenate([pieces.tokens(p) for p in plist])

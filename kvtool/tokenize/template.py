@@ -159,10 +159,13 @@ class DefaultTemplate:
         return self.m.generation
 
 
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
 def split_leading_systems(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     """(leading system/developer messages, the rest)."""
     i = 0
-    while i < len(messages) and messages[i].get("role") in ("system", "developer"):
+    while i < len(messages) and messages[i].get("role") in SYSTEM_ROLES:
         i += 1
     return messages[:i], messages[i:]
 
