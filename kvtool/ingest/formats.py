@@ -46,6 +46,7 @@ class Normalized:
     output_tokens: int | None = None
     observed_prompt_tokens: int | None = None
     observed_cached_tokens: int | None = None
+    messages_checked: bool = True  # False: call check_message on each message not seen before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,29 +209,35 @@ def _check_content(content: Any, where: str) -> None:
 
 
 def _check_openai_messages(messages: Any) -> list[dict]:
+    """The list's shape; each message's fields are checked by ``check_message``, once per
+    distinct message (the writer calls it for content it has not seen)."""
     if not isinstance(messages, list):
         raise RecordError(f"messages must be a list, got {type(messages).__name__}")
     if not messages:
         raise RecordError("messages is empty")
     for i, msg in enumerate(messages):
-        where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise RecordError(f"{where} must be an object, got {type(msg).__name__}")
-        role = msg.get("role")
-        if not isinstance(role, str):
-            raise RecordError(f"{where}.role must be a string")
-        if role not in ROLES:
-            raise RecordError(f"{where}.role {role[:30]!r} is not a chat role")
-        _check_content(msg.get("content"), where)
-        calls = msg.get("tool_calls")
-        if calls is not None:
-            if not isinstance(calls, list):
-                raise RecordError(f"{where}.tool_calls must be a list")
-            for j, call in enumerate(calls):
-                fn = call.get("function") if isinstance(call, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise RecordError(f"{where}.tool_calls[{j}].function.name must be a string")
+            raise RecordError(f"messages[{i}] must be an object, got {type(msg).__name__}")
     return messages
+
+
+def check_message(msg: dict, i: int) -> None:
+    """Raise ``RecordError`` unless ``msg`` (the i-th message) is a valid chat message."""
+    where = f"messages[{i}]"
+    role = msg.get("role")
+    if not isinstance(role, str):
+        raise RecordError(f"{where}.role must be a string")
+    if role not in ROLES:
+        raise RecordError(f"{where}.role {role[:30]!r} is not a chat role")
+    _check_content(msg.get("content"), where)
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise RecordError(f"{where}.tool_calls must be a list")
+        for j, call in enumerate(calls):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise RecordError(f"{where}.tool_calls[{j}].function.name must be a string")
 
 
 def _check_tools(tools: Any) -> list | None:
@@ -246,7 +253,7 @@ def _check_tools(tools: Any) -> list | None:
 
 def normalize_openai_chat(rec: dict) -> Normalized:
     env = _envelope(rec)
-    out = Normalized(kind="chat")
+    out = Normalized(kind="chat", messages_checked=False)
     if "messages" not in env.body:
         raise RecordError("no 'messages' in the request body")
     out.messages = _check_openai_messages(env.body["messages"])

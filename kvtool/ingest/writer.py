@@ -19,7 +19,14 @@ import orjson
 import pyarrow as pa
 import xxhash
 
-from kvtool.ingest.formats import FORMATS, Normalized, RecordError, detect_format, normalizer
+from kvtool.ingest.formats import (
+    FORMATS,
+    Normalized,
+    RecordError,
+    check_message,
+    detect_format,
+    normalizer,
+)
 from kvtool.ingest.reader import UnusableInput, file_digest, read_records, sample
 from kvtool.store import next_id, one
 
@@ -115,6 +122,24 @@ class _FileWriter:
             self.contents[key] = (kind, data.decode())
         return key
 
+    def _message_keys(self, rec: Normalized) -> list[int]:
+        """Content keys of the messages; a message not seen before is checked first (when the
+        normalizer left that to us) and queued for storage only if the whole list is valid."""
+        keys: list[int] = []
+        new: dict[int, bytes] = {}
+        for i, msg in enumerate(rec.messages or ()):
+            data = orjson.dumps(msg)
+            key = content_key(data)
+            if key not in self.known_keys and key not in new:
+                if not rec.messages_checked:
+                    check_message(msg, i)
+                new[key] = data
+            keys.append(key)
+        for key, data in new.items():
+            self.known_keys.add(key)
+            self.contents[key] = ("message", data.decode())
+        return keys
+
     def reject(self, line: int, reason: str, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="backslashreplace")
         self.rejects.append((self.file_id, self.path, line, reason, text))
@@ -127,10 +152,14 @@ class _FileWriter:
         if first is not None:
             self.reject(line, f"duplicate request id {rid[:60]!r} (first at line {first})", raw)
             return
-        self.lines_of[rid] = line
         message_keys = tools_key = prompt_key = None
         if rec.messages is not None:
-            message_keys = [self._key("message", m) for m in rec.messages]
+            try:
+                message_keys = self._message_keys(rec)
+            except RecordError as exc:
+                self.reject(line, str(exc), raw)
+                return
+        self.lines_of[rid] = line
         if rec.tools is not None:
             tools_key = self._key("tools", rec.tools)
         if rec.prompt is not None:
