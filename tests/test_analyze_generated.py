@@ -69,6 +69,7 @@ def test_analyze_matches_truth_and_bruteforce(tmp_path, kind):
     assert s["sessions"] == truth.sessions and s["sessions_inferred"] == 0
     assert s["output_tokens"] == truth.output_tokens
     assert s["rejected_lines"] == 0
+    assert s["tokenization"]["mode"] == "pieces" and s["tokenization"]["verified"] > 0
     oracle = _oracle(_records(log))
     assert s["prompt_tokens"] == oracle["prompt_tokens"]
     for B in (16, 64, 256, 512):

@@ -54,6 +54,11 @@ def render_analysis(console: Console, s: dict) -> None:
             "from prefix continuation "
             "(requests without a session id)"
         )
+    if s.get("tokenization", {}).get("mode") == "whole":
+        console.print(
+            "[yellow]note:[/] segment-wise tokenization did not match one-call tokenization for "
+            "this tokenizer, so every distinct prompt was tokenized whole (exact, but slower)"
+        )
     t = Table(title="prefix reuse (infinite cache, vLLM semantics)", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")

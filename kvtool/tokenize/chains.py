@@ -211,47 +211,74 @@ def _load_contents(con: duckdb.DuckDBPyConnection, keys: set[int]) -> dict[int, 
     return {k: orjson.loads(body) for k, body in rows}
 
 
-def request_pieces(
+@dataclass(slots=True)
+class Plan:
+    """How to walk one request: start at the node saved under ``resume`` (or at the root), walk
+    ``pieces``, save the node under ``save``, then walk ``tail`` (the generation prompt)."""
+
+    resume: tuple | None
+    pieces: list[int]
+    save: tuple | None = None
+    tail: tuple[int, ...] = ()
+
+
+def request_plans(
     rows: list[tuple],
     bodies: dict[int, object],
     template: DefaultTemplate | HFTemplate,
     pieces: _Pieces,
     mode: str,
-) -> list[list[int]]:
-    """Piece ids of each request row ``(req_id, kind, model, tenant, message_keys, tools_key,
+    conversations: set[tuple],
+) -> list[Plan]:
+    """Walk plans of request rows ``(req_id, kind, model, tenant, message_keys, tools_key,
     prompt_key)``. ``mode``: 'pieces' (default template), 'segments' (rendered text split at
-    added tokens) or 'whole' (one piece per distinct prompt text)."""
-    out: list[list[int]] = []
+    added tokens) or 'whole' (one piece per distinct prompt text).
+
+    In 'pieces' mode a request that repeats an earlier request's messages and adds up to two
+    (an agent step, a chat turn) resumes from that request's saved node, so only its new
+    messages are rendered and walked; ``conversations`` holds the saved keys (planned order)."""
+    out: list[Plan] = []
     enc = pieces.encoder
     by_message = pieces.by_message
-    for _rid, kind, _model, _tenant, mkeys, tkey, pkey in rows:
+    gen = pieces.intern(("gen",), "text", lambda: getattr(template, "generation", ""))
+    for _rid, kind, model, tenant, mkeys, tkey, pkey in rows:
         if kind == "completion":
             prompt = bodies[pkey]
             kind_ = "ids" if isinstance(prompt, list) else "prompt"
-            out.append([pieces.intern((kind_, pkey), kind_, lambda p=prompt: p)])
+            out.append(Plan(None, [pieces.intern((kind_, pkey), kind_, lambda p=prompt: p)]))
             continue
         tools = bodies[tkey] if tkey is not None else None
-        if mode == "pieces":
-            assert isinstance(template, DefaultTemplate)
-            n_sys = 0
-            while n_sys < len(mkeys) and bodies[mkeys[n_sys]].get("role") in SYSTEM_ROLES:
-                n_sys += 1
-            systems = [bodies[k] for k in mkeys[:n_sys]]
-            head_key = ("head", tuple(mkeys[:n_sys]), tkey)
-            ids = [pieces.intern(head_key, "text", lambda s=systems, t=tools: template.head(s, t))]
-            for key in mkeys[n_sys:]:
-                pid = by_message.get(key)
-                if pid is None:
-                    pid = by_message[key] = pieces.add(template.message(bodies[key]), "text")
-                ids.append(pid)
-            ids.append(pieces.intern(("gen",), "text", lambda: template.generation))
-            out.append(ids)
+        if mode != "pieces":
+            text = render_prompt(template, [bodies[k] for k in mkeys], tools)
+            if mode == "segments":
+                ids = [pieces.intern(("seg", s), "text", lambda s=s: s) for s in enc.split(text)]
+            else:
+                ids = [pieces.intern(("whole", text), "whole", lambda t=text: t)]
+            out.append(Plan(None, ids))
             continue
-        text = render_prompt(template, [bodies[k] for k in mkeys], tools)
-        if mode == "segments":
-            out.append([pieces.intern(("seg", s), "text", lambda s=s: s) for s in enc.split(text)])
-        else:
-            out.append([pieces.intern(("whole", text), "whole", lambda t=text: t)])
+        assert isinstance(template, DefaultTemplate)
+        n_sys = 0
+        while n_sys < len(mkeys) and bodies[mkeys[n_sys]].get("role") in SYSTEM_ROLES:
+            n_sys += 1
+        systems = [bodies[k] for k in mkeys[:n_sys]]
+        head_key = ("head", tuple(mkeys[:n_sys]), tkey)
+        head = pieces.intern(head_key, "text", lambda s=systems, t=tools: template.head(s, t))
+        rest = tuple(mkeys[n_sys:])
+        base = (model, tenant, head)
+        resume = None
+        for j in range(len(rest), max(len(rest) - 3, 0), -1):
+            if (base, rest[:j]) in conversations:
+                resume = (base, rest[:j])
+                break
+        ids = [] if resume is not None else [head]
+        for key in rest[len(resume[1]) if resume else 0 :]:
+            pid = by_message.get(key)
+            if pid is None:
+                pid = by_message[key] = pieces.add(template.message(bodies[key]), "text")
+            ids.append(pid)
+        save = (base, rest)
+        conversations.add(save)
+        out.append(Plan(resume, ids, save, (gen,)))
     return out
 
 
@@ -315,18 +342,28 @@ def tokenize_requests(
     report.mode = mode
     pieces = _Pieces(encoder)
     trie = PrefixTrie()
+    conversations: set[tuple] = set()
+    saved: dict[tuple, int] = {}
     done = 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         bodies = _load_contents(con, _content_keys(chunk))
-        piece_lists = request_pieces(chunk, bodies, template, pieces, mode)
+        plans = request_plans(chunk, bodies, template, pieces, mode, conversations)
         _encode_pieces(pieces)
         n_tokens: list[int] = []
         lasts: list[int | None] = []
         children = trie.children
-        for row, plist in zip(chunk, piece_lists, strict=True):
-            node = trie.root(root_seed(signature, row[2], row[3]))
-            for pid in plist:  # the known-path lookup is inlined: this loop is the hot one
+        for row, plan in zip(chunk, plans, strict=True):
+            if plan.resume is None:
+                node = trie.root(root_seed(signature, row[2], row[3]))
+            else:
+                node = saved[plan.resume]
+            for pid in plan.pieces:  # the known-path lookup is inlined: this loop is the hot one
+                nxt = children.get((node, pid))
+                node = nxt if nxt is not None else trie.extend(node, pid, pieces.tokens)
+            if plan.save is not None:
+                saved[plan.save] = node
+            for pid in plan.tail:
                 nxt = children.get((node, pid))
                 node = nxt if nxt is not None else trie.extend(node, pid, pieces.tokens)
             n_tokens.append(trie.n[node])
@@ -397,7 +434,10 @@ def _checked_mode(
         return mode
     bodies = _load_contents(con, _content_keys(chats))
     pieces = _Pieces(encoder)
-    lists = request_pieces(chats, bodies, template, pieces, mode)
+    lists = []
+    for row in chats:  # each planned alone: a full piece list, no resume
+        (plan,) = request_plans([row], bodies, template, pieces, mode, set())
+        lists.append(plan.pieces + list(plan.tail))
     _encode_pieces(pieces)
     for row, plist in zip(chats, lists, strict=True):
         composed = np.concatenate([pieces.tokens(p) for p in plist])
@@ -422,8 +462,8 @@ def request_token_ids(
     if row is None or row[1] == "hash":
         return np.zeros(0, TOKEN_DTYPE)
     pieces = _Pieces(bundle.encoder)
-    (plist,) = request_pieces(
-        [row], _load_contents(con, _content_keys([row])), make_template(bundle), pieces, mode
+    (plan,) = request_plans(
+        [row], _load_contents(con, _content_keys([row])), make_template(bundle), pieces, mode, set()
     )
     _encode_pieces(pieces)
-    return np.concatenate([pieces.tokens(p) for p in plist])
+    return np.concatenate([pieces.tokens(p) for p in plan.pieces + list(plan.tail)])
