@@ -4,7 +4,7 @@ Naive baseline (measured in the same run, same tokenizer): render every request'
 tokenize it with ``Tokenizer.encode_batch`` — what a script without segment reuse does. Only the
 tokenizer calls are timed for the baseline; kvtool is timed end to end as a user runs it.
 
-    python bench/analyze_throughput.py [--sessions 250] [--min-steps 20] [--max-steps 40]
+    python bench/analyze_throughput.py [--sessions 270] [--min-steps 20] [--max-steps 40]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import gzip
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import orjson
 from kvtool.generate import generate
 
-from kvtool.tokenize import load_tokenizer
+from kvtool.tokenize import load_tokenizer, tokenize_requests
 from kvtool.tokenize.template import make_template, render_prompt
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -69,9 +70,42 @@ def naive_baseline(path: Path, batch: int = 256) -> tuple[int, float, float]:
     return tokens, tok_s, render_s
 
 
+def breakdown(db: Path) -> None:
+    """Where the time of tokenize + analyze goes, in process, on a freshly ingested db."""
+    from kvtool.analyze import summarize
+    from kvtool.analyze.workload import load_workload
+    from kvtool.store import connect
+
+    con = connect(db)
+    t0 = time.perf_counter()
+    bundle = load_tokenizer()
+    t1 = time.perf_counter()
+    encoder = bundle.encoder
+    batch = encoder._batch
+    spent = 0.0
+
+    def timed(*a: object, **k: object) -> object:
+        nonlocal spent
+        start = time.perf_counter()
+        out = batch(*a, **k)
+        spent += time.perf_counter() - start
+        return out
+
+    encoder._batch = timed
+    report = tokenize_requests(con, bundle)
+    t2 = time.perf_counter()
+    wl = load_workload(con, [0], report.signature)
+    summarize(wl, 16)
+    t3 = time.perf_counter()
+    print(
+        f"breakdown: tokenizer load {t1 - t0:.2f} s; tokenize {t2 - t1:.2f} s, of which the "
+        f"tokenizer's own batch calls {spent:.2f} s; load + statistics {t3 - t2:.2f} s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sessions", type=int, default=250)
+    ap.add_argument("--sessions", type=int, default=270)
     ap.add_argument("--min-steps", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
@@ -108,11 +142,13 @@ def main() -> None:
         capture_output=True,
         check=True,
     )
+    shutil.copy(db, OUT / "breakdown.duckdb")
     wall2, _, _ = run_child(["analyze", "--db", str(db), "--json"])
     print(
         f"kvtool analyze on an ingested db (tokenize + analyze): {wall2:.1f} s = "
         f"{logical / wall2 / 1e6:.2f} M logical tokens/s"
     )
+    breakdown(OUT / "breakdown.duckdb")
     if args.skip_baseline:
         return
     tokens, tok_s, render_s = naive_baseline(log)

@@ -46,7 +46,8 @@ class SegmentEncoder:
         words = sorted(self.added_ids, key=len, reverse=True)
         self.pattern = re.compile(f"({_trie_regex(words)})") if words else None
         self.first_chars = {w[0] for w in words}
-        self.cache: dict[str, np.ndarray] = {}
+        # added tokens are pre-cached: a split never yields text equal to an added token
+        self.cache = {t: np.array([i], TOKEN_DTYPE) for t, i in self.added_ids.items()}
         self.segments_encoded = 0
         self.tokens_encoded = 0
         self._batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
@@ -65,7 +66,7 @@ class SegmentEncoder:
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
         """Exact ids of each text (``add_special_tokens=False``); new segments in one batch."""
         split = [self.split(t) for t in texts]
-        new = {s for segs in split for s in segs if s not in self.cache and s not in self.added_ids}
+        new = {s for segs in split for s in segs if s not in self.cache}
         self.encode_segments(list(new))
         return [self._compose(segs) for segs in split]
 
@@ -79,10 +80,7 @@ class SegmentEncoder:
         self.segments_encoded += len(segments)
 
     def _compose(self, segs: list[str]) -> np.ndarray:
-        parts = [
-            np.array([self.added_ids[s]], TOKEN_DTYPE) if s in self.added_ids else self.cache[s]
-            for s in segs
-        ]
+        parts = [self.cache[s] for s in segs]
         if not parts:
             return np.zeros(0, TOKEN_DTYPE)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
