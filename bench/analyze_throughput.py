@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import orjson
-from kvtool.generate import generate
 
+from kvtool.generate import generate
 from kvtool.tokenize import load_tokenizer, tokenize_requests
 from kvtool.tokenize.template import make_template, render_prompt
 
