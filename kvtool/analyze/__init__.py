@@ -37,11 +37,13 @@ PREVIEW_CHARS = 48
 __all__ = ["BLOCK_SIZES", "WorkloadError", "analyze", "summarize"]
 
 
-def _preview(text: str) -> str:
+def _preview(text: str) -> tuple[str, str]:
+    """(head … tail, tail) of a prefix's text with whitespace collapsed."""
     flat = " ".join(text.split())
+    tail = flat[-PREVIEW_CHARS:]
     if len(flat) <= 2 * PREVIEW_CHARS + 3:
-        return flat
-    return f"{flat[:PREVIEW_CHARS]} … {flat[-PREVIEW_CHARS:]}"
+        return flat, tail
+    return f"{flat[:PREVIEW_CHARS]} … {tail}", tail
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -196,12 +198,11 @@ def _analyze(
     summary["trace_kind"] = wl.kind
     summary["top_prefixes"] = []
     for p in prefixes[:top]:
-        preview = None
+        preview = ends_with = None
         if bundle is not None:
             ids_ = request_token_ids(con, bundle, int(wl.req_ids[p.first_request]), mode)
-            preview = _preview(
-                bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False)
-            )
+            text = bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False)
+            preview, ends_with = _preview(text)
         summary["top_prefixes"].append(
             {
                 "tokens": p.tokens,
@@ -209,6 +210,7 @@ def _analyze(
                 "sessions": p.sessions,
                 "tokens_saved": p.tokens_saved,
                 "preview": preview,
+                "ends_with": ends_with,
             }
         )
     files = con.execute(

@@ -66,7 +66,8 @@ def render_analysis(console: Console, s: dict) -> None:
     t.add_row("output tokens", _num(s["output_tokens"]))
     t.add_row(f"ideal token hit rate @ block {s['block_size']}", _pct(s["ideal_hit_rate"]))
     for size, rate in s["ideal_hit_rate_by_block_size"].items():
-        t.add_row(f"  @ block {size}", _pct(rate))
+        if int(size) != s["block_size"]:
+            t.add_row(f"  @ block {size}", _pct(rate))
     cached = s["cached_tokens"] or 0
     t.add_row(
         "reusable tokens within a session",
@@ -95,13 +96,13 @@ def render_analysis(console: Console, s: dict) -> None:
         p = Table(title="top shared prefixes (tokens × reuse)", title_justify="left")
         for col in ("tokens", "requests", "sessions", "tokens saved"):
             p.add_column(col, justify="right")
-        p.add_column("preview", overflow="fold", max_width=70)
+        p.add_column("prefix ends with", overflow="fold", max_width=56)
         for row in s["top_prefixes"]:
             p.add_row(
                 _num(row["tokens"]),
                 _num(row["requests"]),
                 _num(row["sessions"]),
                 _num(row["tokens_saved"]),
-                row["preview"] or "",
+                row["ends_with"] or "",
             )
         console.print(p)

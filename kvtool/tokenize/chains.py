@@ -1,4 +1,4 @@
-"""Block chain hashes of every request's prompt (DESIGN.md: block identity), written to ``chains``.
+"""Block chain hashes of every request's prompt (DESIGN.md: block identity): ``chains``, ``blocks``.
 
 Block identity at the base size 16: ``h_i = xxh3_64(tokens of block i, seed=h_{i-1})`` with
 ``h_{-1} = xxh3_64(tokenizer signature, model, tenant salt)``, so different tokenizers, models or
