@@ -1,7 +1,8 @@
-"""Shared fixtures: a real DuckDB store in tmp_path and a JSON Lines writer."""
+"""Shared fixtures: a real DuckDB store in tmp_path, a JSON Lines writer, the shared traces."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,3 +32,22 @@ def write_jsonl(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# The real Mooncake traces live in ../shared (never copied into the repo). Locally a missing
+# shared/ skips those tests; under CI it is an error, so real-data tests cannot silently vanish.
+MOONCAKE_DIR = Path(
+    os.environ.get(
+        "KVTOOL_MOONCAKE_DIR",
+        Path(__file__).resolve().parents[2] / "shared" / "traces" / "mooncake",
+    )
+)
+
+
+@pytest.fixture
+def mooncake_dir() -> Path:
+    if not MOONCAKE_DIR.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the shared Mooncake traces at {MOONCAKE_DIR}")
+        pytest.skip(f"shared Mooncake traces not present at {MOONCAKE_DIR}")
+    return MOONCAKE_DIR

@@ -10,7 +10,6 @@ import gzip
 import json
 import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import pyarrow as pa
@@ -21,7 +20,6 @@ from kvtool.ingest import ingest_files
 from kvtool.ingest.reader import file_digest
 from kvtool.store import one
 
-MOONCAKE = Path("/work/shared/traces/mooncake/synthetic_trace.jsonl")
 T0 = 1740830400.0  # 2025-03-01T12:00:00Z
 
 WEATHER_TOOL = {
@@ -433,8 +431,8 @@ def test_mooncake_block_size_option(con, write_jsonl):
     assert one(con, "SELECT hash_block_size FROM files") == (256,)
 
 
-@pytest.mark.skipif(not MOONCAKE.exists(), reason="shared Mooncake trace not present")
-def test_real_mooncake_trace(con):
+def test_real_mooncake_trace(con, mooncake_dir):
+    MOONCAKE = mooncake_dir / "synthetic_trace.jsonl"  # noqa: N806 - a constant path
     expected_total = 0
     expected_blocks = 0
     with MOONCAKE.open() as f:

@@ -9,9 +9,6 @@ import pytest
 
 from kvtool import analyze
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mooncake"
-pytestmark = pytest.mark.skipif(not TRACES.is_dir(), reason="shared Mooncake traces not present")
-
 
 def _oracle(path: Path, B: int = 512) -> tuple[int, int, int, int]:
     """(requests, prompt tokens, cached tokens, output tokens) by direct replay of the file."""
@@ -36,8 +33,8 @@ def _oracle(path: Path, B: int = 512) -> tuple[int, int, int, int]:
 
 
 @pytest.mark.parametrize("name", ["conversation_trace.jsonl", "synthetic_trace.jsonl"])
-def test_mooncake_ideal_hit_rate_matches_direct_replay(tmp_path, name):
-    path = TRACES / name
+def test_mooncake_ideal_hit_rate_matches_direct_replay(tmp_path, name, mooncake_dir):
+    path = mooncake_dir / name
     s = analyze([path], db=tmp_path / "m.duckdb", block_size=512)
     n, prompt, cached, output = _oracle(path)
     assert s["trace_kind"] == "hash" and s["rejected_lines"] == 0
@@ -52,18 +49,24 @@ def test_mooncake_ideal_hit_rate_matches_direct_replay(tmp_path, name):
     assert s["within_session_tokens"] + s["cross_session_tokens"] == cached
 
 
-def test_mooncake_published_plateaus_are_close(tmp_path):
+def test_mooncake_published_plateaus_are_close(tmp_path, mooncake_dir):
     # FAST'25 Fig. 9 plateaus (reference/mooncake_published_numbers.md): conversation 0.401,
     # synthetic 0.658. Ours uses vLLM's full-block, keep-one-token semantics, so it sits a
     # little lower; the gap is the definition, not the data.
-    conv = analyze([TRACES / "conversation_trace.jsonl"], db=tmp_path / "a.duckdb", block_size=512)
-    synt = analyze([TRACES / "synthetic_trace.jsonl"], db=tmp_path / "b.duckdb", block_size=512)
+    conv = analyze(
+        [mooncake_dir / "conversation_trace.jsonl"], db=tmp_path / "a.duckdb", block_size=512
+    )
+    synt = analyze(
+        [mooncake_dir / "synthetic_trace.jsonl"], db=tmp_path / "b.duckdb", block_size=512
+    )
     assert 0.35 < conv["ideal_hit_rate"] < 0.401
     assert 0.62 < synt["ideal_hit_rate"] < 0.658
 
 
-def test_hash_traces_reject_other_block_sizes(tmp_path):
+def test_hash_traces_reject_other_block_sizes(tmp_path, mooncake_dir):
     from kvtool.analyze import WorkloadError
 
     with pytest.raises(WorkloadError, match="multiple of the trace's block size 512"):
-        analyze([TRACES / "synthetic_trace.jsonl"], db=tmp_path / "m.duckdb", block_size=16 * 3)
+        analyze(
+            [mooncake_dir / "synthetic_trace.jsonl"], db=tmp_path / "m.duckdb", block_size=16 * 3
+        )
