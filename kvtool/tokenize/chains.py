@@ -33,7 +33,9 @@ from kvtool.tokenize.template import (
 
 BASE_BLOCK = 16
 CHAIN_VERSION = "c1"
-VERIFY_SAMPLE = 4
+VERIFY_SAMPLE = 4  # requests checked against one-call tokenization per pass
+VERIFY_POOL = 64  # ... chosen among this many first requests
+VERIFY_MAX_CHARS = 200_000  # ... skipping huge prompts (the check would cost more than it tells)
 _U64 = np.uint64
 
 
@@ -338,7 +340,7 @@ def tokenize_requests(
     report.mode = mode
     if not rows:
         return report
-    mode = _checked_mode(con, rows[:VERIFY_SAMPLE], template, encoder, mode, report)
+    mode = _checked_mode(con, rows[:VERIFY_POOL], template, encoder, mode, report)
     report.mode = mode
     pieces = _Pieces(encoder)
     trie = PrefixTrie()
@@ -428,11 +430,20 @@ def _checked_mode(
     mode: str,
     report: TokenizeReport,
 ) -> str:
-    """``mode`` if composed ids equal one-call ids on ``sample`` chat requests, else 'whole'."""
+    """``mode`` if composed ids equal one-call ids on up to ``VERIFY_SAMPLE`` chat requests of
+    ``sample`` (those of at most ``VERIFY_MAX_CHARS`` rendered characters), else 'whole'."""
     chats = [r for r in sample if r[1] == "chat"]
     if mode == "whole" or not chats:
         return mode
     bodies = _load_contents(con, _content_keys(chats))
+    texts = {}
+    for row in chats:
+        text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
+        if len(text) <= VERIFY_MAX_CHARS:
+            texts[row[0]] = text
+        if len(texts) == VERIFY_SAMPLE:
+            break
+    chats = [r for r in chats if r[0] in texts]
     pieces = _Pieces(encoder)
     lists = []
     for row in chats:  # each planned alone: a full piece list, no resume
@@ -441,8 +452,7 @@ def _checked_mode(
     _encode_pieces(pieces)
     for row, plist in zip(chats, lists, strict=True):
         composed = np.concatenate([pieces.tokens(p) for p in plist])
-        text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
-        if not encoder.verify(text, composed):
+        if not encoder.verify(texts[row[0]], composed):
             return "whole"
         report.verified += 1
     return mode

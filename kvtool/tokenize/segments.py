@@ -86,8 +86,9 @@ class SegmentEncoder:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def encode_whole(self, text: str, add_special_tokens: bool = False) -> np.ndarray:
-        """One-call tokenization (the reference the segmented path must equal)."""
-        ids = self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        """One-call tokenization (the reference the segmented path must equal); the batch call
+        gives the same ids as ``encode`` without computing offsets."""
+        ids = self._batch([text], add_special_tokens=add_special_tokens)[0].ids
         self.tokens_encoded += len(ids)
         return np.asarray(ids, dtype=TOKEN_DTYPE)
 
