@@ -156,7 +156,9 @@ def load_workload(
     if not kinds:
         raise WorkloadError("the input holds no valid requests")
     if "hash" in kinds and len(kinds) > 1:
-        raise WorkloadError("hash traces and text logs cannot be analyzed together")
+        raise WorkloadError(
+            "hash traces and text logs cannot be analyzed together; name the files to analyze"
+        )
     order = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"
     if "hash" in kinds:
         sizes = con.execute(

@@ -42,9 +42,11 @@ def content_key(data: bytes) -> int:
 
 
 def _reason_class(reason: str) -> str:
-    """A reject reason without its specifics (quoted values, indexes, details after a colon)."""
+    """A reject reason without its specifics (quoted values, indexes, parentheses, details after
+    a colon)."""
     head = reason.split(": ")[0]
     head = re.sub(r"'[^']*'|\"[^\"]*\"", "…", head)
+    head = re.sub(r"\s*\([^)]*\)", "", head)
     return re.sub(r"\[\d+\]", "[i]", head)
 
 

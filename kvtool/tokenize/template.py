@@ -79,7 +79,7 @@ PLAIN = Markers(
 
 
 def content_text(content: Any) -> str:
-    """Message content as text: strings as is, text parts joined, other parts as <type>."""
+    """Message content as text: strings as is, parts with text joined, other parts as <type>."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -88,8 +88,8 @@ def content_text(content: Any) -> str:
     for part in content:
         if isinstance(part, str):
             out.append(part)
-        elif part.get("type") == "text":
-            out.append(part.get("text", ""))
+        elif isinstance(part.get("text"), str):  # text, input_text, output_text, ...
+            out.append(part["text"])
         else:
             out.append(f"<{part.get('type')}>")
     return "".join(out)
