@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Protocol
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgressBar
+from rich.text import Text
 
 
 class Progress(Protocol):
@@ -40,6 +43,15 @@ class NullProgress:
         pass
 
 
+class _AmountColumn(ProgressColumn):
+    """'done/total', as sizes for the byte-counted ingest stage."""
+
+    def render(self, task: Task) -> Text:
+        fmt = decimal if task.fields.get("bytes") else "{:,.0f}".format
+        total = "?" if task.total is None else fmt(int(task.total))
+        return Text(f"{fmt(int(task.completed))}/{total}", style="progress.download")
+
+
 class RichProgress:
     """Transient rich bars on stderr, one per stage; invisible when stderr is not a terminal."""
 
@@ -48,7 +60,7 @@ class RichProgress:
             TextColumn("[bold]{task.description:<10}"),
             BarColumn(),
             TaskProgressColumn(),
-            MofNCompleteColumn(),
+            _AmountColumn(),
             TimeRemainingColumn(),
             console=console or Console(stderr=True),
             transient=True,
@@ -59,7 +71,7 @@ class RichProgress:
     def stage(self, name: str, total: float | None) -> None:
         if self.task is not None:
             self.bar.remove_task(self.task)
-        self.task = self.bar.add_task(name, total=total)
+        self.task = self.bar.add_task(name, total=total, bytes=name == "ingest")
 
     def advance(self, amount: float) -> None:
         if self.task is not None:
