@@ -106,7 +106,10 @@ def analyze_cmd(
             help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."
         ),
     ] = None,
-    block_size: Annotated[int, typer.Option(help="Cache block size in tokens.")] = 16,
+    block_size: Annotated[
+        int | None,
+        typer.Option(help="Cache block size in tokens [default: 16; hash traces: their own]."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
     ] = None,

@@ -35,7 +35,8 @@ def _oracle(path: Path, B: int = 512) -> tuple[int, int, int, int]:
 @pytest.mark.parametrize("name", ["conversation_trace.jsonl", "synthetic_trace.jsonl"])
 def test_mooncake_ideal_hit_rate_matches_direct_replay(tmp_path, name, mooncake_dir):
     path = mooncake_dir / name
-    s = analyze([path], db=tmp_path / "m.duckdb", block_size=512)
+    s = analyze([path], db=tmp_path / "m.duckdb")  # the trace's own 512-token blocks
+    assert s["block_size"] == 512
     n, prompt, cached, output = _oracle(path)
     assert s["trace_kind"] == "hash" and s["rejected_lines"] == 0
     assert s["requests"] == n

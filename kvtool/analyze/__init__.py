@@ -120,18 +120,19 @@ def analyze(
     *,
     db: str | Path | duckdb.DuckDBPyConnection = "kvtool.duckdb",
     tokenizer: str | None = None,
-    block_size: int = 16,
+    block_size: int | None = None,
     model: str | None = None,
     fmt: str | None = None,
     hash_block_size: int = 512,
     top: int = 10,
     progress: Progress | None = None,
 ) -> dict:
-    """Ingest ``paths`` (all files in the database when None), tokenize, and summarize.
+    """Ingest ``paths`` (all files in the database when None), tokenize, and summarize at
+    ``block_size`` (default 16; a hash trace's own block size for hash traces).
 
     Raises ``UnusableInput`` / ``TokenizerNotFound`` / ``WorkloadError`` / ``UnknownModel`` for
     input that cannot be analyzed (the CLI turns them into one line and exit code 2)."""
-    if block_size <= 0 or block_size % 16:
+    if block_size is not None and (block_size <= 0 or block_size % 16):
         raise WorkloadError(f"--block-size must be a positive multiple of 16, got {block_size}")
     progress = progress or NullProgress()
     con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
@@ -149,7 +150,7 @@ def _analyze(
     con: duckdb.DuckDBPyConnection,
     paths: list[str | Path] | None,
     tokenizer: str | None,
-    block_size: int,
+    block_size: int | None,
     model: str | None,
     fmt: str | None,
     hash_block_size: int,
@@ -190,6 +191,8 @@ def _analyze(
     progress.stage("analyze", None)
     wl = load_workload(con, file_ids, signature)
     model_name, kv_bytes = _kv_shape_name(model, wl)
+    if block_size is None:  # hash traces: their own block size; text logs: vLLM's GPU default
+        block_size = wl.base if wl.kind == "hash" else 16
     summary, prefixes = summarize(wl, block_size, kv_bytes)
     (rejected,) = one(con, f"SELECT count(*) FROM rejects WHERE file_id IN ({ids})")
     summary["rejected_lines"] = int(rejected)

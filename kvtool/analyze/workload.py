@@ -53,10 +53,6 @@ class Workload:
     def n(self) -> int:
         return len(self.req_ids)
 
-    @property
-    def blocks_per_request(self) -> np.ndarray:
-        return np.where(self.end >= 0, self.depth[np.maximum(self.end, 0)] + 1, 0)
-
 
 def tree_from_paths(
     offsets: np.ndarray, blocks: np.ndarray
