@@ -108,7 +108,7 @@ def analyze_cmd(
     ] = None,
     block_size: Annotated[
         int | None,
-        typer.Option(help="Cache block size in tokens [default: 16; hash traces: their own]."),
+        typer.Option(help="Cache block size in tokens (default 16; hash traces: their own)."),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
