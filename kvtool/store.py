@@ -115,6 +115,11 @@ def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     return int(value)
 
 
+def as_bigint(value: int) -> int:
+    """An unsigned 64-bit hash as the signed value a DuckDB BIGINT stores (same bits)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
     """The first row of a query, or None; consumes the whole result (DuckDB keeps a partly
     fetched result open and refuses further work on the connection)."""

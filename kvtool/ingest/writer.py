@@ -28,17 +28,14 @@ from kvtool.ingest.formats import (
     normalizer,
 )
 from kvtool.ingest.reader import UnusableInput, file_digest, read_records, sample
-from kvtool.store import next_id, one
+from kvtool.store import as_bigint, next_id, one
 
 BATCH = 1024  # rows buffered per flush; bounds memory, raw lines are kept until then
-_U64 = 1 << 64
-_I64 = 1 << 63
 
 
 def content_key(data: bytes) -> int:
     """Signed 64-bit content key (xxh3-64) of serialized content, as DuckDB BIGINT stores it."""
-    k = xxhash.xxh3_64_intdigest(data)
-    return k - _U64 if k >= _I64 else k
+    return as_bigint(xxhash.xxh3_64_intdigest(data))
 
 
 def _reason_class(reason: str) -> str:

@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import xxhash
 
-from kvtool.store import one
+from kvtool.store import as_bigint, one
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.segments import TOKEN_DTYPE, SegmentEncoder
 from kvtool.tokenize.template import (
@@ -369,7 +369,8 @@ def tokenize_requests(
                 nxt = children.get((node, pid))
                 node = nxt if nxt is not None else trie.extend(node, pid, pieces.tokens)
             n_tokens.append(trie.n[node])
-            lasts.append(_signed(trie.last_block(node)))
+            last = trie.last_block(node)
+            lasts.append(None if last is None else as_bigint(last))
         _write_chunk(con, signature, [r[0] for r in chunk], n_tokens, lasts, trie.take_blocks())
         report.logical_tokens += sum(n_tokens)
         done += len(chunk)
@@ -379,11 +380,6 @@ def tokenize_requests(
     report.tokens_encoded = encoder.tokens_encoded
     report.segments_encoded = encoder.segments_encoded
     return report
-
-
-def _signed(value: int | None) -> int | None:
-    """A uint64 hash as the signed 64-bit integer DuckDB's BIGINT stores."""
-    return None if value is None else value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _write_chunk(
