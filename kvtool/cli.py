@@ -11,13 +11,13 @@ import orjson
 import typer
 from rich.console import Console
 
-from kvtool.analyze import WorkloadError, analyze
+from kvtool.analyze import PRICE_INPUT, WorkloadError, analyze
 from kvtool.ingest import FORMATS, UnusableInput, ingest_files
 from kvtool.report.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
 from kvtool.store import DEFAULT_DB, SchemaError, connect
 from kvtool.tiers.kv import UnknownModel
-from kvtool.tokenize import TokenizerNotFound
+from kvtool.tokenize import TokenizerNotFound, load_tokenizer
 
 app = typer.Typer(
     add_completion=False,
@@ -116,9 +116,14 @@ def analyze_cmd(
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
     top: Annotated[int, typer.Option(help="How many top prefixes to list.")] = 10,
+    price_input: Annotated[
+        float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
+    ] = PRICE_INPUT,
+    examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
     json_out: JsonOption = False,
 ) -> None:
-    """How much of the prompt traffic is reusable prefix, within and across sessions."""
+    """How much of the prompt traffic is reusable prefix, within and across sessions, and what
+    breaks it."""
     _check_format(fmt)
     summary = _run(
         lambda: analyze(
@@ -130,6 +135,8 @@ def analyze_cmd(
             fmt=fmt,
             hash_block_size=hash_block_size,
             top=top,
+            price_input=price_input,
+            examples=examples,
             progress=_progress(json_out),
         )
     )
@@ -148,6 +155,12 @@ def generate(
     no_session_ids: Annotated[
         bool, typer.Option("--no-session-ids", help="Omit session ids (to test inference).")
     ] = False,
+    breakers: Annotated[
+        int,
+        typer.Option(
+            help="Sessions per break cause to inject (agent only); truth in <out>.truth.json."
+        ),
+    ] = 0,
     json_out: JsonOption = False,
 ) -> None:
     """Write a synthetic OpenAI-format log with exactly known properties (and <out>.truth.json)."""
@@ -158,7 +171,10 @@ def generate(
         _fail(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     if sessions <= 0:
         _fail("--sessions must be positive")
-    truth = gen(kind, sessions, seed, out, session_ids=not no_session_ids)
+    try:
+        truth = gen(kind, sessions, seed, out, session_ids=not no_session_ids, breakers=breakers)
+    except ValueError as exc:
+        _fail(f"--breakers: {exc}")
     if json_out:
         _print_json(truth.to_json())
     else:
@@ -166,6 +182,88 @@ def generate(
             f"wrote {truth.requests} requests in {truth.sessions} sessions to {out} "
             f"(truth: {out}.truth.json)"
         )
+
+
+CHECK_FORMATS = ("text", "github", "junit", "json")
+
+
+@app.command(name="check")
+def check_cmd(
+    candidate: Annotated[Path, typer.Argument(help="Prompt fixtures (JSONL, any ingest format).")],
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Baseline fixtures: a file, git:REF (same path at REF) or git:REF:PATH."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="tokenizer.json, model directory or cached hub id.")
+    ] = None,
+    block_size: Annotated[int, typer.Option(help="Cache block size in tokens.")] = 16,
+    max_loss: Annotated[
+        str, typer.Option(help="Cached tokens a fixture may lose: tokens (256) or percent (5%).")
+    ] = "0",
+    min_stable_tokens: Annotated[
+        int, typer.Option(help="Fail when the prefix shared with the baseline falls below this.")
+    ] = 0,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Regex of a volatile-looking string that is known stable (repeatable)."),
+    ] = None,
+    no_volatile: Annotated[
+        bool, typer.Option("--no-volatile", help="Skip the scan for volatile content.")
+    ] = False,
+    out_format: Annotated[
+        str, typer.Option("--format", help=f"Output: {', '.join(CHECK_FORMATS)}.")
+    ] = "text",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
+    ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--input-format", help=f"Fixture format instead of detection: {', '.join(FORMATS)}."
+        ),
+    ] = None,
+) -> None:
+    """Fail (exit 1) when a prompt change would break the cached prefix in production."""
+    from kvtool.analyze.check import Policy, check, parse_max_loss
+    from kvtool.report.check import github_annotations, junit_xml, render_check
+
+    _check_format(input_format)
+    if out_format not in CHECK_FORMATS:
+        _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
+
+    def go() -> object:
+        tokens, pct = parse_max_loss(max_loss)
+        policy = Policy(
+            block_size=block_size,
+            max_loss=tokens,
+            max_loss_pct=pct,
+            min_stable_tokens=min_stable_tokens,
+            allow=tuple(allow or ()),
+            volatile=not no_volatile,
+        )
+        return check(
+            candidate, load_tokenizer(tokenizer), baseline=baseline, policy=policy, fmt=input_format
+        )
+
+    result = _run(go)
+    if out_format == "text":
+        if output is None:
+            render_check(Console(), result)
+        else:
+            with output.open("w") as f:
+                render_check(Console(file=f, width=120), result)
+    else:
+        text = {
+            "github": github_annotations,
+            "junit": junit_xml,
+            "json": lambda r: orjson.dumps(r.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n",
+        }[out_format](result)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text)
+    raise typer.Exit(0 if result.passed else 1)
 
 
 def main() -> None:

@@ -15,6 +15,13 @@ Kinds:
   retrieved documents from a Zipf-popular corpus (most popular first) and ends with a question.
   Requests of a session do not extend each other.
 
+Breakers (agent only, ``breakers=N``): N sessions per cause in ``BREAK_CAUSES`` get one injected
+prefix break each (a model switch, tool churn, a schema edit, re-serialized JSON, a volatile date or
+id in the system prompt, a system prompt edit, a history edit, a whitespace-only re-render). The
+truth lists every request that does not extend its predecessor (the previous request of its
+session), with the cause and the path of the first difference (``GenerationTruth.breaks``), by
+construction. Session 0 and the sessions not chosen stay exactly as without breakers.
+
 Records are written in non-decreasing timestamp order (sessions interleave). Each session builds its
 message list incrementally (messages are shared dicts, never copied) and each record is serialized
 once with orjson, so hundreds of MB take seconds.
@@ -26,9 +33,12 @@ import bisect
 import gzip
 import heapq
 import random
+import re
+import string
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import BufferedIOBase
 from operator import itemgetter
@@ -57,7 +67,11 @@ class GenerationTruth:
     a session starts with all messages of that session's previous request, unchanged (agent, chat).
     ``shared_prefix_messages`` is the number of leading messages identical in every request
     (measured on the written records; 1 = the system prompt). ``tools`` is the agent tool catalog,
-    else None.
+    else None. ``breaks`` has one row per request that breaks its predecessor's prefix (injected
+    breakers, file order): ``{"request_id", "predecessor_id", "session_id", "cause", "path",
+    "variant"}``; ``path`` names the first difference, in the order model, ``messages[0]``,
+    ``tools[0..]``, ``messages[1..]`` (e.g. ``tools[3].function.description``,
+    ``messages[5].content``).
     """
 
     kind: str
@@ -71,6 +85,7 @@ class GenerationTruth:
     system_prompt: str
     tools: list[dict] | None
     model: str
+    breaks: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """A JSON-ready dict with the fields in declaration order."""
@@ -651,24 +666,34 @@ def _observation(t: _Text, tool: str, args: dict, words: int) -> str:
             add(f"| {randint(1, 99999)} | {c(_ADJS)} | {c(_NOUNS)} | {randint(1, 5000)} |")
         add(f"({len(lines) - 2} rows)")
     else:  # json
-        items = []
-        while n < limit:
-            item = {"id": t.hexid(32), "status": c(("ok", "open", "pending", "resolved"))}
-            item[c(_NOUNS)] = t.sentence()
-            item["value"] = randint(0, 10000)
-            items.append(item)
-            n += len(orjson.dumps(item)) * 3 // 2  # indented
-        body = {"ok": True, "request_id": t.hexid(64), "items": items}
-        lines.append(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        lines.append(orjson.dumps(_json_body(t, limit), option=orjson.OPT_INDENT_2).decode())
     if t.random() < 0.25:
         lines.insert(t.randint(0, len(lines)), t.foreign())
     return "\n".join(lines)
 
 
-def _agent_shared(t: _Text) -> tuple[str, list[dict]]:
-    """(system prompt of 300-500 words, tool catalog of 10-14 tools) for one seed."""
+def _json_body(t: _Text, limit: int) -> dict:
+    """An API-style JSON result of about ``limit`` characters once indented."""
+    c = t.choice
+    items = []
+    n = 0
+    while n < limit:
+        item = {"id": t.hexid(32), "status": c(("ok", "open", "pending", "resolved"))}
+        item[c(_NOUNS)] = t.sentence()
+        item["value"] = t.randint(0, 10000)
+        items.append(item)
+        n += len(orjson.dumps(item)) * 3 // 2  # indented
+    return {"ok": True, "request_id": t.hexid(64), "items": items}
+
+
+def _agent_shared(t: _Text, today: str) -> tuple[str, list[dict], str]:
+    """(system prompt of 300-500 words, tool catalog of 10-14 tools, workspace id) for one seed.
+
+    The environment section states ``today`` (YYYY-MM-DD) and the workspace id (``ws-`` and 8 hex
+    digits), both stable for the whole file."""
     name, company = t.choice(_AGENT_NAMES), t.choice(_COMPANIES)
     repo = f"{t.choice(_NOUNS)}-{t.choice(_NOUNS)}"
+    workspace = f"ws-{t.hexid(32)}"
     head = (
         f"You are {name}, an autonomous software engineering agent working in the {repo} "
         f"repository for {company}. You act only through the tools described below, you never "
@@ -680,7 +705,8 @@ def _agent_shared(t: _Text) -> tuple[str, list[dict]]:
         f"- Working directory: /workspace/{repo}\n"
         "- Default branch: main; never push, never force.\n"
         "- Python 3.12 and Node 20 are installed; network access is limited to package mirrors.\n"
-        "- Today is 2026-11-01.\n\n"
+        f"- Current date: {today}\n"
+        f"- Workspace: {workspace}\n\n"
         "## Output\nWhen the task is done, reply with a short summary of what changed, the files "
         "touched and the commands that verify it."
     )
@@ -696,7 +722,7 @@ def _agent_shared(t: _Text) -> tuple[str, list[dict]]:
         ]
     )
     specs = t.rng.sample(_TOOL_POOL, t.randint(10, 14))
-    return prompt, [_tool_schema(s) for s in specs]
+    return prompt, [_tool_schema(s) for s in specs], workspace
 
 
 _TASK_OPENERS = (
@@ -709,32 +735,55 @@ _TASK_OPENERS = (
 
 
 def _agent_session(
-    t: _Text, system: dict, tools: list[dict], steps: int, t0: int
+    t: _Text,
+    system: dict,
+    tools: list[dict],
+    steps: int,
+    t0: int,
+    brk: _Breaker | None = None,
 ) -> Iterator[tuple[int, list[dict], int]]:
-    """(timestamp ms, messages, completion tokens) for each step of one agent session."""
+    """(timestamp ms, messages, completion tokens) for each step of one agent session.
+
+    ``brk`` (an injected breaker) changes the messages from its step on; without it the session
+    draws exactly the same random numbers as it always did."""
     c, randint = t.choice, t.randint
     opener = c(_TASK_OPENERS).format(noun=c(_NOUNS), noun2=c(_NOUNS), adj=c(_ADJS), path=t.path())
     closer = c(("Please fix it and run the tests.", "Keep the change small.", "Explain the cause."))
     task = f"{opener} {t.paragraph(randint(40, 150) - 20)} {closer}"
     history: list[dict] = [system, {"role": "user", "content": task}]
     names = [tool["function"]["name"] for tool in tools]
+    if brk is not None and brk.ban is not None:
+        names.remove(brk.ban)  # the removed tool is never called
     weights = [_TOOL_WEIGHT.get(n, 1) for n in names]
     specs = {s[0]: s for s in _TOOL_POOL}
+    stripped: dict[int, str | None] = {}  # assistant message index -> content without reasoning
     ts = t0
     for step in range(steps):
-        name = t.rng.choices(names, weights)[0]
-        args = {}
-        for pname, _, kind, _, required in specs[name][2]:
-            if required or t.random() < 0.4:
-                args[pname] = _arg_value(t, kind)
+        if brk is not None and brk.edit == "args" and step == brk.s:
+            # a call with every parameter (at least two), re-serialized at step k
+            multi = [n for n in names if len(specs[n][2]) >= 2]
+            name = t.rng.choices(multi, [_TOOL_WEIGHT.get(n, 1) for n in multi])[0]
+            args = {pname: _arg_value(t, kind) for pname, _, kind, _, _ in specs[name][2]}
+        else:
+            name = t.rng.choices(names, weights)[0]
+            args = {}
+            for pname, _, kind, _, required in specs[name][2]:
+                if required or t.random() < 0.4:
+                    args[pname] = _arg_value(t, kind)
         arguments = orjson.dumps(args).decode()
         content = None if t.random() < 0.7 else t.sentence(_NOTES)
+        if brk is not None and brk.edit == "think":
+            stripped[len(history)] = content
+            reasoning = f"<think>{brk.text.paragraph(brk.text.randint(15, 60))}</think>"
+            content = f"{reasoning}\n{content}" if content else reasoning
         call_id = f"call_{t.hexid()}"
         if step == steps - 1:  # the final answer: a summary, not shown in any later request
             completion = randint(80, 400)
         else:
             extra = len(content.split()) * 4 // 3 if content else 0
             completion = min(400, max(20, len(arguments) // 4 + extra + randint(5, 120)))
+        if brk is not None and step >= brk.k:
+            brk.apply(history, step, ts, stripped)
         yield ts, history.copy(), completion
         history.append(
             {
@@ -750,9 +799,264 @@ def _agent_session(
             }
         )
         words = 60 + int(340 * t.random() ** 3)  # 60-400, mean 145: a heavy tail
-        observation = _observation(t, name, args, words)
+        if brk is not None and brk.edit == "json" and step == brk.s:
+            # a pretty-printed JSON object, re-serialized with its keys reversed at step k
+            observation = orjson.dumps(_json_body(t, 6 * words), option=orjson.OPT_INDENT_2)
+            observation = observation.decode()
+        else:
+            observation = _observation(t, name, args, words)
         history.append({"role": "tool", "tool_call_id": call_id, "content": observation})
         ts += randint(2000, 20000)
+
+
+# ------------------------------------------------------------------------------------ breakers
+
+# cause -> variants; session v (0-based) of a cause gets variant v % len(variants)
+BREAK_CAUSES: dict[str, tuple[str, ...]] = {
+    "model_changed": ("other_model",),
+    "tool_added": ("middle", "end"),
+    "tool_removed": ("middle", "last"),
+    "tools_reordered": ("adjacent", "distant"),
+    "tool_schema_edited": ("description", "param_description"),
+    "json_key_order": ("tool_properties", "tool_call_arguments", "tool_result"),
+    "volatile_timestamp": ("iso_z", "epoch", "rfc2822", "iso_ms_offset", "space"),
+    "volatile_id": ("uuid4", "counter", "base62", "hex32", "hex8"),
+    "system_edited": ("word",),
+    "history_edited": ("truncated", "compacted", "reasoning_stripped"),
+    "template_changed": ("single_newline", "trailing_spaces"),
+}
+# variants that edit an earlier message (its step s <= k - 2 must exist): k >= 3
+_HISTORY_VARIANTS = frozenset(
+    ("tool_call_arguments", "tool_result", "truncated", "compacted", "reasoning_stripped")
+)
+_OTHER_MODELS = (
+    "deepseek-ai/DeepSeek-R1", "Qwen/Qwen2.5-72B-Instruct", "meta-llama/Llama-3.1-70B-Instruct",
+)  # fmt: skip
+_TOOL_NOTES = (
+    "Prefer this tool over shell commands when both would work.",
+    "Large results are truncated; narrow the request instead of repeating it.",
+    "Every call is logged for auditing.",
+)
+_NOUN_SET = frozenset(_NOUNS)
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_BASE62 = string.digits + string.ascii_letters
+
+
+def _stamp(variant: str, ms: int) -> str:
+    """The time ``ms`` (UTC) in one of the volatile_timestamp formats."""
+    d = _EPOCH + ms * _MS
+    match variant:
+        case "iso_z":
+            return f"{d:%Y-%m-%dT%H:%M:%S}Z"
+        case "iso_ms_offset":
+            return f"{d:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}+00:00"
+        case "space":
+            return f"{d:%Y-%m-%d %H:%M:%S}"
+        case "rfc2822":  # names spelled out: strftime's %a/%b follow the locale
+            day, month = _WEEKDAYS[d.weekday()], _MONTHS[d.month - 1]
+            return f"{day}, {d.day:02d} {month} {d.year} {d:%H:%M:%S} +0000"
+        case _:  # epoch
+            return str(ms // 1000)
+
+
+@dataclass
+class _Breaker:
+    """One injected break: what changes from step ``k`` of one session on, and its truth path.
+
+    The write loop applies ``model`` and ``tools`` (from step k on) and records the truth rows (step
+    k, or every step from k on when ``every``); the session applies ``apply`` (system prompt and
+    history edits). ``s`` is the earlier step whose call (message 2+2s) or observation (3+2s) a
+    history edit changes; ``s <= k - 2`` so the message is in step k-1's request."""
+
+    cause: str
+    variant: str
+    k: int
+    path: str
+    text: _Text  # randomness for injected values (not the session's own)
+    every: bool = False
+    model: str | None = None
+    tools: list[dict] | None = None
+    ban: str | None = None
+    system: str | None = None  # the system prompt from step k on
+    prompt: str = ""  # the clean system prompt (volatile edits)
+    old: str = ""  # the clean line a volatile edit rewrites ("- Current date: ...\n")
+    value: str = ""  # the volatile value of the previous step
+    edit: str | None = None  # args, json, truncate, compact, think
+    s: int = 0
+
+    def volatile(self, step: int, ts: int) -> str:
+        """The value of the volatile line at ``step`` (>= k), different from the previous one."""
+        if self.cause == "volatile_timestamp":
+            return f"- Current date: {_stamp(self.variant, ts)}\n"
+        r = self.text.rng
+        stable = self.old[len("- Workspace: ") : -1]
+        while True:
+            match self.variant:
+                case "uuid4":
+                    v = str(uuid.UUID(int=r.getrandbits(128), version=4))
+                case "counter":
+                    v = f"{stable}-{step}"
+                case "base62":
+                    chars = [r.choice(_BASE62) for _ in range(20)]
+                    if not any(ch.isdigit() for ch in chars):
+                        chars[r.randrange(20)] = r.choice(string.digits)
+                    v = "req_" + "".join(chars)
+                case "hex32":
+                    v = f"{r.getrandbits(128):032x}"
+                case _:  # hex8
+                    v = f"ws-{r.getrandbits(32):08x}"
+            if v != self.value:
+                self.value = v
+                return f"- Workspace: {v}\n"
+
+    def apply(self, history: list[dict], step: int, ts: int, stripped: dict) -> None:
+        """Edit ``history`` before step ``step`` (replacing message dicts, never mutating them)."""
+        if self.every:
+            content = self.prompt.replace(self.old, self.volatile(step, ts))
+            history[0] = {"role": "system", "content": content}
+        if step != self.k:
+            return
+        if self.system is not None:
+            history[0] = {"role": "system", "content": self.system}
+        i = 2 + 2 * self.s  # the assistant message of step s; its observation is i + 1
+        match self.edit:
+            case "args":
+                msg = history[i]
+                call = msg["tool_calls"][0]
+                fn = call["function"]
+                args = orjson.loads(fn["arguments"])
+                fn = {**fn, "arguments": orjson.dumps(dict(reversed(args.items()))).decode()}
+                history[i] = {**msg, "tool_calls": [{**call, "function": fn}]}
+            case "json":
+                obj = orjson.loads(history[i + 1]["content"])
+                again = orjson.dumps(dict(reversed(obj.items())), option=orjson.OPT_INDENT_2)
+                history[i + 1] = {**history[i + 1], "content": again.decode()}
+            case "truncate":
+                text = history[i + 1]["content"]
+                history[i + 1] = {
+                    **history[i + 1],
+                    "content": text[: len(text) // 2] + "\n[... truncated]",
+                }
+            case "compact":  # every pair but the last (step k-1's) becomes one user message
+                calls = [
+                    m["tool_calls"][0]["function"]["name"]
+                    for m in history[2 : 2 * step]
+                    if m["role"] == "assistant"
+                ]
+                done = "; ".join(f"{n}. called {name}" for n, name in enumerate(calls, 1))
+                summary = f"Summary of earlier steps: {done}. {self.text.sentence()}"
+                history[2 : 2 * step] = [{"role": "user", "content": summary}]
+            case "think":
+                history[i] = {**history[i], "content": stripped[i]}
+
+
+def _reword_word(prompt: str, t: _Text) -> str:
+    """``prompt`` with one noun of its "Operating principles" section replaced by another noun."""
+    head = "## Operating principles\n"
+    lo = prompt.index(head) + len(head)
+    hi = prompt.index("\n\n", lo)
+    spots = [m for m in re.finditer(r"\b[a-z]+\b", prompt[lo:hi]) if m.group() in _NOUN_SET]
+    m = t.choice(spots)
+    other = t.choice([n for n in _NOUNS if n != m.group()])
+    return prompt[: lo + m.start()] + other + prompt[lo + m.end() :]
+
+
+def _plan_breaker(
+    cause: str,
+    v: int,
+    k: int,
+    t: _Text,
+    *,
+    prompt: str,
+    tools: list[dict],
+    model: str,
+    today: str,
+    workspace: str,
+) -> _Breaker:
+    """The ``v``-th breaker of ``cause`` (variant ``v % len(variants)``), from step ``k`` on."""
+    variants = BREAK_CAUSES[cause]
+    variant = variants[v % len(variants)]
+    b = _Breaker(
+        cause, variant, k, "messages[0].content", _Text(random.Random(t.rng.getrandbits(64)))
+    )
+    n = len(tools)
+    props = [tool["function"]["parameters"]["properties"] for tool in tools]
+    match cause:
+        case "model_changed":
+            others = [m for m in _OTHER_MODELS if m != model]
+            b.model, b.path = others[v % len(others)], "model"
+        case "tool_added":
+            present = {tool["function"]["name"] for tool in tools}
+            spec = t.choice([s for s in _TOOL_POOL if s[0] not in present])
+            j = n // 2 if variant == "middle" else n
+            b.tools, b.path = [*tools[:j], _tool_schema(spec), *tools[j:]], f"tools[{j}]"
+        case "tool_removed":
+            j = n // 2 if variant == "middle" else n - 1
+            b.ban = tools[j]["function"]["name"]
+            b.tools, b.path = [*tools[:j], *tools[j + 1 :]], f"tools[{j}]"
+        case "tools_reordered":
+            if variant == "adjacent":
+                j = t.randint(0, n - 2)
+                j2 = j + 1
+            else:
+                j, j2 = t.randint(0, 2), n - 1 - t.randint(0, 2)
+            b.tools = list(tools)
+            b.tools[j], b.tools[j2] = tools[j2], tools[j]
+            b.path = f"tools[{j}]"
+        case "tool_schema_edited":
+            j = t.randint(0, n - 1)
+            fn = tools[j]["function"]
+            if variant == "description":
+                fn = {**fn, "description": f"{fn['description']} {t.choice(_TOOL_NOTES)}"}
+                b.path = f"tools[{j}].function.description"
+            else:
+                params = fn["parameters"]
+                pname = t.choice(list(params["properties"]))
+                prop = params["properties"][pname]
+                lead = "Required" if pname in params["required"] else "Optional"
+                desc = f"{lead}: {prop['description'][0].lower()}{prop['description'][1:]}"
+                properties = {**params["properties"], pname: {**prop, "description": desc}}
+                fn = {**fn, "parameters": {**params, "properties": properties}}
+                b.path = f"tools[{j}].function.parameters.properties.{pname}.description"
+            b.tools = [*tools[:j], {**tools[j], "function": fn}, *tools[j + 1 :]]
+        case "json_key_order":
+            if variant == "tool_properties":
+                j = t.choice([j for j in range(n) if len(props[j]) >= 2])
+                fn = tools[j]["function"]
+                reordered = dict(reversed(props[j].items()))
+                fn = {**fn, "parameters": {**fn["parameters"], "properties": reordered}}
+                b.tools = [*tools[:j], {**tools[j], "function": fn}, *tools[j + 1 :]]
+                b.path = f"tools[{j}].function.parameters.properties"
+            elif variant == "tool_call_arguments":
+                b.edit, b.s = "args", t.randint(0, k - 2)
+                b.path = f"messages[{2 + 2 * b.s}].tool_calls[0].function.arguments"
+            else:
+                b.edit, b.s = "json", t.randint(0, k - 2)
+                b.path = f"messages[{3 + 2 * b.s}].content"
+        case "volatile_timestamp" | "volatile_id":
+            b.every, b.prompt = True, prompt
+            if cause == "volatile_timestamp":
+                b.old = f"- Current date: {today}\n"
+            else:
+                b.old, b.value = f"- Workspace: {workspace}\n", workspace
+            assert prompt.count(b.old) == 1
+        case "system_edited":
+            b.system = _reword_word(prompt, t)
+        case "history_edited":
+            b.s = t.randint(0, k - 2)
+            if variant == "truncated":
+                b.edit, b.path = "truncate", f"messages[{3 + 2 * b.s}].content"
+            elif variant == "compacted":
+                b.edit, b.path = "compact", "messages[2]"
+            else:
+                b.edit, b.path = "think", f"messages[{2 + 2 * b.s}].content"
+        case "template_changed":
+            if variant == "single_newline":
+                b.system = prompt.replace("\n\n", "\n")
+            else:
+                b.system = "\n".join(f"{line}  " for line in prompt.split("\n"))
+    return b
 
 
 # ---------------------------------------------------------------------------------------- chat
@@ -869,6 +1173,7 @@ def generate(
     model: str = "deepseek-ai/DeepSeek-V3",
     start: datetime | None = None,
     steps: tuple[int, int] | None = None,
+    breakers: int = 0,
 ) -> GenerationTruth:
     """Write one JSONL record per request to `out` (gzip when it ends with .gz), in timestamp order.
 
@@ -877,6 +1182,12 @@ def generate(
     chat turns, rag questions; defaults (4, 24), (1, 8), (1, 4)), drawn per session. ``start``
     (naive = UTC, default 2026-11-01T09:00:00Z) is when the arrival window opens; session starts
     are Poisson arrivals spread over about an hour. ``session_ids=False`` omits ``session_id``.
+
+    ``breakers`` (agent only): inject that many sessions per cause of ``BREAK_CAUSES`` (11 causes,
+    so ``sessions >= 11 * breakers + 1``), each into its own session among sessions 1.. (session 0
+    and the others stay exactly as with ``breakers=0``); an injected session is lengthened when
+    needed so that it has clean steps before and after its break. The truth's ``breaks`` lists
+    every request that does not extend its predecessor.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -885,6 +1196,16 @@ def generate(
     lo, hi = steps if steps is not None else DEFAULT_STEPS[kind]
     if not 1 <= lo <= hi:
         raise ValueError(f"steps must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+    if breakers < 0:
+        raise ValueError(f"breakers must be >= 0, got {breakers}")
+    if breakers and kind != "agent":
+        raise ValueError(f"breakers are only generated for kind 'agent', not {kind!r}")
+    if breakers and sessions < len(BREAK_CAUSES) * breakers + 1:
+        need = len(BREAK_CAUSES) * breakers + 1
+        raise ValueError(
+            f"breakers={breakers} injects {need - 1} sessions besides the clean session 0: "
+            f"sessions must be >= {need}, got {sessions}"
+        )
     start = start or DEFAULT_START
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
@@ -894,8 +1215,9 @@ def generate(
     rng = random.Random(f"kvtool-{kind}-{seed}")  # str seeds are stable across runs
     shared = _Text(rng)
     tools: list[dict] | None = None
+    today = f"{_EPOCH + base_ms * _MS:%Y-%m-%d}"
     if kind == "agent":
-        system_prompt, tools = _agent_shared(shared)
+        system_prompt, tools, workspace = _agent_shared(shared, today)
     elif kind == "chat":
         system_prompt = _chat_shared(shared)
     else:
@@ -908,6 +1230,15 @@ def generate(
     streams: list[Iterator[tuple[int, int, list[dict], int]]] = []
     users: list[str] = []
     arrival = 0.0
+    # breakers: their own random stream, so that the clean sessions are the same bytes as without
+    plans: dict[int, _Breaker] = {}
+    jobs: dict[int, tuple[str, int]] = {}
+    if breakers:
+        bt = _Text(random.Random(f"kvtool-{kind}-{seed}-breakers"))
+        picked = bt.rng.sample(range(1, sessions), len(BREAK_CAUSES) * breakers)
+        jobs = dict(
+            zip(picked, [(c, v) for c in BREAK_CAUSES for v in range(breakers)], strict=True)
+        )
     for i in range(sessions):
         arrival += rng.expovariate(rate)
         t0 = base_ms + round(arrival * 1000)
@@ -916,15 +1247,33 @@ def generate(
         n = st.randint(lo, hi)
         if kind == "agent":
             assert tools is not None
-            gen = _agent_session(st, system, tools, n, t0)
+            brk = None
+            if i in jobs:
+                cause, v = jobs[i]
+                variant = BREAK_CAUSES[cause][v % len(BREAK_CAUSES[cause])]
+                kmin = 3 if variant in _HISTORY_VARIANTS else 1
+                k = bt.randint(kmin, max(kmin, n - 2))
+                n = max(n, k + 2)
+                brk = plans[i] = _plan_breaker(
+                    cause,
+                    v,
+                    k,
+                    bt,
+                    prompt=system_prompt,
+                    tools=tools,
+                    model=model,
+                    today=today,
+                    workspace=workspace,
+                )
+            gen = _agent_session(st, system, tools, n, t0, brk)
         elif kind == "chat":
             gen = _chat_session(st, system, n, t0)
         else:
             gen = _rag_session(st, system, docs, cum, n, t0)
         streams.append(_tag(i, gen))
 
-    request_base: dict[str, Any] = {"model": model}
     temperature = TEMPERATURE[kind]
+    breaks: list[dict] = []
     counts = [0] * sessions
     output_tokens = 0
     first: list[dict] | None = None
@@ -942,14 +1291,27 @@ def generate(
                 first, shared_n = messages, len(messages)
             else:
                 shared_n = _common(first, messages, shared_n)
-            request = {**request_base, "messages": messages}
-            if tools is not None:
-                request["tools"] = tools
+            rid = f"req-{kind}-{i:05d}-{step:03d}"
+            req_model, req_tools = model, tools
+            if plans and i in plans and step >= plans[i].k:
+                b = plans[i]
+                req_model, req_tools = b.model or model, b.tools or tools
+                if step == b.k or b.every:
+                    breaks.append(
+                        {
+                            "request_id": rid,
+                            "predecessor_id": f"req-{kind}-{i:05d}-{step - 1:03d}",
+                            "session_id": f"{kind}-s{i:05d}",
+                            "cause": b.cause,
+                            "path": b.path,
+                            "variant": b.variant,
+                        }
+                    )
+            request = {"model": req_model, "messages": messages}
+            if req_tools is not None:
+                request["tools"] = req_tools
             request["temperature"] = temperature
-            record: dict[str, Any] = {
-                "id": f"req-{kind}-{i:05d}-{step:03d}",
-                "timestamp": _iso(ts),
-            }
+            record: dict[str, Any] = {"id": rid, "timestamp": _iso(ts)}
             if session_ids:
                 record["session_id"] = f"{kind}-s{i:05d}"
             record["user"] = users[i]
@@ -957,7 +1319,7 @@ def generate(
             record["response"] = {
                 "id": f"resp-{kind}-{i:05d}-{step:03d}",
                 "created": ts // 1000,
-                "model": model,
+                "model": req_model,
                 "usage": {"completion_tokens": completion},
             }
             line = dumps(record, option=opt)
@@ -976,11 +1338,12 @@ def generate(
         requests=sum(counts),
         output_tokens=output_tokens,
         requests_per_session={f"{kind}-s{i:05d}": n for i, n in enumerate(counts)},
-        continuation=kind in ("agent", "chat"),
+        continuation=kind in ("agent", "chat") and not breaks,
         shared_prefix_messages=shared_n,
         system_prompt=system_prompt,
         tools=tools,
         model=model,
+        breaks=breaks,
     )
     Path(f"{out}.truth.json").write_bytes(
         orjson.dumps(truth.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)

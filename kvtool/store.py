@@ -9,6 +9,9 @@ Tables (one row each):
 - ``rejects``: an input line that did not become a request, with file, line, reason and raw text.
 - ``chains``: per request and tokenizer signature, the prompt length and the hash of its last full
   base-16 block (NULL when it has none); written by ``kvtool.tokenize``.
+- ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
+  before the reusable part of it ended: position, cause, field path, tokens lost, diff text
+  (written by ``kvtool.analyze.breaks``).
 - ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
   block before it (NULL for a first block) and its 0-based position. A request's block chain is
   the path from its last block up through ``parent`` (DESIGN.md: block identity).
@@ -75,6 +78,18 @@ CREATE TABLE IF NOT EXISTS chains (
     tokenizer VARCHAR NOT NULL,
     n_tokens BIGINT NOT NULL,
     last_block BIGINT
+);
+CREATE TABLE IF NOT EXISTS breaks (
+    tokenizer VARCHAR NOT NULL,
+    block_size INTEGER NOT NULL,
+    req_id BIGINT NOT NULL,
+    pred_req_id BIGINT NOT NULL,
+    position BIGINT NOT NULL,
+    tokens_lost BIGINT NOT NULL,
+    cause VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    diff VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blocks (
     tokenizer VARCHAR NOT NULL,

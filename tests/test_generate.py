@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from kvtool.generate import KINDS, GenerationTruth, generate
+from kvtool.generate import BREAK_CAUSES, KINDS, GenerationTruth, generate
 
 
 def _records(path: Path) -> list[dict]:
@@ -132,6 +134,17 @@ def test_start_moves_the_whole_log(tmp_path: Path) -> None:
     for x, y in zip(ra, rb, strict=True):
         tx, ty = (datetime.fromisoformat(r["timestamp"]) for r in (x, y))
         assert ty - tx == delta
+
+
+def test_agent_prompt_states_the_start_date_and_a_stable_workspace(tmp_path: Path) -> None:
+    default = generate("agent", 2, 1, tmp_path / "a.jsonl", steps=(1, 2))
+    moved = generate("agent", 2, 1, tmp_path / "b.jsonl", steps=(1, 2), start=datetime(2027, 1, 2))
+    for truth, day in ((default, "2026-11-01"), (moved, "2027-01-02")):
+        lines = truth.system_prompt.split("\n")
+        assert f"- Current date: {day}" in lines
+        (ws,) = [line for line in lines if line.startswith("- Workspace: ")]
+        assert re.fullmatch(r"- Workspace: ws-[0-9a-f]{8}", ws)
+        assert "Today is" not in truth.system_prompt
 
 
 def test_agent_requests_extend_the_previous_by_one_call_and_one_observation(
@@ -279,3 +292,303 @@ def test_bad_arguments_raise(tmp_path: Path) -> None:
         generate("chat", 0, 0, tmp_path / "x.jsonl")
     with pytest.raises(ValueError, match="steps"):
         generate("agent", 1, 0, tmp_path / "x.jsonl", steps=(5, 2))
+
+
+# ------------------------------------------------------------------------------------ breakers
+
+_MISSING = object()
+_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _resolve(request: dict, path: str) -> Any:
+    """The value at ``path`` (``model``, ``tools[3].function.description``, ``messages[5]``...)."""
+    node: Any = request
+    for index, key in _PART.findall(path):
+        if index:
+            if not isinstance(node, list) or int(index) >= len(node):
+                return _MISSING
+            node = node[int(index)]
+        else:
+            if not isinstance(node, dict) or key not in node:
+                return _MISSING
+            node = node[key]
+    return node
+
+
+def _dump(value: Any) -> bytes:
+    """Order-sensitive identity of a JSON value (dict key order counts)."""
+    return b"<missing>" if value is _MISSING else orjson.dumps(value)
+
+
+def _first_difference(p: dict, r: dict) -> str | None:
+    """Where r first differs from p, in the order model, messages[0], tools[..], messages[1..];
+    None when r extends p (same model and tools, p's messages a prefix of r's)."""
+    if p["model"] != r["model"]:
+        return "model"
+    pm, rm = p["messages"], r["messages"]
+    if _dump(pm[0]) != _dump(rm[0]):
+        return "messages[0]"
+    pt, rt = p.get("tools") or [], r.get("tools") or []
+    for j in range(max(len(pt), len(rt))):
+        if _dump(_resolve(p, f"tools[{j}]")) != _dump(_resolve(r, f"tools[{j}]")):
+            return f"tools[{j}]"
+    for i in range(1, len(pm)):
+        if _dump(pm[i]) != _dump(_resolve(r, f"messages[{i}]")):
+            return f"messages[{i}]"
+    return None
+
+
+def _step(request_id: str) -> int:
+    return int(request_id.rsplit("-", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> tuple[GenerationTruth, list[dict], Path]:
+    """breakers=5 (every variant of every cause) in 60 sessions, and the clean file beside it."""
+    root = tmp_path_factory.mktemp("breakers")
+    generate("agent", 60, 3, root / "clean.jsonl", steps=(4, 9))
+    truth = generate("agent", 60, 3, root / "broken.jsonl", steps=(4, 9), breakers=5)
+    return truth, _records(root / "broken.jsonl"), root
+
+
+def test_breakers_truth_is_exactly_the_requests_that_do_not_extend(
+    broken: tuple[GenerationTruth, list[dict], Path],
+) -> None:
+    truth, records, _ = broken
+    rows = {b["request_id"]: b for b in truth.breaks}
+    assert len(rows) == len(truth.breaks)
+    by_id = {r["id"]: r for r in records}
+    order = {r["id"]: n for n, r in enumerate(records)}
+    assert [order[b["request_id"]] for b in truth.breaks] == sorted(
+        order[b["request_id"]] for b in truth.breaks
+    )  # file order
+    seen = set()
+    for sid, rs in _by_session(records).items():
+        assert [_step(r["id"]) for r in rs] == list(range(len(rs)))
+        for p, r in zip(rs, rs[1:], strict=False):
+            where = _first_difference(p["request"], r["request"])
+            if where is None:
+                assert r["id"] not in rows
+                continue
+            row = rows[r["id"]]
+            seen.add(r["id"])
+            assert row["predecessor_id"] == p["id"] and row["session_id"] == sid
+            path = row["path"]
+            assert path == where or path.startswith(where + "."), (row, where)
+            old, new = _resolve(p["request"], path), _resolve(r["request"], path)
+            assert _dump(old) != _dump(new)
+            if path != where:  # nothing else differs inside the element
+                element = orjson.loads(orjson.dumps(_resolve(r["request"], where)))
+                *parents, last = _PART.findall(path[len(where) + 1 :])
+                node = element
+                for index, key in parents:
+                    node = node[int(index)] if index else node[key]
+                node[last[1]] = old
+                assert _dump(element) == _dump(_resolve(p["request"], where))
+    assert seen == set(rows) and all(rid in by_id for rid in rows)
+
+
+_EARLIER_MESSAGE = {
+    "tool_call_arguments", "tool_result", "truncated", "compacted", "reasoning_stripped"
+}  # fmt: skip
+
+
+def test_breakers_cover_every_cause_and_variant_in_their_own_sessions(
+    broken: tuple[GenerationTruth, list[dict], Path],
+) -> None:
+    truth, records, _ = broken
+    assert truth.continuation is False
+    sessions: dict[str, list[dict]] = defaultdict(list)
+    for b in truth.breaks:
+        sessions[b["session_id"]].append(b)
+    assert "agent-s00000" not in sessions
+    assert len(sessions) == 11 * 5
+    per_cause: dict[str, list[str]] = defaultdict(list)
+    for sid, bs in sessions.items():
+        assert len({(b["cause"], b["variant"], b["path"]) for b in bs}) == 1  # one breaker
+        cause, variant = bs[0]["cause"], bs[0]["variant"]
+        per_cause[cause].append(variant)
+        steps = [_step(b["request_id"]) for b in bs]
+        k, n = steps[0], truth.requests_per_session[sid]
+        assert k >= (3 if variant in _EARLIER_MESSAGE else 1)  # clean steps before the break
+        if cause.startswith("volatile_"):  # every request from k on
+            assert steps == list(range(k, n))
+        else:
+            assert len(steps) == 1 and k + 1 < n  # clean steps after the break
+    expected = {
+        "model_changed": ["other_model"],
+        "tool_added": ["middle", "end"],
+        "tool_removed": ["middle", "last"],
+        "tools_reordered": ["adjacent", "distant"],
+        "tool_schema_edited": ["description", "param_description"],
+        "json_key_order": ["tool_properties", "tool_call_arguments", "tool_result"],
+        "volatile_timestamp": ["iso_z", "epoch", "rfc2822", "iso_ms_offset", "space"],
+        "volatile_id": ["uuid4", "counter", "base62", "hex32", "hex8"],
+        "system_edited": ["word"],
+        "history_edited": ["truncated", "compacted", "reasoning_stripped"],
+        "template_changed": ["single_newline", "trailing_spaces"],
+    }
+    assert list(expected) == list(BREAK_CAUSES)
+    for cause, variants in expected.items():
+        assert Counter(per_cause[cause]) == Counter(variants[v % len(variants)] for v in range(5))
+
+
+def test_breakers_leave_the_other_sessions_untouched(
+    broken: tuple[GenerationTruth, list[dict], Path],
+) -> None:
+    truth, records, root = broken
+    clean = _by_session(_records(root / "clean.jsonl"))
+    injected = {b["session_id"] for b in truth.breaks}
+    by_session = _by_session(records)
+    assert len(by_session) == truth.sessions
+    for sid, rs in by_session.items():
+        if sid not in injected:
+            assert rs == clean[sid]
+        else:  # the same task, the clean prompt before the break
+            assert rs[0]["request"]["messages"][:2] == clean[sid][0]["request"]["messages"][:2]
+
+
+_DATE = re.compile(r"^- Current date: (.*)$", re.M)
+_WORKSPACE = re.compile(r"^- Workspace: (.*)$", re.M)
+_STAMPS = {
+    "iso_z": "%Y-%m-%dT%H:%M:%SZ",
+    "space": "%Y-%m-%d %H:%M:%S",
+    "rfc2822": "%a, %d %b %Y %H:%M:%S +0000",
+}
+_IDS = {
+    "uuid4": r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+    "base62": r"req_(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{20}",
+    "hex32": r"[0-9a-f]{32}",
+    "hex8": r"ws-[0-9a-f]{8}",
+}
+
+
+def test_breakers_look_like_their_cause(
+    broken: tuple[GenerationTruth, list[dict], Path],
+) -> None:
+    truth, records, _ = broken
+    by_id = {r["id"]: r for r in records}
+    stable_date = _DATE.search(truth.system_prompt).group(1)
+    stable_ws = _WORKSPACE.search(truth.system_prompt).group(1)
+    assert stable_date == "2026-11-01" and re.fullmatch(_IDS["hex8"], stable_ws)
+    for b in truth.breaks:
+        r, p = by_id[b["request_id"]], by_id[b["predecessor_id"]]
+        rq, pq = r["request"], p["request"]
+        old, new = _resolve(pq, b["path"]), _resolve(rq, b["path"])
+        cause, variant = b["cause"], b["variant"]
+        if cause == "model_changed":
+            assert new != truth.model and r["response"]["model"] == new
+        elif cause == "tool_added":
+            assert new["function"]["name"] not in {t["function"]["name"] for t in pq["tools"]}
+            assert len(rq["tools"]) == len(pq["tools"]) + 1
+        elif cause == "tool_removed":
+            gone = old["function"]["name"]
+            assert gone not in {t["function"]["name"] for t in rq["tools"]}
+            calls = {
+                tc["function"]["name"]
+                for x in records
+                if x["session_id"] == b["session_id"]
+                for m in x["request"]["messages"]
+                for tc in m.get("tool_calls") or ()
+            }
+            assert gone not in calls
+        elif cause == "tools_reordered":
+            assert sorted(map(orjson.dumps, rq["tools"])) == sorted(map(orjson.dumps, pq["tools"]))
+        elif cause == "tool_schema_edited":
+            assert isinstance(new, str) and new != old and new.split() != old.split()
+        elif cause == "json_key_order":
+            a, c = (json.loads(x) if isinstance(x, str) else x for x in (old, new))
+            assert a == c and list(c) == list(reversed(list(a))) and len(a) >= 2
+            if variant == "tool_result":  # re-serialized in the same (indented) style
+                assert new == orjson.dumps(c, option=orjson.OPT_INDENT_2).decode()
+        elif cause == "volatile_timestamp":
+            (value,) = _DATE.findall(new)
+            when = datetime.fromisoformat(r["timestamp"])
+            assert _DATE.sub("", new) == _DATE.sub("", old)
+            if variant == "epoch":
+                assert value == str(int(when.timestamp()))
+            elif variant == "iso_ms_offset":
+                assert value == when.isoformat(timespec="milliseconds")
+            else:
+                assert value == when.strftime(_STAMPS[variant])
+        elif cause == "volatile_id":
+            (value,) = _WORKSPACE.findall(new)
+            assert _WORKSPACE.sub("", new) == _WORKSPACE.sub("", old)
+            if variant == "counter":
+                assert value == f"{stable_ws}-{_step(r['id'])}"
+            else:
+                assert re.fullmatch(_IDS[variant], value) and value != stable_ws
+        elif cause == "system_edited":
+            ow, nw = old.split(), new.split()
+            (diff,) = [(x, y) for x, y in zip(ow, nw, strict=True) if x != y]  # one word
+            assert all(w.rstrip(".,?").isalpha() for w in diff)
+            at = next(n for n, (x, y) in enumerate(zip(old, new, strict=False)) if x != y)
+            assert old.index("## Operating principles") < at < old.index("## Style")
+        elif cause == "template_changed":
+            assert new != old and new.split() == old.split()
+        elif variant == "truncated":
+            assert new == old[: len(old) // 2] + "\n[... truncated]"
+        elif variant == "compacted":
+            assert old["role"] == "assistant" and new["role"] == "user"
+            assert new["content"].startswith("Summary of earlier steps: ")
+            roles = [m["role"] for m in rq["messages"]]
+            assert roles == ["system", "user", "user", "assistant", "tool"]  # the last pair kept
+            assert len(pq["messages"]) >= 6  # at least two pairs compacted
+        else:  # reasoning_stripped
+            assert old.startswith("<think>") and "</think>" in old
+            rest = old[old.index("</think>") + len("</think>") :]
+            assert new == (rest[1:] if rest else None)
+
+
+def test_breakers_are_deterministic_and_round_trip(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    ta = generate("agent", 12, 5, a, steps=(3, 5), breakers=1)
+    generate("agent", 12, 5, b, steps=(3, 5), breakers=1)
+    assert a.read_bytes() == b.read_bytes()
+    assert Path(f"{a}.truth.json").read_bytes() == Path(f"{b}.truth.json").read_bytes()
+    on_disk = json.loads(Path(f"{a}.truth.json").read_text(encoding="utf-8"))
+    assert on_disk["breaks"] and GenerationTruth(**on_disk) == ta
+    assert list(on_disk["breaks"][0]) == [
+        "request_id", "predecessor_id", "session_id", "cause", "path", "variant"
+    ]  # fmt: skip
+    assert {x["cause"] for x in ta.breaks} == set(BREAK_CAUSES)
+    assert generate("agent", 3, 5, tmp_path / "c.jsonl").breaks == []
+
+
+def test_breakers_without_session_ids(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    ta = generate("agent", 12, 8, a, steps=(2, 4), breakers=1)
+    tb = generate("agent", 12, 8, b, steps=(2, 4), breakers=1, session_ids=False)
+    assert ta == tb
+    for x, y in zip(_records(a), _records(b), strict=True):
+        assert x.pop("session_id") == f"agent-s{x['id'].split('-')[2]}"
+        assert x == y
+
+
+def test_breakers_bad_arguments_raise(tmp_path: Path) -> None:
+    for kind in ("chat", "rag"):
+        with pytest.raises(ValueError, match="agent"):
+            generate(kind, 50, 0, tmp_path / "x.jsonl", breakers=1)
+    with pytest.raises(ValueError, match="sessions must be >= 12"):
+        generate("agent", 11, 0, tmp_path / "x.jsonl", breakers=1)
+    with pytest.raises(ValueError, match="breakers"):
+        generate("agent", 50, 0, tmp_path / "x.jsonl", breakers=-1)
+    truth = generate("agent", 12, 0, tmp_path / "x.jsonl", breakers=1, steps=(1, 1))
+    assert len({b["session_id"] for b in truth.breaks}) == 11  # sessions lengthened as needed
+
+
+def test_cli_generate_breakers(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kvtool.cli import app
+
+    out = tmp_path / "g.jsonl"
+    args = ["generate", "-o", str(out), "--sessions", "12", "--breakers", "1", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    truth = json.loads(Path(f"{out}.truth.json").read_text(encoding="utf-8"))
+    assert json.loads(result.stdout) == truth
+    assert {b["cause"] for b in truth["breaks"]} == set(BREAK_CAUSES)
+    for bad in (["--kind", "chat"], ["--sessions", "5"]):
+        result = CliRunner().invoke(app, [*args, *bad])
+        assert result.exit_code == 2 and "breakers" in result.output

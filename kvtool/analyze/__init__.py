@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from kvtool.analyze.breaks import detect_breaks, store_breaks, summarize_breaks
 from kvtool.analyze.prefix import (
     assign_sessions,
     base_hit_blocks,
@@ -32,6 +33,7 @@ from kvtool.tiers.kv import UnknownModel, lookup
 from kvtool.tokenize import load_tokenizer, request_token_ids, tokenize_requests
 
 BLOCK_SIZES = (16, 64, 256, 512)
+PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
 PREVIEW_CHARS = 48
 
 __all__ = ["BLOCK_SIZES", "WorkloadError", "analyze", "summarize"]
@@ -125,10 +127,13 @@ def analyze(
     fmt: str | None = None,
     hash_block_size: int = 512,
     top: int = 10,
+    price_input: float = PRICE_INPUT,
+    examples: int = 3,
     progress: Progress | None = None,
 ) -> dict:
     """Ingest ``paths`` (all files in the database when None), tokenize, and summarize at
-    ``block_size`` (default 16; a hash trace's own block size for hash traces).
+    ``block_size`` (default 16; a hash trace's own block size for hash traces), find prefix
+    breaks (priced at ``price_input`` $/M tokens, ``examples`` per cause).
 
     Raises ``UnusableInput`` / ``TokenizerNotFound`` / ``WorkloadError`` / ``UnknownModel`` for
     input that cannot be analyzed (the CLI turns them into one line and exit code 2)."""
@@ -138,7 +143,17 @@ def analyze(
     con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
     try:
         return _analyze(
-            con, paths, tokenizer, block_size, model, fmt, hash_block_size, top, progress
+            con,
+            paths,
+            tokenizer,
+            block_size,
+            model,
+            fmt,
+            hash_block_size,
+            top,
+            price_input,
+            examples,
+            progress,
         )
     finally:
         progress.close()
@@ -155,6 +170,8 @@ def _analyze(
     fmt: str | None,
     hash_block_size: int,
     top: int,
+    price_input: float,
+    examples: int,
     progress: Progress,
 ) -> dict:
     reports: list[FileReport] = []
@@ -226,4 +243,14 @@ def _analyze(
     ]
     if tok_report is not None:
         summary["tokenization"] = tok_report.to_json()
+    summary["breaks"] = summary["break_summary"] = None
+    if bundle is not None and signature is not None:
+        progress.stage("breaks", None)
+        breaks = detect_breaks(
+            con, wl, bundle, mode, block_size, lambda d, t: progress.update(d, t)
+        )
+        store_breaks(con, signature, block_size, wl.req_ids, breaks)
+        summary["breaks"], summary["break_summary"] = summarize_breaks(
+            breaks, summary["prompt_tokens"], price_input, examples
+        )
     return summary

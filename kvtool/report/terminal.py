@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kvtool.ingest import FileReport
@@ -106,3 +107,59 @@ def render_analysis(console: Console, s: dict) -> None:
                 row["ends_with"] or "",
             )
         console.print(p)
+    if s.get("breaks") is not None:
+        render_breaks(console, s)
+
+
+def diff_markup(diff: dict) -> str:
+    def show(text: str) -> str:
+        return escape(text.replace("\n", "⏎"))
+
+    return (
+        f"…{show(diff.get('before', ''))}[bold red]\\[-{show(diff.get('removed', ''))}-][/]"
+        f"[bold green]{{+{show(diff.get('added', ''))}+}}[/]{show(diff.get('after', ''))}…"
+    )
+
+
+def render_breaks(console: Console, s: dict) -> None:
+    """The breaks section: per cause counts, tokens and dollars lost, then the top examples with
+    their token-level diffs (``[-removed-]`` red, ``{+added+}`` green, as wdiff marks them)."""
+    total = s["break_summary"]
+    price = total["price_input_per_mtok"]
+    t = Table(
+        title=f"prefix breaks (what ended a cached prefix; $ at {price:g}/M input tokens)",
+        title_justify="left",
+    )
+    for col in ("cause", "breaks", "tokens lost", "share of prompt", "$ lost"):
+        t.add_column(col, justify="left" if col == "cause" else "right")
+    rows = sorted(s["breaks"].items(), key=lambda kv: -kv[1]["tokens_lost"])
+    for cause, b in rows:
+        if b["count"]:
+            t.add_row(
+                cause,
+                _num(b["count"]),
+                _num(b["tokens_lost"]),
+                _pct(b["share_of_prompt_tokens"]),
+                f"{b['dollars_lost']:,.2f}",
+            )
+    t.add_row(
+        "[bold]all[/]",
+        _num(total["breaks"]),
+        _num(total["tokens_lost"]),
+        _pct(total["share_of_prompt_tokens"]),
+        f"{total['dollars_lost']:,.2f}",
+    )
+    if not total["breaks"]:
+        console.print("no prefix breaks: every request extends its predecessor")
+        return
+    console.print(t)
+    for cause, b in rows:
+        for ex in b["examples"][:1]:
+            console.print(
+                f"[bold]{cause}[/] {escape(ex['request_id'])} after "
+                f"{escape(ex['predecessor_id'])}: token {ex['position']:,} in "
+                f"[cyan]{escape(ex['path'])}[/], {ex['tokens_lost']:,} tokens lost — "
+                f"{escape(ex['detail'])}",
+                highlight=False,
+            )
+            console.print(f"    {diff_markup(ex['diff'])}", highlight=False)

@@ -28,6 +28,7 @@ from kvtool.tokenize.template import (
     DefaultTemplate,
     HFTemplate,
     make_template,
+    render_head,
     render_prompt,
 )
 
@@ -202,7 +203,8 @@ def tokenizer_signature(bundle: TokenizerBundle) -> str:
     return _signature(bundle, make_template(bundle))
 
 
-def _load_contents(con: duckdb.DuckDBPyConnection, keys: set[int]) -> dict[int, object]:
+def load_contents(con: duckdb.DuckDBPyConnection, keys: set[int]) -> dict[int, object]:
+    """Parsed ``contents`` bodies by key."""
     if not keys:
         return {}
     con.register("_kv_keys", pa.table({"key": pa.array(list(keys), pa.int64())}))
@@ -349,7 +351,7 @@ def tokenize_requests(
     done = 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        bodies = _load_contents(con, _content_keys(chunk))
+        bodies = load_contents(con, content_keys(chunk))
         plans = request_plans(chunk, bodies, template, pieces, mode, conversations)
         _encode_pieces(pieces)
         n_tokens: list[int] = []
@@ -412,7 +414,7 @@ def _write_chunk(
     con.unregister("_kv_blocks")
 
 
-def _content_keys(rows: list[tuple]) -> set[int]:
+def content_keys(rows: list[tuple]) -> set[int]:
     keys = {k for r in rows for k in (r[4] or ())}
     keys.update(k for r in rows for k in (r[5], r[6]) if k is not None)
     return keys
@@ -431,7 +433,7 @@ def _checked_mode(
     chats = [r for r in sample if r[1] == "chat"]
     if mode == "whole" or not chats:
         return mode
-    bodies = _load_contents(con, _content_keys(chats))
+    bodies = load_contents(con, content_keys(chats))
     texts = {}
     for row in chats:
         text = render_prompt(template, [bodies[k] for k in row[4]], bodies.get(row[5]))
@@ -454,6 +456,57 @@ def _checked_mode(
     return mode
 
 
+@dataclass(frozen=True)
+class PromptIds:
+    """A request's prompt token ids and two boundaries: ``end``, where its last message ends
+    (before the generation prompt), and ``head_end``, where its head (leading system messages
+    and tool catalog) ends; both are token counts."""
+
+    ids: np.ndarray
+    end: int
+    head_end: int
+
+
+def _common(a: np.ndarray, b: np.ndarray) -> int:
+    m = min(len(a), len(b))
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if len(diff) else m
+
+
+class PromptTokens:
+    """Token ids of stored requests exactly as a tokenize pass in ``mode`` computes them; each
+    distinct piece is encoded once for the life of the object."""
+
+    def __init__(self, bundle: TokenizerBundle, mode: str):
+        self.bundle = bundle
+        self.mode = mode
+        self.template = make_template(bundle)
+        self.pieces = _Pieces(bundle.encoder)
+
+    def _text_ids(self, text: str) -> np.ndarray:
+        if self.mode == "whole":
+            return self.bundle.encoder.encode_whole(text)
+        return self.bundle.encoder.encode_many([text])[0]
+
+    def get(self, row: tuple, bodies: dict[int, object]) -> PromptIds:
+        """``row``: (req_id, kind, model, tenant, message_keys, tools_key, prompt_key)."""
+        (plan,) = request_plans([row], bodies, self.template, self.pieces, self.mode, set())
+        _encode_pieces(self.pieces)
+        parts = [self.pieces.tokens(p) for p in plan.pieces + list(plan.tail)]
+        ids = np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)
+        if row[1] != "chat":
+            return PromptIds(ids, len(ids), 0)
+        if self.mode == "pieces":
+            end = sum(len(self.pieces.tokens(p)) for p in plan.pieces)
+            return PromptIds(ids, end, len(self.pieces.tokens(plan.pieces[0])))
+        messages = [bodies[k] for k in row[4]]
+        tools = bodies[row[5]] if row[5] is not None else None
+        nogen = self._text_ids(render_prompt(self.template, messages, tools, generation=False))
+        head = render_head(self.template, messages, tools)
+        head_end = _common(ids, self._text_ids(head)) if head else 0
+        return PromptIds(ids, _common(ids, nogen), head_end)
+
+
 def request_token_ids(
     con: duckdb.DuckDBPyConnection, bundle: TokenizerBundle, req_id: int, mode: str
 ) -> np.ndarray:
@@ -467,9 +520,4 @@ def request_token_ids(
     )
     if row is None or row[1] == "hash":
         return np.zeros(0, TOKEN_DTYPE)
-    pieces = _Pieces(bundle.encoder)
-    (plan,) = request_plans(
-        [row], _load_contents(con, _content_keys([row])), make_template(bundle), pieces, mode, set()
-    )
-    _encode_pieces(pieces)
-    return np.concatenate([pieces.tokens(p) for p in plan.pieces + list(plan.tail)])
+    return PromptTokens(bundle, mode).get(row, load_contents(con, content_keys([row]))).ids

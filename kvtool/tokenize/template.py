@@ -191,9 +191,9 @@ class HFTemplate:
         self.specials = special_tokens
         self.id = "hf-" + xxhash.xxh3_64_hexdigest(source.encode())[:12]
 
-    def render(self, messages: list[dict], tools: list | None) -> str:
+    def render(self, messages: list[dict], tools: list | None, generation: bool = True) -> str:
         return self.template.render(
-            messages=messages, tools=tools, add_generation_prompt=True, **self.specials
+            messages=messages, tools=tools, add_generation_prompt=generation, **self.specials
         )
 
 
@@ -205,14 +205,33 @@ def make_template(bundle: TokenizerBundle) -> DefaultTemplate | HFTemplate:
 
 
 def render_prompt(
-    template: DefaultTemplate | HFTemplate, messages: list[dict], tools: list | None
+    template: DefaultTemplate | HFTemplate,
+    messages: list[dict],
+    tools: list | None,
+    generation: bool = True,
 ) -> str:
-    """The full prompt text of a chat request (what a server tokenizes in one call)."""
+    """The full prompt text of a chat request (what a server tokenizes in one call); without
+    the generation prompt when ``generation`` is False."""
     if isinstance(template, HFTemplate):
-        return template.render(messages, tools)
+        return template.render(messages, tools, generation)
     systems, rest = split_leading_systems(messages)
     return (
         template.head(systems, tools)
         + "".join(template.message(m) for m in rest)
-        + template.generation
+        + (template.generation if generation else "")
     )
+
+
+def render_head(
+    template: DefaultTemplate | HFTemplate, messages: list[dict], tools: list | None
+) -> str:
+    """The text of the request's head: its leading system/developer messages and tool catalog,
+    as the template renders them before the first conversation message ('' when the template
+    cannot render a head alone)."""
+    systems, _ = split_leading_systems(messages)
+    if isinstance(template, DefaultTemplate):
+        return template.head(systems, tools)
+    try:
+        return template.render(systems, tools, generation=False)
+    except TemplateError:
+        return ""

@@ -1,0 +1,93 @@
+"""Renderings of a ``kvtool check`` result: terminal, GitHub Actions annotations, JUnit XML."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from rich.console import Console
+from rich.markup import escape
+
+from kvtool.analyze.check import CheckResult, Finding
+from kvtool.report.terminal import diff_markup
+
+
+def render_check(console: Console, result: CheckResult) -> None:
+    against = f" against {result.baseline}" if result.baseline else ""
+    console.print(
+        f"kvtool check {result.candidate}{against}: {result.fixtures} fixtures, "
+        f"{result.compared} compared"
+        + (f" (paired by {result.paired_by})" if result.paired_by else "")
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    if result.unmatched_baseline:
+        console.print(
+            f"[yellow]note:[/] {len(result.unmatched_baseline)} baseline fixture(s) have no "
+            f"candidate: {escape(', '.join(result.unmatched_baseline[:5]))}"
+        )
+    for f in result.findings:
+        console.print(
+            f"[bold red]✗[/] {escape(f.file)}:{f.line} [bold]{escape(f.request_id)}[/] "
+            f"[{f.check}] {escape(f.message)}",
+            highlight=False,
+        )
+        if f.diff:
+            console.print(f"    {diff_markup(f.diff)}", highlight=False)
+    if result.passed:
+        console.print("[bold green]PASS[/]: no prompt change breaks the cached prefix")
+    else:
+        console.print(f"[bold red]FAIL[/]: {len(result.findings)} finding(s)")
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotations(result: CheckResult) -> str:
+    """One ``::error`` workflow command per finding (GitHub Actions shows them on the PR diff),
+    then a ``::notice`` summary line."""
+    out = []
+    for f in result.findings:
+        body = f.message
+        d = f.diff
+        if d:
+            body += f"\n-{d.get('removed', '')!r}\n+{d.get('added', '')!r}"
+        out.append(
+            f"::error file={_escape_property(f.file)},line={f.line},"
+            f"title={_escape_property('kvtool check: ' + f.cause)}::{_escape_data(body)}"
+        )
+    verdict = "passed" if result.passed else f"failed with {len(result.findings)} finding(s)"
+    out.append(f"::notice title=kvtool check::{_escape_data(f'{result.candidate}: {verdict}')}")
+    return "\n".join(out) + "\n"
+
+
+def junit_xml(result: CheckResult) -> str:
+    """JUnit XML: one test case per candidate fixture, failed by its findings."""
+    by_line: dict[int, list[Finding]] = {}
+    for f in result.findings:
+        by_line.setdefault(f.line, []).append(f)
+    suite = ET.Element(
+        "testsuite",
+        name="kvtool check",
+        tests=str(len(result.fixture_ids)),
+        failures=str(sum(1 for line, _ in result.fixture_ids if line in by_line)),
+        errors="0",
+    )
+    for line, rid in result.fixture_ids:
+        case = ET.SubElement(
+            suite, "testcase", classname=result.candidate, name=f"{rid} (line {line})"
+        )
+        for f in by_line.get(line, []):
+            failure = ET.SubElement(case, "failure", type=f.cause, message=f.message)
+            d = f.diff
+            failure.text = (
+                f"{f.check}: {f.path}\n-{d.get('removed', '')!r}\n+{d.get('added', '')!r}"
+                if d
+                else f"{f.check}: {f.path}"
+            )
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
