@@ -186,9 +186,10 @@ def _load(path: Path, label: str, bundle: TokenizerBundle, fmt: str | None) -> _
 
 
 def resolve_baseline(spec: str, candidate: Path) -> tuple[Path | None, str]:
-    """A baseline path for ``spec``: a file, ``git:REF`` (the candidate's path at REF) or
-    ``git:REF:PATH``. Returns (None, label) when the file does not exist at REF (a new fixture
-    file has no baseline). Raises ``UnusableInput`` for anything else that goes wrong."""
+    """A baseline path for ``spec``: a file, ``git:REF`` (the candidate's own path at REF, in the
+    repository that holds the candidate) or ``git:REF:PATH`` (PATH from the root of the
+    repository that holds the current directory). Returns (None, label) when the file does not
+    exist at REF (a new fixture file has no baseline); ``UnusableInput`` for other failures."""
     if not spec.startswith("git:"):
         path = Path(spec)
         if not path.is_file():
@@ -197,14 +198,17 @@ def resolve_baseline(spec: str, candidate: Path) -> tuple[Path | None, str]:
     ref, _, rel = spec[4:].partition(":")
     if not ref:
         raise UnusableInput(f"--baseline {spec!r}: expected git:REF or git:REF:PATH")
-    where = candidate.resolve().parent
-    top = _git(where, "rev-parse", "--show-toplevel").strip()
-    rel = rel or candidate.resolve().relative_to(Path(top).resolve()).as_posix()
+    top = Path(
+        _git(
+            Path.cwd() if rel else candidate.resolve().parent, "rev-parse", "--show-toplevel"
+        ).strip()
+    )
+    rel = rel or candidate.resolve().relative_to(top.resolve()).as_posix()
+    _git(top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     label = f"{ref}:{rel}"
-    _git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     try:
         data = subprocess.run(
-            ["git", "-C", top, "show", f"{ref}:{rel}"], capture_output=True, check=True
+            ["git", "-C", str(top), "show", label], capture_output=True, check=True
         ).stdout
     except subprocess.CalledProcessError:
         return None, label
@@ -213,21 +217,18 @@ def resolve_baseline(spec: str, candidate: Path) -> tuple[Path | None, str]:
     return out, label
 
 
-def _git(where: Path | str, *args: str) -> str:
+def _git(where: Path, *args: str) -> str:
+    """Run git in ``where``; its failure becomes one ``UnusableInput`` line."""
     try:
         return subprocess.run(
             ["git", "-C", str(where), *args], capture_output=True, check=True, text=True
         ).stdout
     except FileNotFoundError as exc:
-        raise UnusableInput("--baseline git:…: git is not installed") from exc
+        raise UnusableInput("--baseline git:...: git is not installed") from exc
     except subprocess.CalledProcessError as exc:
-        msg = (exc.stderr or "").strip().splitlines()
-        what = args[-1] if args[0] == "rev-parse" and len(args) > 1 else " ".join(args)
-        raise UnusableInput(
-            f"--baseline: git {what}: {msg[-1] if msg else 'failed'}"
-            if msg
-            else f"--baseline: {what!r} is not a commit in {where}"
-        ) from exc
+        lines = (exc.stderr or "").strip().splitlines()
+        why = lines[-1] if lines else f"{args[-1]!r} is not a commit"
+        raise UnusableInput(f"--baseline: git {' '.join(args[:1])} in {where}: {why}") from exc
 
 
 def _ids(fx: _Fixtures, row: _Row, tokens: PromptTokens) -> PromptIds:

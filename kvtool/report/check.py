@@ -28,7 +28,7 @@ def render_check(console: Console, result: CheckResult) -> None:
     for f in result.findings:
         console.print(
             f"[bold red]✗[/] {escape(f.file)}:{f.line} [bold]{escape(f.request_id)}[/] "
-            f"[{f.check}] {escape(f.message)}",
+            f"\\[{f.check}] {escape(f.message)}",
             highlight=False,
         )
         if f.diff:
