@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/kvtool analyze traces/demo-agent.jsonl.gz --db build/demo.duckdb
 
 test: $(STAMP)
-	$(BIN)/ruff check kvtool tests bench
+	$(BIN)/ruff check kvtool tests bench examples
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
