@@ -163,12 +163,14 @@ def _head_key(row: _Row, bodies: _Bodies, cache: dict[tuple, str]) -> str:
 
 
 def _render_head_key(row: _Row, bodies: _Bodies) -> str:
-    req = bodies.req(row)
-    if req.messages is None:
-        prompt = req.prompt if isinstance(req.prompt, str) else orjson.dumps(req.prompt).decode()
+    if row.kind == "completion":
+        prompt = bodies.need_keys({row.prompt_key})[row.prompt_key]
+        prompt = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
         return f"{row.model}\x00{prompt}"
-    systems = "\x01".join(content_text(m.get("content")) for m in req.messages[: req.n_system])
-    tools = orjson.dumps(req.tools).decode() if req.tools else ""
+    keys = bodies.system_keys(row)
+    b = bodies.need_keys({*keys, row.tools_key} - {None})
+    systems = "\x01".join(content_text(b[k].get("content")) for k in keys)
+    tools = orjson.dumps(b[row.tools_key]).decode() if row.tools_key is not None else ""
     return f"{row.model}\x00{systems}\x02{tools}"
 
 
@@ -264,15 +266,23 @@ def _first_mismatch(a: np.ndarray, b: np.ndarray) -> int:
 
 def _resync(a: np.ndarray, b: np.ndarray, t: int) -> tuple[int, int] | None:
     """The smallest (i, j), by i + j, such that a[t+i:] and b[t+j:] agree on RESYNC_RUN
-    tokens (or both end): where the two prompts line up again after the break."""
-    for total in range(RESYNC_WINDOW + 1):
-        for i in range(total + 1):
-            j = total - i
-            x, y = a[t + i : t + i + RESYNC_RUN], b[t + j : t + j + RESYNC_RUN]
-            complete = len(x) == RESYNC_RUN or (t + i == len(a) and t + j == len(b))
-            if len(x) == len(y) and complete and np.array_equal(x, y):
-                return i, j
-    return None
+    tokens (or both end there): where the two prompts line up again after the break."""
+    end = RESYNC_WINDOW + RESYNC_RUN
+    wa, wb = a[t : t + end].tolist(), b[t : t + end].tolist()
+    grams: dict[tuple, int] = {}
+    for j in range(len(wb) - RESYNC_RUN, -1, -1):  # the first occurrence in b wins
+        grams[tuple(wb[j : j + RESYNC_RUN])] = j
+    if t + len(wb) == len(b):
+        grams.setdefault((), len(wb))  # b's end, matched only by a's end
+    best = None
+    for i in range(len(wa) + 1):
+        tail = tuple(wa[i : i + RESYNC_RUN])
+        if len(tail) < RESYNC_RUN and not (t + i == len(a) and tail == ()):
+            continue
+        j = grams.get(tail)
+        if j is not None and (best is None or i + j < sum(best)):
+            best = (i, j)
+    return best
 
 
 def token_diff(bundle: TokenizerBundle, a: np.ndarray, b: np.ndarray, t: int) -> dict:
@@ -354,6 +364,7 @@ def detect_breaks(
         rows.append(_Row(t[0], t[1], t[2], t[3], t[4], t[5], tuple(t[6] or ()), t[7], t[8], n))
     bodies = _Bodies(con)
     pairs = predecessors(rows, bodies)
+    bodies.need([rows[k] for pair in pairs for k in pair[:2]])  # one query for all candidates
     tokens = PromptTokens(bundle, mode)
     specials = tuple(bundle.added_tokens)
     out = []
