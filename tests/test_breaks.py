@@ -4,6 +4,7 @@ positions and losses against one-call tokenization, no false breaks on stable da
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kvtool.analyze.diff import CAUSES
 from kvtool.cli import app
 from kvtool.generate import generate
 from kvtool.tokenize import load_tokenizer
+from kvtool.tokenize.loader import _default_path
 from kvtool.tokenize.template import make_template, render_head, render_prompt
 
 BREAKERS = 5  # sessions per cause: every variant of every cause appears
@@ -237,3 +239,56 @@ def test_hash_traces_have_no_breaks_section(tmp_path, write_jsonl):
     )
     s = analyze([path], db=tmp_path / "h.duckdb")
     assert s["breaks"] is None and s["break_summary"] is None
+
+
+def test_breaks_through_a_hub_chat_template(tmp_path):
+    """The tokenizer's own jinja template (segments mode): same breaks, positions exact."""
+    tokdir = tmp_path / "tok"
+    tokdir.mkdir()
+    shutil.copy(_default_path(), tokdir / "tokenizer.json")
+    template = (
+        "{{ bos_token }}{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}"
+        "{% for m in messages %}"
+        "{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] }}"
+        "{% elif m['role'] == 'assistant' %}<｜Assistant｜>{{ m['content'] or '' }}"
+        "{% for c in m['tool_calls'] or [] %}<｜tool▁call▁begin｜>{{ c['function']['name'] }}"
+        "<｜tool▁sep｜>{{ c['function']['arguments'] }}<｜tool▁call▁end｜>{% endfor %}"
+        "<｜end▁of▁sentence｜>{% elif m['role'] == 'tool' %}<｜tool▁output▁begin｜>"
+        "{{ m['content'] }}<｜tool▁output▁end｜>{% else %}{{ m['content'] }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}"
+    )
+    (tokdir / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": template, "bos_token": "<｜begin▁of▁sentence｜>"})
+    )
+    log = tmp_path / "agent.jsonl"
+    truth = generate("agent", 14, 4, log, steps=(3, 6), breakers=1).to_json()
+    db = tmp_path / "hf.duckdb"
+    summary = analyze([log], db=db, tokenizer=str(tokdir))
+    assert summary["tokenization"]["mode"] == "segments"
+    expected = {
+        (b["request_id"], b["predecessor_id"], b["cause"], b["path"]) for b in truth["breaks"]
+    }
+    rows = _stored(db)
+    assert {r[:4] for r in rows} == expected
+    bundle = load_tokenizer(str(tokdir))
+    hf = make_template(bundle)
+    con = duckdb.connect(str(db), read_only=True)
+    bodies = dict(con.execute("SELECT key, any_value(body) FROM contents GROUP BY 1").fetchall())
+
+    def prompt(req_id: int, generation: bool = True) -> list[int]:
+        keys, tools_key = con.execute(
+            "SELECT message_keys, tools_key FROM requests WHERE req_id = ?", [req_id]
+        ).fetchall()[0]
+        tools = json.loads(bodies[tools_key]) if tools_key is not None else None
+        text = render_prompt(hf, [json.loads(bodies[k]) for k in keys], tools, generation)
+        return bundle.tokenizer.encode(text, add_special_tokens=False).ids
+
+    for _, _, cause, _, position, lost, r_id, p_id in rows:
+        a, b = np.array(prompt(p_id)), np.array(prompt(r_id))
+        m = min(len(a), len(b))
+        first = int(np.flatnonzero(a[:m] != b[:m])[0]) if cause != "model_changed" else 0
+        assert position == first, cause
+        cap = (len(b) - 1) // 16
+        p_end = len(prompt(p_id, generation=False))
+        assert lost == 16 * (min(p_end // 16, cap) - min(first // 16, cap)), cause
+    con.close()
