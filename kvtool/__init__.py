@@ -1,7 +1,8 @@
 """kvtool: make the KV cache visible and plannable from real LLM request logs.
 
 Library entry points (the CLI is a thin wrapper over these):
-``kvtool.analyze(paths, db=..., ...)`` and ``kvtool.ingest(paths, db=...)``.
+``kvtool.analyze(paths, db=..., ...)``, ``kvtool.ingest(paths, db=...)`` and
+``kvtool.check(candidate, baseline=..., ...)``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvtool.analyze import analyze
+from kvtool.analyze.check import CheckResult, Policy
 from kvtool.ingest import FileReport, ingest_files
 from kvtool.store import DEFAULT_DB, connect
 
 __version__ = "0.1.0"
-__all__ = ["analyze", "ingest"]
+__all__ = ["analyze", "check", "ingest"]
 
 
 def ingest(
@@ -26,3 +28,20 @@ def ingest(
     """Ingest log files into the database at ``db``; see ``kvtool.ingest.ingest_file``."""
     with connect(db) as con:
         return ingest_files(con, [Path(p) for p in paths], fmt=fmt, hash_block_size=hash_block_size)
+
+
+def check(
+    candidate: str | Path,
+    *,
+    baseline: str | None = None,
+    tokenizer: str | None = None,
+    policy: Policy | None = None,
+    fmt: str | None = None,
+) -> CheckResult:
+    """The CI gate on prompt fixtures; see ``kvtool.analyze.check`` and docs/ci.md."""
+    from kvtool.analyze.check import check as run_check
+    from kvtool.tokenize import load_tokenizer
+
+    return run_check(
+        Path(candidate), load_tokenizer(tokenizer), baseline=baseline, policy=policy, fmt=fmt
+    )

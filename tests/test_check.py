@@ -14,10 +14,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from kvtool.analyze.check import Policy, check
+import kvtool
+from kvtool.analyze.check import Policy
 from kvtool.cli import app
 from kvtool.generate import generate
-from kvtool.tokenize import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "ci"
@@ -118,7 +118,7 @@ def test_renders_that_do_not_share_their_prefix_fail_self_consistency(tmp_path):
         )
         records.append({"id": f"render-{i}", "request": req})
     path = _write(tmp_path / "renders.jsonl", records)
-    result = check(path, load_tokenizer(None), policy=Policy(volatile=False))
+    result = kvtool.check(path, policy=Policy(volatile=False))
     assert not result.passed
     assert [(f.check, f.cause, f.request_id, f.other_request_id) for f in result.findings] == [
         ("consistency", "volatile_timestamp", "render-1", "render-0"),
