@@ -70,7 +70,7 @@ class Break:
 
 
 @dataclass(frozen=True)
-class _Row:
+class RequestRow:
     req_id: int
     request_id: str
     session: str | None
@@ -99,7 +99,7 @@ class _Row:
         return (self.model, self.tools_key, self.prompt_key, *self.message_keys)
 
 
-def extends(p: _Row, r: _Row) -> bool:
+def extends(p: RequestRow, r: RequestRow) -> bool:
     """r resends p's model, tools and messages unchanged (and maybe adds messages)."""
     return (
         p.model == r.model
@@ -118,14 +118,14 @@ def _element_lcp(a: tuple, b: tuple) -> int:
     return n
 
 
-class _Bodies:
+class Bodies:
     """Content bodies by key, loaded from the store in batches on demand."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
         self.cache: dict[int, object] = {}
 
-    def need(self, rows: list[_Row]) -> dict[int, object]:
+    def need(self, rows: list[RequestRow]) -> dict[int, object]:
         return self.need_keys(content_keys([r.chain_row for r in rows]))
 
     def need_keys(self, keys: set[int]) -> dict[int, object]:
@@ -134,7 +134,7 @@ class _Bodies:
             self.cache.update(load_contents(self.con, missing))
         return self.cache
 
-    def system_keys(self, row: _Row) -> tuple[int, ...]:
+    def system_keys(self, row: RequestRow) -> tuple[int, ...]:
         """The keys of the row's leading system/developer messages."""
         n = 0
         for key in row.message_keys:
@@ -144,7 +144,7 @@ class _Bodies:
             n += 1
         return row.message_keys[:n]
 
-    def req(self, row: _Row) -> Req:
+    def req(self, row: RequestRow) -> Req:
         b = self.need([row])
         if row.kind == "completion":
             return Req(row.model, row.tenant, prompt=b[row.prompt_key])
@@ -152,7 +152,7 @@ class _Bodies:
         return Req(row.model, row.tenant, [b[k] for k in row.message_keys], tools)
 
 
-def _head_key(row: _Row, bodies: _Bodies, cache: dict[tuple, str]) -> str:
+def _head_key(row: RequestRow, bodies: Bodies, cache: dict[tuple, str]) -> str:
     """The text that decides which earlier request is the same logical prompt: model, leading
     system messages and tool catalog (completions: the prompt text)."""
     ident = (row.model, row.tools_key, row.prompt_key, bodies.system_keys(row))
@@ -162,7 +162,7 @@ def _head_key(row: _Row, bodies: _Bodies, cache: dict[tuple, str]) -> str:
     return key
 
 
-def _render_head_key(row: _Row, bodies: _Bodies) -> str:
+def _render_head_key(row: RequestRow, bodies: Bodies) -> str:
     if row.kind == "completion":
         prompt = bodies.need_keys({row.prompt_key})[row.prompt_key]
         prompt = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
@@ -209,7 +209,7 @@ class _HeadIndex:
         self.latest[(tenant, key)] = index
 
 
-def predecessors(rows: list[_Row], bodies: _Bodies) -> list[tuple[int, int, bool]]:
+def predecessors(rows: list[RequestRow], bodies: Bodies) -> list[tuple[int, int, bool]]:
     """(request, predecessor, continues) index triples for the requests that do not simply
     extend their predecessor, in processing order (see the module docstring)."""
     bodies.need_keys(  # one query for what head keys need in the common case
@@ -361,8 +361,10 @@ def detect_breaks(
     rows = []
     for rid, n in zip(wl.req_ids.tolist(), wl.n_tokens.tolist(), strict=True):
         t = by_id[rid]
-        rows.append(_Row(t[0], t[1], t[2], t[3], t[4], t[5], tuple(t[6] or ()), t[7], t[8], n))
-    bodies = _Bodies(con)
+        rows.append(
+            RequestRow(t[0], t[1], t[2], t[3], t[4], t[5], tuple(t[6] or ()), t[7], t[8], n)
+        )
+    bodies = Bodies(con)
     pairs = predecessors(rows, bodies)
     bodies.need([rows[k] for pair in pairs for k in pair[:2]])  # one query for all candidates
     tokens = PromptTokens(bundle, mode)

@@ -28,8 +28,8 @@ import duckdb
 import orjson
 
 from kvtool.analyze.breaks import (
-    _Bodies,
-    _Row,
+    Bodies,
+    RequestRow,
     detect_breaks,
     lost_tokens,
     pair_break,
@@ -148,11 +148,11 @@ class _Fixtures:
 
     path: str
     con: duckdb.DuckDBPyConnection
-    rows: list[_Row]
+    rows: list[RequestRow]
     lines: dict[int, int]  # req_id -> line
     explicit_ids: bool
     mode: str
-    bodies: _Bodies
+    bodies: Bodies
 
 
 def _load(path: Path, label: str, bundle: TokenizerBundle, fmt: str | None) -> _Fixtures:
@@ -176,12 +176,13 @@ def _load(path: Path, label: str, bundle: TokenizerBundle, fmt: str | None) -> _
            FROM requests r JOIN chains c USING (req_id) ORDER BY r.line"""
     ).fetchall()
     rows = [
-        _Row(t[0], t[1], t[2], t[3], t[4], t[5], tuple(t[6] or ()), t[7], t[8], t[9]) for t in table
+        RequestRow(t[0], t[1], t[2], t[3], t[4], t[5], tuple(t[6] or ()), t[7], t[8], t[9])
+        for t in table
     ]
     digest = con.execute("SELECT sha256 FROM files").fetchall()[0][0][:12]
     explicit = not all(r.request_id.startswith(f"{digest}:") for r in rows)
     return _Fixtures(
-        label, con, rows, {t[0]: t[10] for t in table}, explicit, tok.mode, _Bodies(con)
+        label, con, rows, {t[0]: t[10] for t in table}, explicit, tok.mode, Bodies(con)
     )
 
 
@@ -231,11 +232,13 @@ def _git(where: Path, *args: str) -> str:
         raise UnusableInput(f"--baseline: git {' '.join(args[:1])} in {where}: {why}") from exc
 
 
-def _ids(fx: _Fixtures, row: _Row, tokens: PromptTokens) -> PromptIds:
+def _ids(fx: _Fixtures, row: RequestRow, tokens: PromptTokens) -> PromptIds:
     return tokens.get(row.chain_row, fx.bodies.need([row]))
 
 
-def _pairs(cand: _Fixtures, base: _Fixtures, result: CheckResult) -> list[tuple[_Row, _Row]]:
+def _pairs(
+    cand: _Fixtures, base: _Fixtures, result: CheckResult
+) -> list[tuple[RequestRow, RequestRow]]:
     by_id = {r.request_id: r for r in base.rows}
     if cand.explicit_ids and base.explicit_ids and any(r.request_id in by_id for r in cand.rows):
         result.paired_by = "request id"
@@ -306,7 +309,9 @@ def _compare(
         )
 
 
-def _consistency(fx: _Fixtures, bundle: TokenizerBundle, policy: Policy, result: CheckResult):
+def _consistency(
+    fx: _Fixtures, bundle: TokenizerBundle, policy: Policy, result: CheckResult
+) -> None:
     (signature,) = fx.con.execute("SELECT DISTINCT tokenizer FROM chains").fetchall()[0]
     wl = load_workload(fx.con, [0], signature)
     for b in detect_breaks(fx.con, wl, bundle, fx.mode, policy.block_size):
