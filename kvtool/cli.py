@@ -17,6 +17,7 @@ from kvtool.report.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
 from kvtool.store import DEFAULT_DB, SchemaError, connect
 from kvtool.tiers.kv import UnknownModel
+from kvtool.tiers.spec import TierSpecError
 from kvtool.tokenize import TokenizerNotFound, load_tokenizer
 
 app = typer.Typer(
@@ -24,7 +25,14 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Make the KV cache visible and plannable from real LLM request logs.",
 )
-USAGE_ERRORS = (UnusableInput, TokenizerNotFound, WorkloadError, UnknownModel, SchemaError)
+USAGE_ERRORS = (
+    UnusableInput,
+    TokenizerNotFound,
+    WorkloadError,
+    UnknownModel,
+    SchemaError,
+    TierSpecError,
+)
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file holding ingested requests.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
@@ -182,6 +190,99 @@ def generate(
             f"wrote {truth.requests} requests in {truth.sessions} sessions to {out} "
             f"(truth: {out}.truth.json)"
         )
+
+
+@app.command(name="simulate")
+def simulate_cmd(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
+    ] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    tier_gb: Annotated[
+        str,
+        typer.Option(
+            help="Tiers fastest first, NAME=GB; a list sweeps one tier: hbm=80,dram=0,64,256."
+        ),
+    ] = "hbm=80",
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(help="Override a tier: NAME:read_gbps=25,latency_us=10,price=4 (repeatable)."),
+    ] = None,
+    blocks: Annotated[
+        str | None,
+        typer.Option(help="First tier's capacity in blocks (a comma list sweeps it)."),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="lru, fifo, lfu, s3fifo, arc, ttl, belady or infinite.")
+    ] = "lru",
+    block_size: Annotated[
+        int | None, typer.Option(help="Block size in tokens (default 16; hash traces: theirs).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model for KV bytes per token: built-in name or config.json.")
+    ] = None,
+    write_policy: Annotated[
+        str, typer.Option(help="back: demote evicted blocks; through: write every block down.")
+    ] = "back",
+    concurrency: Annotated[
+        int | None, typer.Option(help="Requests running at once (1 = strictly sequential).")
+    ] = None,
+    ttl: Annotated[str | None, typer.Option(help="TTL for --policy ttl: 300s, 5m, 1h.")] = None,
+    prefill_tps: Annotated[float, typer.Option(help="Prefill throughput, tokens/s.")] = 8000.0,
+    decode_tps: Annotated[float, typer.Option(help="Decode speed per request, tokens/s.")] = 40.0,
+    price_input: Annotated[float, typer.Option(help="Input price, $ per million tokens.")] = (
+        PRICE_INPUT
+    ),
+    tokenizer: Annotated[
+        str | None, typer.Option(help="tokenizer.json, model directory or cached hub id.")
+    ] = None,
+    fmt: FormatOption = None,
+    hash_block_size: HashBlockOption = 512,
+    json_out: JsonOption = False,
+) -> None:
+    """Hit rate, prefill saved, TTFT and dollars of a cache tiering on your traffic."""
+    from kvtool.report.simulate import render_simulation
+    from kvtool.simulate import SimConfig, simulate
+    from kvtool.tiers.spec import parse_duration
+
+    _check_format(fmt)
+
+    def go() -> dict:
+        sizes = None
+        if blocks is not None:
+            try:
+                sizes = [int(b) for b in blocks.split(",") if b.strip()]
+            except ValueError:
+                _fail(f"--blocks {blocks!r}: expected whole numbers, e.g. 1000 or 100,1000")
+        config = SimConfig(
+            policy=policy,
+            block_size=block_size,
+            write_policy=write_policy,
+            concurrency=concurrency,
+            ttl_s=parse_duration(ttl) if ttl is not None else None,
+            prefill_tps=prefill_tps,
+            decode_tps=decode_tps,
+            price_input=price_input,
+        )
+        return simulate(
+            paths or None,
+            db=db,
+            tier_gb=tier_gb,
+            tier_overrides=tier,
+            blocks=sizes,
+            config=config,
+            model=model,
+            tokenizer=tokenizer,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            progress=_progress(json_out),
+        )
+
+    out = _run(go)
+    if json_out:
+        _print_json(out)
+    else:
+        render_simulation(Console(), out)
 
 
 CHECK_FORMATS = ("text", "github", "junit", "json")

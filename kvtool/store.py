@@ -12,6 +12,8 @@ Tables (one row each):
 - ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
   before the reusable part of it ended: position, cause, field path, tokens lost, diff text
   (written by ``kvtool.analyze.breaks``).
+- ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the
+  ``--json`` output), the files it read, policy and block size.
 - ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
   block before it (NULL for a first block) and its 0-based position. A request's block chain is
   the path from its last block up through ``parent`` (DESIGN.md: block identity).
@@ -90,6 +92,15 @@ CREATE TABLE IF NOT EXISTS breaks (
     path VARCHAR NOT NULL,
     detail VARCHAR NOT NULL,
     diff VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sim_runs (
+    run_id INTEGER NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    file_ids INTEGER[],
+    policy VARCHAR NOT NULL,
+    block_size INTEGER NOT NULL,
+    config VARCHAR NOT NULL,
+    result VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blocks (
     tokenizer VARCHAR NOT NULL,

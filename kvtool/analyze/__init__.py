@@ -7,6 +7,7 @@ the summary documented in docs/analyze.md (the ``--json`` contract).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -30,7 +31,13 @@ from kvtool.ingest import FileReport, ingest_files
 from kvtool.report.progress import NullProgress, Progress
 from kvtool.store import connect, one
 from kvtool.tiers.kv import UnknownModel, lookup
-from kvtool.tokenize import load_tokenizer, request_token_ids, tokenize_requests
+from kvtool.tokenize import (
+    TokenizerBundle,
+    TokenizeReport,
+    load_tokenizer,
+    request_token_ids,
+    tokenize_requests,
+)
 
 BLOCK_SIZES = (16, 64, 256, 512)
 PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
@@ -104,7 +111,7 @@ def summarize(
     return summary, top_prefixes(wl, rs, ps, sessions_per_run, hits.k)
 
 
-def _kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
+def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
     """KV bytes per token for --model, else for the logs' most common model when it is known."""
     if model:
         return model, lookup(model).bytes_per_token  # UnknownModel propagates: the user asked
@@ -161,19 +168,29 @@ def analyze(
             con.close()
 
 
-def _analyze(
+@dataclass
+class Traffic:
+    """Requests ready for analysis: the workload arrays and how its text was tokenized."""
+
+    wl: Workload
+    file_ids: list[int]
+    reports: list[FileReport]
+    bundle: TokenizerBundle | None
+    signature: str | None
+    mode: str
+    tok_report: TokenizeReport | None
+
+
+def load_traffic(
     con: duckdb.DuckDBPyConnection,
     paths: list[str | Path] | None,
     tokenizer: str | None,
-    block_size: int | None,
-    model: str | None,
     fmt: str | None,
     hash_block_size: int,
-    top: int,
-    price_input: float,
-    examples: int,
     progress: Progress,
-) -> dict:
+) -> Traffic:
+    """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
+    yet, and load the workload (what analyze and simulate start from)."""
     reports: list[FileReport] = []
     if paths:
         files = [Path(p) for p in paths]
@@ -205,9 +222,30 @@ def _analyze(
         )
         signature = tok_report.signature
         mode = tok_report.mode
-    progress.stage("analyze", None)
+    progress.stage("load", None)
     wl = load_workload(con, file_ids, signature)
-    model_name, kv_bytes = _kv_shape_name(model, wl)
+    return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report)
+
+
+def _analyze(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str | Path] | None,
+    tokenizer: str | None,
+    block_size: int | None,
+    model: str | None,
+    fmt: str | None,
+    hash_block_size: int,
+    top: int,
+    price_input: float,
+    examples: int,
+    progress: Progress,
+) -> dict:
+    traffic = load_traffic(con, paths, tokenizer, fmt, hash_block_size, progress)
+    wl, file_ids, bundle = traffic.wl, traffic.file_ids, traffic.bundle
+    signature, mode, tok_report = traffic.signature, traffic.mode, traffic.tok_report
+    ids = ",".join(map(str, file_ids))
+    progress.stage("analyze", None)
+    model_name, kv_bytes = kv_shape_name(model, wl)
     if block_size is None:  # hash traces: their own block size; text logs: vLLM's GPU default
         block_size = wl.base if wl.kind == "hash" else 16
     summary, prefixes = summarize(wl, block_size, kv_bytes)

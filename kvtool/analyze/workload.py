@@ -9,7 +9,8 @@ tree instead of every request's block list keeps analysis proportional to distin
 
 Blocks are at the workload's base size: 16 for tokenized requests (tables ``blocks`` and
 ``chains``), the trace's own block size for hash traces, where ids are salted per file (trace
-files number blocks independently) and only full blocks count (the last id covers a partial block).
+files number blocks independently) and per tenant (tenants never share, as vLLM's
+``cache_salt``), and only full blocks count (the last id covers a partial block).
 """
 
 from __future__ import annotations
@@ -105,12 +106,17 @@ def _hash_tree(con: duckdb.DuckDBPyConnection, table: pa.Table, ids: str, base: 
         con.execute(f"SELECT file_id, sha256 FROM files WHERE file_id IN ({ids})").fetchall()
     )
     file_of = table.column("file_id").to_numpy()[req]
+    tenants = table.column("tenant").to_pylist()
+    tenant_codes = {t: k for k, t in enumerate(sorted({t for t in tenants if t is not None}))}
+    tenant_of = np.array([tenant_codes.get(t, -1) for t in tenants], np.int64)[req]
     salted = np.empty(len(blocks), dtype=np.uint64)
-    for fid, digest in digests.items():  # one vectorized pass per file
-        mask = file_of == fid
-        salted[mask] = _mix64(
-            blocks[mask].view(np.uint64), xxhash.xxh3_64_intdigest(digest.encode())
-        )
+    for fid, digest in digests.items():  # one vectorized pass per file and tenant
+        for tenant, code in [(None, -1), *tenant_codes.items()]:
+            mask = (file_of == fid) & (tenant_of == code)
+            if not mask.any():
+                continue
+            salt = xxhash.xxh3_64_intdigest(f"{digest}\x00{tenant or ''}".encode())
+            salted[mask] = _mix64(blocks[mask].view(np.uint64), salt)
     kept_offsets = np.concatenate([[0], np.cumsum(full)]).astype(np.int64)
     return tree_from_paths(kept_offsets, salted[keep].view(np.int64))
 
@@ -167,7 +173,7 @@ def load_workload(
         table = con.sql(
             f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
                        r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                       r.hash_ids AS blocks, r.file_id
+                       r.hash_ids AS blocks, r.file_id, r.tenant
                 FROM requests r WHERE r.file_id IN ({ids}) {order}"""
         ).to_arrow_table()
         end, parent, depth = _hash_tree(con, table, ids, base)

@@ -1,0 +1,85 @@
+"""Terminal rendering of a ``kvtool simulate`` result (one configuration or a sweep)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from kvtool.report.terminal import _num, _pct
+
+
+def _money(x: float | None) -> str:
+    return "n/a" if x is None else f"${x:,.2f}"
+
+
+def _secs(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f} s"
+
+
+def render_simulation(console: Console, s: dict) -> None:
+    cfg = s["config"]
+    console.print(
+        f"[bold]{s['requests']:,}[/] requests, {s['prompt_tokens']:,} prompt tokens; "
+        f"policy [bold]{cfg['policy']}[/], block {cfg['block_size']} tokens, "
+        f"write-{cfg['write_policy']}, KV {_num(cfg['kv_bytes_per_token'])} B/token "
+        f"({cfg['model'] or 'no model'}); ideal hit rate {_pct(s['ideal_hit_rate'])}"
+    )
+    unusable = [name for name, ok in cfg["usable_lower_tiers"].items() if not ok]
+    if unusable:
+        console.print(
+            f"[yellow]note:[/] loading from {', '.join(unusable)} is slower than recomputing "
+            f"at {cfg['prefill_tps']:,.0f} tokens/s, so those tiers never serve hits"
+        )
+    if "points" in s:
+        _render_sweep(console, s)
+        return
+    t = Table(title="simulated cache", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for tier in s["tiers"]:
+        t.add_row(
+            f"tier {tier['name']}",
+            f"{_num(tier['gb'])} GB = {_num(tier['blocks'])} blocks",
+        )
+    t.add_row("token hit rate", _pct(s["token_hit_rate"]))
+    for name, tokens in s["hits_by_tier"].items():
+        t.add_row(f"  hit tokens from {name}", _num(tokens))
+    t.add_row("prefill tokens saved", _num(s["prefill_tokens_saved"]))
+    t.add_row("requests with a hit", _pct(s["request_hit_rate"]))
+    ttft = s["ttft_estimate"]
+    t.add_row("TTFT p50 / p90 / p99", " / ".join(_secs(ttft[k]) for k in ("p50", "p90", "p99")))
+    cost = s["cost"]
+    t.add_row("recompute $ avoided (trace)", _money(cost["recompute_avoided"]))
+    t.add_row("  per month at this rate", _money(cost["recompute_avoided_per_month"]))
+    t.add_row("storage $ per month", _money(cost["storage_per_month"]))
+    t.add_row("net $ per month", _money(cost["net_per_month"]))
+    console.print(t)
+
+
+def _render_sweep(console: Console, s: dict) -> None:
+    sw = s["sweep"]
+    unit = "GB" if sw["unit"] == "gb" else "blocks"
+    t = Table(title=f"hit rate vs {sw['tier']} capacity", title_justify="left")
+    for col in (f"{sw['tier']} ({unit})", "token hit rate", "of ideal", "TTFT p90", "net $/month"):
+        t.add_column(col, justify="right")
+    for p in s["points"]:
+        tier = next(x for x in p["tiers"] if x["name"] == sw["tier"])
+        x = tier["gb"] if sw["unit"] == "gb" else tier["blocks"]
+        share = (
+            p["token_hit_rate"] / s["ideal_hit_rate"]
+            if s["ideal_hit_rate"] and p["token_hit_rate"] is not None
+            else None
+        )
+        t.add_row(
+            _num(x),
+            _pct(p["token_hit_rate"]),
+            _pct(share),
+            _secs(p["ttft_estimate"]["p90"]),
+            _money(p["cost"]["net_per_month"]),
+        )
+    console.print(t)
+    need = ", ".join(
+        f"{k} of ideal: {_num(v) if v is not None else 'not reached'}"
+        for k, v in sw["capacity_for_share_of_ideal"].items()
+    )
+    console.print(f"knee at {_num(sw['knee'])} {unit}; capacity for {need}")

@@ -1,0 +1,278 @@
+"""The tiered KV-cache simulator: requests in timestamp order through HBM and lower tiers.
+
+Semantics (DESIGN.md: Definitions), per request r with full blocks b_0..b_{m-1} at block size B:
+
+- **Lookup** walks b_0, b_1, ... through the tiers, fastest first, and stops at the first block
+  that no tier holds, or that only a lower tier holds and loading it would be slower than
+  recomputing it (``Tier.worth_loading``). At most ``(n - 1) // B`` blocks count: vLLM always
+  computes one token. A TTL policy's expired block is a miss.
+- **Admission**: r runs from ``start`` to ``end`` (prefill + decode estimates); all its blocks are
+  pinned first (so making room never evicts r's own hits), then put in the first tier (hits
+  touched, lower-tier hits promoted, the rest inserted), and stay pinned until r ends: a running
+  request's blocks cannot be evicted. Blocks are touched last to first
+  and released last to first when r ends, as vLLM frees blocks tail-first, so a chain's last
+  block is the first candidate for eviction.
+- **Eviction** from the first tier: ``write_policy='back'`` demotes the victim into the next tier
+  (and so on down; the last tier drops it); ``'through'`` writes every block into all lower
+  tiers at insertion, so a first-tier victim is simply dropped.
+- **Time**: r arrives at its timestamp (requests without one arrive when the previous did); it
+  starts at arrival, or, with a concurrency limit, when a slot frees. Prefill takes
+  ``(n - cached) / prefill_tps`` plus the load time of its lower-tier hits; decode takes
+  ``output_tokens / decode_tps``. TTFT = queueing + prefill.
+
+Block ids are node ids of the block tree (``Workload``): equal ids are equal prefixes, and the
+tree is keyed by model and tenant, so tenants never share.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kvtool.analyze.workload import Workload
+from kvtool.simulate.policies import Policy, make_policy
+from kvtool.tiers.spec import Tier
+
+INF = math.inf
+
+
+@dataclass
+class Timing:
+    """Throughput figures that turn tokens into seconds."""
+
+    prefill_tps: float = 8000.0
+    decode_tps: float = 40.0
+
+
+@dataclass
+class SimResult:
+    """Totals of one simulation. ``hit_tokens[t]`` are cached tokens served from tier t."""
+
+    tiers: list[str]
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    hit_tokens: list[int] = field(default_factory=list)
+    requests_with_hit: int = 0
+    evictions: int = 0
+    uncached_blocks: int = 0
+    ttft: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cached_per_request: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def token_hit_rate(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
+def block_streams(wl: Workload, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, blocks): request i's full blocks at ``block_size`` are
+    ``blocks[offsets[i]:offsets[i + 1]]``, each named by the tree node where it ends.
+
+    One vectorized step per tree level walks every request's path from its end to the root."""
+    if block_size % wl.base:
+        raise ValueError(f"block size {block_size} is not a multiple of {wl.base}")
+    k = block_size // wl.base
+    has = wl.end >= 0
+    end_depth = np.where(has, wl.depth[np.maximum(wl.end, 0)], -1)
+    counts = np.where(has, (end_depth + 1) // k, 0).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = np.empty(int(offsets[-1]), np.int64)
+    order = np.argsort(-end_depth, kind="stable")
+    sorted_depth = end_depth[order]
+    cur = np.zeros(0, np.int64)
+    req = np.zeros(0, np.int64)
+    added = 0
+    top = int(end_depth.max()) if len(end_depth) else -1
+    for d in range(top, -1, -1):
+        hi = added
+        while hi < len(order) and sorted_depth[hi] == d:
+            hi += 1
+        if hi > added:
+            req = np.concatenate([req, order[added:hi]])
+            cur = np.concatenate([cur, wl.end[order[added:hi]]])
+            added = hi
+        if (d + 1) % k == 0:
+            out[offsets[req] + (d + 1) // k - 1] = cur
+        cur = wl.parent[cur]
+    return offsets, out
+
+
+def next_uses(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """For each stream position, the ordinal of the next request referencing the same block
+    (inf when none): what the offline optimum needs."""
+    req = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = np.lexsort((req, blocks))
+    nxt = np.full(len(blocks), np.inf)
+    same = blocks[order][1:] == blocks[order][:-1]
+    nxt[order[:-1][same]] = req[order][1:][same]
+    return nxt
+
+
+class Engine:
+    """A cache of ``tiers`` (fastest first) under one eviction ``policy`` per tier."""
+
+    def __init__(
+        self,
+        tiers: list[Tier],
+        policy: str,
+        block_size: int,
+        kv_bytes_per_token: int | None,
+        timing: Timing | None = None,
+        concurrency: int | None = None,
+        write_policy: str = "back",
+        ttl: float | None = None,
+    ):
+        if not tiers:
+            raise ValueError("at least one tier")
+        if write_policy not in ("back", "through"):
+            raise ValueError(f"write policy must be 'back' or 'through', got {write_policy!r}")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.tiers = tiers
+        self.block_size = block_size
+        self.timing = timing or Timing()
+        self.concurrency = concurrency
+        self.write_through = write_policy == "through"
+        options = {"ttl": ttl} if ttl is not None else {}
+        self.caches: list[Policy] = [make_policy(policy, t.blocks, **options) for t in tiers]
+        self.policy = policy
+        block_bytes = block_size * (kv_bytes_per_token or 0)
+        recompute = block_size / self.timing.prefill_tps
+        self.load_s = [0.0] + [t.load_seconds(block_bytes) for t in tiers[1:]]
+        # a lower tier is used only if loading a block beats recomputing it
+        self.usable = [True] + [
+            kv_bytes_per_token is not None and s < recompute for s in self.load_s[1:]
+        ]
+        self.pins: dict[int, int] = {}
+
+    # -- tier operations -------------------------------------------------------------------
+    def _where(self, b: int, now: float) -> int:
+        """The fastest tier holding a valid copy of b, or -1."""
+        for t, cache in enumerate(self.caches):
+            if b in cache:
+                if cache.valid(b, now):
+                    return t
+                cache.remove(b)
+        return -1
+
+    def _put(self, t: int, b: int, now: float, nu: float, result: SimResult) -> None:
+        """Insert b into tier t (t > 0 never pins), evicting as the write policy says."""
+        cache = self.caches[t]
+        if self.tiers[t].blocks <= 0:
+            return
+        if b in cache:
+            cache.hit(b, now, nu)
+            return
+        pinned = self.pins if t == 0 else ()
+        while len(cache) >= cache.capacity:
+            victim = cache.evict(pinned, now)
+            if victim is None:
+                result.uncached_blocks += t == 0
+                return
+            result.evictions += t == 0
+            if not self.write_through and t + 1 < len(self.caches):
+                self._put(t + 1, victim, now, INF, result)
+        cache.insert(b, now, nu)
+        if self.write_through and t == 0:
+            for lower in range(1, len(self.caches)):
+                self._put(lower, b, now, nu, result)
+
+    def _release(self, blocks: list[int], now: float) -> None:
+        first = self.caches[0]
+        for b in reversed(blocks):
+            left = self.pins[b] - 1
+            if left:
+                self.pins[b] = left
+            else:
+                del self.pins[b]
+            if b in first:
+                first.release(b, now)
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(
+        self,
+        offsets: np.ndarray,
+        blocks: np.ndarray,
+        n_tokens: np.ndarray,
+        arrivals: np.ndarray,
+        output_tokens: np.ndarray,
+        next_use: np.ndarray | None = None,
+    ) -> SimResult:
+        """Simulate the requests in order (arrays indexed by request, in processing order)."""
+        B = self.block_size
+        result = SimResult([t.name for t in self.tiers], hit_tokens=[0] * len(self.tiers))
+        n_req = len(n_tokens)
+        result.requests = n_req
+        result.prompt_tokens = int(n_tokens.sum())
+        ttft = np.zeros(n_req)
+        cached_per = np.zeros(n_req, np.int64)
+        stream = blocks.tolist()
+        nus = next_use.tolist() if next_use is not None else None
+        offs = offsets.tolist()
+        ns = n_tokens.tolist()
+        outs = output_tokens.tolist()
+        arr = np.where(np.isnan(arrivals), np.nan, arrivals)
+        running: list[tuple[float, int, list[int]]] = []
+        prev_arrival = 0.0
+        timing = self.timing
+        caches = self.caches
+        usable = self.usable
+        load_s = self.load_s
+        for i in range(n_req):
+            a = arr[i]
+            arrival = prev_arrival if math.isnan(a) else float(a)
+            prev_arrival = arrival
+            start = arrival
+            if self.concurrency is not None:
+                while len(running) >= self.concurrency:
+                    end, _, done = heapq.heappop(running)
+                    self._release(done, end)
+                    start = max(start, end)
+            while running and running[0][0] <= start:
+                end, _, done = heapq.heappop(running)
+                self._release(done, end)
+            mine = stream[offs[i] : offs[i + 1]]
+            n = ns[i]
+            cap = min(len(mine), max(n - 1, 0) // B)
+            hits = 0
+            load = 0.0
+            tiers_hit = []
+            for j in range(cap):
+                t = self._where(mine[j], start)
+                if t < 0 or not usable[t]:
+                    break
+                tiers_hit.append(t)
+                load += load_s[t]
+                hits += 1
+            for t in tiers_hit:
+                result.hit_tokens[t] += B
+            cached = hits * B
+            result.cached_tokens += cached
+            result.requests_with_hit += hits > 0
+            cached_per[i] = cached
+            base = offs[i]
+            pins = self.pins
+            for b in mine:  # pinned first, as vLLM takes its hits out of the free queue first
+                pins[b] = pins.get(b, 0) + 1
+            for j in range(len(mine) - 1, -1, -1):
+                b = mine[j]
+                nu = nus[base + j] if nus is not None else INF
+                if b in caches[0] and caches[0].valid(b, start):
+                    caches[0].hit(b, start, nu)
+                else:
+                    if b in caches[0]:
+                        caches[0].remove(b)
+                    self._put(0, b, start, nu, result)
+            prefill = (n - cached) / timing.prefill_tps + load
+            ttft[i] = start - arrival + prefill
+            end = start + prefill + outs[i] / timing.decode_tps
+            heapq.heappush(running, (end, i, mine))
+        while running:
+            end, _, done = heapq.heappop(running)
+            self._release(done, end)
+        result.ttft = ttft
+        result.cached_per_request = cached_per
+        return result

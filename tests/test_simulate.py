@@ -1,0 +1,266 @@
+"""`kvtool simulate`: hand-computed traces through every tier path, the infinite cache against
+analyze's ideal, LRU against an independent implementation, tenant salt, sweeps, the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from kvtool.analyze import analyze
+from kvtool.cli import app
+from kvtool.generate import generate
+from kvtool.simulate import SimConfig, simulate
+
+B = 16  # the hash traces of these tests use 16-token blocks
+MODEL = "Llama-3.1-8B"  # 128 KiB per token: one 16-token block is 2 MiB
+BLOCK_GB = B * 131072 / 1e9
+
+
+def _trace(path: Path, requests: list[list[int]], gap_ms: int = 1000, **columns) -> Path:
+    """A hash trace: each request's full blocks and one more token (a unique partial block), so a
+    request of k listed blocks has n = 16k + 1 tokens and all k blocks can hit."""
+    lines = []
+    for i, ids in enumerate(requests):
+        rec = {
+            "timestamp": i * gap_ms,
+            "input_length": B * len(ids) + 1,
+            "output_length": 1,
+            "hash_ids": [*ids, 100_000 + i],
+        }
+        rec.update({k: v[i] for k, v in columns.items()})
+        lines.append(orjson.dumps(rec))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _sim(tmp_path: Path, trace: Path, db: str = "s.duckdb", **kw) -> dict:
+    config = SimConfig(**{"concurrency": 1, **kw.pop("config", {})})
+    return simulate([trace], db=tmp_path / db, hash_block_size=B, config=config, **kw)
+
+
+def test_lru_follows_vllm_order(tmp_path):
+    # Hash ids name a block with everything before it. Capacity 3 blocks, one request at a time:
+    # r0 [1,2]: misses; touched last-first, so the LRU order is 2,1 (1 most recent)
+    # r1 [3,4]: misses; 4 fills the cache, 3 evicts 2 (the chain's tail)  -> 1,4,3
+    # r2 [1,2]: 1 hits, 2 misses; 2 evicts 4 (r2's own 1 is pinned)       -> 3,2,1
+    # r3 [3,4]: 3 hits, 4 misses; 4 evicts 2 (3 is pinned)                -> 1,4,3
+    # r4 [1,2]: 1 hits, 2 misses; 2 evicts 4                              -> 3,2,1
+    # (touching first-to-last instead would evict 1 at r1, and r2 would hit nothing)
+    trace = _trace(tmp_path / "t.jsonl", [[1, 2], [3, 4], [1, 2], [3, 4], [1, 2]])
+    out = _sim(tmp_path, trace, blocks=[3], config={"policy": "lru"})
+    assert out["prefill_tokens_saved"] == 3 * B
+    assert out["hits_by_tier"] == {"hbm": 3 * B}
+    assert out["request_hit_rate"] == pytest.approx(3 / 5)
+    assert out["evictions"] == 4
+    assert out["token_hit_rate"] == pytest.approx(3 * B / out["prompt_tokens"])
+
+
+@pytest.mark.parametrize(
+    ("policy", "options", "hits"),
+    [
+        # capacity 2; r0 [1], r1 [2], r2 [1] (hit for all but a short TTL), r3 [3] must evict,
+        # r4 [1]: LRU/LFU/Belady evicted 2 at r3 and hit; FIFO evicted 1 (inserted first)
+        ("lru", {}, 2),
+        ("fifo", {}, 1),
+        ("lfu", {}, 2),
+        ("belady", {}, 2),
+        ("infinite", {}, 2),
+        ("s3fifo", {}, 1),
+        ("arc", {}, 2),
+        ("ttl", {"ttl_s": 5.0}, 2),  # each reuse of 1 comes 4 s after its last use
+        ("ttl", {"ttl_s": 3.0}, 0),  # ... which a 3 s TTL does not survive
+    ],
+)
+def test_each_policy_on_a_hand_computed_trace(tmp_path, policy, options, hits):
+    trace = _trace(tmp_path / "t.jsonl", [[1], [2], [1], [3], [1]], gap_ms=2000)
+    out = _sim(tmp_path, trace, blocks=[2], config={"policy": policy, **options})
+    assert out["prefill_tokens_saved"] == hits * B, policy
+
+
+def test_write_back_demotes_and_write_through_copies(tmp_path):
+    # HBM holds 1 block, DRAM 1 block. r1 evicts 1 from HBM; r2 wants 1 again.
+    trace = _trace(tmp_path / "t.jsonl", [[1], [2], [1]])
+    tiers = f"hbm={BLOCK_GB * 1.5},dram={BLOCK_GB * 1.5}"
+    back = _sim(tmp_path, trace, tier_gb=tiers, model=MODEL, config={"write_policy": "back"})
+    assert [t["blocks"] for t in back["tiers"]] == [1, 1]
+    assert back["hits_by_tier"] == {"hbm": 0, "dram": B}  # demoted at r1, hit at r2
+    # write-through: r1 writes 2 into DRAM too, replacing 1 there; HBM's victim is dropped
+    through = _sim(
+        tmp_path,
+        trace,
+        db="t.duckdb",
+        tier_gb=tiers,
+        model=MODEL,
+        config={"write_policy": "through"},
+    )
+    assert through["hits_by_tier"] == {"hbm": 0, "dram": 0}
+    # a bigger DRAM keeps both under write-through
+    big = f"hbm={BLOCK_GB * 1.5},dram={BLOCK_GB * 2.5}"
+    through2 = _sim(
+        tmp_path,
+        trace,
+        db="u.duckdb",
+        tier_gb=big,
+        model=MODEL,
+        config={"write_policy": "through"},
+    )
+    assert through2["hits_by_tier"] == {"hbm": 0, "dram": B}
+
+
+def test_a_tier_slower_than_recompute_is_not_used(tmp_path):
+    trace = _trace(tmp_path / "t.jsonl", [[1], [2], [1]])
+    tiers = f"hbm={BLOCK_GB * 1.5},nvme=1"
+    fast = _sim(tmp_path, trace, tier_gb=tiers, model=MODEL)
+    assert fast["hits_by_tier"]["nvme"] == B and fast["config"]["usable_lower_tiers"] == {
+        "nvme": True
+    }
+    slow = _sim(
+        tmp_path,
+        trace,
+        db="b.duckdb",
+        tier_gb=tiers,
+        model=MODEL,
+        tier_overrides=["nvme:read_gbps=0.0001"],  # 2 MiB at 100 kB/s: 20 s >> 2 ms recompute
+    )
+    assert slow["hits_by_tier"]["nvme"] == 0
+    assert slow["config"]["usable_lower_tiers"] == {"nvme": False}
+    # the load time is part of TTFT: prefill of r2 = 1 token + one block's load
+    assert fast["ttft_estimate"]["p99"] > B / 8000
+
+
+def test_running_requests_pin_their_blocks(tmp_path):
+    # r0 [1,2] decodes 4000 tokens (100 s at 40 tokens/s); r1 [3] and r2 [3] arrive meanwhile
+    trace = _trace(tmp_path / "t.jsonl", [[1, 2], [3], [3]], output_length=[4000, 1, 1])
+    overlapped = _sim(tmp_path, trace, blocks=[2], config={"concurrency": None})
+    assert overlapped["uncached_blocks"] == 2  # no room for 3, twice
+    assert overlapped["prefill_tokens_saved"] == 0
+    sequential = _sim(tmp_path, trace, db="b.duckdb", blocks=[2], config={"concurrency": 1})
+    assert sequential["uncached_blocks"] == 0
+    assert sequential["prefill_tokens_saved"] == B  # r2 hits 3
+    # sequential: r1 waits for r0 (about 100 s), which TTFT shows
+    assert sequential["ttft_estimate"]["p90"] > 90
+
+
+def test_tenant_salt_prevents_cross_tenant_hits(tmp_path):
+    same = _trace(tmp_path / "a.jsonl", [[1, 2], [1, 2]], tenant=["acme", "acme"])
+    other = _trace(tmp_path / "b.jsonl", [[1, 2], [1, 2]], tenant=["acme", "globex"])
+    config = {"policy": "infinite"}
+    assert _sim(tmp_path, same, blocks=[10], config=config)["prefill_tokens_saved"] == 2 * B
+    out = _sim(tmp_path, other, db="o.duckdb", blocks=[10], config=config)
+    assert out["prefill_tokens_saved"] == 0
+
+
+@pytest.mark.parametrize("block_size", [16, 64])
+def test_infinite_equals_analyze_ideal(tmp_path, block_size):
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 8, 3, log, steps=(3, 8))
+    ideal = analyze([log], db=tmp_path / "a.duckdb", block_size=block_size)["ideal_hit_rate"]
+    out = simulate(
+        [log],
+        db=tmp_path / "a.duckdb",
+        blocks=[1],
+        config=SimConfig(policy="infinite", block_size=block_size),
+    )
+    assert out["token_hit_rate"] == pytest.approx(ideal, abs=1e-12)
+    assert out["ideal_hit_rate"] == pytest.approx(ideal, abs=1e-12)
+
+
+def _independent_lru(path: Path, capacity: int, block: int = 512, limit: int = 2000) -> int:
+    """vLLM-order LRU over raw hash ids, one request at a time, written from the definitions."""
+    cache: OrderedDict[int, None] = OrderedDict()
+    cached = 0
+    for line in path.read_bytes().splitlines()[:limit]:
+        rec = orjson.loads(line)
+        n = rec["input_length"]
+        ids = rec["hash_ids"][: n // block]
+        h = 0
+        for b in ids[: max(n - 1, 0) // block]:
+            if b not in cache:
+                break
+            h += 1
+        cached += h * block
+        mine = set(ids)
+        for b in reversed(ids):
+            if b in cache:
+                cache.move_to_end(b)
+                continue
+            while len(cache) >= capacity:
+                victim = next(v for v in cache if v not in mine)
+                del cache[victim]
+            cache[b] = None
+    return cached
+
+
+def test_lru_equals_an_independent_implementation_on_mooncake(tmp_path, mooncake_dir):
+    src = mooncake_dir / "conversation_trace.jsonl"
+    head = tmp_path / "conv2000.jsonl"
+    head.write_bytes(b"\n".join(src.read_bytes().splitlines()[:2000]) + b"\n")
+    for capacity in (300, 3000):
+        out = simulate(
+            [head], db=tmp_path / "m.duckdb", blocks=[capacity], config=SimConfig(concurrency=1)
+        )
+        assert out["prefill_tokens_saved"] == _independent_lru(head, capacity), capacity
+
+
+def test_sweep_points_equal_single_runs_and_report_the_knee(tmp_path):
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 10, 5, log, steps=(3, 10))
+    sweep = simulate([log], db=tmp_path / "a.duckdb", blocks=[50, 200, 800, 3200])
+    rates = [p["token_hit_rate"] for p in sweep["points"]]
+    assert rates == sorted(rates) and rates[-1] <= sweep["ideal_hit_rate"] + 1e-12
+    single = simulate(None, db=tmp_path / "a.duckdb", blocks=[800])
+    assert single["token_hit_rate"] == rates[2]
+    assert sweep["sweep"]["unit"] == "blocks" and sweep["sweep"]["knee"] in (200, 800, 3200)
+    need = sweep["sweep"]["capacity_for_share_of_ideal"]
+    for key, capacity in need.items():
+        share = int(key.rstrip("%")) / 100
+        if capacity is not None:
+            i = [50, 200, 800, 3200].index(capacity)
+            assert rates[i] >= share * sweep["ideal_hit_rate"] - 1e-12
+            assert i == 0 or rates[i - 1] < share * sweep["ideal_hit_rate"]
+    con = duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True)
+    rows = con.execute("SELECT run_id, policy, block_size, result FROM sim_runs").fetchall()
+    con.close()
+    assert [r[0] for r in rows] == [0, 1] and rows[0][1] == "lru" and rows[0][2] == 16
+    assert json.loads(rows[1][3])["token_hit_rate"] == rates[2]
+
+
+def test_cli_json_table_and_errors(tmp_path):
+    trace = _trace(tmp_path / "t.jsonl", [[1, 2], [1, 2], [1, 3]])
+    db = str(tmp_path / "c.duckdb")
+    base = ["simulate", str(trace), "--db", db, "--hash-block-size", "16"]
+    out = CliRunner().invoke(app, [*base, "--blocks", "4", "--json"])
+    assert out.exit_code == 0, out.output
+    s = json.loads(out.stdout)
+    for key in (
+        "token_hit_rate",
+        "hits_by_tier",
+        "prefill_tokens_saved",
+        "request_hit_rate",
+        "ttft_estimate",
+        "cost",
+        "config",
+        "run_id",
+    ):
+        assert key in s
+    assert s["prefill_tokens_saved"] == 3 * B
+    assert set(s["cost"]) >= {"recompute_avoided", "storage_per_month", "net_per_month"}
+    table = CliRunner().invoke(app, [*base, "--blocks", "1,2,4"])
+    assert table.exit_code == 0 and "hit rate vs hbm capacity" in table.stdout
+    for bad, message in (
+        (["--tier-gb", "hbm=1"], "KV size per token is unknown"),
+        (["--blocks", "4", "--policy", "nope"], "--policy 'nope'"),
+        (["--blocks", "4", "--policy", "ttl"], "--ttl"),
+        (["--tier-gb", "hbm=1,dram=2,3,nvme=1,2", "--model", MODEL], "only one tier"),
+        (["--tier-gb", "hbm=1,weird=2", "--model", MODEL], "unknown kind"),
+        (["--blocks", "x"], "--blocks"),
+    ):
+        r = CliRunner().invoke(app, [*base, *bad])
+        assert r.exit_code == 2, (bad, r.output)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
