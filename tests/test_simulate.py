@@ -264,3 +264,24 @@ def test_cli_json_table_and_errors(tmp_path):
         r = CliRunner().invoke(app, [*base, *bad])
         assert r.exit_code == 2, (bad, r.output)
         assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_one_pass_lru_curve_equals_direct_simulation(tmp_path, mooncake_dir):
+    """The stack-distance curve against the engine, point by point (and TTFT with it)."""
+    src = mooncake_dir / "conversation_trace.jsonl"
+    head = tmp_path / "conv3000.jsonl"
+    head.write_bytes(b"\n".join(src.read_bytes().splitlines()[:3000]) + b"\n")
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 10, 9, log, steps=(3, 12))
+    for path, capacities in ((head, [10, 200, 700, 2500, 9000]), (log, [5, 120, 600, 4000])):
+        db = tmp_path / f"{path.stem}.duckdb"
+        config = SimConfig(concurrency=1)
+        sweep = simulate([path], db=db, blocks=capacities, config=config)
+        methods = [p["method"] for p in sweep["points"]]
+        assert "stack" in methods and "direct" in methods  # the smallest ones cannot hold a request
+        for capacity, point in zip(capacities, sweep["points"], strict=True):
+            direct = simulate(None, db=db, blocks=[capacity], config=config)
+            assert point["prefill_tokens_saved"] == direct["prefill_tokens_saved"], capacity
+            assert point["request_hit_rate"] == direct["request_hit_rate"]
+            for q in ("p50", "p90", "p99"):
+                assert point["ttft_estimate"][q] == pytest.approx(direct["ttft_estimate"][q])

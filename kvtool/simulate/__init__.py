@@ -18,8 +18,16 @@ from kvtool.analyze import PRICE_INPUT, WorkloadError, kv_shape_name, load_traff
 from kvtool.analyze.prefix import base_hit_blocks, ideal_hits, passes, runs
 from kvtool.analyze.workload import Workload
 from kvtool.report.progress import NullProgress, Progress
-from kvtool.simulate.engine import Engine, SimResult, Timing, block_streams, next_uses
+from kvtool.simulate.engine import (
+    Engine,
+    SimResult,
+    Timing,
+    block_streams,
+    next_uses,
+    sequential_ttft,
+)
 from kvtool.simulate.policies import POLICIES
+from kvtool.simulate.sweep import LRUCurve, lru_curve
 from kvtool.store import connect, next_id
 from kvtool.tiers.spec import Tier, TierSpec, TierSpecError, apply_overrides, parse_tier_gb
 
@@ -68,7 +76,7 @@ def _point(
         "prefill_tokens_saved": result.cached_tokens,
         "request_hit_rate": result.requests_with_hit / result.requests if result.requests else None,
         "ttft_estimate": _percentiles(result.ttft),
-        "evictions": result.evictions,
+        "evictions": None if result.evictions < 0 else result.evictions,
         "uncached_blocks": result.uncached_blocks,
         "cost": {
             "recompute_avoided": avoided,
@@ -178,22 +186,32 @@ def simulate(
                 grid.append((gbs, None))
         else:
             grid = [([s.gbs[0] for s in specs], None)]
+        timing = Timing(config.prefill_tps, config.decode_tps)
+        curve = None
+        if len(grid) > 1 and len(specs) == 1 and config.policy == "lru" and config.concurrency == 1:
+            curve = lru_curve(offsets, stream, wl.n_tokens, B)
         points = []
         for n, (gbs, first_blocks) in enumerate(grid):
             tiers = _tiers_for(specs, gbs, first_blocks, B, kv)
+            if curve is not None and tiers[0].blocks >= curve.exact_from:
+                result = _from_curve(curve, tiers[0], wl, timing)
+                points.append({**_point(result, tiers, config, duration), "method": "stack"})
+                progress.update(n + 1, len(grid))
+                continue
             engine = Engine(
                 tiers,
                 config.policy,
                 B,
                 kv,
-                Timing(config.prefill_tps, config.decode_tps),
+                timing,
                 config.concurrency,
                 config.write_policy,
                 config.ttl_s,
             )
             result = engine.run(offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu)
-            points.append(_point(result, tiers, config, duration))
+            points.append({**_point(result, tiers, config, duration), "method": "direct"})
             progress.update(n + 1, len(grid))
+        usable = Engine(tiers, "infinite", B, kv, timing).usable  # the last grid point's tiers
         echo = {
             **config.__dict__,
             "tier_gb": tier_gb,
@@ -201,9 +219,7 @@ def simulate(
             "blocks": blocks,
             "model": model_name,
             "kv_bytes_per_token": kv,
-            "usable_lower_tiers": {
-                t.name: ok for t, ok in zip(specs[1:], engine.usable[1:], strict=True)
-            },
+            "usable_lower_tiers": {t.name: ok for t, ok in zip(specs[1:], usable[1:], strict=True)},
         }
         out = {
             "config": echo,
@@ -224,6 +240,21 @@ def simulate(
         progress.close()
         if con is not db:
             con.close()
+
+
+def _from_curve(curve: LRUCurve, tier: Tier, wl: Workload, timing: Timing) -> SimResult:
+    """A one-tier LRU result from the stack curve; TTFT from the one-at-a-time schedule."""
+    hits = curve.hits(tier.blocks)
+    cached = hits * curve.block_size
+    result = SimResult([tier.name], hit_tokens=[int(cached.sum())])
+    result.requests = wl.n
+    result.prompt_tokens = int(wl.n_tokens.sum())
+    result.cached_tokens = int(cached.sum())
+    result.requests_with_hit = int((hits > 0).sum())
+    result.evictions = -1  # not tracked by the stack algorithm
+    result.cached_per_request = cached
+    result.ttft = sequential_ttft(wl.ts, wl.n_tokens, cached, wl.output_tokens, timing)
+    return result
 
 
 def _sweep(points: list[dict], swept: int | None, by_blocks: bool, ideal: float | None) -> dict:

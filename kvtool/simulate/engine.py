@@ -100,6 +100,36 @@ def block_streams(wl: Workload, block_size: int) -> tuple[np.ndarray, np.ndarray
     return offsets, out
 
 
+def sequential_ttft(
+    arrivals: np.ndarray,
+    n_tokens: np.ndarray,
+    cached: np.ndarray,
+    output_tokens: np.ndarray,
+    timing: Timing,
+) -> np.ndarray:
+    """TTFT of each request when requests run one at a time (no lower-tier loads): queueing
+    behind the previous request plus the prefill of its uncached tokens."""
+    out = np.zeros(len(n_tokens))
+    free = -INF
+    prev = 0.0
+    for i, (a, n, c, o) in enumerate(
+        zip(
+            arrivals.tolist(),
+            n_tokens.tolist(),
+            cached.tolist(),
+            output_tokens.tolist(),
+            strict=True,
+        )
+    ):
+        arrival = prev if math.isnan(a) else a
+        prev = arrival
+        start = max(arrival, free)
+        prefill = (n - c) / timing.prefill_tps
+        out[i] = start - arrival + prefill
+        free = start + prefill + o / timing.decode_tps
+    return out
+
+
 def next_uses(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     """For each stream position, the ordinal of the next request referencing the same block
     (inf when none): what the offline optimum needs."""
