@@ -228,6 +228,16 @@ def simulate_cmd(
         int | None, typer.Option(help="Requests running at once (1 = strictly sequential).")
     ] = None,
     ttl: Annotated[str | None, typer.Option(help="TTL for --policy ttl: 300s, 5m, 1h.")] = None,
+    replicas: Annotated[int, typer.Option(help="Serving replicas, each with its own HBM.")] = 1,
+    routing: Annotated[
+        str, typer.Option(help="Replica choice: round_robin, session or prefix_aware.")
+    ] = "round_robin",
+    shared_lower: Annotated[
+        bool,
+        typer.Option(
+            "--shared-lower", help="Tiers below the first are one pool shared by all replicas."
+        ),
+    ] = False,
     prefill_tps: Annotated[float, typer.Option(help="Prefill throughput, tokens/s.")] = 8000.0,
     decode_tps: Annotated[float, typer.Option(help="Decode speed per request, tokens/s.")] = 40.0,
     price_input: Annotated[float, typer.Option(help="Input price, $ per million tokens.")] = (
@@ -263,6 +273,9 @@ def simulate_cmd(
             prefill_tps=prefill_tps,
             decode_tps=decode_tps,
             price_input=price_input,
+            replicas=replicas,
+            routing=routing,
+            shared_lower=shared_lower,
         )
         return simulate(
             paths or None,

@@ -59,66 +59,108 @@ def tree_from_paths(
     offsets: np.ndarray, blocks: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(end per request, parent per node, depth per node) from flat per-request block hashes
-    (``blocks[offsets[i]:offsets[i+1]]`` is request i's chain). One sort of the flat array."""
+    (``blocks[offsets[i]:offsets[i+1]]`` is request i's chain); a node's parent and depth come
+    from its first occurrence. One sort of the flat array; flat temporaries are 32-bit."""
     counts = np.diff(offsets)
     n = len(blocks)
-    pos = np.arange(n) - np.repeat(offsets[:-1], counts)
-    _, first, inv = np.unique(blocks, return_index=True, return_inverse=True)
-    prev_flat = np.arange(n) - 1
-    parent_of_flat = np.where(pos > 0, inv[np.maximum(prev_flat, 0)], -1)
-    parent = parent_of_flat[first]
-    depth = pos[first]
+    small = np.int32 if n < 2**31 - 1 else np.int64
+    inv, n_nodes = _dense_ids(blocks, small)
+    parent_of_flat = np.empty(n, small)
+    parent_of_flat[1:] = inv[:-1]
+    starts = offsets[:-1][counts > 0]
+    parent_of_flat[starts] = -1
+    parent = np.empty(n_nodes, np.int64)
+    parent[inv[::-1]] = parent_of_flat[::-1]  # repeated indices: the last write (first) wins
+    del parent_of_flat
+    pos = np.arange(n, dtype=small) - np.repeat(offsets[:-1].astype(small), counts)
+    depth = np.empty(n_nodes, np.int64)
+    depth[inv[::-1]] = pos[::-1]
+    del pos
     end = np.full(len(counts), -1, np.int64)
     has = counts > 0
     end[has] = inv[offsets[1:][has] - 1]
-    return end, parent.astype(np.int64), depth.astype(np.int64)
+    return end, parent, depth
 
 
-def _mix64(x: np.ndarray, salt: int) -> np.ndarray:
-    """splitmix64 finalizer of ``x + salt`` (uint64 arithmetic wraps)."""
+def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
+    """(id per element, number of distinct values): equal values get equal ids, numbered in
+    value order; what ``np.unique(return_inverse=True)`` gives, with fewer big temporaries."""
+    if len(values) == 0:
+        return np.zeros(0, dtype), 0
+    perm = values.argsort(kind="stable")
+    ordered = values[perm]
+    ids = np.empty(len(values), dtype)
+    ids[0] = 0
+    np.cumsum(ordered[1:] != ordered[:-1], out=ids[1:])
+    del ordered
+    n = int(ids[-1]) + 1
+    inv = np.empty(len(values), dtype)
+    inv[perm] = ids
+    return inv, n
+
+
+def _mix64(x: np.ndarray, salt: int, chunk: int = 1 << 22) -> np.ndarray:
+    """splitmix64 finalizer of ``x + salt`` (uint64 arithmetic wraps), in chunks so that the
+    temporaries stay small."""
+    out = np.empty(len(x), np.uint64)
     with np.errstate(over="ignore"):
-        z = x.astype(np.uint64) + np.uint64(salt)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        for lo in range(0, len(x), chunk):
+            z = x[lo : lo + chunk].astype(np.uint64) + np.uint64(salt)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            out[lo : lo + chunk] = z ^ (z >> np.uint64(31))
+    return out
 
 
 def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    arr = col.combine_chunks()
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     if isinstance(arr, pa.ChunkedArray):  # an empty chunked array stays chunked
         arr = pa.array([], type=col.type)
     offsets = arr.offsets.to_numpy().astype(np.int64)
-    values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     values = values[offsets[0] : offsets[-1]]
     return offsets - offsets[0], values
 
 
 def _hash_tree(con: duckdb.DuckDBPyConnection, table: pa.Table, ids: str, base: int) -> tuple:
-    """Block tree of hash-trace requests: full blocks only, ids salted per file."""
+    """Block tree of hash-trace requests: full blocks only, ids salted per file and tenant."""
     n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
     offsets, blocks = _list_parts(table.column("blocks"))
     counts = np.diff(offsets)
     full = np.minimum(n_tokens // base, counts)
-    req = np.repeat(np.arange(len(n_tokens)), counts)
-    pos = np.arange(len(blocks)) - np.repeat(offsets[:-1], counts)
-    keep = pos < full[req]
+    keep = np.ones(len(blocks), bool)
+    drop = counts - full
+    if drop.max(initial=0) <= 1:  # the usual case: at most the last id covers a partial block
+        keep[offsets[1:][drop == 1] - 1] = False
+    else:
+        for i in np.flatnonzero(drop):
+            keep[offsets[i] + full[i] : offsets[i + 1]] = False
+    blocks = blocks[keep]
+    del keep
+    kept_offsets = np.concatenate([[0], np.cumsum(full)]).astype(np.int64)
     digests = dict(
         con.execute(f"SELECT file_id, sha256 FROM files WHERE file_id IN ({ids})").fetchall()
     )
-    file_of = table.column("file_id").to_numpy()[req]
+    files = table.column("file_id").to_numpy(zero_copy_only=False)
     tenants = table.column("tenant").to_pylist()
-    tenant_codes = {t: k for k, t in enumerate(sorted({t for t in tenants if t is not None}))}
-    tenant_of = np.array([tenant_codes.get(t, -1) for t in tenants], np.int64)[req]
-    salted = np.empty(len(blocks), dtype=np.uint64)
-    for fid, digest in digests.items():  # one vectorized pass per file and tenant
-        for tenant, code in [(None, -1), *tenant_codes.items()]:
-            mask = (file_of == fid) & (tenant_of == code)
-            if not mask.any():
-                continue
-            salt = xxhash.xxh3_64_intdigest(f"{digest}\x00{tenant or ''}".encode())
+    names = sorted({t for t in tenants if t is not None})
+    code = {t: k for k, t in enumerate(names)}
+    tenant = np.array([code.get(t, -1) for t in tenants], np.int32)
+    groups = {(int(f), int(t)) for f, t in zip(files, tenant, strict=True)}
+    if len(groups) == 1:  # one file, one tenant: one salt for everything
+        ((fid, t),) = groups
+        salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{names[t] if t >= 0 else ''}".encode())
+        salted = _mix64(blocks.view(np.uint64), salt)
+    else:
+        salted = np.empty(len(blocks), np.uint64)
+        group_of = np.repeat(files.astype(np.int64) * (len(names) + 1) + tenant + 1, full)
+        for fid, t in groups:  # one vectorized pass per file and tenant
+            mask = group_of == fid * (len(names) + 1) + t + 1
+            name = names[t] if t >= 0 else ""
+            salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{name}".encode())
             salted[mask] = _mix64(blocks[mask].view(np.uint64), salt)
-    kept_offsets = np.concatenate([[0], np.cumsum(full)]).astype(np.int64)
-    return tree_from_paths(kept_offsets, salted[keep].view(np.int64))
+    del blocks
+    return tree_from_paths(kept_offsets, salted.view(np.int64))
 
 
 def _token_tree(
@@ -177,6 +219,7 @@ def load_workload(
                 FROM requests r WHERE r.file_id IN ({ids}) {order}"""
         ).to_arrow_table()
         end, parent, depth = _hash_tree(con, table, ids, base)
+        table = table.drop_columns(["blocks"])  # the largest column, no longer needed
         kind = "hash"
     else:
         base = 16

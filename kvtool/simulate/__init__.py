@@ -19,6 +19,7 @@ from kvtool.analyze.prefix import base_hit_blocks, ideal_hits, passes, runs
 from kvtool.analyze.workload import Workload
 from kvtool.report.progress import NullProgress, Progress
 from kvtool.simulate.engine import (
+    ROUTINGS,
     Engine,
     SimResult,
     Timing,
@@ -49,6 +50,9 @@ class SimConfig:
     prefill_tps: float = 8000.0
     decode_tps: float = 40.0
     price_input: float = PRICE_INPUT
+    replicas: int = 1
+    routing: str = "round_robin"
+    shared_lower: bool = False
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -65,7 +69,12 @@ def _point(
     B = config.block_size or 0
     avoided = result.cached_tokens * config.price_input / 1e6
     per_month = avoided * MONTH_S / duration_s if duration_s else None
-    storage = {t.name: (t.gb or 0.0) * t.price_gb_month for t in tiers}
+    copies = [
+        config.replicas if k == 0 or not config.shared_lower else 1 for k in range(len(tiers))
+    ]
+    storage = {
+        t.name: (t.gb or 0.0) * t.price_gb_month * c for t, c in zip(tiers, copies, strict=True)
+    }
     storage_total = sum(storage.values())
     return {
         "tiers": [
@@ -151,6 +160,10 @@ def simulate(
         raise WorkloadError(f"--concurrency must be >= 1, got {config.concurrency}")
     if config.prefill_tps <= 0 or config.decode_tps <= 0:
         raise WorkloadError("--prefill-tps and --decode-tps must be positive")
+    if config.replicas < 1:
+        raise WorkloadError(f"--replicas must be >= 1, got {config.replicas}")
+    if config.routing not in ROUTINGS:
+        raise WorkloadError(f"--routing {config.routing!r}: one of {', '.join(ROUTINGS)}")
     if config.policy == "ttl" and config.ttl_s is None:
         raise WorkloadError("--policy ttl needs --ttl (e.g. 5m)")
     specs = apply_overrides(parse_tier_gb(tier_gb), tier_overrides or [])
@@ -188,7 +201,8 @@ def simulate(
             grid = [([s.gbs[0] for s in specs], None)]
         timing = Timing(config.prefill_tps, config.decode_tps)
         curve = None
-        if len(grid) > 1 and len(specs) == 1 and config.policy == "lru" and config.concurrency == 1:
+        one_pass = config.policy == "lru" and config.concurrency == 1 and config.replicas == 1
+        if len(grid) > 1 and len(specs) == 1 and one_pass:
             curve = lru_curve(offsets, stream, wl.n_tokens, B)
         points = []
         for n, (gbs, first_blocks) in enumerate(grid):
@@ -207,8 +221,13 @@ def simulate(
                 config.concurrency,
                 config.write_policy,
                 config.ttl_s,
+                config.replicas,
+                config.routing,
+                config.shared_lower,
             )
-            result = engine.run(offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu)
+            result = engine.run(
+                offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu, wl.session
+            )
             points.append({**_point(result, tiers, config, duration), "method": "direct"})
             progress.update(n + 1, len(grid))
         usable = Engine(tiers, "infinite", B, kv, timing).usable  # the last grid point's tiers

@@ -16,7 +16,10 @@ Semantics (DESIGN.md: Definitions), per request r with full blocks b_0..b_{m-1} 
   (and so on down; the last tier drops it); ``'through'`` writes every block into all lower
   tiers at insertion, so a first-tier victim is simply dropped.
 - **Time**: r arrives at its timestamp (requests without one arrive when the previous did); it
-  starts at arrival, or, with a concurrency limit, when a slot frees. Prefill takes
+  starts at arrival, or, with a concurrency limit, when a slot frees, and in any case only once
+  its blocks fit in the first tier beside those of running requests (vLLM's scheduler waits
+  for free blocks), and never before an earlier request on the same replica started (first come,
+  first served); a request larger than the first tier runs alone and caches what fits. Prefill takes
   ``(n - cached) / prefill_tps`` plus the load time of its lower-tier hits; decode takes
   ``output_tokens / decode_tps``. TTFT = queueing + prefill.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,8 +145,28 @@ def next_uses(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return nxt
 
 
+ROUTINGS = ("round_robin", "session", "prefix_aware")
+
+
+class _Replica:
+    """One serving replica: its tiers' caches (lower ones possibly shared), the pins of its
+    running requests and their end times."""
+
+    def __init__(self, caches: list[Policy]):
+        self.caches = caches
+        self.pins: dict[int, int] = {}
+        self.running: list[tuple[float, int, list[int]]] = []
+        self.last_start = -INF  # first come, first served: no request starts before an earlier one
+
+
 class Engine:
-    """A cache of ``tiers`` (fastest first) under one eviction ``policy`` per tier."""
+    """``replicas`` copies of ``tiers`` (fastest first) under one eviction ``policy``; with
+    ``shared_lower`` the tiers below the first are one pool that every replica reads and writes
+    (Mooncake's global cache), else each replica has its own. ``routing`` picks a replica per
+    request: ``round_robin``, ``session`` (a session stays on one replica) or ``prefix_aware``:
+    the best score = share of the request's blocks that the replica's own tiers hold as a prefix
+    minus its running requests as a share of the busiest replica's (plus one): a prefix scorer
+    and a load scorer weighed equally; ties go to the less busy, then the lower index."""
 
     def __init__(
         self,
@@ -154,6 +178,9 @@ class Engine:
         concurrency: int | None = None,
         write_policy: str = "back",
         ttl: float | None = None,
+        replicas: int = 1,
+        routing: str = "round_robin",
+        shared_lower: bool = False,
     ):
         if not tiers:
             raise ValueError("at least one tier")
@@ -161,13 +188,25 @@ class Engine:
             raise ValueError(f"write policy must be 'back' or 'through', got {write_policy!r}")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if replicas < 1 or routing not in ROUTINGS:
+            raise ValueError(f"replicas must be >= 1 and routing one of {', '.join(ROUTINGS)}")
         self.tiers = tiers
         self.block_size = block_size
         self.timing = timing or Timing()
         self.concurrency = concurrency
         self.write_through = write_policy == "through"
+        self.routing = routing
+        self.shared_lower = shared_lower
         options = {"ttl": ttl} if ttl is not None else {}
-        self.caches: list[Policy] = [make_policy(policy, t.blocks, **options) for t in tiers]
+
+        def caches(k: int) -> list[Policy]:
+            return [make_policy(policy, t.blocks, **options) for t in tiers[k:]]
+
+        shared = caches(1) if shared_lower else None
+        self.replicas = [
+            _Replica(caches(0)[:1] + (shared if shared is not None else caches(1)))
+            for _ in range(replicas)
+        ]
         self.policy = policy
         block_bytes = block_size * (kv_bytes_per_token or 0)
         recompute = block_size / self.timing.prefill_tps
@@ -176,50 +215,80 @@ class Engine:
         self.usable = [True] + [
             kv_bytes_per_token is not None and s < recompute for s in self.load_s[1:]
         ]
-        self.pins: dict[int, int] = {}
+        self._rr = 0
+
+    @property
+    def caches(self) -> list[Policy]:
+        """The first replica's caches (the only ones without replicas)."""
+        return self.replicas[0].caches
 
     # -- tier operations -------------------------------------------------------------------
-    def _where(self, b: int, now: float) -> int:
-        """The fastest tier holding a valid copy of b, or -1."""
-        for t, cache in enumerate(self.caches):
+    def _where(self, rep: _Replica, b: int, now: float) -> int:
+        """The fastest tier of ``rep`` holding a valid copy of b, or -1."""
+        for t, cache in enumerate(rep.caches):
             if b in cache:
                 if cache.valid(b, now):
                     return t
                 cache.remove(b)
         return -1
 
-    def _put(self, t: int, b: int, now: float, nu: float, result: SimResult) -> None:
-        """Insert b into tier t (t > 0 never pins), evicting as the write policy says."""
-        cache = self.caches[t]
+    def _put(self, rep: _Replica, t: int, b: int, now: float, nu: float, result: SimResult) -> None:
+        """Insert b into tier t of ``rep`` (only the first tier pins), evicting as the write
+        policy says."""
+        cache = rep.caches[t]
         if self.tiers[t].blocks <= 0:
             return
         if b in cache:
             cache.hit(b, now, nu)
             return
-        pinned = self.pins if t == 0 else ()
+        pinned = rep.pins if t == 0 else ()
         while len(cache) >= cache.capacity:
             victim = cache.evict(pinned, now)
             if victim is None:
                 result.uncached_blocks += t == 0
                 return
             result.evictions += t == 0
-            if not self.write_through and t + 1 < len(self.caches):
-                self._put(t + 1, victim, now, INF, result)
+            if not self.write_through and t + 1 < len(rep.caches):
+                self._put(rep, t + 1, victim, now, INF, result)
         cache.insert(b, now, nu)
         if self.write_through and t == 0:
-            for lower in range(1, len(self.caches)):
-                self._put(lower, b, now, nu, result)
+            for lower in range(1, len(rep.caches)):
+                self._put(rep, lower, b, now, nu, result)
 
-    def _release(self, blocks: list[int], now: float) -> None:
-        first = self.caches[0]
+    def _release(self, rep: _Replica, blocks: list[int], now: float) -> None:
+        first = rep.caches[0]
         for b in reversed(blocks):
-            left = self.pins[b] - 1
+            left = rep.pins[b] - 1
             if left:
-                self.pins[b] = left
+                rep.pins[b] = left
             else:
-                del self.pins[b]
+                del rep.pins[b]
             if b in first:
                 first.release(b, now)
+
+    def _route(self, blocks: list[int], cap: int, session: str | None, now: float) -> int:
+        n = len(self.replicas)
+        if n == 1:
+            return 0
+        if self.routing == "session" and session is not None:
+            return zlib.crc32(session.encode()) % n
+        if self.routing == "prefix_aware":
+            own = 1 if self.shared_lower else len(self.tiers)
+            busiest = max(len(rep.running) for rep in self.replicas) + 1
+            best, best_key = 0, None
+            for k, rep in enumerate(self.replicas):
+                h = 0
+                while h < cap and any(
+                    blocks[h] in c and c.valid(blocks[h], now) for c in rep.caches[:own]
+                ):
+                    h += 1
+                load = len(rep.running)
+                key = ((h / cap if cap else 0.0) - load / busiest, -load, -k)
+                if best_key is None or key > best_key:
+                    best, best_key = k, key
+            return best
+        self._rr += 1
+        return (self._rr - 1) % n
 
     # -- the run ---------------------------------------------------------------------------
     def run(
@@ -230,6 +299,7 @@ class Engine:
         arrivals: np.ndarray,
         output_tokens: np.ndarray,
         next_use: np.ndarray | None = None,
+        sessions: list[str | None] | None = None,
     ) -> SimResult:
         """Simulate the requests in order (arrays indexed by request, in processing order)."""
         B = self.block_size
@@ -239,39 +309,51 @@ class Engine:
         result.prompt_tokens = int(n_tokens.sum())
         ttft = np.zeros(n_req)
         cached_per = np.zeros(n_req, np.int64)
-        stream = blocks.tolist()
         nus = next_use.tolist() if next_use is not None else None
         offs = offsets.tolist()
         ns = n_tokens.tolist()
         outs = output_tokens.tolist()
-        arr = np.where(np.isnan(arrivals), np.nan, arrivals)
-        running: list[tuple[float, int, list[int]]] = []
+        arr = arrivals.tolist()
         prev_arrival = 0.0
         timing = self.timing
-        caches = self.caches
         usable = self.usable
         load_s = self.load_s
         for i in range(n_req):
             a = arr[i]
             arrival = prev_arrival if math.isnan(a) else float(a)
             prev_arrival = arrival
-            start = arrival
-            if self.concurrency is not None:
-                while len(running) >= self.concurrency:
-                    end, _, done = heapq.heappop(running)
-                    self._release(done, end)
-                    start = max(start, end)
-            while running and running[0][0] <= start:
-                end, _, done = heapq.heappop(running)
-                self._release(done, end)
-            mine = stream[offs[i] : offs[i + 1]]
+            for rep in self.replicas:  # requests that finished by now free their blocks
+                while rep.running and rep.running[0][0] <= arrival:
+                    end, _, done = heapq.heappop(rep.running)
+                    self._release(rep, done, end)
+            mine = blocks[offs[i] : offs[i + 1]].tolist()  # per request: no 8-byte-int copy of all
             n = ns[i]
             cap = min(len(mine), max(n - 1, 0) // B)
+            rep = self.replicas[self._route(mine, cap, sessions[i] if sessions else None, arrival)]
+            start = max(arrival, rep.last_start)
+            if self.concurrency is not None:
+                while len(rep.running) >= self.concurrency:
+                    end, _, done = heapq.heappop(rep.running)
+                    self._release(rep, done, end)
+                    start = max(start, end)
+                while rep.running and rep.running[0][0] <= start:
+                    end, _, done = heapq.heappop(rep.running)
+                    self._release(rep, done, end)
+            # admission control: a request waits until its blocks fit beside the pinned ones
+            room = self.tiers[0].blocks
+            new = sum(1 for b in set(mine) if b not in rep.pins)
+            while rep.running and len(rep.pins) + new > room:
+                end, _, done = heapq.heappop(rep.running)
+                self._release(rep, done, end)
+                start = max(start, end)
+                new = sum(1 for b in set(mine) if b not in rep.pins)
+            rep.last_start = start
+            caches = rep.caches
             hits = 0
             load = 0.0
             tiers_hit = []
             for j in range(cap):
-                t = self._where(mine[j], start)
+                t = self._where(rep, mine[j], start)
                 if t < 0 or not usable[t]:
                     break
                 tiers_hit.append(t)
@@ -284,7 +366,7 @@ class Engine:
             result.requests_with_hit += hits > 0
             cached_per[i] = cached
             base = offs[i]
-            pins = self.pins
+            pins = rep.pins
             for b in mine:  # pinned first, as vLLM takes its hits out of the free queue first
                 pins[b] = pins.get(b, 0) + 1
             for j in range(len(mine) - 1, -1, -1):
@@ -295,14 +377,15 @@ class Engine:
                 else:
                     if b in caches[0]:
                         caches[0].remove(b)
-                    self._put(0, b, start, nu, result)
+                    self._put(rep, 0, b, start, nu, result)
             prefill = (n - cached) / timing.prefill_tps + load
             ttft[i] = start - arrival + prefill
             end = start + prefill + outs[i] / timing.decode_tps
-            heapq.heappush(running, (end, i, mine))
-        while running:
-            end, _, done = heapq.heappop(running)
-            self._release(done, end)
+            heapq.heappush(rep.running, (end, i, mine))
+        for rep in self.replicas:
+            while rep.running:
+                end, _, done = heapq.heappop(rep.running)
+                self._release(rep, done, end)
         result.ttft = ttft
         result.cached_per_request = cached_per
         return result

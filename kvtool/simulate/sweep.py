@@ -13,7 +13,8 @@ request (in blocks). A smaller cache cannot hold a running request at all: the e
 what fits while the request is pinned, which no stack model describes, so the caller simulates
 those capacities directly (``LRUCurve.exact_from``).
 
-Distances come from a Fenwick tree over reference stamps that marks each block's latest stamp.
+Distances come from a Fenwick tree over reference stamps that marks each block's latest stamp;
+the loop is compiled with numba when it is installed (the ``fast`` extra).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class LRUCurve:
 
     def hits(self, capacity: int) -> np.ndarray:
         """Blocks hit per request at ``capacity`` blocks."""
-        mask = (self.maxima < capacity).astype(np.int64)
-        sums = np.concatenate([[0], np.cumsum(mask)])
+        sums = np.zeros(len(self.maxima) + 1, np.int64)
+        np.cumsum(self.maxima < capacity, out=sums[1:])
         return sums[self.offsets[1:]] - sums[self.offsets[:-1]]
 
     def cached_tokens(self, capacities: list[int] | np.ndarray) -> np.ndarray:
@@ -48,43 +49,54 @@ class LRUCurve:
         return np.searchsorted(ordered, np.asarray(capacities), side="left") * self.block_size
 
 
-def lru_curve(offsets: np.ndarray, blocks: np.ndarray, n_tokens: np.ndarray, B: int) -> LRUCurve:
-    """Stack-distance prefix maxima of every counted block (see the module docstring)."""
-    n_req = len(offsets) - 1
-    size = len(blocks) + 1
-    tree = [0] * (size + 1)
-    last: dict[int, int] = {}
-    stream = blocks.tolist()
-    offs = offsets.tolist()
-    ns = n_tokens.tolist()
-    out: list[int] = []
-    out_offsets = [0]
+def _stack_maxima(
+    offsets: np.ndarray,
+    dense: np.ndarray,
+    caps: np.ndarray,
+    n_unique: int,
+    out: np.ndarray,
+    out_offsets: np.ndarray,
+) -> int:
+    """Fill ``out`` with the prefix maxima of stack distances (``NEVER`` for a block not seen
+    before, and for every block after it); returns the largest request in blocks. Plain Python
+    on arrays, compiled by numba when it is installed (``kvtool[fast]``)."""
+    size = len(dense) + 1
+    tree = np.zeros(size + 1, np.int32)  # counts and stamps stay below 2**31 references
+    last = np.full(n_unique, -1, np.int32)
     stamp = 0
     active = 0
+    w = 0
     largest = 0
-    for i in range(n_req):
-        mine = stream[offs[i] : offs[i + 1]]
-        largest = max(largest, len(mine))
-        cap = min(len(mine), max(ns[i] - 1, 0) // B)
+    for i in range(len(offsets) - 1):
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        largest = max(largest, hi - lo)
+        cap = caps[i]
         running = -1
-        for j in range(cap):
-            at = last.get(mine[j])
-            if at is None:
-                out.extend([NEVER] * (cap - j))
+        j = 0
+        while j < cap:
+            at = last[dense[lo + j]]
+            if at < 0:
+                while j < cap:
+                    out[w] = NEVER
+                    w += 1
+                    j += 1
                 break
-            below = 0  # marks at stamps <= at
+            below = 0
             k = at
             while k > 0:
                 below += tree[k]
                 k -= k & -k
             d = active - below
-            if d > running:
-                running = d
-            out.append(running)
-        out_offsets.append(len(out))
-        for b in reversed(mine):
-            at = last.get(b)
-            if at is not None:
+            running = max(running, d)
+            out[w] = running
+            w += 1
+            j += 1
+        out_offsets[i + 1] = w
+        for jj in range(hi - 1, lo - 1, -1):
+            b = dense[jj]
+            at = last[b]
+            if at >= 0:
                 k = at
                 while k < size:
                     tree[k] -= 1
@@ -97,4 +109,32 @@ def lru_curve(offsets: np.ndarray, blocks: np.ndarray, n_tokens: np.ndarray, B: 
                 tree[k] += 1
                 k += k & -k
             last[b] = stamp
-    return LRUCurve(np.array(out, np.int64), np.array(out_offsets, np.int64), B, max(largest, 1))
+    return largest
+
+
+try:  # the compiled kernel when numba is installed; the same code runs as Python otherwise
+    import numba
+
+    _stack_maxima_fast = numba.njit(cache=True, nogil=True)(_stack_maxima)
+except ImportError:  # pragma: no cover - exercised by the tests through ``compiled=False``
+    _stack_maxima_fast = None
+
+
+def lru_curve(
+    offsets: np.ndarray,
+    blocks: np.ndarray,
+    n_tokens: np.ndarray,
+    B: int,
+    compiled: bool = True,
+) -> LRUCurve:
+    """Stack-distance prefix maxima of every counted block (see the module docstring).
+    ``compiled=False`` runs the kernel as plain Python (same results, slower)."""
+    counts = np.diff(offsets)
+    caps = np.minimum(counts, np.maximum(n_tokens - 1, 0) // B).astype(np.int64)
+    dense = blocks.astype(np.int64, copy=False)  # tree node ids: already dense
+    n_unique = int(dense.max()) + 1 if len(dense) else 0
+    out = np.empty(int(caps.sum()), np.int64)
+    out_offsets = np.zeros(len(offsets), np.int64)
+    kernel = _stack_maxima_fast if compiled and _stack_maxima_fast is not None else _stack_maxima
+    largest = kernel(offsets.astype(np.int64), dense, caps, n_unique, out, out_offsets)
+    return LRUCurve(out, out_offsets, B, max(int(largest), 1))
