@@ -206,7 +206,9 @@ def simulate_cmd(
     ] = "hbm=80",
     tier: Annotated[
         list[str] | None,
-        typer.Option(help="Override a tier: NAME:read_gbps=25,latency_us=10,price=4 (repeatable)."),
+        typer.Option(
+            help="Override a tier: NAME:read_gbps=25,latency_us=10,price=4,block=256 (repeatable)."
+        ),
     ] = None,
     blocks: Annotated[
         str | None,

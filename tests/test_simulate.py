@@ -352,3 +352,34 @@ def test_replicas_routing_and_a_shared_lower_tier(tmp_path):
         hbm, dram = out["tiers"]
         expected = 2 * hbm["gb"] * 22.8 + (1 if shared else 2) * dram["gb"] * 4.0
         assert out["cost"]["storage_per_month"] == pytest.approx(expected)
+
+
+def test_a_chunked_lower_tier_stores_full_chunks_only(tmp_path):
+    # HBM 3 blocks; r0 [1,2,3] is computed, r1 [4,5,6] evicts it from HBM, r2 [1,2,3] returns.
+    # DRAM with 32-token chunks stored r0's one full chunk (blocks 1-2) as r0 computed; block 3
+    # (half a chunk) was never stored. With DRAM in 16-token blocks, write-back demoted all 3.
+    trace = _trace(tmp_path / "t.jsonl", [[1, 2, 3], [4, 5, 6], [1, 2, 3]])
+    tiers = f"hbm={BLOCK_GB * 3.5},dram={BLOCK_GB * 20}"
+    chunked = _sim(tmp_path, trace, tier_gb=tiers, model=MODEL, tier_overrides=["dram:block=32"])
+    assert chunked["hits_by_tier"] == {"hbm": 0, "dram": 2 * B}
+    assert chunked["tiers"][1]["block_tokens"] == 32 and chunked["tiers"][1]["blocks"] == 10
+    plain = _sim(tmp_path, trace, db="p.duckdb", tier_gb=tiers, model=MODEL)
+    assert plain["hits_by_tier"] == {"hbm": 0, "dram": 3 * B}
+    bad = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            str(trace),
+            "--db",
+            str(tmp_path / "x.duckdb"),
+            "--hash-block-size",
+            "16",
+            "--tier-gb",
+            tiers,
+            "--model",
+            MODEL,
+            "--tier",
+            "dram:block=24",
+        ],
+    )
+    assert bad.exit_code == 2 and "multiple of 16" in bad.stderr

@@ -78,7 +78,14 @@ def _point(
     storage_total = sum(storage.values())
     return {
         "tiers": [
-            {"name": t.name, "gb": t.gb, "blocks": t.blocks, "tokens": t.blocks * B} for t in tiers
+            {
+                "name": t.name,
+                "gb": t.gb,
+                "blocks": t.blocks,
+                "block_tokens": t.block_tokens or B,
+                "tokens": t.blocks * (t.block_tokens or B),
+            }
+            for t in tiers
         ],
         "token_hit_rate": result.token_hit_rate,
         "hits_by_tier": dict(zip(result.tiers, result.hit_tokens, strict=True)),
@@ -129,7 +136,7 @@ def _tiers_for(
                 f"tier {spec.name!r} is given in GB but the KV size per token is unknown: "
                 "pass --model (a built-in name or a config.json), or --blocks for the first tier"
             )
-        out.append(spec.tier(gb, int(gb * 1e9 // (B * kv))))
+        out.append(spec.tier(gb, int(gb * 1e9 // ((spec.block_tokens or B) * kv))))
     return out
 
 
@@ -180,6 +187,17 @@ def simulate(
         if B <= 0 or B % wl.base:
             raise WorkloadError(f"--block-size {B} is not a multiple of the trace's {wl.base}")
         config = SimConfig(**{**config.__dict__, "block_size": B})
+        if specs[0].block_tokens not in (None, B):
+            raise WorkloadError(
+                f"the first tier computes in blocks of --block-size ({B}); "
+                f"--tier {specs[0].name}:block= applies to lower tiers only"
+            )
+        for spec in specs[1:]:
+            if spec.block_tokens is not None and spec.block_tokens % B:
+                raise WorkloadError(
+                    f"tier {spec.name!r}: block {spec.block_tokens} is not a multiple of "
+                    f"--block-size {B}"
+                )
         model_name, kv = kv_shape_name(model, wl)
         progress.stage("simulate", None)
         offsets, stream = block_streams(wl, B)

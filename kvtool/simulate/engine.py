@@ -208,9 +208,26 @@ class Engine:
             for _ in range(replicas)
         ]
         self.policy = policy
+        self.chunk = [1]
+        for t in tiers[1:]:
+            size = t.block_tokens or block_size
+            if size % block_size:
+                raise ValueError(
+                    f"tier {t.name!r}: its block of {size} tokens is not a multiple of {block_size}"
+                )
+            self.chunk.append(size // block_size)
+        # where a block evicted from tier t goes under write-back: the next tier that stores
+        # single blocks (chunked tiers are written as requests compute, see ``_write_chunks``)
+        self.demote_to = [
+            next((u for u in range(t + 1, len(tiers)) if self.chunk[u] == 1), None)
+            for t in range(len(tiers))
+        ]
         block_bytes = block_size * (kv_bytes_per_token or 0)
         recompute = block_size / self.timing.prefill_tps
-        self.load_s = [0.0] + [t.load_seconds(block_bytes) for t in tiers[1:]]
+        self.load_s = [0.0] + [
+            t.latency_s / k + (t.load_seconds(block_bytes) - t.latency_s)
+            for t, k in zip(tiers[1:], self.chunk[1:], strict=True)
+        ]
         # a lower tier is used only if loading a block beats recomputing it
         self.usable = [True] + [
             kv_bytes_per_token is not None and s < recompute for s in self.load_s[1:]
@@ -223,14 +240,30 @@ class Engine:
         return self.replicas[0].caches
 
     # -- tier operations -------------------------------------------------------------------
-    def _where(self, rep: _Replica, b: int, now: float) -> int:
-        """The fastest tier of ``rep`` holding a valid copy of b, or -1."""
+    def _where(self, rep: _Replica, blocks: list[int], j: int, now: float) -> int:
+        """The fastest tier of ``rep`` holding a valid copy of block j of ``blocks``, or -1. A
+        chunked tier holds block j when it holds the whole chunk around it (named by the
+        chunk's last block), and only full chunks exist."""
         for t, cache in enumerate(rep.caches):
+            k = self.chunk[t]
+            e = j if k == 1 else (j // k + 1) * k - 1
+            if e >= len(blocks):
+                continue
+            b = blocks[e]
             if b in cache:
                 if cache.valid(b, now):
                     return t
                 cache.remove(b)
         return -1
+
+    def _write_chunks(self, rep: _Replica, blocks: list[int], now: float, result: SimResult):
+        """Chunked tiers store every full chunk of a request as it is computed (as LMCache and
+        vLLM's CPU offloading do), whatever the write policy."""
+        for t in range(1, len(rep.caches)):
+            k = self.chunk[t]
+            if k > 1:
+                for e in range(k - 1, len(blocks), k):
+                    self._put(rep, t, blocks[e], now, INF, result)
 
     def _put(self, rep: _Replica, t: int, b: int, now: float, nu: float, result: SimResult) -> None:
         """Insert b into tier t of ``rep`` (only the first tier pins), evicting as the write
@@ -248,12 +281,14 @@ class Engine:
                 result.uncached_blocks += t == 0
                 return
             result.evictions += t == 0
-            if not self.write_through and t + 1 < len(rep.caches):
-                self._put(rep, t + 1, victim, now, INF, result)
+            below = self.demote_to[t]
+            if not self.write_through and below is not None and self.chunk[t] == 1:
+                self._put(rep, below, victim, now, INF, result)
         cache.insert(b, now, nu)
         if self.write_through and t == 0:
             for lower in range(1, len(rep.caches)):
-                self._put(rep, lower, b, now, nu, result)
+                if self.chunk[lower] == 1:
+                    self._put(rep, lower, b, now, nu, result)
 
     def _release(self, rep: _Replica, blocks: list[int], now: float) -> None:
         first = rep.caches[0]
@@ -278,9 +313,7 @@ class Engine:
             best, best_key = 0, None
             for k, rep in enumerate(self.replicas):
                 h = 0
-                while h < cap and any(
-                    blocks[h] in c and c.valid(blocks[h], now) for c in rep.caches[:own]
-                ):
+                while h < cap and 0 <= self._where(rep, blocks, h, now) < own:
                     h += 1
                 load = len(rep.running)
                 key = ((h / cap if cap else 0.0) - load / busiest, -load, -k)
@@ -353,7 +386,7 @@ class Engine:
             load = 0.0
             tiers_hit = []
             for j in range(cap):
-                t = self._where(rep, mine[j], start)
+                t = self._where(rep, mine, j, start)
                 if t < 0 or not usable[t]:
                     break
                 tiers_hit.append(t)
@@ -378,6 +411,8 @@ class Engine:
                     if b in caches[0]:
                         caches[0].remove(b)
                     self._put(rep, 0, b, start, nu, result)
+            if len(self.chunk) > 1 and max(self.chunk) > 1:
+                self._write_chunks(rep, mine, start, result)
             prefill = (n - cached) / timing.prefill_tps + load
             ttft[i] = start - arrival + prefill
             end = start + prefill + outs[i] / timing.decode_tps

@@ -30,6 +30,7 @@ class Tier:
     read_gbps: float = math.inf
     latency_s: float = 0.0
     price_gb_month: float = 0.0
+    block_tokens: int | None = None  # the tier's own block (chunk) size; None: the simulation's
 
     def load_seconds(self, block_bytes: int) -> float:
         return self.latency_s + (
@@ -59,9 +60,18 @@ class TierSpec:
     read_gbps: float
     latency_s: float
     price_gb_month: float
+    block_tokens: int | None = None
 
     def tier(self, gb: float, blocks: int) -> Tier:
-        return Tier(self.name, blocks, gb, self.read_gbps, self.latency_s, self.price_gb_month)
+        return Tier(
+            self.name,
+            blocks,
+            gb,
+            self.read_gbps,
+            self.latency_s,
+            self.price_gb_month,
+            self.block_tokens,
+        )
 
 
 def _defaults(name: str, first: bool) -> tuple[float, float, float]:
@@ -114,7 +124,8 @@ def parse_tier_gb(text: str) -> list[TierSpec]:
 
 
 def apply_overrides(tiers: list[TierSpec], overrides: list[str]) -> list[TierSpec]:
-    """``NAME:read_gbps=25,latency_us=10,price=3.5`` for each override."""
+    """``NAME:read_gbps=25,latency_us=10,price=3.5,block=256`` for each override (``block``: the
+    tier's own block size in tokens, e.g. LMCache's 256-token chunks)."""
     by_name = {t.name: t for t in tiers}
     for text in overrides:
         name, _, body = text.partition(":")
@@ -133,9 +144,13 @@ def apply_overrides(tiers: list[TierSpec], overrides: list[str]) -> list[TierSpe
                 t = replace(t, latency_s=v * 1e-6)
             elif key == "price":
                 t = replace(t, price_gb_month=v)
+            elif key == "block":
+                if not v.is_integer() or v <= 0 or v % 16:
+                    raise TierSpecError(f"--tier {text!r}: block must be a multiple of 16 tokens")
+                t = replace(t, block_tokens=int(v))
             else:
                 raise TierSpecError(
-                    f"--tier {text!r}: unknown key {key!r} (read_gbps, latency_us, price)"
+                    f"--tier {text!r}: unknown key {key!r} (read_gbps, latency_us, price, block)"
                 )
         by_name[name] = t
     return [by_name[t.name] for t in tiers]
