@@ -240,7 +240,10 @@ def simulate_cmd(
             "--shared-lower", help="Tiers below the first are one pool shared by all replicas."
         ),
     ] = False,
-    prefill_tps: Annotated[float, typer.Option(help="Prefill throughput, tokens/s.")] = 8000.0,
+    prefill_tps: Annotated[
+        float | None,
+        typer.Option(help="Prefill tokens/s (default: --model's H100 estimate, else 8000)."),
+    ] = None,
     decode_tps: Annotated[float, typer.Option(help="Decode speed per request, tokens/s.")] = 40.0,
     price_input: Annotated[float, typer.Option(help="Input price, $ per million tokens.")] = (
         PRICE_INPUT

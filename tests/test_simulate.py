@@ -8,6 +8,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -130,8 +131,19 @@ def test_a_tier_slower_than_recompute_is_not_used(tmp_path):
     )
     assert slow["hits_by_tier"]["nvme"] == 0
     assert slow["config"]["usable_lower_tiers"] == {"nvme": False}
-    # the load time is part of TTFT: prefill of r2 = 1 token + one block's load
-    assert fast["ttft_estimate"]["p99"] > B / 8000
+    # the load time is part of TTFT: r2 prefills 1 token and loads one block from NVMe
+    from kvtool.simulate.engine import Engine, Timing
+    from kvtool.tiers.spec import Tier
+
+    nvme = Tier("nvme", 10, read_gbps=6.0, latency_s=100e-6)
+    engine = Engine([Tier("hbm", 1), nvme], "lru", B, 131072, Timing(8000.0), concurrency=1)
+    offsets = np.array([0, 1, 2, 3])
+    result = engine.run(
+        offsets, np.array([1, 2, 1]), np.full(3, B + 1), np.array([0.0, 1.0, 2.0]), np.ones(3)
+    )
+    assert result.hit_tokens == [0, B]
+    assert result.ttft[2] == pytest.approx(1 / 8000 + 100e-6 + B * 131072 / 6e9)
+    assert result.ttft[0] == pytest.approx((B + 1) / 8000)
 
 
 def test_running_requests_pin_their_blocks(tmp_path):
@@ -383,3 +395,37 @@ def test_a_chunked_lower_tier_stores_full_chunks_only(tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "multiple of 16" in bad.stderr
+
+
+def test_prefill_throughput_preset_from_the_model(tmp_path):
+    from kvtool.tiers.kv import lookup
+
+    trace = _trace(tmp_path / "t.jsonl", [[1], [2], [1]])
+    tiers = f"hbm={BLOCK_GB * 1.5},dram=1"
+    preset = _sim(tmp_path, trace, tier_gb=tiers, model=MODEL)
+    expected = 0.4 * 989e12 / (2 * 8.0e9)  # 40% of an H100's bf16 FLOP/s, 2 FLOPs/param/token
+    assert preset["config"]["prefill_tps"] == pytest.approx(expected)
+    assert lookup("meta-llama/Llama-3.1-70B-Instruct").prefill_tps() == pytest.approx(
+        0.4 * 989e12 / (2 * 70.6e9)
+    )
+    # a slow prefill makes even a slow tier worth loading from; a fast one does not
+    slow_tier = ["dram:read_gbps=0.5"]  # 2 MiB per block: 4.2 ms to load
+    fast = _sim(
+        tmp_path,
+        trace,
+        db="f.duckdb",
+        tier_gb=tiers,
+        model=MODEL,
+        tier_overrides=slow_tier,
+        config={"prefill_tps": 20000.0},  # 16 tokens in 0.8 ms
+    )
+    slow = _sim(
+        tmp_path,
+        trace,
+        db="s.duckdb",
+        tier_gb=tiers,
+        model=MODEL,
+        tier_overrides=slow_tier,
+        config={"prefill_tps": 1000.0},  # 16 tokens in 16 ms
+    )
+    assert fast["hits_by_tier"]["dram"] == 0 and slow["hits_by_tier"]["dram"] == B

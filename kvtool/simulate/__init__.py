@@ -7,7 +7,7 @@ a sweep over one tier's capacity — and stores each run in the ``sim_runs`` tab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -30,9 +30,11 @@ from kvtool.simulate.engine import (
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.sweep import LRUCurve, lru_curve
 from kvtool.store import connect, next_id
+from kvtool.tiers.kv import UnknownModel, lookup
 from kvtool.tiers.spec import Tier, TierSpec, TierSpecError, apply_overrides, parse_tier_gb
 
 MONTH_S = 30 * 86400
+DEFAULT_PREFILL_TPS = 8000.0
 FRACTIONS = (0.5, 0.9, 0.99)
 
 __all__ = ["SimConfig", "TierSpecError", "simulate"]
@@ -47,7 +49,7 @@ class SimConfig:
     write_policy: str = "back"
     concurrency: int | None = None
     ttl_s: float | None = None
-    prefill_tps: float = 8000.0
+    prefill_tps: float | None = None  # None: the model's preset, else DEFAULT_PREFILL_TPS
     decode_tps: float = 40.0
     price_input: float = PRICE_INPUT
     replicas: int = 1
@@ -165,7 +167,7 @@ def simulate(
         raise WorkloadError(f"--write-policy {config.write_policy!r}: 'back' or 'through'")
     if config.concurrency is not None and config.concurrency < 1:
         raise WorkloadError(f"--concurrency must be >= 1, got {config.concurrency}")
-    if config.prefill_tps <= 0 or config.decode_tps <= 0:
+    if (config.prefill_tps is not None and config.prefill_tps <= 0) or config.decode_tps <= 0:
         raise WorkloadError("--prefill-tps and --decode-tps must be positive")
     if config.replicas < 1:
         raise WorkloadError(f"--replicas must be >= 1, got {config.replicas}")
@@ -199,6 +201,14 @@ def simulate(
                     f"--block-size {B}"
                 )
         model_name, kv = kv_shape_name(model, wl)
+        if config.prefill_tps is None:
+            preset = None
+            if model_name:
+                try:
+                    preset = lookup(model_name).prefill_tps()
+                except UnknownModel:
+                    preset = None
+            config = replace(config, prefill_tps=preset or DEFAULT_PREFILL_TPS)
         progress.stage("simulate", None)
         offsets, stream = block_streams(wl, B)
         nu = next_uses(offsets, stream) if config.policy == "belady" else None
@@ -217,7 +227,7 @@ def simulate(
                 grid.append((gbs, None))
         else:
             grid = [([s.gbs[0] for s in specs], None)]
-        timing = Timing(config.prefill_tps, config.decode_tps)
+        timing = Timing(config.prefill_tps or DEFAULT_PREFILL_TPS, config.decode_tps)
         curve = None
         one_pass = config.policy == "lru" and config.concurrency == 1 and config.replicas == 1
         if len(grid) > 1 and len(specs) == 1 and one_pass:

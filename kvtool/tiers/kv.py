@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+GPU_TFLOPS = 989.0  # H100 SXM dense bf16
+MFU = 0.4  # a typical prefill model-FLOPs utilization
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "float8": 1, "int8": 1}
 
 
@@ -24,6 +26,14 @@ class KVShape:
     head_dim: int = 0
     dtype_bytes: int = 2
     mla_dim: int = 0  # kv_lora_rank + qk_rope_head_dim for MLA models, else 0
+    active_params_b: float = 0.0  # parameters used per token, billions (0: unknown)
+
+    def prefill_tps(self, gpu_tflops: float = GPU_TFLOPS, mfu: float = MFU) -> float | None:
+        """A prefill throughput estimate (tokens/s): ``mfu`` of the GPU's dense bf16 FLOP/s over
+        2 FLOPs per active parameter per token; None when the parameter count is unknown."""
+        if not self.active_params_b:
+            return None
+        return mfu * gpu_tflops * 1e12 / (2 * self.active_params_b * 1e9)
 
     @property
     def bytes_per_token(self) -> int:
@@ -32,26 +42,27 @@ class KVShape:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
 
 
-# Published configs (config.json of each model), bf16.
+# Published configs (config.json of each model), bf16; active parameters from the model cards
+# (DeepSeek-V3/R1: 37 B of 671 B are active per token).
 BUILTIN: dict[str, KVShape] = {
     s.name.lower(): s
     for s in (
-        KVShape("Llama-3.1-8B", 32, 8, 128),
-        KVShape("Llama-3.1-70B", 80, 8, 128),
-        KVShape("Llama-3.1-405B", 126, 8, 128),
-        KVShape("Llama-3.2-1B", 16, 8, 64),
-        KVShape("Llama-3.2-3B", 28, 8, 128),
-        KVShape("Llama-3.3-70B", 80, 8, 128),
-        KVShape("Mistral-7B", 32, 8, 128),
-        KVShape("Qwen2.5-7B", 28, 4, 128),
-        KVShape("Qwen2.5-14B", 48, 8, 128),
-        KVShape("Qwen2.5-32B", 64, 8, 128),
-        KVShape("Qwen2.5-72B", 80, 8, 128),
-        KVShape("Qwen3-8B", 36, 8, 128),
-        KVShape("Qwen3-14B", 40, 8, 128),
-        KVShape("Qwen3-32B", 64, 8, 128),
-        KVShape("DeepSeek-V3", 61, mla_dim=512 + 64),
-        KVShape("DeepSeek-R1", 61, mla_dim=512 + 64),
+        KVShape("Llama-3.1-8B", 32, 8, 128, active_params_b=8.0),
+        KVShape("Llama-3.1-70B", 80, 8, 128, active_params_b=70.6),
+        KVShape("Llama-3.1-405B", 126, 8, 128, active_params_b=405.8),
+        KVShape("Llama-3.2-1B", 16, 8, 64, active_params_b=1.24),
+        KVShape("Llama-3.2-3B", 28, 8, 128, active_params_b=3.21),
+        KVShape("Llama-3.3-70B", 80, 8, 128, active_params_b=70.6),
+        KVShape("Mistral-7B", 32, 8, 128, active_params_b=7.25),
+        KVShape("Qwen2.5-7B", 28, 4, 128, active_params_b=7.6),
+        KVShape("Qwen2.5-14B", 48, 8, 128, active_params_b=14.7),
+        KVShape("Qwen2.5-32B", 64, 8, 128, active_params_b=32.5),
+        KVShape("Qwen2.5-72B", 80, 8, 128, active_params_b=72.7),
+        KVShape("Qwen3-8B", 36, 8, 128, active_params_b=8.2),
+        KVShape("Qwen3-14B", 40, 8, 128, active_params_b=14.8),
+        KVShape("Qwen3-32B", 64, 8, 128, active_params_b=32.8),
+        KVShape("DeepSeek-V3", 61, mla_dim=512 + 64, active_params_b=37.0),
+        KVShape("DeepSeek-R1", 61, mla_dim=512 + 64, active_params_b=37.0),
     )
 }
 
