@@ -254,7 +254,14 @@ def simulate(
                 config.shared_lower,
             )
             result = engine.run(
-                offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu, wl.session
+                offsets,
+                stream,
+                wl.n_tokens,
+                wl.ts,
+                wl.output_tokens,
+                nu,
+                wl.session,
+                (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None,
             )
             points.append({**_point(result, tiers, config, duration), "method": "direct"})
             progress.update(n + 1, len(grid))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -333,8 +334,10 @@ class Engine:
         output_tokens: np.ndarray,
         next_use: np.ndarray | None = None,
         sessions: list[str | None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> SimResult:
-        """Simulate the requests in order (arrays indexed by request, in processing order)."""
+        """Simulate the requests in order (arrays indexed by request, in processing order);
+        ``progress(done, total)`` is called every few thousand requests."""
         B = self.block_size
         result = SimResult([t.name for t in self.tiers], hit_tokens=[0] * len(self.tiers))
         n_req = len(n_tokens)
@@ -352,6 +355,8 @@ class Engine:
         usable = self.usable
         load_s = self.load_s
         for i in range(n_req):
+            if progress is not None and i % 4096 == 0:
+                progress(i, n_req)
             a = arr[i]
             arrival = prev_arrival if math.isnan(a) else float(a)
             prev_arrival = arrival
