@@ -307,6 +307,22 @@ def token_diff(bundle: TokenizerBundle, a: np.ndarray, b: np.ndarray, t: int) ->
     }
 
 
+def break_text(
+    bundle: TokenizerBundle,
+    diff: Difference,
+    p_model: str | None,
+    r_model: str | None,
+    p_ids: PromptIds,
+    r_ids: PromptIds,
+    position: int,
+) -> dict:
+    """The diff text of a break: the two model names for a model change, else the decoded
+    tokens around ``position``."""
+    if diff.cause == "model_changed":
+        return {"before": "", "removed": p_model or "", "added": r_model or "", "after": ""}
+    return token_diff(bundle, p_ids.ids, r_ids.ids, position)
+
+
 def lost_tokens(reusable: int, position: int, n_tokens: int, block_size: int) -> int:
     """Cached tokens the break cost r: reusable full blocks before vs after the break, both
     capped by r's own cacheable blocks ((n - 1) // B, vLLM always computes one token)."""
@@ -382,11 +398,7 @@ def detect_breaks(
         if found is None:
             continue
         diff, position, lost = found
-        text = (
-            {"before": "", "removed": p.model or "", "added": r.model or "", "after": ""}
-            if diff.cause == "model_changed"
-            else token_diff(bundle, p_ids.ids, r_ids.ids, position)
-        )
+        text = break_text(bundle, diff, p.model, r.model, p_ids, r_ids, position)
         out.append(
             Break(
                 r.req_id,

@@ -30,10 +30,10 @@ import orjson
 from kvtool.analyze.breaks import (
     Bodies,
     RequestRow,
+    break_text,
     detect_breaks,
     lost_tokens,
     pair_break,
-    token_diff,
 )
 from kvtool.analyze.volatile import hazards
 from kvtool.analyze.workload import load_workload
@@ -282,11 +282,7 @@ def _compare(
         if found is None:  # a prefix that is short by itself cannot be explained by a diff
             continue
         diff, position, _ = found
-        text = (
-            {"before": "", "removed": b_row.model or "", "added": c_row.model or "", "after": ""}
-            if diff.cause == "model_changed"
-            else token_diff(bundle, b_ids.ids, c_ids.ids, position)
-        )
+        text = break_text(bundle, diff, b_row.model, c_row.model, b_ids, c_ids, position)
         detail = diff.detail
         if too_short:
             detail += f"; shared prefix {shared:,} < --min-stable-tokens {policy.min_stable_tokens}"

@@ -162,56 +162,48 @@ class Infinite(Policy):
         self.resident.discard(b)
 
 
-class LFU(Policy):
-    """Least frequently used first; ties go to the least recently accessed block.
+class _Ranked(Policy):
+    """Evicts the unpinned resident block of the smallest rank.
 
-    A block's frequency counts its accesses while resident (insert = 1, each hit +1) and is
-    forgotten when it leaves. Invariant: ``key[b] == (freq, stamp)`` for every resident ``b``
-    (``stamp`` a counter that grows with every access), and the heap holds ``(freq, stamp, b)``
-    for each of them plus stale entries (a key that no longer matches), skipped lazily and
-    dropped by a rebuild once they outnumber the live ones.
+    Invariant: ``rank[b]`` is the rank of every resident ``b``, a tuple ending in a counter that
+    grows with every access (so ranks are unique and ties go to the least recently accessed);
+    the heap holds ``(rank, b)`` for each of them plus stale entries (a rank that no longer
+    matches), skipped lazily and dropped by a rebuild once they outnumber the live ones.
     """
-
-    name = "lfu"
 
     def __init__(self, capacity: int, **options: float) -> None:
         super().__init__(capacity)
-        self.key: dict[int, tuple[int, int]] = {}
-        self.heap: list[tuple[int, int, int]] = []
+        self.rank: dict[int, tuple] = {}
+        self.heap: list[tuple[tuple, int]] = []
         self.clock = 0
 
     def __contains__(self, b: object) -> bool:
-        return b in self.key
+        return b in self.rank
 
     def __len__(self) -> int:
-        return len(self.key)
+        return len(self.rank)
 
-    def _set(self, b: int, freq: int) -> None:
+    def _set(self, b: int, *head: float) -> None:
         self.clock += 1
-        self.key[b] = (freq, self.clock)
-        heapq.heappush(self.heap, (freq, self.clock, b))
-        if len(self.heap) > 2 * len(self.key) + 64:
-            self.heap = [(f, s, x) for x, (f, s) in self.key.items()]
+        rank = (*head, self.clock)
+        self.rank[b] = rank
+        heapq.heappush(self.heap, (rank, b))
+        if len(self.heap) > 2 * len(self.rank) + 64:
+            self.heap = [(r, x) for x, r in self.rank.items()]
             heapq.heapify(self.heap)
 
-    def hit(self, b: int, now: float, next_use: float = INF) -> None:
-        self._set(b, self.key[b][0] + 1)
-
-    def insert(self, b: int, now: float, next_use: float = INF) -> None:
-        self._set(b, 1)
-
     def evict(self, pinned: Container[int], now: float) -> int | None:
-        held: list[tuple[int, int, int]] = []  # live but pinned: pushed back afterwards
+        held: list[tuple[tuple, int]] = []  # live but pinned: pushed back afterwards
         victim = None
         while self.heap:
             entry = heapq.heappop(self.heap)
-            freq, stamp, b = entry
-            if self.key.get(b) != (freq, stamp):
+            rank, b = entry
+            if self.rank.get(b) != rank:
                 continue  # stale
             if b in pinned:
                 held.append(entry)
                 continue
-            del self.key[b]
+            del self.rank[b]
             victim = b
             break
         for entry in held:
@@ -219,7 +211,21 @@ class LFU(Policy):
         return victim
 
     def remove(self, b: int) -> None:
-        del self.key[b]  # its heap entry turns stale
+        del self.rank[b]  # its heap entry turns stale
+
+
+class LFU(_Ranked):
+    """Least frequently used first; ties go to the least recently accessed block. A block's
+    frequency counts its accesses while resident (insert = 1, each hit +1) and is forgotten when
+    it leaves: its rank is ``(freq, counter)``."""
+
+    name = "lfu"
+
+    def hit(self, b: int, now: float, next_use: float = INF) -> None:
+        self._set(b, self.rank[b][0] + 1)
+
+    def insert(self, b: int, now: float, next_use: float = INF) -> None:
+        self._set(b, 1)
 
 
 class S3FIFO(Policy):
@@ -413,65 +419,18 @@ class ARC(Policy):
             del self.t2[b]
 
 
-class Belady(Policy):
+class Belady(_Ranked):
     """The offline optimum (Belady's MIN): evict the unpinned resident block whose next use (the
-    ``next_use`` given at its latest ``hit``/``insert``) is farthest; never-again (``inf``) first.
-
-    Invariant: ``stamp[b] == (counter, next_use)`` of ``b``'s latest access for every resident
-    ``b``, and the heap holds ``(-next_use, counter, b)`` for each plus stale entries (a counter
-    that no longer matches), skipped lazily and dropped by a rebuild once they outnumber the live
-    ones. Ties (equal next use) go to the least recently accessed block.
-    """
+    ``next_use`` given at its latest ``hit``/``insert``) is farthest; never-again (``inf``)
+    first. Its rank is ``(-next_use, counter)``: ties go to the least recently accessed."""
 
     name = "belady"
 
-    def __init__(self, capacity: int, **options: float) -> None:
-        super().__init__(capacity)
-        self.stamp: dict[int, tuple[int, float]] = {}
-        self.heap: list[tuple[float, int, int]] = []
-        self.clock = 0
-
-    def __contains__(self, b: object) -> bool:
-        return b in self.stamp
-
-    def __len__(self) -> int:
-        return len(self.stamp)
-
-    def _set(self, b: int, next_use: float) -> None:
-        self.clock += 1
-        self.stamp[b] = (self.clock, next_use)
-        heapq.heappush(self.heap, (-next_use, self.clock, b))
-        if len(self.heap) > 2 * len(self.stamp) + 64:
-            self.heap = [(-nu, s, x) for x, (s, nu) in self.stamp.items()]
-            heapq.heapify(self.heap)
-
     def hit(self, b: int, now: float, next_use: float = INF) -> None:
-        self._set(b, next_use)
+        self._set(b, -next_use)
 
     def insert(self, b: int, now: float, next_use: float = INF) -> None:
-        self._set(b, next_use)
-
-    def evict(self, pinned: Container[int], now: float) -> int | None:
-        held: list[tuple[float, int, int]] = []  # live but pinned: pushed back afterwards
-        victim = None
-        while self.heap:
-            entry = heapq.heappop(self.heap)
-            _, stamp, b = entry
-            live = self.stamp.get(b)
-            if live is None or live[0] != stamp:
-                continue  # stale
-            if b in pinned:
-                held.append(entry)
-                continue
-            del self.stamp[b]
-            victim = b
-            break
-        for entry in held:
-            heapq.heappush(self.heap, entry)
-        return victim
-
-    def remove(self, b: int) -> None:
-        del self.stamp[b]  # its heap entry turns stale
+        self._set(b, -next_use)
 
 
 POLICIES: dict[str, type[Policy]] = {
