@@ -39,7 +39,7 @@ def render_simulation(console: Console, s: dict) -> None:
     for tier in s["tiers"]:
         t.add_row(
             f"tier {tier['name']}",
-            f"{_num(tier['gb'])} GB = {_num(tier['blocks'])} blocks",
+            f"{_num(tier['gb'])} GB = {_num(tier['blocks'])} × {tier['block_tokens']} tokens",
         )
     t.add_row("token hit rate", _pct(s["token_hit_rate"]))
     for name, tokens in s["hits_by_tier"].items():
