@@ -33,7 +33,7 @@ from kvtool.tokenize.template import (
 )
 
 BASE_BLOCK = 16
-CHAIN_VERSION = "c1"
+CHAIN_VERSION = "c2"  # c2: hub templates see tool-call arguments as objects, as vLLM passes them
 VERIFY_SAMPLE = 4  # requests checked against one-call tokenization per pass
 VERIFY_POOL = 64  # ... chosen among this many first requests
 VERIFY_MAX_CHARS = 200_000  # ... skipping huge prompts (the check would cost more than it tells)

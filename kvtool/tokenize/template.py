@@ -193,8 +193,32 @@ class HFTemplate:
 
     def render(self, messages: list[dict], tools: list | None, generation: bool = True) -> str:
         return self.template.render(
-            messages=messages, tools=tools, add_generation_prompt=generation, **self.specials
+            messages=[_arguments_as_objects(m) for m in messages],
+            tools=tools,
+            add_generation_prompt=generation,
+            **self.specials,
         )
+
+
+def _arguments_as_objects(msg: dict) -> dict:
+    """The message with its tool-call ``arguments`` JSON strings parsed into objects, as vLLM
+    hands them to chat templates (templates then re-serialize them, e.g. with ``tojson``)."""
+    calls = msg.get("tool_calls")
+    if msg.get("role") != "assistant" or not calls:
+        return msg
+    out = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        args = fn.get("arguments") if isinstance(fn, dict) else None
+        if isinstance(args, str):
+            try:
+                parsed = json.loads(args)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                call = {**call, "function": {**fn, "arguments": parsed}}
+        out.append(call)
+    return {**msg, "tool_calls": out}
 
 
 def make_template(bundle: TokenizerBundle) -> DefaultTemplate | HFTemplate:
