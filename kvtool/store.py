@@ -14,6 +14,8 @@ Tables (one row each):
   (written by ``kvtool.analyze.breaks``).
 - ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the
   ``--json`` output), the files it read, policy and block size.
+- ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration,
+  the ``/metrics`` counter differences) and what each of its requests measured.
 - ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
   block before it (NULL for a first block) and its 0-based position. A request's block chain is
   the path from its last block up through ``parent`` (DESIGN.md: block identity).
@@ -101,6 +103,26 @@ CREATE TABLE IF NOT EXISTS sim_runs (
     block_size INTEGER NOT NULL,
     config VARCHAR NOT NULL,
     result VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_runs (
+    run_id INTEGER NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    endpoint VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    config VARCHAR NOT NULL,
+    metrics VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_requests (
+    run_id INTEGER NOT NULL,
+    req_id BIGINT NOT NULL,
+    request_id VARCHAR NOT NULL,
+    ok BOOLEAN NOT NULL,
+    error VARCHAR,
+    started_s DOUBLE,
+    ttft_s DOUBLE,
+    e2e_s DOUBLE,
+    prompt_tokens BIGINT,
+    cached_tokens BIGINT
 );
 CREATE TABLE IF NOT EXISTS blocks (
     tokenizer VARCHAR NOT NULL,

@@ -1,0 +1,37 @@
+"""Terminal rendering of a replay run and its validation."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kvtool.report.terminal import _pct
+
+
+def _s(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f} s"
+
+
+def render_replay(console: Console, s: dict) -> None:
+    console.print(
+        f"replay run {s['run_id']} against {escape(s['endpoint'])} ({escape(s['model'])}): "
+        f"{s['requests_ok']:,} requests ok, {s['requests_failed']:,} failed"
+    )
+    for error in s["errors"]:
+        console.print(f"[yellow]error:[/] {escape(error)}")
+    if "launch_command" in s["config"]:
+        console.print("launched: " + escape(" ".join(s["config"]["launch_command"])))
+    t = Table(title="predicted vs observed", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("observed token hit rate (/metrics)", _pct(s["observed_hit_rate"]))
+    t.add_row("observed token hit rate (usage.cached_tokens)", _pct(s["observed_hit_rate_usage"]))
+    t.add_row("predicted token hit rate (kvtool simulate)", _pct(s["predicted_hit_rate"]))
+    t.add_row("requests whose cached tokens match", _pct(s["request_agreement"]))
+    t.add_row("requests whose prompt tokens match", _pct(s.get("prompt_token_agreement")))
+    t.add_row(
+        "median TTFT of requests with / without a hit",
+        f"{_s(s.get('ttft_median_hits_s'))} / {_s(s.get('ttft_median_misses_s'))}",
+    )
+    console.print(t)
