@@ -347,6 +347,7 @@ def replay_cmd(
     speedup: Annotated[float, typer.Option(help="Trace timing: divide gaps by this.")] = 1.0,
     timeout: Annotated[float, typer.Option(help="Seconds per request before it fails.")] = 120.0,
     max_errors: Annotated[int, typer.Option(help="Stop after this many consecutive failures.")] = 5,
+    hash_block_size: HashBlockOption = 512,
     json_out: JsonOption = False,
 ) -> None:
     """Send the trace to a real vLLM and compare what it cached with the simulation."""
@@ -379,6 +380,7 @@ def replay_cmd(
             speedup=speedup,
             timeout_s=timeout,
             max_errors=max_errors,
+            hash_block_size=hash_block_size,
             progress=_progress(json_out),
         )
 

@@ -197,3 +197,34 @@ def test_replay_needs_one_target(agent_log, tmp_path):
     assert r.exit_code == 2 and "no replay run 7" in r.stderr
     with pytest.raises(Exception, match="no replay run 3"):
         validate(3, db=tmp_path / "x.duckdb")
+
+
+def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path, write_jsonl):
+    """Mooncake-style hash ids become token-id prompts in which equal ids are equal blocks."""
+    import random
+
+    rng = random.Random(5)
+    records, next_id, docs = [], 1, []
+    for _ in range(4):  # four shared "documents" of 2-4 blocks
+        docs.append(list(range(next_id, next_id + rng.randint(2, 4))))
+        next_id += 4
+    for i in range(36):
+        doc = rng.choice(docs)
+        tail = [100 + i * 3 + k for k in range(rng.randint(1, 3))]  # per-request blocks
+        ids = doc + tail
+        records.append(
+            {
+                "timestamp": i * 100,
+                "input_length": 64 * len(ids) - rng.randint(0, 63),
+                "output_length": 1,
+                "hash_ids": ids,
+            }
+        )
+    trace = write_jsonl("hash.jsonl", records)
+    launch = LaunchConfig(vllm_python, tmp_path / "work", block_size=64, num_blocks=24)
+    out = replay([trace], db=tmp_path / "h.duckdb", launch=launch, max_tokens=1, hash_block_size=64)
+    assert out["requests_failed"] == 0 and out["requests_ok"] == 36
+    assert out["predicted_evictions"] > 0 and out["prompt_token_agreement"] == 1.0
+    assert abs(out["predicted_hit_rate"] - out["observed_hit_rate"]) <= 0.01
+    assert out["request_agreement"] >= 0.95
+    assert out["observed_hit_rate"] > 0.1

@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+import xxhash
 
 from kvtool.analyze import WorkloadError, load_traffic
 from kvtool.analyze.workload import Workload
@@ -47,12 +48,37 @@ class LaunchConfig:
     num_blocks: int = 400
 
 
+TOKEN_RANGE = (1000, 100_000)  # ordinary vocabulary ids for synthetic blocks (no special tokens)
+
+
+def block_tokens(seed: str, n: int) -> list[int]:
+    """``n`` token ids of one hash-trace block, a pure function of ``seed``: equal hash ids give
+    equal blocks, so the server's prefix cache sees the trace's sharing exactly."""
+    rng = np.random.default_rng(xxhash.xxh3_64_intdigest(seed.encode()))
+    return rng.integers(*TOKEN_RANGE, size=n).tolist()
+
+
+def _hash_prompt(ids: list[int], n: int, B: int, salt: str) -> list[int]:
+    """Token ids of a hash-trace request of ``n`` tokens: block j from id j (the last id covers
+    the partial block), per-request filler if the trace lists too few ids."""
+    out: list[int] = []
+    for j, h in enumerate(ids):
+        take = min(B, n - j * B)
+        if take <= 0:
+            break
+        out += block_tokens(f"{salt}:{h}", take)
+    if len(out) < n:
+        out += block_tokens(f"{salt}:filler:{n}:{len(ids)}:{ids[:1]}", n - len(out))
+    return out
+
+
 def _prepare(con: duckdb.DuckDBPyConnection, wl: Workload, model: str, max_tokens: int | None):
     con.register("_kv_sel", pa.table({"req_id": pa.array(wl.req_ids, pa.int64())}))
     rows = con.execute(
         """SELECT r.req_id, r.request_id, r.kind, r.model, r.tenant, r.message_keys,
-                  r.tools_key, r.prompt_key, r.output_tokens
-           FROM requests r JOIN _kv_sel USING (req_id)"""
+                  r.tools_key, r.prompt_key, r.output_tokens, r.hash_ids, r.input_length,
+                  f.sha256, f.hash_block_size
+           FROM requests r JOIN _kv_sel USING (req_id) JOIN files f USING (file_id)"""
     ).fetchall()
     con.unregister("_kv_sel")
     by_id = {r[0]: r for r in rows}
@@ -74,8 +100,10 @@ def _prepare(con: duckdb.DuckDBPyConnection, wl: Workload, model: str, max_token
         elif r[2] == "completion":
             body = {"model": model, "prompt": bodies[r[7]]}
             path = "/v1/completions"
-        else:
-            raise WorkloadError("replay of hash traces is not implemented yet")
+        else:  # a hash trace: synthetic token ids with the trace's sharing
+            salt = f"{r[11]}:{r[4] or ''}"
+            body = {"model": model, "prompt": _hash_prompt(r[9] or [], int(r[10]), r[12], salt)}
+            path = "/v1/completions"
         body["max_tokens"] = tokens
         offset = 0.0 if np.isnan(wl.ts[k]) else float(wl.ts[k]) - t0
         out.append(Prepared(rid, r[1], path, body, offset))
@@ -130,6 +158,7 @@ def replay(
     speedup: float = 1.0,
     timeout_s: float = 120.0,
     max_errors: int = 5,
+    hash_block_size: int = 512,
     progress: Progress | None = None,
 ) -> dict:
     """Replay the traffic of ``paths`` against ``endpoint`` (or a launched server), store the
@@ -144,7 +173,7 @@ def replay(
         block_size, num_blocks = launch.block_size, launch.num_blocks
     con = connect(db)
     try:
-        traffic = load_traffic(con, paths, tokenizer, None, 512, progress)
+        traffic = load_traffic(con, paths, tokenizer, None, hash_block_size, progress)
         served = model or "kvtool-replay"
         requests = _prepare(con, traffic.wl, served, max_tokens)
         config = {
@@ -212,8 +241,9 @@ def replay(
 
 def validate(run_id: int, *, db: str | Path | duckdb.DuckDBPyConnection = "kvtool.duckdb") -> dict:
     """A stored replay next to the simulation of its configuration: the engine with the
-    server's block size, ``num_blocks - 1`` blocks (vLLM keeps one null block) and LRU, one
-    request at a time, on the requests that succeeded."""
+    server's block size, ``num_blocks - 1`` blocks (vLLM keeps one null block), LRU, one request
+    at a time, and running requests holding their partial last block as vLLM allocates it, on
+    the requests that succeeded."""
     con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
     try:
         row = one(
@@ -262,6 +292,13 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
     if not B or not blocks or not ok:
         return {"predicted_hit_rate": None, "request_agreement": None}
     wl = load_workload(con, config["file_ids"], config["tokenizer"])
+    if B % wl.base:
+        return {
+            "predicted_hit_rate": None,
+            "request_agreement": None,
+            "prediction_note": f"the server's block size {B} is not a multiple of the trace's "
+            f"{wl.base}: replay a hash trace with --block-size {wl.base}",
+        }
     keep = np.isin(wl.req_ids, np.array(sorted(ok), np.int64))
     offsets, stream = block_streams(wl, B)
     sel = np.flatnonzero(keep)
@@ -271,7 +308,7 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
         if len(sel)
         else np.zeros(0, np.int64)
     )
-    engine = Engine([Tier("device", blocks - 1)], "lru", B, None, concurrency=1)
+    engine = Engine([Tier("device", blocks - 1)], "lru", B, None, concurrency=1, hold_partial=True)
     result = engine.run(
         sub_off, sub_blocks, wl.n_tokens[sel], wl.ts[sel], np.ones(len(sel), np.int64)
     )

@@ -163,7 +163,10 @@ class _Replica:
 class Engine:
     """``replicas`` copies of ``tiers`` (fastest first) under one eviction ``policy``; with
     ``shared_lower`` the tiers below the first are one pool that every replica reads and writes
-    (Mooncake's global cache), else each replica has its own. ``routing`` picks a replica per
+    (Mooncake's global cache), else each replica has its own. With ``hold_partial`` a running
+    request also holds its partial last block, as vLLM allocates it: a slot that is never
+    shared and, freed without a hash, is reused before any cached block (what validation of a
+    real server needs at small capacities). ``routing`` picks a replica per
     request: ``round_robin``, ``session`` (a session stays on one replica) or ``prefix_aware``:
     the best score = share of the request's blocks that the replica's own tiers hold as a prefix
     minus its running requests as a share of the busiest replica's (plus one): a prefix scorer
@@ -182,6 +185,7 @@ class Engine:
         replicas: int = 1,
         routing: str = "round_robin",
         shared_lower: bool = False,
+        hold_partial: bool = False,
     ):
         if not tiers:
             raise ValueError("at least one tier")
@@ -198,6 +202,7 @@ class Engine:
         self.write_through = write_policy == "through"
         self.routing = routing
         self.shared_lower = shared_lower
+        self.hold_partial = hold_partial
         options = {"ttl": ttl} if ttl is not None else {}
 
         def caches(k: int) -> list[Policy]:
@@ -300,7 +305,10 @@ class Engine:
             else:
                 del rep.pins[b]
             if b in first:
-                first.release(b, now)
+                if b < 0:  # a partial block: freed without a hash, reused before any cached one
+                    first.remove(b)
+                else:
+                    first.release(b, now)
 
     def _route(self, blocks: list[int], cap: int, session: str | None, now: float) -> int:
         n = len(self.replicas)
@@ -405,11 +413,16 @@ class Engine:
             cached_per[i] = cached
             base = offs[i]
             pins = rep.pins
+            full = len(mine)
+            if self.hold_partial and n > full * B:
+                # vLLM also allocates the partial last block: never shared (a fresh id), and
+                # freed without a hash when the request ends (``_release`` drops it)
+                mine = [*mine, -1 - i]
             for b in mine:  # pinned first, as vLLM takes its hits out of the free queue first
                 pins[b] = pins.get(b, 0) + 1
             for j in range(len(mine) - 1, -1, -1):
                 b = mine[j]
-                nu = nus[base + j] if nus is not None else INF
+                nu = nus[base + j] if nus is not None and j < full else INF
                 if b in caches[0] and caches[0].valid(b, start):
                     caches[0].hit(b, start, nu)
                 else:
