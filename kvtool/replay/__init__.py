@@ -27,11 +27,12 @@ from kvtool.replay import metrics
 from kvtool.replay.client import Prepared, Result
 from kvtool.replay.client import replay as send
 from kvtool.replay.model import build_tiny_model
-from kvtool.replay.server import ServerConfig, VLLMServer
+from kvtool.replay.server import ServerConfig, VLLMServer, tier_args
 from kvtool.report.progress import NullProgress, Progress
 from kvtool.simulate.engine import Engine, block_streams
 from kvtool.store import connect, next_id, one
-from kvtool.tiers.spec import Tier
+from kvtool.tiers.kv import lookup
+from kvtool.tiers.spec import Tier, parse_tier_gb
 from kvtool.tokenize.chains import content_keys, load_contents
 
 __all__ = ["LaunchConfig", "replay", "validate"]
@@ -40,12 +41,18 @@ __all__ = ["LaunchConfig", "replay", "validate"]
 @dataclass(frozen=True)
 class LaunchConfig:
     """``--launch``: the Python of a vLLM environment, where to build the tiny model and logs,
-    and the server's block size and KV capacity in blocks."""
+    and the server's block size and KV capacity in blocks. With ``model`` (a local model
+    directory; nothing is downloaded) and ``tier_gb`` the server gets the tiers instead: the
+    first sizes the KV blocks, the second is host memory through vLLM's KV offloading
+    (``offload``: native or lmcache), a third LMCache's local disk (GPU only)."""
 
     python: str
     workdir: Path
     block_size: int = 32
     num_blocks: int = 400
+    model: Path | None = None
+    tier_gb: str | None = None
+    offload: str = "native"
 
 
 TOKEN_RANGE = (1000, 100_000)  # ordinary vocabulary ids for synthetic blocks (no special tokens)
@@ -166,11 +173,34 @@ def replay(
     if (endpoint is None) == (launch is None):
         raise WorkloadError("give either --endpoint URL or --launch")
     progress = progress or NullProgress()
-    tiny = None
+    server_config = None
+    tiers: list[tuple[str, float]] = []
     if launch is not None:
-        tiny = build_tiny_model(launch.workdir / "tiny", launch.python)
-        tokenizer = str(tiny.tokenizer_dir)
+        if launch.model is None:
+            tiny = build_tiny_model(launch.workdir / "tiny", launch.python)
+            model_dir, tok_dir = tiny.model_dir, tiny.tokenizer_dir
+        else:
+            model_dir, tok_dir = launch.model, Path(tokenizer or launch.model)
+        tokenizer = str(tok_dir)
         block_size, num_blocks = launch.block_size, launch.num_blocks
+        extra: list[str] = []
+        env: dict[str, str] = {}
+        if launch.tier_gb:
+            specs = parse_tier_gb(launch.tier_gb)
+            tiers = [(t.name, t.gbs[0]) for t in specs]
+            kv = lookup(str(model_dir)).bytes_per_token
+            num_blocks, extra, env = tier_args(
+                tiers, block_size, kv, launch.offload, launch.workdir
+            )
+        server_config = ServerConfig(
+            model_dir,
+            tok_dir,
+            block_size,
+            num_blocks,
+            served_name=model or "kvtool-replay",
+            extra_args=extra,
+            env=env,
+        )
     con = connect(db)
     try:
         traffic = load_traffic(con, paths, tokenizer, None, hash_block_size, progress)
@@ -185,6 +215,7 @@ def replay(
             "num_blocks": num_blocks,
             "tokenizer": traffic.signature,
             "file_ids": traffic.file_ids,
+            "tiers": tiers,
         }
 
         def run(url: str) -> tuple[list[Result], dict]:
@@ -208,18 +239,11 @@ def replay(
             return results, delta
 
         if launch is not None:
-            assert tiny is not None
+            assert server_config is not None
             server = VLLMServer(
-                launch.python,
-                ServerConfig(
-                    tiny.model_dir,
-                    tiny.tokenizer_dir,
-                    launch.block_size,
-                    launch.num_blocks,
-                    served_name=served,
-                ),
-                launch.workdir / f"vllm-{int(time.time())}.log",
+                launch.python, server_config, launch.workdir / f"vllm-{int(time.time())}.log"
             )
+
             config["launch_command"] = server.command
             config["server_log"] = str(server.log)
             with server as url:
@@ -292,6 +316,10 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
     if not B or not blocks or not ok:
         return {"predicted_hit_rate": None, "request_agreement": None}
     wl = load_workload(con, config["file_ids"], config["tokenizer"])
+    if len(config.get("tiers") or []) > 1:
+        note = "validation models the device cache only; the lower tiers were not simulated"
+    else:
+        note = None
     if B % wl.base:
         return {
             "predicted_hit_rate": None,
@@ -329,4 +357,5 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
         "ttft_median_hits_s": median(ttft[hit]),
         "ttft_median_misses_s": median(ttft[~hit]),
         "simulated": {"block_size": B, "blocks": blocks - 1, "policy": "lru", "concurrency": 1},
+        "prediction_note": note,
     }

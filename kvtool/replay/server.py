@@ -42,6 +42,7 @@ class ServerConfig:
     max_model_len: int | None = None
     served_name: str = "kvtool-replay"
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class VLLMServer:
@@ -121,3 +122,48 @@ class VLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+GIB = 1024**3
+
+
+def tier_args(
+    tiers: list[tuple[str, float]],
+    block_size: int,
+    kv_bytes_per_token: int,
+    backend: str,
+    workdir: Path,
+) -> tuple[int, list[str], dict[str, str]]:
+    """vLLM launch settings for a ``--tier-gb`` tiering: (KV blocks of the first tier, extra
+    arguments, environment). The second tier is host memory through vLLM's KV offloading
+    (``native``, or ``lmcache``); a third tier is LMCache's local disk, configured in a file
+    that ``LMCACHE_CONFIG_FILE`` names. vLLM's offloading runs on GPUs only."""
+    if backend not in ("native", "lmcache"):
+        raise ValueError(f"offload backend must be 'native' or 'lmcache', got {backend!r}")
+    if not tiers:
+        raise ValueError("at least one tier")
+    if len(tiers) > 3:
+        raise ValueError("vLLM has at most three KV tiers: device, host memory, local disk")
+    blocks = int(tiers[0][1] * 1e9 // (block_size * kv_bytes_per_token))
+    args: list[str] = []
+    env: dict[str, str] = {}
+    if len(tiers) >= 2:
+        args += [
+            "--kv-offloading-backend", backend,
+            "--kv-offloading-size", f"{tiers[1][1] * 1e9 / GIB:.3f}",
+        ]  # fmt: skip
+    if len(tiers) == 3:
+        if backend != "lmcache":
+            raise ValueError("a disk tier needs the lmcache offload backend")
+        disk = workdir / "lmcache-disk"
+        disk.mkdir(parents=True, exist_ok=True)
+        config = workdir / "lmcache.yaml"
+        config.write_text(
+            "chunk_size: 256\n"
+            "local_cpu: true\n"
+            f"max_local_cpu_size: {tiers[1][1] * 1e9 / GIB:.3f}\n"
+            f'local_disk: "file://{disk.resolve()}/"\n'
+            f"max_local_disk_size: {tiers[2][1] * 1e9 / GIB:.3f}\n"
+        )
+        env["LMCACHE_CONFIG_FILE"] = str(config)
+    return blocks, args, env
