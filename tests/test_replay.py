@@ -256,3 +256,43 @@ def test_gpu_tier_launch_arguments(tmp_path):
         tier_args([("hbm", 1.0), ("dram", 2.0), ("nvme", 3.0)], 16, kv, "native", tmp_path)
     with pytest.raises(ValueError, match="at most three"):
         tier_args([("a", 1.0)] * 4, 16, kv, "native", tmp_path)
+
+
+def test_validation_predicts_lower_tiers_of_a_gpu_run(tmp_path, agent_log):
+    """A stored run of a server launched with a host-memory tier (as on a GPU box) is predicted
+    with that tier; the observed side here is a stand-in (no GPU), the wiring is what's tested."""
+    import orjson
+
+    from kvtool.analyze import load_traffic
+    from kvtool.report.progress import NullProgress
+    from kvtool.store import connect
+
+    con = connect(tmp_path / "g.duckdb")
+    traffic = load_traffic(con, [agent_log], None, None, 512, NullProgress())
+    block_gb = 32 * 131072 / 1e9
+    config = {
+        "block_size": 32,
+        "num_blocks": 60,
+        "tokenizer": traffic.signature,
+        "file_ids": traffic.file_ids,
+        "tiers": [["hbm", 59 * block_gb], ["dram", 400 * block_gb]],
+        "offload": "native",
+        "kv_bytes_per_token": 131072,
+    }
+    con.execute(
+        "INSERT INTO replay_runs (run_id, endpoint, model, config, metrics) "
+        "VALUES (0, 'x', 'm', ?, '{}')",
+        [orjson.dumps(config).decode()],
+    )
+    n = dict(zip(traffic.wl.req_ids.tolist(), traffic.wl.n_tokens.tolist(), strict=True))
+    for rid, tokens in n.items():
+        con.execute(
+            "INSERT INTO replay_requests VALUES (0, ?, ?, true, NULL, 0, 0.01, 0.02, ?, 0)",
+            [rid, f"r{rid}", tokens],
+        )
+    out = validate(0, db=con)
+    con.close()
+    assert out["predicted_hits_by_tier"]["dram"] > 0  # a 59-block device cache spills to host
+    assert out["predicted_hits_by_tier"]["device"] > 0
+    assert "not yet checked on a GPU" in out["prediction_note"]
+    assert out["prompt_token_agreement"] == 1.0

@@ -175,6 +175,8 @@ def replay(
     progress = progress or NullProgress()
     server_config = None
     tiers: list[tuple[str, float]] = []
+    kv_bytes: int | None = None
+    offload = launch.offload if launch is not None else None
     if launch is not None:
         if launch.model is None:
             tiny = build_tiny_model(launch.workdir / "tiny", launch.python)
@@ -188,9 +190,9 @@ def replay(
         if launch.tier_gb:
             specs = parse_tier_gb(launch.tier_gb)
             tiers = [(t.name, t.gbs[0]) for t in specs]
-            kv = lookup(str(model_dir)).bytes_per_token
+            kv_bytes = lookup(str(model_dir)).bytes_per_token
             num_blocks, extra, env = tier_args(
-                tiers, block_size, kv, launch.offload, launch.workdir
+                tiers, block_size, kv_bytes, launch.offload, launch.workdir
             )
         server_config = ServerConfig(
             model_dir,
@@ -216,6 +218,8 @@ def replay(
             "tokenizer": traffic.signature,
             "file_ids": traffic.file_ids,
             "tiers": tiers,
+            "offload": offload,
+            "kv_bytes_per_token": kv_bytes,
         }
 
         def run(url: str) -> tuple[list[Result], dict]:
@@ -316,10 +320,6 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
     if not B or not blocks or not ok:
         return {"predicted_hit_rate": None, "request_agreement": None}
     wl = load_workload(con, config["file_ids"], config["tokenizer"])
-    if len(config.get("tiers") or []) > 1:
-        note = "validation models the device cache only; the lower tiers were not simulated"
-    else:
-        note = None
     if B % wl.base:
         return {
             "predicted_hit_rate": None,
@@ -336,7 +336,19 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
         if len(sel)
         else np.zeros(0, np.int64)
     )
-    engine = Engine([Tier("device", blocks - 1)], "lru", B, None, concurrency=1, hold_partial=True)
+    tiers = [Tier("device", blocks - 1)]
+    lower = (config.get("tiers") or [])[1:]
+    kv = config.get("kv_bytes_per_token")
+    note = None
+    if lower and kv:
+        # vLLM's offloading stores blocks as they are computed (write-through); LMCache in
+        # 256-token chunks; disk after host memory (kvtool simulate's tier model)
+        chunk = 256 if config.get("offload") == "lmcache" else None
+        for name, gb in lower:
+            size = chunk or B
+            tiers.append(Tier(name, int(gb * 1e9 // (size * kv)), gb, block_tokens=chunk))
+        note = "lower tiers predicted with kvtool's tier model, not yet checked on a GPU"
+    engine = Engine(tiers, "lru", B, kv, concurrency=1, write_policy="through", hold_partial=True)
     result = engine.run(
         sub_off, sub_blocks, wl.n_tokens[sel], wl.ts[sel], np.ones(len(sel), np.int64)
     )
@@ -351,6 +363,7 @@ def _predict(con: duckdb.DuckDBPyConnection, config: dict, ok: dict) -> dict:
 
     return {
         "predicted_hit_rate": result.token_hit_rate,
+        "predicted_hits_by_tier": dict(zip(result.tiers, result.hit_tokens, strict=True)),
         "predicted_evictions": result.evictions,
         "request_agreement": float((result.cached_per_request == observed).mean()),
         "prompt_token_agreement": float((wl.n_tokens[sel] == prompt_obs).mean()),
