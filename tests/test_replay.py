@@ -222,12 +222,30 @@ def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path,
         )
     trace = write_jsonl("hash.jsonl", records)
     launch = LaunchConfig(vllm_python, tmp_path / "work", block_size=64, num_blocks=24)
-    out = replay([trace], db=tmp_path / "h.duckdb", launch=launch, max_tokens=1, hash_block_size=64)
+    # trace timing: requests leave at their timestamps (100 ms apart), each done in a few ms
+    out = replay(
+        [trace],
+        db=tmp_path / "h.duckdb",
+        launch=launch,
+        max_tokens=1,
+        hash_block_size=64,
+        timing="trace",
+        concurrency=None,
+        speedup=1.0,
+    )
     assert out["requests_failed"] == 0 and out["requests_ok"] == 36
     assert out["predicted_evictions"] > 0 and out["prompt_token_agreement"] == 1.0
     assert abs(out["predicted_hit_rate"] - out["observed_hit_rate"]) <= 0.01
     assert out["request_agreement"] >= 0.95
     assert out["observed_hit_rate"] > 0.1
+    con = duckdb.connect(str(tmp_path / "h.duckdb"), read_only=True)
+    starts = [
+        r[0]
+        for r in con.execute("SELECT started_s FROM replay_requests ORDER BY req_id").fetchall()
+    ]
+    con.close()
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) > 0.08 and starts[-1] == pytest.approx(3.5, abs=0.5)
 
 
 def test_gpu_tier_launch_arguments(tmp_path):
@@ -296,3 +314,34 @@ def test_validation_predicts_lower_tiers_of_a_gpu_run(tmp_path, agent_log):
     assert out["predicted_hits_by_tier"]["device"] > 0
     assert "not yet checked on a GPU" in out["prediction_note"]
     assert out["prompt_token_agreement"] == 1.0
+
+
+def test_server_is_stopped_on_ctrl_c(tmp_path):
+    """The launch context stops the server process group on any exit, Ctrl-C included. The
+    'vLLM' here is a real process that answers /health (the interruption is what is tested)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "health.py"
+    script.write_text(
+        "import sys, http.server as h\n"
+        "class H(h.BaseHTTPRequestHandler):\n"
+        "    def do_GET(s):\n"
+        "        s.send_response(200)\n"
+        "        s.end_headers()\n"
+        "    def log_message(s, *a):\n"
+        "        pass\n"
+        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
+        "h.HTTPServer(('127.0.0.1', port), H).serve_forever()\n"
+    )
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
+    fake.chmod(0o755)
+    server = VLLMServer(str(fake), ServerConfig(tmp_path, None), tmp_path / "log", timeout_s=30)
+    with pytest.raises(KeyboardInterrupt), server:
+        assert server.proc is not None and server.proc.poll() is None
+        raise KeyboardInterrupt
+    assert server.proc.poll() is not None  # stopped
+    assert server.proc.returncode == -signal.SIGTERM
+    assert subprocess.run(["kill", "-0", str(server.proc.pid)], capture_output=True).returncode
