@@ -132,8 +132,7 @@ def analyze_cmd(
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
     json_out: JsonOption = False,
 ) -> None:
-    """How much of the prompt traffic is reusable prefix, within and across sessions, and what
-    breaks it."""
+    """How much of the prompt traffic is reusable prefix, and what breaks it."""
     _check_format(fmt)
     summary = _run(
         lambda: analyze(
