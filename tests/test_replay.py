@@ -125,10 +125,13 @@ class _Failing(BaseHTTPRequestHandler):
         if self.mode == "slow":
             time.sleep(1.0)
         body = b'{"error": "internal"}'
-        self.send_response(500)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(500)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up first (the timeout case)
 
 
 @pytest.mark.parametrize(("mode", "message"), [("500", "HTTP 500"), ("slow", "ReadTimeout")])
@@ -244,8 +247,10 @@ def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path,
         for r in con.execute("SELECT started_s FROM replay_requests ORDER BY req_id").fetchall()
     ]
     con.close()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert min(gaps) > 0.08 and starts[-1] == pytest.approx(3.5, abs=0.5)
+    # trace timing never sends early: request k leaves at 0.1 s * k or later (a busy machine may
+    # make it late, never early), so the run spans the trace's 3.5 s
+    assert all(start >= 0.1 * k - 0.01 for k, start in enumerate(starts))
+    assert 3.49 <= starts[-1] < 10
 
 
 def test_gpu_tier_launch_arguments(tmp_path):
