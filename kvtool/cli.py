@@ -300,6 +300,43 @@ def simulate_cmd(
         render_simulation(Console(), out)
 
 
+@app.command(name="export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output JSONL file.")],
+    paths: PathsArgument = None,
+    db: DbOption = Path(DEFAULT_DB),
+    out_format: Annotated[str, typer.Option("--format", help="mooncake (hash trace).")] = (
+        "mooncake"
+    ),
+    block_size: Annotated[int, typer.Option(help="Tokens per hash id.")] = 512,
+    tokenizer: TokenizerOption = None,
+    hash_block_size: HashBlockOption = 512,
+    json_out: JsonOption = False,
+) -> None:
+    """Write the traffic as a Mooncake hash trace (no prompt text, only its sharing)."""
+    from kvtool.export import export_mooncake
+
+    if out_format != "mooncake":
+        _fail(f"--format {out_format!r}: only 'mooncake' is supported")
+    if block_size <= 0 or block_size % 16:
+        _fail(f"--block-size must be a positive multiple of 16, got {block_size}")
+    n = _run(
+        lambda: export_mooncake(
+            paths or None,
+            out,
+            db=db,
+            block_size=block_size,
+            tokenizer=tokenizer,
+            hash_block_size=hash_block_size,
+            progress=_progress(json_out),
+        )
+    )
+    if json_out:
+        _print_json({"out": str(out), "format": out_format, "requests": n})
+    else:
+        Console().print(f"wrote {n:,} requests to {out} (Mooncake format, {block_size}-token ids)")
+
+
 DEFAULT_VLLM_ENV = Path.home() / ".cache" / "kvtool" / "vllm-cpu"
 
 
