@@ -26,6 +26,7 @@ from kvtool.simulate.engine import (
     block_streams,
     next_uses,
     sequential_ttft,
+    tier_loads,
 )
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.sweep import LRUCurve, lru_curve
@@ -265,7 +266,7 @@ def simulate(
             )
             points.append({**_point(result, tiers, config, duration), "method": "direct"})
             progress.update(n + 1, len(grid))
-        usable = Engine(tiers, "infinite", B, kv, timing).usable  # the last grid point's tiers
+        _, usable = tier_loads(tiers, B, kv, timing.prefill_tps)  # same for every grid point
         echo = {
             **config.__dict__,
             "tier_gb": tier_gb,

@@ -149,6 +149,22 @@ def next_uses(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 ROUTINGS = ("round_robin", "session", "prefix_aware")
 
 
+def tier_loads(
+    tiers: list[Tier], block_size: int, kv_bytes_per_token: int | None, prefill_tps: float
+) -> tuple[list[float], list[bool]]:
+    """(seconds to load one block from each tier, whether each tier is used): a lower tier
+    serves hits only if loading a block beats recomputing it; a chunk's latency is paid once
+    per chunk. The first tier is where requests compute (no load)."""
+    block_bytes = block_size * (kv_bytes_per_token or 0)
+    recompute = block_size / prefill_tps
+    load_s = [0.0]
+    for t in tiers[1:]:
+        k = (t.block_tokens or block_size) // block_size
+        load_s.append(t.latency_s / k + (t.load_seconds(block_bytes) - t.latency_s))
+    usable = [True] + [kv_bytes_per_token is not None and s < recompute for s in load_s[1:]]
+    return load_s, usable
+
+
 class _Replica:
     """One serving replica: its tiers' caches (lower ones possibly shared), the pins of its
     running requests and their end times."""
@@ -228,16 +244,9 @@ class Engine:
             next((u for u in range(t + 1, len(tiers)) if self.chunk[u] == 1), None)
             for t in range(len(tiers))
         ]
-        block_bytes = block_size * (kv_bytes_per_token or 0)
-        recompute = block_size / self.timing.prefill_tps
-        self.load_s = [0.0] + [
-            t.latency_s / k + (t.load_seconds(block_bytes) - t.latency_s)
-            for t, k in zip(tiers[1:], self.chunk[1:], strict=True)
-        ]
-        # a lower tier is used only if loading a block beats recomputing it
-        self.usable = [True] + [
-            kv_bytes_per_token is not None and s < recompute for s in self.load_s[1:]
-        ]
+        self.load_s, self.usable = tier_loads(
+            tiers, block_size, kv_bytes_per_token, self.timing.prefill_tps
+        )
         self._rr = 0
 
     @property
