@@ -49,6 +49,10 @@ TokenizerOption = Annotated[
     str | None,
     typer.Option(help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."),
 ]
+HtmlOption = Annotated[
+    Path | None,
+    typer.Option("--html", help="Also write the charts as one self-contained HTML page."),
+]
 HashBlockOption = Annotated[
     int,
     typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
@@ -76,6 +80,14 @@ def _progress(json_out: bool) -> RichProgress | NullProgress:
 def _check_format(fmt: str | None) -> None:
     if fmt is not None and fmt not in FORMATS:
         _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def _wrote(page: dict) -> None:
+    """Say on stderr where an HTML page went (stdout stays the report or the JSON)."""
+    Console(stderr=True).print(
+        f"wrote {page['path']} ({page['charts']} charts, {page['bytes'] / 1e6:.1f} MB)",
+        highlight=False,
+    )
 
 
 def _print_json(value: object) -> None:
@@ -130,6 +142,7 @@ def analyze_cmd(
         float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
     ] = PRICE_INPUT,
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
+    html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """How much of the prompt traffic is reusable prefix, and what breaks it."""
@@ -146,6 +159,7 @@ def analyze_cmd(
             top=top,
             price_input=price_input,
             examples=examples,
+            charts=html is not None,
             progress=_progress(json_out),
         )
     )
@@ -153,6 +167,11 @@ def analyze_cmd(
         _print_json(summary)
     else:
         render_analysis(Console(), summary)
+    if html is not None:
+        from kvtool.report import html as page
+
+        files = ", ".join(Path(f["path"]).name for f in summary["files"])
+        _wrote(page.write(html, page.analysis_sections(summary), "kvtool analyze", files))
 
 
 @app.command()
@@ -250,6 +269,7 @@ def simulate_cmd(
     tokenizer: TokenizerOption = None,
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
+    html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Hit rate, prefill saved, TTFT and dollars of a cache tiering on your traffic."""
@@ -298,6 +318,53 @@ def simulate_cmd(
         _print_json(out)
     else:
         render_simulation(Console(), out)
+    if html is not None:
+        from kvtool.report import html as page
+
+        section = page.simulation_section([out])
+        assert section is not None
+        _wrote(page.write(html, [section], "kvtool simulate", f"simulate run {out['run_id']}"))
+
+
+@app.command(name="report")
+def report_cmd(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output HTML file.")] = Path(
+        "report.html"
+    ),
+    db: DbOption = Path(DEFAULT_DB),
+    tokenizer: TokenizerOption = None,
+    block_size: Annotated[
+        int | None,
+        typer.Option(help="Cache block size in tokens (default 16; hash traces: their own)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
+    ] = None,
+    price_input: Annotated[
+        float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
+    ] = PRICE_INPUT,
+    json_out: JsonOption = False,
+) -> None:
+    """One self-contained HTML page with charts of everything the database holds."""
+    from kvtool.report.build import build_report
+
+    if not db.exists():
+        _fail(f"no database at {db}: run kvtool analyze or ingest first (or pass --db)")
+    written = _run(
+        lambda: build_report(
+            out,
+            db=db,
+            tokenizer=tokenizer,
+            block_size=block_size,
+            model=model,
+            price_input=price_input,
+            progress=_progress(json_out),
+        )
+    )
+    if json_out:
+        _print_json(written)
+    else:
+        _wrote(written)
 
 
 @app.command(name="export")

@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 
 from kvtool.analyze.breaks import detect_breaks, store_breaks, summarize_breaks
+from kvtool.analyze.distributions import prefix_tree, prompt_lengths, reuse_gaps, timeline
 from kvtool.analyze.prefix import (
     assign_sessions,
     base_hit_blocks,
@@ -60,9 +61,10 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def summarize(
-    wl: Workload, block_size: int, kv_bytes_per_token: int | None = None
+    wl: Workload, block_size: int, kv_bytes_per_token: int | None = None, charts: bool = False
 ) -> tuple[dict, list]:
-    """The analyze summary of a workload (no I/O). Returns (summary, top prefixes)."""
+    """The analyze summary of a workload (no I/O). Returns (summary, top prefixes); with
+    ``charts`` the summary also holds the report's distributions under ``"charts"``."""
     if block_size % wl.base:
         raise WorkloadError(
             f"--block-size {block_size} is not a multiple of the trace's block size {wl.base}"
@@ -108,6 +110,13 @@ def summarize(
             float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
         ),
     }
+    if charts:
+        summary["charts"] = {
+            "timeline": timeline(wl.ts, wl.n_tokens, hits.cached_tokens),
+            "prompt_lengths": prompt_lengths(wl.n_tokens),
+            "reuse_gaps": reuse_gaps(ps, hits, wl.ts),
+            "prefix_tree": prefix_tree(wl, rs, ps, sessions_per_run),
+        }
     return summary, top_prefixes(wl, rs, ps, sessions_per_run, hits.k)
 
 
@@ -136,11 +145,13 @@ def analyze(
     top: int = 10,
     price_input: float = PRICE_INPUT,
     examples: int = 3,
+    charts: bool = False,
     progress: Progress | None = None,
 ) -> dict:
     """Ingest ``paths`` (all files in the database when None), tokenize, and summarize at
     ``block_size`` (default 16; a hash trace's own block size for hash traces), find prefix
-    breaks (priced at ``price_input`` $/M tokens, ``examples`` per cause).
+    breaks (priced at ``price_input`` $/M tokens, ``examples`` per cause). ``charts`` adds the
+    report's distributions (``summary["charts"]``, docs/report.md).
 
     Raises ``UnusableInput`` / ``TokenizerNotFound`` / ``WorkloadError`` / ``UnknownModel`` for
     input that cannot be analyzed (the CLI turns them into one line and exit code 2)."""
@@ -160,6 +171,7 @@ def analyze(
             top,
             price_input,
             examples,
+            charts,
             progress,
         )
     finally:
@@ -238,6 +250,7 @@ def _analyze(
     top: int,
     price_input: float,
     examples: int,
+    charts: bool,
     progress: Progress,
 ) -> dict:
     traffic = load_traffic(con, paths, tokenizer, fmt, hash_block_size, progress)
@@ -248,7 +261,7 @@ def _analyze(
     model_name, kv_bytes = kv_shape_name(model, wl)
     if block_size is None:  # hash traces: their own block size; text logs: vLLM's GPU default
         block_size = wl.base if wl.kind == "hash" else 16
-    summary, prefixes = summarize(wl, block_size, kv_bytes)
+    summary, prefixes = summarize(wl, block_size, kv_bytes, charts)
     (rejected,) = one(con, f"SELECT count(*) FROM rejects WHERE file_id IN ({ids})")
     summary["rejected_lines"] = int(rejected)
     summary["model"] = model_name
@@ -271,6 +284,13 @@ def _analyze(
                 "ends_with": ends_with,
             }
         )
+    for node in summary.get("charts", {}).get("prefix_tree", []):
+        node["text"] = None
+        if bundle is not None:
+            ids_ = request_token_ids(con, bundle, node["req_id"], mode)
+            node["text"] = bundle.tokenizer.decode(
+                ids_[node["start"] : node["end"]].tolist(), skip_special_tokens=False
+            )
     files = con.execute(
         "SELECT path, format, lines, requests, rejected FROM files "
         f"WHERE file_id IN ({ids}) ORDER BY file_id"

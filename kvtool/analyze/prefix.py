@@ -148,16 +148,22 @@ def within_session(ps: Passes, session: np.ndarray) -> tuple[np.ndarray, np.ndar
     return within, sessions_per_run
 
 
+def reuse_gap_tokens(ps: Passes, hits: Hits, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cached stretch (a pass with cached blocks): seconds since the previous request through
+    the same blocks (NaN where a time is unknown) and the tokens it saved."""
+    use = hits.cached_blocks > 0
+    gap = ts[ps.req[use]] - ts[ps.prev[use]]
+    return gap, hits.cached_blocks[use].astype(np.int64) * hits.B
+
+
 def reuse_within(ps: Passes, hits: Hits, ts: np.ndarray) -> dict[str, float | None]:
     """Share of cached tokens whose most recent earlier use was within each window (of those with
     known times); None when no cached block has known times."""
-    use = hits.cached_blocks > 0
-    gap = ts[ps.req[use]] - ts[ps.prev[use]]
-    weight = hits.cached_blocks[use].astype(float)
+    gap, tokens = reuse_gap_tokens(ps, hits, ts)
     known = ~np.isnan(gap)
     if not known.any():
         return {k: None for k in REUSE_WINDOWS}
-    gap, weight = gap[known], weight[known]
+    gap, weight = gap[known], tokens[known]
     total = weight.sum()
     return {k: float(weight[gap <= w].sum() / total) for k, w in REUSE_WINDOWS.items()}
 
