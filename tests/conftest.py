@@ -51,3 +51,37 @@ def mooncake_dir() -> Path:
             pytest.fail(f"CI needs the shared Mooncake traces at {MOONCAKE_DIR}")
         pytest.skip(f"shared Mooncake traces not present at {MOONCAKE_DIR}")
     return MOONCAKE_DIR
+
+
+# Headless Chromium for the report's browser test: Debian's package (`make test` installs it and
+# sets KVTOOL_CHROMIUM), driven by Playwright. When KVTOOL_CHROMIUM is set a missing browser is an
+# error; otherwise (a bare `pytest`) the browser tests skip.
+CHROMIUM = os.environ.get("KVTOOL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A Playwright ``Browser`` on the system Chromium."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install -e '.[test]')"
+    if missing is None and not Path(CHROMIUM).exists():
+        missing = f"no Chromium at {CHROMIUM} (make browser installs Debian's chromium)"
+    if missing:
+        if os.environ.get("KVTOOL_CHROMIUM") or os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

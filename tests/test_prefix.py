@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from workloads import token_workload as _workload
 
 from kvtool.analyze import summarize
 from kvtool.analyze.prefix import (
@@ -19,31 +20,7 @@ from kvtool.analyze.prefix import (
     top_prefixes,
     within_session,
 )
-from kvtool.analyze.workload import Workload, tree_from_paths
-from kvtool.tokenize.chains import chain_blocks
-
-
-def _workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
-    chains = [chain_blocks(np.asarray(s, np.uint32), 12345).view(np.int64) for s in seqs]
-    n = len(seqs)
-    offsets = np.concatenate([[0], np.cumsum([len(c) for c in chains])]).astype(np.int64)
-    flat = np.concatenate(chains) if chains else np.zeros(0, np.int64)
-    end, parent, depth = tree_from_paths(offsets, flat)
-    return Workload(
-        req_ids=np.arange(n),
-        ts=np.asarray(ts if ts is not None else np.arange(n, dtype=float) * 10.0, float),
-        session=list(sessions) if sessions is not None else [None] * n,
-        n_tokens=np.array([len(s) for s in seqs], np.int64),
-        output_tokens=np.zeros(n, np.int64),
-        observed_prompt=np.full(n, np.nan),
-        observed_cached=np.full(n, np.nan),
-        end=end,
-        parent=parent,
-        depth=depth,
-        base=16,
-        kind="tokens",
-        models=[None] * n,
-    )
+from kvtool.analyze.workload import Workload
 
 
 def _structure(wl: Workload):

@@ -260,14 +260,14 @@ def breaks_by_cause(per_cause: dict, totals: dict) -> go.Figure:
         fig,
         f"Tokens lost to prefix breaks, per cause (at ${price:g}/M input tokens)",
         "tokens recomputed because of the break",
-        "",
+        "cause",
         height=120 + 40 * max(len(rows), 1),
     )
 
 
 def _capacity(run: dict, point: dict) -> float:
     sweep = run.get("sweep") or {}
-    unit = sweep.get("unit", "gb")
+    unit = sim_unit(run)
     tier = next((t for t in point["tiers"] if t["name"] == sweep.get("tier")), point["tiers"][0])
     return tier["blocks"] if unit == "blocks" else tier["gb"]
 

@@ -3,7 +3,8 @@
 Sections are built from the JSON that analyze, simulate and validate return, so ``kvtool report``
 (everything the database holds), ``analyze --html`` and ``simulate --html`` share one renderer.
 Chart specs are embedded as JSON and drawn on load; when every chart has rendered the page sets
-``<body data-charts-rendered="N">`` (what the browser test waits for).
+``<body data-charts-rendered="N">``, or ``data-charts-failed="error"`` when one fails (what the
+browser test waits for).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def analysis_sections(s: dict) -> list[Section]:
             "Prefix breaks",
             f"{totals['breaks']:,} requests diverged from their predecessor before the reusable "
             f"part ended: {totals['tokens_lost']:,} tokens "
-            f"({_pct(totals['share_of_prompt_tokens'])} of prompt tokens) recomputed, ${totals['dollars_lost']:,.2f} at "
+            f"({_pct(totals['share_of_prompt_tokens'])} of prompt tokens) recomputed, "
+            f"${totals['dollars_lost']:,.2f} at "
             f"${totals['price_input_per_mtok']:g}/M input tokens. Examples: the costliest of each "
             "cause, with the token-level diff (removed struck through, added underlined).",
         )

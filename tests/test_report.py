@@ -1,0 +1,227 @@
+"""`kvtool report` and `--html`: the page carries the numbers analyze and simulate computed, every
+chart has labelled axes, and the page renders in a real headless Chromium without a network."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from markupsafe import escape
+from typer.testing import CliRunner
+
+from kvtool.analyze import analyze
+from kvtool.analyze.workload import load_workload
+from kvtool.cli import app
+from kvtool.generate import generate
+from kvtool.report.build import build_report
+from kvtool.simulate import SimConfig, simulate
+from kvtool.store import connect
+
+CHART = re.compile(
+    r'<script type="application/json" class="kv-chart" '
+    r'data-target="chart-\d+-(\w+)">(.*?)</script>',
+    re.S,
+)
+
+
+def charts(page: str) -> dict[str, dict]:
+    """Chart name -> plotly spec, as embedded in the page."""
+    return {name: orjson.loads(spec.replace("<\\/", "</")) for name, spec in CHART.findall(page)}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    """A generated agent log with one breaker per cause, analyzed, two simulate runs, a report."""
+    tmp = tmp_path_factory.mktemp("report")
+    log = tmp / "agent.jsonl"
+    generate("agent", 16, 7, log, breakers=1)
+    db = tmp / "kv.duckdb"
+    summary = analyze([log], db=db)
+    sweep = simulate(None, db=db, tier_gb="hbm=0.05,0.2,1", model="Llama-3.1-8B")
+    point = simulate(None, db=db, blocks=[500], config=SimConfig(policy="s3fifo"))
+    written = build_report(tmp / "report.html", db=db)
+    return {
+        "tmp": tmp,
+        "log": log,
+        "db": db,
+        "summary": summary,
+        "sweep": sweep,
+        "point": point,
+        "written": written,
+        "page": (tmp / "report.html").read_text(),
+    }
+
+
+def test_report_holds_every_section_and_chart(demo):
+    w = demo["written"]
+    assert w["sections"] == ["traffic", "reuse", "breaks", "simulation"]
+    assert (w["sim_runs"], w["replay_runs"]) == (2, 0)
+    got = charts(demo["page"])
+    assert set(got) == {
+        "timeline", "prompt_lengths", "block_sizes", "reuse_split", "prefix_tree",
+        "reuse_gaps", "breaks", "sim_curves_gb", "sim_costs_gb", "sim_curves_blocks",
+        "sim_costs_blocks",
+    }  # fmt: skip
+    assert w["charts"] == len(got)
+    assert w["bytes"] == len(demo["page"].encode())
+    # self-contained: plotly.js is inlined, nothing is loaded from elsewhere
+    assert "<script src" not in demo["page"] and "Plotly.newPlot" in demo["page"]
+    assert len(demo["page"]) > 3_000_000
+
+
+def test_every_cartesian_chart_labels_its_axes(demo):
+    for name, spec in charts(demo["page"]).items():
+        if name == "prefix_tree":
+            assert spec["data"][0]["type"] == "sunburst"
+            continue
+        layout = spec["layout"]
+        assert layout["title"]["text"], name
+        assert layout["xaxis"]["title"]["text"], name
+        if name != "reuse_split":  # one horizontal bar: the y axis is its own label
+            assert layout["yaxis"]["title"]["text"], name
+
+
+def test_charts_carry_the_analyzed_numbers(demo):
+    s, got = demo["summary"], charts(demo["page"])
+    bars = got["timeline"]["data"][0]
+    assert sum(bars["y"]) == s["requests"]
+    breaks = got["breaks"]["data"][0]
+    per_cause = dict(zip(breaks["y"], breaks["x"], strict=True))
+    assert per_cause == {c: v["tokens_lost"] for c, v in s["breaks"].items() if v["count"]}
+    assert len(per_cause) == 11  # one breaker per cause
+    split = {t["name"]: t["x"][0] for t in got["reuse_split"]["data"]}
+    assert split["reused within a session"] == s["within_session_tokens"]
+    assert split["reused across sessions"] == s["cross_session_tokens"]
+    assert sum(split.values()) == s["prompt_tokens"]
+    sizes = got["block_sizes"]["data"][0]["y"]
+    assert sizes == [100 * v for v in s["ideal_hit_rate_by_block_size"].values()]
+    tree = got["prefix_tree"]["data"][0]
+    requests = {i: c[2] for i, c in zip(tree["ids"], tree["customdata"], strict=True)}
+    for i, parent in zip(tree["ids"], tree["parents"], strict=True):
+        assert parent == "" or requests[parent] >= requests[i] >= 2
+    roots = [requests[i] for i, p in zip(tree["ids"], tree["parents"], strict=True) if p == ""]
+    # the widest family: the requests that share the most common first block
+    with connect(demo["db"], read_only=True) as con:
+        ids = [f for (f,) in con.execute("SELECT file_id FROM files").fetchall()]
+        wl = load_workload(con, ids, s["tokenizer"])
+    first = []
+    for node in wl.end:
+        while wl.parent[node] >= 0:
+            node = wl.parent[node]
+        first.append(int(node))
+    assert max(roots) == Counter(first).most_common(1)[0][1] > s["requests"] * 0.9
+    # the page's diff examples are the analysis's, escaped
+    examples = [ex for v in s["breaks"].values() for ex in v["examples"]]
+    assert demo["page"].count('<div class="example">') == len(examples)
+    for ex in examples:
+        assert str(escape(ex["diff"]["added"])) in demo["page"]
+
+
+def test_simulation_curves_are_the_stored_runs(demo):
+    got = charts(demo["page"])
+    sweep = demo["sweep"]
+    line = got["sim_curves_gb"]["data"][0]
+    assert line["x"] == [p["tiers"][0]["gb"] for p in sweep["points"]]
+    assert line["y"] == [100 * p["token_hit_rate"] for p in sweep["points"]]
+    assert f"run {sweep['run_id']}: lru, hbm sweep, B=16" == line["name"]
+    knee = got["sim_curves_gb"]["data"][1]
+    assert knee["x"] == [sweep["sweep"]["knee"]]
+    point = got["sim_curves_blocks"]["data"][0]
+    assert point["x"] == [500] and point["y"] == [100 * demo["point"]["token_hit_rate"]]
+    net = [t for t in got["sim_costs_gb"]["data"] if t["name"].startswith("net")][0]
+    assert net["y"] == [p["cost"]["net_per_month"] for p in sweep["points"]]
+
+
+def test_report_renders_in_headless_chromium(demo, chromium, tmp_path):
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    url = (demo["tmp"] / "report.html").as_uri()
+    page.goto(url)
+    page.wait_for_selector("body[data-charts-rendered], body[data-charts-failed]", timeout=60_000)
+    assert page.get_attribute("body", "data-charts-failed") is None
+    n = demo["written"]["charts"]
+    assert page.get_attribute("body", "data-charts-rendered") == str(n)
+    assert page.locator("div.chart").count() == n
+    for div in page.locator("div.chart").all():  # each chart drew its own SVG
+        assert div.locator("svg.main-svg").count() >= 1
+    assert page.locator("div.chart[data-chart=prefix_tree] g.slice").count() >= 4
+    assert page.locator("div.chart[data-chart=breaks] g.point").count() == 11
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    page.close()
+    assert problems == []
+    assert requests == [url]  # opened offline: the page asks for nothing else
+    assert shot.stat().st_size > 50_000
+
+
+def test_cli_report_json_and_missing_db(demo, tmp_path):
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(app, ["report", "--db", str(demo["db"]), "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    written = orjson.loads(r.stdout)
+    assert written["path"] == str(out) and out.stat().st_size == written["bytes"]
+    assert written["sim_runs"] == 2
+    bad = CliRunner().invoke(app, ["report", "--db", str(tmp_path / "none.duckdb"), "-o", "x.html"])
+    assert bad.exit_code == 2
+    assert "no database" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not Path("x.html").exists()
+
+
+def test_analyze_and_simulate_write_their_part(demo, tmp_path):
+    a, s = tmp_path / "a.html", tmp_path / "s.html"
+    r = CliRunner().invoke(app, ["analyze", "--db", str(demo["db"]), "--html", str(a), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = orjson.loads(r.stdout)
+    assert summary["charts"]["timeline"]["unit"] == "s"  # --html puts the distributions in --json
+    assert sum(summary["charts"]["timeline"]["requests"]) == summary["requests"]
+    page = a.read_text()
+    assert re.findall(r'<section id="(\w+)"', page) == ["traffic", "reuse", "breaks"]
+    r = CliRunner().invoke(
+        app, ["simulate", "--db", str(demo["db"]), "--blocks", "50,400", "--html", str(s)]
+    )
+    assert r.exit_code == 0, r.output
+    page = s.read_text()
+    assert re.findall(r'<section id="(\w+)"', page) == ["simulation"]
+    assert set(charts(page)) == {"sim_curves_blocks", "sim_costs_blocks"}
+
+
+def test_report_of_a_hash_trace_without_text(write_jsonl, tmp_path):
+    lines = [
+        {"timestamp": 1000 * i, "input_length": 1024 + 512 * (i % 3), "output_length": 8,
+         "hash_ids": [1, 2, *range(100 + 3 * i, 100 + 3 * i + (i % 3))]}
+        for i in range(30)
+    ]  # fmt: skip
+    trace = write_jsonl("trace.jsonl", lines)
+    db = tmp_path / "kv.duckdb"
+    analyze([trace], db=db)
+    written = build_report(tmp_path / "r.html", db=db)
+    assert written["sections"] == ["traffic", "reuse"]  # no text: no break analysis
+    got = charts((tmp_path / "r.html").read_text())
+    tree = got["prefix_tree"]["data"][0]
+    assert tree["labels"] == ["tokens 0–1024"]  # the two shared hash blocks, no text to show
+    assert tree["customdata"][0][2] == 30
+    assert got["timeline"]["layout"]["xaxis"]["title"]["text"] == "time since the first request (s)"
+
+
+def test_report_of_logs_without_timestamps(write_jsonl, tmp_path):
+    system = {"role": "system", "content": "You are a careful assistant. " * 40}
+    lines = [
+        {"model": "m", "messages": [system, {"role": "user", "content": f"question {i} " * 20}]}
+        for i in range(12)
+    ]
+    log = write_jsonl("chat.jsonl", lines)
+    db = tmp_path / "kv.duckdb"
+    analyze([log], db=db)
+    build_report(tmp_path / "r.html", db=db)
+    page = (tmp_path / "r.html").read_text()
+    got = charts(page)
+    assert "reuse_gaps" not in got and "no timestamps" in page
+    assert got["timeline"]["layout"]["xaxis"]["title"]["text"].startswith("request")
+    assert sum(got["timeline"]["data"][0]["y"]) == 12
