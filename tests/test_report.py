@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from markupsafe import escape
+from pages import charts
 from typer.testing import CliRunner
 
 from kvtool.analyze import analyze
@@ -19,17 +20,6 @@ from kvtool.generate import generate
 from kvtool.report.build import build_report
 from kvtool.simulate import SimConfig, simulate
 from kvtool.store import connect
-
-CHART = re.compile(
-    r'<script type="application/json" class="kv-chart" '
-    r'data-target="chart-\d+-(\w+)">(.*?)</script>',
-    re.S,
-)
-
-
-def charts(page: str) -> dict[str, dict]:
-    """Chart name -> plotly spec, as embedded in the page."""
-    return {name: orjson.loads(spec.replace("<\\/", "</")) for name, spec in CHART.findall(page)}
 
 
 @pytest.fixture(scope="module")
