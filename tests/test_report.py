@@ -162,6 +162,12 @@ def test_cli_report_json_and_missing_db(demo, tmp_path):
     assert bad.exit_code == 2
     assert "no database" in bad.output and len(bad.output.strip().splitlines()) == 1
     assert not Path("x.html").exists()
+    connect(tmp_path / "empty.duckdb").close()  # a database with no ingested files
+    empty = CliRunner().invoke(
+        app, ["report", "--db", str(tmp_path / "empty.duckdb"), "-o", str(tmp_path / "e.html")]
+    )
+    assert empty.exit_code == 2 and "no ingested files" in empty.output
+    assert not (tmp_path / "e.html").exists()
 
 
 def test_analyze_and_simulate_write_their_part(demo, tmp_path):
