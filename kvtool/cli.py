@@ -47,6 +47,13 @@ PathsArgument = Annotated[
 ]
 TokenizerOption = Annotated[
     str | None,
+    typer.Option(
+        help="tokenizer.json, model directory or cached hub id (default: deepseek-v4; without "
+        "paths: the one the database was tokenized with)."
+    ),
+]
+FixtureTokenizerOption = Annotated[
+    str | None,
     typer.Option(help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."),
 ]
 HtmlOption = Annotated[
@@ -534,7 +541,7 @@ def check_cmd(
         str | None,
         typer.Option(help="Baseline fixtures: a file, git:REF (same path at REF) or git:REF:PATH."),
     ] = None,
-    tokenizer: TokenizerOption = None,
+    tokenizer: FixtureTokenizerOption = None,
     block_size: Annotated[int, typer.Option(help="Cache block size in tokens.")] = 16,
     max_loss: Annotated[
         str, typer.Option(help="Cached tokens a fixture may lose: tokens (256) or percent (5%).")

@@ -221,3 +221,28 @@ def test_report_of_logs_without_timestamps(write_jsonl, tmp_path):
     assert "reuse_gaps" not in got and "no timestamps" in page
     assert got["timeline"]["layout"]["xaxis"]["title"]["text"].startswith("request")
     assert sum(got["timeline"]["data"][0]["y"]) == 12
+
+
+def test_report_uses_the_tokenizer_the_database_was_analyzed_with(tmp_path):
+    import shutil
+
+    from kvtool.tokenize.loader import _default_path
+
+    tokdir = tmp_path / "tok"
+    tokdir.mkdir()
+    shutil.copy(_default_path(), tokdir / "tokenizer.json")
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    config = orjson.dumps({"chat_template": template}).decode()
+    (tokdir / "tokenizer_config.json").write_text(config)
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 3, 2, log, steps=(3, 4))
+    db = tmp_path / "kv.duckdb"
+    first = analyze([log], db=db, tokenizer=str(tokdir))
+    build_report(tmp_path / "r.html", db=db)
+    again = analyze(None, db=db)  # no paths, no --tokenizer: the database's own
+    default = analyze([log], db=tmp_path / "d.duckdb")["tokenizer"]
+    assert again["tokenizer"] == first["tokenizer"] != default
+    with connect(db, read_only=True) as con:
+        signatures = con.execute("SELECT DISTINCT tokenizer FROM chains").fetchall()
+    assert signatures == [(first["tokenizer"],)]  # nothing was tokenized a second time
+    assert first["tokenizer"] in (tmp_path / "r.html").read_text()

@@ -39,6 +39,7 @@ from kvtool.tokenize import (
     request_token_ids,
     tokenize_requests,
 )
+from kvtool.tokenize.loader import DEFAULT_TOKENIZER
 
 BLOCK_SIZES = (16, 64, 256, 512)
 PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
@@ -202,7 +203,9 @@ def load_traffic(
     progress: Progress,
 ) -> Traffic:
     """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
-    yet, and load the workload (what analyze and simulate start from)."""
+    yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
+    ``tokenizer``, the tokenizer the database was last tokenized with is used (``meta``
+    ``tokenizer_spec``), so commands on a database agree with the analyze that filled it."""
     reports: list[FileReport] = []
     if paths:
         files = [Path(p) for p in paths]
@@ -227,6 +230,9 @@ def load_traffic(
     tok_report = None
     mode = "whole"
     if kinds - {"hash"}:
+        if tokenizer is None and not paths:  # working on the database: its own tokenizer
+            stored = one(con, "SELECT value FROM meta WHERE key = 'tokenizer_spec'")
+            tokenizer = stored[0] if stored else None
         bundle = load_tokenizer(tokenizer)
         progress.stage("tokenize", None)
         tok_report = tokenize_requests(
@@ -234,6 +240,10 @@ def load_traffic(
         )
         signature = tok_report.signature
         mode = tok_report.mode
+        spec = tokenizer or DEFAULT_TOKENIZER
+        if Path(spec).expanduser().exists():
+            spec = str(Path(spec).expanduser().resolve())
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('tokenizer_spec', ?)", [spec])
     progress.stage("load", None)
     wl = load_workload(con, file_ids, signature)
     return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report)
