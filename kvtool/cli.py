@@ -60,6 +60,16 @@ HtmlOption = Annotated[
     Path | None,
     typer.Option("--html", help="Also write the charts as one self-contained HTML page."),
 ]
+BlockSizeOption = Annotated[
+    int | None,
+    typer.Option(help="Cache block size in tokens (default 16; hash traces: their own)."),
+]
+ModelOption = Annotated[
+    str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
+]
+BreakPriceOption = Annotated[
+    float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
+]
 HashBlockOption = Annotated[
     int,
     typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
@@ -135,19 +145,12 @@ def analyze_cmd(
     paths: PathsArgument = None,
     db: DbOption = Path(DEFAULT_DB),
     tokenizer: TokenizerOption = None,
-    block_size: Annotated[
-        int | None,
-        typer.Option(help="Cache block size in tokens (default 16; hash traces: their own)."),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
-    ] = None,
+    block_size: BlockSizeOption = None,
+    model: ModelOption = None,
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
     top: Annotated[int, typer.Option(help="How many top prefixes to list.")] = 10,
-    price_input: Annotated[
-        float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
-    ] = PRICE_INPUT,
+    price_input: BreakPriceOption = PRICE_INPUT,
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
     html: HtmlOption = None,
     json_out: JsonOption = False,
@@ -177,8 +180,8 @@ def analyze_cmd(
     if html is not None:
         from kvtool.report import html as page
 
-        files = ", ".join(Path(f["path"]).name for f in summary["files"])
-        _wrote(page.write(html, page.analysis_sections(summary), "kvtool analyze", files))
+        sections = page.analysis_sections(summary)
+        _wrote(page.write(html, sections, "kvtool analyze", page.files_label(summary)))
 
 
 @app.command()
@@ -340,16 +343,9 @@ def report_cmd(
     ),
     db: DbOption = Path(DEFAULT_DB),
     tokenizer: TokenizerOption = None,
-    block_size: Annotated[
-        int | None,
-        typer.Option(help="Cache block size in tokens (default 16; hash traces: their own)."),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model for KV sizing: built-in name or config.json path.")
-    ] = None,
-    price_input: Annotated[
-        float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
-    ] = PRICE_INPUT,
+    block_size: BlockSizeOption = None,
+    model: ModelOption = None,
+    price_input: BreakPriceOption = PRICE_INPUT,
     json_out: JsonOption = False,
 ) -> None:
     """One self-contained HTML page with charts of everything the database holds."""

@@ -294,12 +294,15 @@ def _analyze(
                 "ends_with": ends_with,
             }
         )
+    token_ids: dict[int, np.ndarray] = {}  # one lookup per request, shared by its nodes
     for node in summary.get("charts", {}).get("prefix_tree", []):
         node["text"] = None
         if bundle is not None:
-            ids_ = request_token_ids(con, bundle, node["req_id"], mode)
+            rid = node["req_id"]
+            if rid not in token_ids:
+                token_ids[rid] = request_token_ids(con, bundle, rid, mode)
             node["text"] = bundle.tokenizer.decode(
-                ids_[node["start"] : node["end"]].tolist(), skip_special_tokens=False
+                token_ids[rid][node["start"] : node["end"]].tolist(), skip_special_tokens=False
             )
     files = con.execute(
         "SELECT path, format, lines, requests, rejected FROM files "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvtool.analyze.prefix import Hits, Passes, Runs, reuse_gap_tokens
+from kvtool.analyze.prefix import Hits, Passes, Runs, first_requests, reuse_gap_tokens
 from kvtool.analyze.workload import Workload
 
 # time-bin widths in seconds, smallest first: the first one giving at most MAX_BINS bins wins
@@ -95,9 +95,7 @@ def prefix_tree(
         keep[frontier] = True
         frontier = rs.parent[frontier]
         frontier = frontier[frontier >= 0]
-    first_req = np.zeros(n_runs, np.int64)
-    starts = np.nonzero(np.concatenate([[True], ps.run[1:] != ps.run[:-1]]))[0]
-    first_req[ps.run[starts]] = ps.req[starts]
+    first_req = first_requests(ps, n_runs)
     chosen = np.nonzero(keep)[0]
     chosen = chosen[np.argsort(rs.lo[chosen], kind="stable")]  # parents start before children
     return [

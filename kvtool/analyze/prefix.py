@@ -174,6 +174,14 @@ def working_set_blocks(rs: Runs, ps: Passes, k: int) -> int:
     return int(_boundaries(rs.lo[used], rs.hi[used], k).sum())
 
 
+def first_requests(ps: Passes, n_runs: int) -> np.ndarray:
+    """Per run, the first request (workload index) through it; 0 for runs without passes."""
+    first = np.zeros(n_runs, np.int64)
+    starts = np.nonzero(_starts(ps.run))[0]
+    first[ps.run[starts]] = ps.req[starts]
+    return first
+
+
 @dataclass
 class Prefix:
     """A maximal shared prefix: it cannot be extended by a block without losing requests."""
@@ -202,9 +210,7 @@ def top_prefixes(
     saved = length * (count - 1)
     ok = np.nonzero((count >= 2) & (child_max < count) & (deepest >= rs.lo))[0]
     best = ok[np.argsort(-saved[ok], kind="stable")[:limit]]
-    first_req = np.zeros(n_runs, np.int64)
-    starts = np.nonzero(_starts(ps.run))[0]
-    first_req[ps.run[starts]] = ps.req[starts]
+    first_req = first_requests(ps, n_runs)
     return [
         Prefix(
             int(length[u]),

@@ -85,6 +85,5 @@ def build_report(
             con.close()
     sections = html.analysis_sections(summary)
     sections += [s for s in (html.simulation_section(runs), html.replay_section(validations)) if s]
-    files = ", ".join(Path(f["path"]).name for f in summary["files"])
-    out = html.write(output, sections, "kvtool report", files)
+    out = html.write(output, sections, "kvtool report", html.files_label(summary))
     return {**out, "sim_runs": len(runs), "replay_runs": len(validations)}

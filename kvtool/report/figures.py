@@ -272,6 +272,15 @@ def _capacity(run: dict, point: dict) -> float:
     return tier["blocks"] if unit == "blocks" else tier["gb"]
 
 
+def points(run: dict) -> list[dict]:
+    """A simulate result's points: the sweep's, or the single configuration itself."""
+    return run.get("points") or [run]
+
+
+def _capacity_title(unit: str) -> str:
+    return "first-tier capacity (blocks)" if unit == "blocks" else "capacity of the swept tier (GB)"
+
+
 def run_label(run: dict) -> str:
     """``run 3: lru, hbm sweep, B=16`` — what distinguishes simulation runs in a legend."""
     cfg = run["config"]
@@ -292,9 +301,8 @@ def sim_curves(runs: list[dict], unit: str) -> go.Figure:
     fig = go.Figure()
     for i, run in enumerate(runs):
         color = COLORS[i % len(COLORS)]
-        points = run.get("points") or [run]
-        xs = [_capacity(run, p) for p in points]
-        ys = [100 * (p["token_hit_rate"] or 0) for p in points]
+        xs = [_capacity(run, p) for p in points(run)]
+        ys = [100 * (p["token_hit_rate"] or 0) for p in points(run)]
         fig.add_scatter(
             x=xs,
             y=ys,
@@ -322,11 +330,12 @@ def sim_curves(runs: list[dict], unit: str) -> go.Figure:
             line_color="#555",
             annotation_text="ideal (infinite cache)",
         )
-    x_title = (
-        "first-tier capacity (blocks)" if unit == "blocks" else "capacity of the swept tier (GB)"
-    )
     return _layout(
-        fig, "Hit rate vs cache capacity", x_title, "token hit rate (%)", yaxis_range=[0, 100]
+        fig,
+        "Hit rate vs cache capacity",
+        _capacity_title(unit),
+        "token hit rate (%)",
+        yaxis_range=[0, 100],
     )
 
 
@@ -335,14 +344,13 @@ def sim_costs(runs: list[dict], unit: str) -> go.Figure:
     fig = go.Figure()
     for i, run in enumerate(runs):
         color = COLORS[i % len(COLORS)]
-        points = run.get("points") or [run]
-        xs = [_capacity(run, p) for p in points]
+        xs = [_capacity(run, p) for p in points(run)]
         for key, dash, name in (
             ("net_per_month", "solid", "net"),
             ("recompute_avoided_per_month", "dash", "recompute avoided"),
             ("storage_per_month", "dot", "storage"),
         ):
-            ys = [p["cost"][key] for p in points]
+            ys = [p["cost"][key] for p in points(run)]
             if all(y is None for y in ys):
                 continue
             fig.add_scatter(
@@ -352,10 +360,7 @@ def sim_costs(runs: list[dict], unit: str) -> go.Figure:
                 mode="lines+markers",
                 line={"color": color, "dash": dash},
             )
-    x_title = (
-        "first-tier capacity (blocks)" if unit == "blocks" else "capacity of the swept tier (GB)"
-    )
-    return _layout(fig, "Cost vs capacity", x_title, "$ per month")
+    return _layout(fig, "Cost vs capacity", _capacity_title(unit), "$ per month")
 
 
 def replay_agreement(validations: list[dict]) -> go.Figure:

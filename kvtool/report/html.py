@@ -68,6 +68,11 @@ def _n(v: float | int | None) -> str:
     return f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"
 
 
+def files_label(summary: dict) -> str:
+    """The analyzed files' names, for a page's subtitle."""
+    return ", ".join(Path(f["path"]).name for f in summary["files"])
+
+
 def analysis_sections(s: dict) -> list[Section]:
     """Traffic, reuse and breaks sections from an analyze summary made with ``charts=True``."""
     charts = s["charts"]
@@ -186,12 +191,12 @@ def simulation_section(runs: list[dict]) -> Section | None:
             if any(
                 p["cost"]["net_per_month"] is not None
                 for r in mine
-                for p in (r.get("points") or [r])
+                for p in figures.points(r)
             ):
                 sec.charts.append(Chart(f"sim_costs_{unit}", figures.sim_costs(mine, unit)))
     rows = []
     for r in runs:
-        best = max(r.get("points") or [r], key=lambda p: p["token_hit_rate"] or 0)
+        best = max(figures.points(r), key=lambda p: p["token_hit_rate"] or 0)
         sweep = r.get("sweep") or {}
         rows.append(
             [
