@@ -1,6 +1,6 @@
 """LRU simulation throughput next to libCacheSim, the 32-point curve, and peak RSS at 1M requests.
 
-Workload: the Mooncake conversation trace (../shared) repeated ``--repeat`` times (default 20),
+Workload: the bundled Mooncake conversation trace repeated ``--repeat`` times (default 20),
 hash ids and timestamps offset per repeat, so each repeat is new content. Measured in one run:
 
 - kvtool direct LRU at one capacity (the general engine), in block lookups per second;
@@ -16,6 +16,7 @@ hash ids and timestamps offset per repeat, so each repeat is new content. Measur
 from __future__ import annotations
 
 import argparse
+import gzip
 import resource
 import subprocess
 import sys
@@ -33,12 +34,12 @@ from kvtool.store import connect
 from kvtool.tiers.spec import Tier
 
 OUT = Path(__file__).resolve().parent / "out"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mooncake"
+TRACES = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
 
 
 def repeated_trace(src: Path, repeat: int, out: Path) -> int:
     """Write ``src`` ``repeat`` times with ids and timestamps offset per copy; returns lines."""
-    recs = [orjson.loads(line) for line in src.read_bytes().splitlines()]
+    recs = [orjson.loads(line) for line in gzip.decompress(src.read_bytes()).splitlines()]
     span = max(max(r["hash_ids"]) for r in recs) + 1
     dt = recs[-1]["timestamp"] + 1
     with out.open("wb") as f:
@@ -73,7 +74,7 @@ def libcachesim_lru(stream: np.ndarray, capacity: int, path: Path) -> tuple[floa
 def throughput(repeat: int) -> None:
     OUT.mkdir(exist_ok=True)
     trace = OUT / f"conversation_x{repeat}.jsonl"
-    n = repeated_trace(SHARED / "conversation_trace.jsonl", repeat, trace)
+    n = repeated_trace(TRACES / "conversation_trace.jsonl.gz", repeat, trace)
     db = OUT / "sim_bench.duckdb"
     db.unlink(missing_ok=True)
     con = connect(db)
@@ -128,8 +129,8 @@ def throughput(repeat: int) -> None:
 def rss(requests: int) -> None:
     OUT.mkdir(exist_ok=True)
     trace = OUT / "mooncake_1m.jsonl"
-    src = SHARED / "conversation_trace.jsonl"
-    repeat = -(-requests // len(src.read_bytes().splitlines()))
+    src = TRACES / "conversation_trace.jsonl.gz"
+    repeat = -(-requests // len(gzip.decompress(src.read_bytes()).splitlines()))
     n = repeated_trace(src, repeat, trace)
     db = OUT / "rss.duckdb"
     db.unlink(missing_ok=True)
@@ -157,8 +158,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rss", action="store_true", help="peak RSS on a 1M-request trace instead")
     args = ap.parse_args()
-    if not SHARED.exists():
-        sys.exit(f"needs the Mooncake traces at {SHARED}")
+    if not TRACES.exists():
+        sys.exit(f"needs the Mooncake traces at {TRACES}")
     if args.rss:
         rss(1_000_000)
     else:

@@ -1,7 +1,8 @@
-"""The real Mooncake hash traces (read from ../shared, never copied) ingest and analyze."""
+"""The real Mooncake hash traces (bundled in traces/mooncake, gzipped) ingest and analyze."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from kvtool import analyze
 
 def _oracle(path: Path, B: int = 512) -> tuple[int, int, int, int]:
     """(requests, prompt tokens, cached tokens, output tokens) by direct replay of the file."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = gzip.decompress(path.read_bytes()).splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
     rows.sort(key=lambda r: r["timestamp"])  # stable: file order on ties
     seen: set[int] = set()
     cached = 0
@@ -32,7 +34,7 @@ def _oracle(path: Path, B: int = 512) -> tuple[int, int, int, int]:
     )
 
 
-@pytest.mark.parametrize("name", ["conversation_trace.jsonl", "synthetic_trace.jsonl"])
+@pytest.mark.parametrize("name", ["conversation_trace.jsonl.gz", "synthetic_trace.jsonl.gz"])
 def test_mooncake_ideal_hit_rate_matches_direct_replay(tmp_path, name, mooncake_dir):
     path = mooncake_dir / name
     s = analyze([path], db=tmp_path / "m.duckdb")  # the trace's own 512-token blocks
@@ -55,10 +57,10 @@ def test_mooncake_published_plateaus_are_close(tmp_path, mooncake_dir):
     # synthetic 0.658. Ours uses vLLM's full-block, keep-one-token semantics, so it sits a
     # little lower; the gap is the definition, not the data.
     conv = analyze(
-        [mooncake_dir / "conversation_trace.jsonl"], db=tmp_path / "a.duckdb", block_size=512
+        [mooncake_dir / "conversation_trace.jsonl.gz"], db=tmp_path / "a.duckdb", block_size=512
     )
     synt = analyze(
-        [mooncake_dir / "synthetic_trace.jsonl"], db=tmp_path / "b.duckdb", block_size=512
+        [mooncake_dir / "synthetic_trace.jsonl.gz"], db=tmp_path / "b.duckdb", block_size=512
     )
     assert 0.35 < conv["ideal_hit_rate"] < 0.401
     assert 0.62 < synt["ideal_hit_rate"] < 0.658
@@ -69,5 +71,5 @@ def test_hash_traces_reject_other_block_sizes(tmp_path, mooncake_dir):
 
     with pytest.raises(WorkloadError, match="multiple of the trace's block size 512"):
         analyze(
-            [mooncake_dir / "synthetic_trace.jsonl"], db=tmp_path / "m.duckdb", block_size=16 * 3
+            [mooncake_dir / "synthetic_trace.jsonl.gz"], db=tmp_path / "m.duckdb", block_size=16 * 3
         )

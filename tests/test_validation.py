@@ -1,4 +1,4 @@
-"""Mooncake FAST'25 Fig. 9 on the real traces (../shared): our LRU curve, pinned, beside the
+"""Mooncake FAST'25 Fig. 9 on the real traces (traces/mooncake): our LRU curve, pinned, beside the
 paper's digitised values (docs/validation.md explains every gap above 0.01)."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _paper(mooncake_dir: Path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("trace", ["conversation", "synthetic"])
 def test_fig9_curve_is_pinned_and_beside_the_paper(tmp_path, mooncake_dir, trace):
     out = simulate(
-        [mooncake_dir / f"{trace}_trace.jsonl"],
+        [mooncake_dir / f"{trace}_trace.jsonl.gz"],
         db=tmp_path / "m.duckdb",
         blocks=[c // 512 for c in CAPACITY_TOKENS],
         config=SimConfig(concurrency=1),
