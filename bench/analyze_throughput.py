@@ -73,8 +73,8 @@ def naive_baseline(path: Path, batch: int = 256) -> tuple[int, float, float]:
 def breakdown(db: Path) -> None:
     """Where the time of tokenize + analyze goes, in process, on a freshly ingested db."""
     from kvtool.analyze import summarize
-    from kvtool.analyze.workload import load_workload
     from kvtool.store import connect
+    from kvtool.traffic import load_workload
 
     con = connect(db)
     t0 = time.perf_counter()

@@ -21,11 +21,11 @@ import orjson
 
 from kvtool.analyze import analyze
 from kvtool.analyze.breaks import detect_breaks
-from kvtool.analyze.workload import load_workload
 from kvtool.generate import generate
 from kvtool.store import connect
 from kvtool.tokenize import load_tokenizer, tokenizer_signature
 from kvtool.tokenize.template import make_template, render_prompt
+from kvtool.traffic import load_workload
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from kvtool.analyze import load_traffic
-from kvtool.report.progress import NullProgress
-from kvtool.simulate.engine import Engine, block_streams
+from kvtool.progress import NullProgress
+from kvtool.simulate.engine import Engine
 from kvtool.simulate.sweep import lru_curve
 from kvtool.store import connect
 from kvtool.tiers.spec import Tier
+from kvtool.traffic import block_streams, load_traffic
 
 OUT = Path(__file__).resolve().parent / "out"
 TRACES = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
@@ -79,7 +79,9 @@ def throughput(repeat: int) -> None:
     db.unlink(missing_ok=True)
     con = connect(db)
     t0 = time.perf_counter()
-    wl = load_traffic(con, [trace], None, None, 512, NullProgress()).wl
+    wl = load_traffic(
+        con, paths=[trace], tokenizer=None, fmt=None, hash_block_size=512, progress=NullProgress()
+    ).wl
     offsets, blocks = block_streams(wl, 512)
     prep = time.perf_counter() - t0
     lookups = len(blocks)

@@ -10,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvtool.analyze import analyze
-from kvtool.analyze.check import CheckResult, Policy
+
+# Imported before ``def check`` below on purpose: loading the ``kvtool.check`` package binds it as
+# the attribute ``kvtool.check``, and the function defined afterwards must be what stays bound.
+from kvtool.check import CheckResult, Policy
+from kvtool.check import check as run_check
 from kvtool.ingest import FileReport, ingest_files
 from kvtool.store import DEFAULT_DB, connect
 
@@ -38,8 +42,7 @@ def check(
     policy: Policy | None = None,
     fmt: str | None = None,
 ) -> CheckResult:
-    """The CI gate on prompt fixtures; see ``kvtool.analyze.check`` and docs/ci.md."""
-    from kvtool.analyze.check import check as run_check
+    """The CI gate on prompt fixtures; see ``kvtool.check`` and docs/ci.md."""
     from kvtool.tokenize import load_tokenizer
 
     return run_check(

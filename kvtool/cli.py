@@ -11,15 +11,16 @@ import orjson
 import typer
 from rich.console import Console
 
-from kvtool.analyze import PRICE_INPUT, WorkloadError, analyze
+from kvtool.analyze import analyze
 from kvtool.ingest import FORMATS, UnusableInput, ingest_files
+from kvtool.progress import NullProgress, RichProgress
 from kvtool.replay.server import ServerError
-from kvtool.report.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
 from kvtool.store import DEFAULT_DB, SchemaError, connect
 from kvtool.tiers.kv import UnknownModel
 from kvtool.tiers.spec import TierSpecError
 from kvtool.tokenize import TokenizerNotFound, load_tokenizer
+from kvtool.traffic import PRICE_INPUT, WorkloadError
 
 app = typer.Typer(
     add_completion=False,
@@ -566,19 +567,26 @@ def check_cmd(
     ] = None,
 ) -> None:
     """Fail (exit 1) when a prompt change would break the cached prefix in production."""
-    from kvtool.analyze.check import Policy, check, parse_max_loss
-    from kvtool.report.check import github_annotations, junit_xml, render_check
+    from kvtool.check import (
+        CheckResult,
+        Policy,
+        check,
+        github_annotations,
+        junit_xml,
+        parse_max_loss,
+        render_check,
+    )
 
     _check_format(input_format)
     if out_format not in CHECK_FORMATS:
         _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
 
-    def go() -> object:
-        tokens, pct = parse_max_loss(max_loss)
+    def go() -> CheckResult:
+        loss = parse_max_loss(max_loss)
         policy = Policy(
             block_size=block_size,
-            max_loss=tokens,
-            max_loss_pct=pct,
+            max_loss=loss.tokens,
+            max_loss_pct=loss.percent,
             min_stable_tokens=min_stable_tokens,
             allow=tuple(allow or ()),
             volatile=not no_volatile,

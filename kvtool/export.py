@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from kvtool.analyze import load_traffic
-from kvtool.report.progress import NullProgress, Progress
-from kvtool.simulate.engine import block_streams
+from kvtool.progress import NullProgress, Progress
 from kvtool.store import connect
+from kvtool.traffic import block_streams, load_traffic
 
 
 def export_mooncake(
@@ -37,7 +36,14 @@ def export_mooncake(
     progress = progress or NullProgress()
     con = connect(db)
     try:
-        wl = load_traffic(con, paths, tokenizer, None, hash_block_size, progress).wl
+        wl = load_traffic(
+            con,
+            paths=paths,
+            tokenizer=tokenizer,
+            fmt=None,
+            hash_block_size=hash_block_size,
+            progress=progress,
+        ).wl
     finally:
         con.close()
     offsets, blocks = block_streams(wl, block_size)

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from kvtool import analyze
 from kvtool.analyze.prefix import assign_sessions, infer_parents, passes, runs
-from kvtool.analyze.workload import load_workload
 from kvtool.cli import app
 from kvtool.generate import generate
 from kvtool.store import connect
 from kvtool.tokenize import load_tokenizer, tokenizer_signature
 from kvtool.tokenize.template import make_template, render_prompt
+from kvtool.traffic import load_workload
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,7 @@ from kvtool.analyze import analyze
 from kvtool.analyze.diff import CAUSES
 from kvtool.cli import app
 from kvtool.generate import generate
-from kvtool.tokenize import load_tokenizer
-from kvtool.tokenize.loader import _default_path
+from kvtool.tokenize import default_tokenizer_path, load_tokenizer
 from kvtool.tokenize.template import make_template, render_head, render_prompt
 
 BREAKERS = 5  # sessions per cause: every variant of every cause appears
@@ -245,7 +244,7 @@ def test_breaks_through_a_hub_chat_template(tmp_path):
     """The tokenizer's own jinja template (segments mode): same breaks, positions exact."""
     tokdir = tmp_path / "tok"
     tokdir.mkdir()
-    shutil.copy(_default_path(), tokdir / "tokenizer.json")
+    shutil.copy(default_tokenizer_path(), tokdir / "tokenizer.json")
     template = (
         "{{ bos_token }}{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}"
         "{% for m in messages %}"

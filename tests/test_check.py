@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import kvtool
-from kvtool.analyze.check import Policy
+from kvtool.check import Policy
 from kvtool.cli import app
 from kvtool.generate import generate
 

@@ -80,7 +80,7 @@ def test_vllm_bench_serve_reads_the_export(vllm_python, tmp_path):
     """The export replays in `vllm bench serve --dataset-name timed_trace
     --timed-trace-chunk-hash-size B --timed-trace-sec-multiplier 0.001`: vLLM's reader builds
     prompts of exactly `input_length` tokens that share exactly the blocks kvtool says they do."""
-    from kvtool.tokenize.loader import _default_path
+    from kvtool.tokenize import default_tokenizer_path
 
     block = 64
     log = tmp_path / "agent.jsonl"
@@ -94,7 +94,7 @@ def test_vllm_bench_serve_reads_the_export(vllm_python, tmp_path):
     script = tmp_path / "read.py"
     script.write_text(VLLM_BENCH_READER)
     done = subprocess.run(
-        [vllm_python, str(script), str(out), str(_default_path()), str(block)],
+        [vllm_python, str(script), str(out), str(default_tokenizer_path()), str(block)],
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     samples = json.loads(done.stdout.strip().splitlines()[-1])

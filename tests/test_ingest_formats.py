@@ -432,10 +432,10 @@ def test_mooncake_block_size_option(con, write_jsonl):
 
 
 def test_real_mooncake_trace(con, mooncake_dir):
-    MOONCAKE = mooncake_dir / "synthetic_trace.jsonl"  # noqa: N806 - a constant path
+    MOONCAKE = mooncake_dir / "synthetic_trace.jsonl.gz"  # noqa: N806 - a constant path
     expected_total = 0
     expected_blocks = 0
-    with MOONCAKE.open() as f:
+    with gzip.open(MOONCAKE, "rt") as f:
         for text in f:
             rec = json.loads(text)
             expected_total += rec["input_length"]

@@ -67,7 +67,7 @@ def test_mooncake_published_plateaus_are_close(tmp_path, mooncake_dir):
 
 
 def test_hash_traces_reject_other_block_sizes(tmp_path, mooncake_dir):
-    from kvtool.analyze import WorkloadError
+    from kvtool.traffic import WorkloadError
 
     with pytest.raises(WorkloadError, match="multiple of the trace's block size 512"):
         analyze(

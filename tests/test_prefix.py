@@ -20,7 +20,7 @@ from kvtool.analyze.prefix import (
     top_prefixes,
     within_session,
 )
-from kvtool.analyze.workload import Workload
+from kvtool.traffic import Workload
 
 
 def _structure(wl: Workload):

@@ -75,7 +75,7 @@ def test_server_killed_mid_run_keeps_what_completed(vllm_python, agent_log, tmp_
                 killed.set()
                 server.stop()
 
-        from kvtool.report.progress import NullProgress
+        from kvtool.progress import NullProgress
 
         class Killer(NullProgress):
             def update(self, completed: float, total: float | None = None) -> None:
@@ -280,12 +280,19 @@ def test_validation_predicts_lower_tiers_of_a_gpu_run(tmp_path, agent_log):
     with that tier; the observed side here is a stand-in (no GPU), the wiring is what's tested."""
     import orjson
 
-    from kvtool.analyze import load_traffic
-    from kvtool.report.progress import NullProgress
+    from kvtool.progress import NullProgress
     from kvtool.store import connect
+    from kvtool.traffic import load_traffic
 
     con = connect(tmp_path / "g.duckdb")
-    traffic = load_traffic(con, [agent_log], None, None, 512, NullProgress())
+    traffic = load_traffic(
+        con,
+        paths=[agent_log],
+        tokenizer=None,
+        fmt=None,
+        hash_block_size=512,
+        progress=NullProgress(),
+    )
     block_gb = 32 * 131072 / 1e9
     config = {
         "block_size": 32,

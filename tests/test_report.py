@@ -14,12 +14,12 @@ from pages import charts
 from typer.testing import CliRunner
 
 from kvtool.analyze import analyze
-from kvtool.analyze.workload import load_workload
 from kvtool.cli import app
 from kvtool.generate import generate
 from kvtool.report.build import build_report
 from kvtool.simulate import SimConfig, simulate
 from kvtool.store import connect
+from kvtool.traffic import load_workload
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +226,11 @@ def test_report_of_logs_without_timestamps(write_jsonl, tmp_path):
 def test_report_uses_the_tokenizer_the_database_was_analyzed_with(tmp_path):
     import shutil
 
-    from kvtool.tokenize.loader import _default_path
+    from kvtool.tokenize import default_tokenizer_path
 
     tokdir = tmp_path / "tok"
     tokdir.mkdir()
-    shutil.copy(_default_path(), tokdir / "tokenizer.json")
+    shutil.copy(default_tokenizer_path(), tokdir / "tokenizer.json")
     template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     config = orjson.dumps({"chat_template": template}).decode()
     (tokdir / "tokenizer_config.json").write_text(config)

@@ -3,6 +3,7 @@ analyze's ideal, LRU against an independent implementation, tenant salt, sweeps,
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -213,9 +214,9 @@ def _independent_lru(path: Path, capacity: int, block: int = 512, limit: int = 2
 
 
 def test_lru_equals_an_independent_implementation_on_mooncake(tmp_path, mooncake_dir):
-    src = mooncake_dir / "conversation_trace.jsonl"
+    src = mooncake_dir / "conversation_trace.jsonl.gz"
     head = tmp_path / "conv2000.jsonl"
-    head.write_bytes(b"\n".join(src.read_bytes().splitlines()[:2000]) + b"\n")
+    head.write_bytes(b"\n".join(gzip.decompress(src.read_bytes()).splitlines()[:2000]) + b"\n")
     for capacity in (300, 3000):
         out = simulate(
             [head], db=tmp_path / "m.duckdb", blocks=[capacity], config=SimConfig(concurrency=1)
@@ -283,9 +284,9 @@ def test_cli_json_table_and_errors(tmp_path):
 
 def test_one_pass_lru_curve_equals_direct_simulation(tmp_path, mooncake_dir):
     """The stack-distance curve against the engine, point by point (and TTFT with it)."""
-    src = mooncake_dir / "conversation_trace.jsonl"
+    src = mooncake_dir / "conversation_trace.jsonl.gz"
     head = tmp_path / "conv3000.jsonl"
-    head.write_bytes(b"\n".join(src.read_bytes().splitlines()[:3000]) + b"\n")
+    head.write_bytes(b"\n".join(gzip.decompress(src.read_bytes()).splitlines()[:3000]) + b"\n")
     log = tmp_path / "agent.jsonl"
     generate("agent", 10, 9, log, steps=(3, 12))
     for path, capacities in ((head, [10, 200, 700, 2500, 9000]), (log, [5, 120, 600, 4000])):
@@ -303,17 +304,18 @@ def test_one_pass_lru_curve_equals_direct_simulation(tmp_path, mooncake_dir):
 
 
 def test_compiled_and_python_stack_kernels_agree(tmp_path):
-    from kvtool.analyze import load_traffic
-    from kvtool.report.progress import NullProgress
-    from kvtool.simulate.engine import block_streams
+    from kvtool.progress import NullProgress
     from kvtool.simulate.sweep import _stack_maxima_fast, lru_curve
     from kvtool.store import connect
+    from kvtool.traffic import block_streams, load_traffic
 
     assert _stack_maxima_fast is not None  # the test extra installs numba: CI runs compiled
     log = tmp_path / "agent.jsonl"
     generate("agent", 6, 2, log, steps=(3, 8))
     con = connect(tmp_path / "k.duckdb")
-    wl = load_traffic(con, [log], None, None, 512, NullProgress()).wl
+    wl = load_traffic(
+        con, paths=[log], tokenizer=None, fmt=None, hash_block_size=512, progress=NullProgress()
+    ).wl
     offsets, blocks = block_streams(wl, 16)
     fast = lru_curve(offsets, blocks, wl.n_tokens, 16)
     slow = lru_curve(offsets, blocks, wl.n_tokens, 16, compiled=False)

@@ -14,9 +14,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kvtool.ingest import ingest_files
 from kvtool.store import connect
-from kvtool.tokenize import load_tokenizer, tokenize_requests
-from kvtool.tokenize.chains import chain_blocks, root_seed
-from kvtool.tokenize.loader import TokenizerNotFound, _default_path
+from kvtool.tokenize import chain_blocks, load_tokenizer, root_seed, tokenize_requests
+from kvtool.tokenize.loader import TokenizerNotFound, default_tokenizer_path
 from kvtool.tokenize.segments import SegmentEncoder
 from kvtool.tokenize.template import (
     DefaultTemplate,
@@ -224,7 +223,7 @@ def test_chains_match_one_call_tokenization(tmp_path):
 def test_hf_chat_template_directory(tmp_path):
     tokdir = tmp_path / "tok"
     tokdir.mkdir()
-    shutil.copy(_default_path(), tokdir / "tokenizer.json")
+    shutil.copy(default_tokenizer_path(), tokdir / "tokenizer.json")
     template = (
         "{{ bos_token }}{% for m in messages %}"
         "{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] if m['content'] is string else '' }}"
@@ -285,7 +284,7 @@ def test_tokenizer_without_role_tokens_uses_plain_template(tmp_path):
 def test_hub_id_resolves_from_local_cache_only(tmp_path, monkeypatch):
     snap = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / "abc123"
     snap.mkdir(parents=True)
-    shutil.copy(_default_path(), snap / "tokenizer.json")
+    shutil.copy(default_tokenizer_path(), snap / "tokenizer.json")
     (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
     (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("abc123")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -316,3 +315,28 @@ def test_signature_separates_tokenizers_and_models(tmp_path):
     other[0] = 999
     ha, hb = chain_blocks(ids, 1), chain_blocks(other, 1)
     assert (ha != hb).all()
+
+
+def test_database_keeps_the_checked_tokenization_mode(tmp_path):
+    """What a pass decided (after checking segment-wise tokenization against one-call
+    tokenization) is stored with the database: a later pass with nothing new to tokenize
+    reports and uses the same mode, so `kvtool analyze --db X` answers exactly as the
+    `kvtool analyze log --db X` that filled it (issue 11)."""
+    from kvtool import analyze
+
+    path = _trained_tokenizer(tmp_path, "first", ["<|im_start|>", "<|im_end|>"])
+    records = _requests(24, seed=5)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    db = tmp_path / "a.duckdb"
+    first = analyze([log], db=db, tokenizer=str(path))
+    again = analyze(None, db=db)  # the database's own tokenizer, nothing left to tokenize
+    assert first["tokenization"]["mode"] == "whole"
+    assert again["tokenization"]["mode"] == "whole"
+    assert again["tokenization"]["requests"] == 0
+    assert first["top_prefixes"] and again["top_prefixes"] == first["top_prefixes"]
+    assert again["breaks"] == first["breaks"]
+    con = connect(db)
+    bundle = load_tokenizer(str(path))
+    assert tokenize_requests(con, bundle).mode == "whole"
+    con.close()

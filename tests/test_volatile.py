@@ -1,4 +1,5 @@
-"""Volatile spans (timestamps, ids), first-difference classification and the hazard scan."""
+"""Volatile spans (timestamps, ids), first-difference classification (volatile changes, JSON
+re-serialization) and the hazard scan."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import time
 
 import pytest
 
+from kvtool.analyze.json_order import Reordered, json_reordered
 from kvtool.analyze.volatile import (
     Span,
+    VolatileChange,
     hazards,
     id_spans,
-    json_reordered,
     timestamp_spans,
     volatile_change,
 )
@@ -314,7 +316,7 @@ def test_volatile_change(a: str, b: str, label: str, ta: str, tb: str) -> None:
     i = first_diff(a, b)
     got = volatile_change(a, b, i)
     assert got is not None
-    kind, sa, sb = got
+    kind, sa, sb = got.cause, got.before, got.after
     assert kind == label
     assert (sa.text, sb.text) == (ta, tb)
     assert sa.kind == sb.kind == label.removeprefix("volatile_")
@@ -332,7 +334,7 @@ def test_volatile_change_spec_index() -> None:
     a = "Current date: 2026-11-01.\nNext"
     b = "Current date: 2026-11-01T09:03:12Z\nNext"
     got = volatile_change(a, b, 24)
-    assert got == (
+    assert got == VolatileChange(
         "volatile_timestamp",
         Span("timestamp", 14, 24, "2026-11-01"),
         Span("timestamp", 14, 34, "2026-11-01T09:03:12Z"),
@@ -347,7 +349,7 @@ def test_volatile_change_far_in_long_text() -> None:
     got = volatile_change(a, b, first_diff(a, b))
     assert time.perf_counter() - t0 < 0.05
     assert got is not None
-    assert got[1] == Span("id", len(head) + 8, len(head) + 8 + 36, UUID_A)
+    assert got.before == Span("id", len(head) + 8, len(head) + 8 + 36, UUID_A)
 
 
 def test_volatile_change_long_token_widens_window() -> None:
@@ -355,7 +357,7 @@ def test_volatile_change_long_token_widens_window() -> None:
     tok_b = tok_a[:390] + "Zz9" + tok_a[393:]
     a, b = f"key {tok_a} end", f"key {tok_b} end"
     got = volatile_change(a, b, first_diff(a, b))
-    assert got is not None and got[1].text == tok_a and got[2].text == tok_b
+    assert got is not None and got.before.text == tok_a and got.after.text == tok_b
 
 
 def test_volatile_change_rejects_bad_index() -> None:
@@ -413,7 +415,7 @@ NOT_REORDERED = [
 
 @pytest.mark.parametrize(("a", "b", "start", "path"), REORDERED)
 def test_json_reordered(a: str, b: str, start: int, path: str) -> None:
-    assert json_reordered(a, b, first_diff(a, b)) == (start, path)
+    assert json_reordered(a, b, first_diff(a, b)) == Reordered(start, path)
 
 
 @pytest.mark.parametrize(("a", "b"), NOT_REORDERED)
@@ -432,7 +434,7 @@ def test_not_json_reordered(a: str, b: str) -> None:
     ],
 )
 def test_json_path_format(text: str, path: str) -> None:
-    from kvtool.analyze.volatile import _path_at  # the path format json_reordered reports
+    from kvtool.analyze.json_order import _path_at  # the path format json_reordered reports
 
     assert _path_at(text, 0, len(text)) == path
 
@@ -443,7 +445,9 @@ def test_json_reordered_escaped_in_a_string() -> None:
     moved = {**schema, "properties": dict(reversed(schema["properties"].items()))}
     a = "call: " + json.dumps({"arguments": json.dumps({"name": "f", "parameters": schema})})
     b = "call: " + json.dumps({"arguments": json.dumps({"name": "f", "parameters": moved})})
-    assert json_reordered(a, b, first_diff(a, b)) == (a.index("{\\"), ".parameters.properties")
+    assert json_reordered(a, b, first_diff(a, b)) == Reordered(
+        a.index("{\\"), ".parameters.properties"
+    )
     c = a.replace('\\"x\\"', '\\"z\\"')  # a real edit inside the string is not a reorder
     assert json_reordered(a, c, first_diff(a, c)) is None
 
@@ -452,7 +456,7 @@ def test_json_reordered_after_sibling_values() -> None:
     # earlier siblings end before i and are skipped; the enclosing array is the value
     a = '[{"a": 1}, {"b": 2}, 3]'
     b = '[{"a": 1}, {"b": 2},3]'
-    assert json_reordered(a, b, first_diff(a, b)) == (0, "")
+    assert json_reordered(a, b, first_diff(a, b)) == Reordered(0, "")
 
 
 def test_json_reordered_large_text_is_fast() -> None:
@@ -473,7 +477,7 @@ def test_json_reordered_large_text_is_fast() -> None:
         t0 = time.perf_counter()
         results.append(json_reordered(a, b, i))
         assert time.perf_counter() - t0 < 0.1
-    assert results[0] == (len(filler) + 6, "")
+    assert results[0] == Reordered(len(filler) + 6, "")
     assert results[1:] == [None, None, None]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvtool.analyze.workload import Workload, tree_from_paths
-from kvtool.tokenize.chains import chain_blocks
+from kvtool.tokenize import chain_blocks
+from kvtool.traffic.workload import Workload, tree_from_paths
 
 
 def token_workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:

@@ -6,8 +6,6 @@ the summary documented in docs/analyze.md (the ``--json`` contract).
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -27,22 +25,12 @@ from kvtool.analyze.prefix import (
     within_session,
     working_set_blocks,
 )
-from kvtool.analyze.workload import Workload, WorkloadError, load_workload
-from kvtool.ingest import FileReport, ingest_files
-from kvtool.report.progress import NullProgress, Progress
+from kvtool.progress import NullProgress, Progress
 from kvtool.store import connect, one
-from kvtool.tiers.kv import UnknownModel, lookup
-from kvtool.tokenize import (
-    TokenizerBundle,
-    TokenizeReport,
-    load_tokenizer,
-    request_token_ids,
-    tokenize_requests,
-)
-from kvtool.tokenize.loader import DEFAULT_TOKENIZER
+from kvtool.tokenize import request_token_ids
+from kvtool.traffic import PRICE_INPUT, Workload, WorkloadError, kv_shape_name, load_traffic
 
 BLOCK_SIZES = (16, 64, 256, 512)
-PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
 PREVIEW_CHARS = 48
 
 __all__ = ["BLOCK_SIZES", "WorkloadError", "analyze", "summarize"]
@@ -121,19 +109,6 @@ def summarize(
     return summary, top_prefixes(wl, rs, ps, sessions_per_run, hits.k)
 
 
-def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
-    """KV bytes per token for --model, else for the logs' most common model when it is known."""
-    if model:
-        return model, lookup(model).bytes_per_token  # UnknownModel propagates: the user asked
-    common = Counter(m for m in wl.models if m).most_common(1)
-    if common:
-        try:
-            return common[0][0], lookup(common[0][0]).bytes_per_token
-        except UnknownModel:
-            return common[0][0], None
-    return None, None
-
-
 def analyze(
     paths: list[str | Path] | None = None,
     *,
@@ -181,74 +156,6 @@ def analyze(
             con.close()
 
 
-@dataclass
-class Traffic:
-    """Requests ready for analysis: the workload arrays and how its text was tokenized."""
-
-    wl: Workload
-    file_ids: list[int]
-    reports: list[FileReport]
-    bundle: TokenizerBundle | None
-    signature: str | None
-    mode: str
-    tok_report: TokenizeReport | None
-
-
-def load_traffic(
-    con: duckdb.DuckDBPyConnection,
-    paths: list[str | Path] | None,
-    tokenizer: str | None,
-    fmt: str | None,
-    hash_block_size: int,
-    progress: Progress,
-) -> Traffic:
-    """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
-    yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
-    ``tokenizer``, the tokenizer the database was last tokenized with is used (``meta``
-    ``tokenizer_spec``), so commands on a database agree with the analyze that filled it."""
-    reports: list[FileReport] = []
-    if paths:
-        files = [Path(p) for p in paths]
-        progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()))
-        reports = ingest_files(
-            con, files, fmt=fmt, hash_block_size=hash_block_size, progress=progress.advance
-        )
-        file_ids = sorted({r.file_id for r in reports})
-    else:
-        file_ids = [f for (f,) in con.execute("SELECT file_id FROM files ORDER BY 1").fetchall()]
-    if not file_ids:
-        raise WorkloadError("the database holds no ingested files; pass log files to analyze")
-    ids = ",".join(map(str, file_ids))
-    kinds = {
-        k
-        for (k,) in con.execute(
-            f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})"
-        ).fetchall()
-    }
-    bundle = None
-    signature = None
-    tok_report = None
-    mode = "whole"
-    if kinds - {"hash"}:
-        if tokenizer is None and not paths:  # working on the database: its own tokenizer
-            stored = one(con, "SELECT value FROM meta WHERE key = 'tokenizer_spec'")
-            tokenizer = stored[0] if stored else None
-        bundle = load_tokenizer(tokenizer)
-        progress.stage("tokenize", None)
-        tok_report = tokenize_requests(
-            con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
-        )
-        signature = tok_report.signature
-        mode = tok_report.mode
-        spec = tokenizer or DEFAULT_TOKENIZER
-        if Path(spec).expanduser().exists():
-            spec = str(Path(spec).expanduser().resolve())
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('tokenizer_spec', ?)", [spec])
-    progress.stage("load", None)
-    wl = load_workload(con, file_ids, signature)
-    return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report)
-
-
 def _analyze(
     con: duckdb.DuckDBPyConnection,
     paths: list[str | Path] | None,
@@ -263,7 +170,14 @@ def _analyze(
     charts: bool,
     progress: Progress,
 ) -> dict:
-    traffic = load_traffic(con, paths, tokenizer, fmt, hash_block_size, progress)
+    traffic = load_traffic(
+        con,
+        paths=paths,
+        tokenizer=tokenizer,
+        fmt=fmt,
+        hash_block_size=hash_block_size,
+        progress=progress,
+    )
     wl, file_ids, bundle = traffic.wl, traffic.file_ids, traffic.bundle
     signature, mode, tok_report = traffic.signature, traffic.mode, traffic.tok_report
     ids = ",".join(map(str, file_ids))

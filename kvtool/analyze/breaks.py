@@ -1,4 +1,5 @@
-"""Prefix breaks (DESIGN.md: break): which change ended a cached prefix, where, and what it cost.
+"""Prefix breaks (docs/architecture.md: breaks): which change ended a cached prefix, where, and
+what it cost.
 
 For every request r, its predecessor p is chosen in processing order:
 - **within a session** (logged session id): the earlier request of the session with the longest
@@ -16,24 +17,32 @@ path come from the structured diff (``kvtool.analyze.diff``). Tokens lost at blo
 ``B * (min(W // B, c) - min(t // B, c))`` with W the reusable length, t the position and
 ``c = (n_r - 1) // B`` r's cacheable blocks. A model change breaks at token 0 (the model is part of
 every block's identity).
+
+The public break API (what ``kvtool.check`` uses): ``Prompts`` turns stored rows into ``Prompt``s
+(content and token ids), ``compare`` says whether and where one prompt breaks from another
+(a ``PairBreak``), ``break_text`` decodes the tokens around it and ``lost_tokens`` prices a
+position; ``detect_breaks`` runs the predecessor rules over a workload (``Break``s) and
+``store_breaks`` / ``summarize_breaks`` store and summarize them. Rows are read and breaks written
+through ``kvtool.store`` only.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import duckdb
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from kvtool.analyze.diff import CAUSES, Difference, Req, first_difference, lcp
-from kvtool.analyze.workload import Workload
-from kvtool.tokenize.chains import PromptIds, PromptTokens, content_keys, load_contents
+from kvtool.store import Connection
+from kvtool.store.requests import RequestRow, content_keys, load_contents, request_rows
+from kvtool.store.runs import StoredBreak, replace_breaks
+from kvtool.tokenize import PromptIds, PromptTokens, tokenizer_signature
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
+from kvtool.traffic import Workload
 
 CONTEXT_TOKENS = 8  # tokens of context shown before and after a break
 RESYNC_WINDOW = 64  # how far to look for the point where the two prompts agree again
@@ -42,12 +51,37 @@ NEIGHBOURS = 8  # sorted head keys examined on each side of a new one
 SIMILAR = 0.5  # a cross-session predecessor's head must be this similar (prefix + suffix share)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """One stored request as breaks compare it: its content as a template sees it (``req``) and
+    its token ids as the tokenize pass computed them (``ids``)."""
+
+    req: Req
+    ids: PromptIds
+
+    @property
+    def model(self) -> str | None:
+        return self.req.model
+
+
+@dataclass(frozen=True)
+class PairBreak:
+    """Where and why a prompt breaks from the one before it: the first rendered ``difference``
+    (cause, field path, detail), the first differing token ``position``, and the cached tokens
+    that break costs at the block size (``tokens_lost``, a multiple of it)."""
+
+    difference: Difference
+    position: int
+    tokens_lost: int
+
+
 @dataclass
 class Break:
-    """One break: request ``req`` diverged from ``pred`` at token ``position``."""
+    """One break of a workload: request ``req_id`` diverged from ``pred_req_id`` at token
+    ``position``; ``diff`` is the decoded text around it (``break_text``)."""
 
-    req: int  # req_id
-    pred: int
+    req_id: int
+    pred_req_id: int
     request_id: str
     predecessor_id: str
     position: int
@@ -69,34 +103,15 @@ class Break:
         }
 
 
-@dataclass(frozen=True)
-class RequestRow:
-    req_id: int
-    request_id: str
-    session: str | None
-    tenant: str | None
-    model: str | None
-    kind: str
-    message_keys: tuple[int, ...]
-    tools_key: int | None
-    prompt_key: int | None
-    n_tokens: int
+@dataclass(frozen=True, slots=True)
+class Predecessor:
+    """Row ``index`` is compared with the earlier row ``pred`` (indices into the rows given to
+    ``predecessors``); ``continues``: it is meant to continue it (same session or conversation),
+    so all of the predecessor was reusable, not only its head."""
 
-    @property
-    def chain_row(self) -> tuple:
-        return (
-            self.req_id,
-            self.kind,
-            self.model,
-            self.tenant,
-            list(self.message_keys),
-            self.tools_key,
-            self.prompt_key,
-        )
-
-    @property
-    def elements(self) -> tuple:
-        return (self.model, self.tools_key, self.prompt_key, *self.message_keys)
+    index: int
+    pred: int
+    continues: bool
 
 
 def extends(p: RequestRow, r: RequestRow) -> bool:
@@ -118,17 +133,21 @@ def _element_lcp(a: tuple, b: tuple) -> int:
     return n
 
 
-class Bodies:
-    """Content bodies by key, loaded from the store in batches on demand."""
+class Prompts:
+    """Stored requests of one database as ``Prompt``s. Content bodies are loaded by key in
+    batches on demand and kept; token ids are rebuilt as a tokenize pass in ``mode`` computed
+    them (``PromptTokens``)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    def __init__(self, con: Connection, bundle: TokenizerBundle, mode: str):
         self.con = con
         self.cache: dict[int, object] = {}
+        self.tokens = PromptTokens(bundle, mode)
 
-    def need(self, rows: list[RequestRow]) -> dict[int, object]:
-        return self.need_keys(content_keys([r.chain_row for r in rows]))
+    def load(self, rows: Iterable[RequestRow]) -> dict[int, object]:
+        """The content bodies of ``rows`` (fetched in one query where missing) by key."""
+        return self.load_keys(content_keys(r.prompt for r in rows))
 
-    def need_keys(self, keys: set[int]) -> dict[int, object]:
+    def load_keys(self, keys: set[int]) -> dict[int, object]:
         missing = keys - self.cache.keys()
         if missing:
             self.cache.update(load_contents(self.con, missing))
@@ -138,37 +157,46 @@ class Bodies:
         """The keys of the row's leading system/developer messages."""
         n = 0
         for key in row.message_keys:
-            body = self.need_keys({key})[key]
+            body = self.load_keys({key})[key]
             if not isinstance(body, dict) or body.get("role") not in SYSTEM_ROLES:
                 break
             n += 1
         return row.message_keys[:n]
 
     def req(self, row: RequestRow) -> Req:
-        b = self.need([row])
+        """The row's content as a template sees it."""
+        b = self.load([row])
         if row.kind == "completion":
-            return Req(row.model, row.tenant, prompt=b[row.prompt_key])
-        tools = b[row.tools_key] if row.tools_key is not None else None
-        return Req(row.model, row.tenant, [b[k] for k in row.message_keys], tools)
+            return Req(model=row.model, tenant=row.tenant, prompt=b[row.prompt_key])
+        return Req(
+            model=row.model,
+            tenant=row.tenant,
+            messages=[b[k] for k in row.message_keys],
+            tools=b[row.tools_key] if row.tools_key is not None else None,
+        )
+
+    def get(self, row: RequestRow) -> Prompt:
+        """The row's content and token ids."""
+        return Prompt(self.req(row), self.tokens.get(row.prompt, self.load([row])))
 
 
-def _head_key(row: RequestRow, bodies: Bodies, cache: dict[tuple, str]) -> str:
+def _head_key(row: RequestRow, prompts: Prompts, cache: dict[tuple, str]) -> str:
     """The text that decides which earlier request is the same logical prompt: model, leading
     system messages and tool catalog (completions: the prompt text)."""
-    ident = (row.model, row.tools_key, row.prompt_key, bodies.system_keys(row))
+    ident = (row.model, row.tools_key, row.prompt_key, prompts.system_keys(row))
     key = cache.get(ident)
     if key is None:
-        key = cache[ident] = _render_head_key(row, bodies)
+        key = cache[ident] = _render_head_key(row, prompts)
     return key
 
 
-def _render_head_key(row: RequestRow, bodies: Bodies) -> str:
+def _render_head_key(row: RequestRow, prompts: Prompts) -> str:
     if row.kind == "completion":
-        prompt = bodies.need_keys({row.prompt_key})[row.prompt_key]
+        prompt = prompts.load_keys({row.prompt_key})[row.prompt_key]
         prompt = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
         return f"{row.model}\x00{prompt}"
-    keys = bodies.system_keys(row)
-    b = bodies.need_keys({*keys, row.tools_key} - {None})
+    keys = prompts.system_keys(row)
+    b = prompts.load_keys({*keys, row.tools_key} - {None})
     systems = "\x01".join(content_text(b[k].get("content")) for k in keys)
     tools = orjson.dumps(b[row.tools_key]).decode() if row.tools_key is not None else ""
     return f"{row.model}\x00{systems}\x02{tools}"
@@ -209,23 +237,23 @@ class _HeadIndex:
         self.latest[(tenant, key)] = index
 
 
-def predecessors(rows: list[RequestRow], bodies: Bodies) -> list[tuple[int, int, bool]]:
-    """(request, predecessor, continues) index triples for the requests that do not simply
-    extend their predecessor, in processing order (see the module docstring)."""
-    bodies.need_keys(  # one query for what head keys need in the common case
+def predecessors(rows: list[RequestRow], prompts: Prompts) -> list[Predecessor]:
+    """The predecessor of each row that does not simply extend it, in processing order (see
+    the module docstring); rows without one (first requests, pure extensions) are left out."""
+    prompts.load_keys(  # one query for what head keys need in the common case
         {k for r in rows for k in (r.tools_key, r.prompt_key, *r.message_keys[:2]) if k is not None}
     )
     members: dict[str, list[int]] = {}
     conversations: dict[tuple, int] = {}
     heads = _HeadIndex()
     cache: dict[tuple, str] = {}
-    out: list[tuple[int, int, bool]] = []
+    out: list[Predecessor] = []
     for i, row in enumerate(rows):
         if row.kind == "hash":
             continue
         pred, continues = None, False
         session = members.get(row.session) if row.session is not None else None
-        key = _head_key(row, bodies, cache)
+        key = _head_key(row, prompts, cache)
         if session:
             last = session[-1]
             if not extends(rows[last], row):
@@ -238,7 +266,7 @@ def predecessors(rows: list[RequestRow], bodies: Bodies) -> list[tuple[int, int,
         else:
             conv = None
             if row.session is None and row.kind == "chat":
-                req = bodies.req(row)
+                req = prompts.req(row)
                 conv = (row.tenant, key, row.message_keys[req.n_system : req.n_system + 2])
                 if len(conv[2]) < 2:
                     conv = None
@@ -254,7 +282,7 @@ def predecessors(rows: list[RequestRow], bodies: Bodies) -> list[tuple[int, int,
         if row.session is not None:
             members.setdefault(row.session, []).append(i)
         if pred is not None:
-            out.append((i, pred, continues))
+            out.append(Predecessor(index=i, pred=pred, continues=continues))
     return out
 
 
@@ -307,20 +335,12 @@ def token_diff(bundle: TokenizerBundle, a: np.ndarray, b: np.ndarray, t: int) ->
     }
 
 
-def break_text(
-    bundle: TokenizerBundle,
-    diff: Difference,
-    p_model: str | None,
-    r_model: str | None,
-    p_ids: PromptIds,
-    r_ids: PromptIds,
-    position: int,
-) -> dict:
-    """The diff text of a break: the two model names for a model change, else the decoded
-    tokens around ``position``."""
-    if diff.cause == "model_changed":
-        return {"before": "", "removed": p_model or "", "added": r_model or "", "after": ""}
-    return token_diff(bundle, p_ids.ids, r_ids.ids, position)
+def break_text(bundle: TokenizerBundle, p: Prompt, r: Prompt, found: PairBreak) -> dict:
+    """The diff text of a break of ``r`` from ``p``: the two model names for a model change,
+    else the decoded tokens around its position (``token_diff``)."""
+    if found.difference.cause == "model_changed":
+        return {"before": "", "removed": p.model or "", "added": r.model or "", "after": ""}
+    return token_diff(bundle, p.ids.ids, r.ids.ids, found.position)
 
 
 def lost_tokens(reusable: int, position: int, n_tokens: int, block_size: int) -> int:
@@ -330,19 +350,19 @@ def lost_tokens(reusable: int, position: int, n_tokens: int, block_size: int) ->
     return block_size * max(0, min(reusable // block_size, cap) - min(position // block_size, cap))
 
 
-def pair_break(
-    p: Req,
-    r: Req,
-    p_ids: PromptIds,
-    r_ids: PromptIds,
+def compare(
+    p: Prompt,
+    r: Prompt,
+    *,
     continues: bool,
     block_size: int,
     specials: tuple[str, ...] = (),
-) -> tuple[Difference, int, int] | None:
-    """(difference, position, tokens lost) when r breaks from p, else None. ``continues``: r is
+) -> PairBreak | None:
+    """Whether, where and why ``r`` breaks from ``p`` (None: it does not). ``continues``: r is
     meant to continue p (same session or conversation), so all of p was reusable; otherwise only
-    p's head was (and a difference in the conversation messages is no break)."""
-    diff = first_difference(p, r, specials)
+    p's head was (and a difference in the conversation messages is no break). ``specials``:
+    special-token strings, ignored when deciding that two texts differ only in rendering."""
+    diff = first_difference(p.req, r.req, specials)
     if diff is None:
         return None
     if not continues and diff.region == "messages":
@@ -350,67 +370,54 @@ def pair_break(
     if not continues and diff.region == "prompt" and diff.cause == "other":
         return None  # an unrelated completion prompt, not another render of the same one
     # the model is part of every block's identity: a model change shares nothing
-    position = 0 if diff.cause == "model_changed" else _first_mismatch(p_ids.ids, r_ids.ids)
-    reusable = p_ids.end if continues or p.messages is None else p_ids.head_end
-    if position >= reusable or position >= r_ids.end:
+    position = 0 if diff.cause == "model_changed" else _first_mismatch(p.ids.ids, r.ids.ids)
+    reusable = p.ids.end if continues or p.req.messages is None else p.ids.head_end
+    if position >= reusable or position >= r.ids.end:
         return None
-    return diff, position, lost_tokens(reusable, position, len(r_ids.ids), block_size)
+    lost = lost_tokens(reusable, position, len(r.ids.ids), block_size)
+    return PairBreak(difference=diff, position=position, tokens_lost=lost)
 
 
 def detect_breaks(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     wl: Workload,
     bundle: TokenizerBundle,
     mode: str,
     block_size: int,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    signature: str | None = None,
 ) -> list[Break]:
-    """Every break of the workload's requests (processing order), with its diff text."""
-    con.register("_kv_sel", pa.table({"req_id": pa.array(wl.req_ids, pa.int64())}))
-    table = con.execute(
-        """SELECT r.req_id, r.request_id, r.session_id, r.tenant, r.model, r.kind,
-                  r.message_keys, r.tools_key, r.prompt_key
-           FROM requests r JOIN _kv_sel USING (req_id)"""
-    ).fetchall()
-    con.unregister("_kv_sel")
-    by_id = {t[0]: t for t in table}
-    rows = []
-    for rid, n in zip(wl.req_ids.tolist(), wl.n_tokens.tolist(), strict=True):
-        t = by_id[rid]
-        rows.append(
-            RequestRow(t[0], t[1], t[2], t[3], t[4], t[5], tuple(t[6] or ()), t[7], t[8], n)
-        )
-    bodies = Bodies(con)
-    pairs = predecessors(rows, bodies)
-    bodies.need([rows[k] for pair in pairs for k in pair[:2]])  # one query for all candidates
-    tokens = PromptTokens(bundle, mode)
+    """Every break of the workload's requests (processing order), with its diff text. The rows
+    are those with a chain for ``signature`` (default: the one ``bundle`` writes)."""
+    signature = signature or tokenizer_signature(bundle)
+    rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
+    prompts = Prompts(con, bundle, mode)
+    pairs = predecessors(rows, prompts)
+    prompts.load(rows[k] for pair in pairs for k in (pair.index, pair.pred))  # one query
     specials = tuple(bundle.added_tokens)
     out = []
-    for done, (i, j, continues) in enumerate(pairs, 1):
-        r, p = rows[i], rows[j]
-        b = bodies.need([r, p])
-        p_ids, r_ids = tokens.get(p.chain_row, b), tokens.get(r.chain_row, b)
-        found = pair_break(
-            bodies.req(p), bodies.req(r), p_ids, r_ids, continues, block_size, specials
-        )
+    for done, pair in enumerate(pairs, 1):
+        r, p = rows[pair.index], rows[pair.pred]
+        pp, rp = prompts.get(p), prompts.get(r)
+        found = compare(pp, rp, continues=pair.continues, block_size=block_size, specials=specials)
         if progress:
             progress(done, len(pairs))
         if found is None:
             continue
-        diff, position, lost = found
-        text = break_text(bundle, diff, p.model, r.model, p_ids, r_ids, position)
+        diff = found.difference
         out.append(
             Break(
-                r.req_id,
-                p.req_id,
-                r.request_id,
-                p.request_id,
-                position,
-                lost,
-                diff.cause,
-                diff.path,
-                diff.detail,
-                text,
+                req_id=r.req_id,
+                pred_req_id=p.req_id,
+                request_id=r.request_id,
+                predecessor_id=p.request_id,
+                position=found.position,
+                tokens_lost=found.tokens_lost,
+                cause=diff.cause,
+                path=diff.path,
+                detail=diff.detail,
+                diff=break_text(bundle, pp, rp, found),
             )
         )
     return out
@@ -445,36 +452,29 @@ def summarize_breaks(
 
 
 def store_breaks(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     signature: str,
     block_size: int,
-    req_ids: np.ndarray,
+    req_ids: np.ndarray | list[int],
     breaks: list[Break],
 ) -> None:
     """Replace the stored breaks of these requests (for this tokenizer and block size)."""
-    con.register("_kv_sel", pa.table({"req_id": pa.array(req_ids, pa.int64())}))
-    con.execute(
-        "DELETE FROM breaks WHERE tokenizer = ? AND block_size = ? "
-        "AND req_id IN (SELECT req_id FROM _kv_sel)",
-        [signature, block_size],
+    replace_breaks(
+        con,
+        signature=signature,
+        block_size=block_size,
+        req_ids=np.asarray(req_ids, np.int64).tolist(),
+        breaks=[
+            StoredBreak(
+                req_id=b.req_id,
+                pred_req_id=b.pred_req_id,
+                position=b.position,
+                tokens_lost=b.tokens_lost,
+                cause=b.cause,
+                path=b.path,
+                detail=b.detail,
+                diff=b.diff,
+            )
+            for b in breaks
+        ],
     )
-    con.unregister("_kv_sel")
-    if not breaks:
-        return
-    table = pa.table(
-        {
-            "tokenizer": [signature] * len(breaks),
-            "block_size": pa.array([block_size] * len(breaks), pa.int32()),
-            "req_id": pa.array([b.req for b in breaks], pa.int64()),
-            "pred_req_id": pa.array([b.pred for b in breaks], pa.int64()),
-            "position": pa.array([b.position for b in breaks], pa.int64()),
-            "tokens_lost": pa.array([b.tokens_lost for b in breaks], pa.int64()),
-            "cause": [b.cause for b in breaks],
-            "path": [b.path for b in breaks],
-            "detail": [b.detail for b in breaks],
-            "diff": [orjson.dumps(b.diff).decode() for b in breaks],
-        }
-    )
-    con.register("_kv_breaks", table)
-    con.execute("INSERT INTO breaks SELECT * FROM _kv_breaks")
-    con.unregister("_kv_breaks")

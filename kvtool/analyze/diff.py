@@ -1,10 +1,10 @@
 """The structured diff of two requests: the first rendered difference and its cause.
 
-Elements are compared in render order (DESIGN.md: break): the model, the leading system/developer
-messages, the tool catalog tool by tool, then the remaining messages. Each element is compared by
-what a chat template renders of it (content text, tool-call names and arguments, tool schemas as
-JSON), so fields no template renders (tool-call ids, names) never make a difference. The cause
-names the *first* difference only: that is where the cached prefix ends.
+Elements are compared in render order (docs/architecture.md: breaks): the model, the leading
+system/developer messages, the tool catalog tool by tool, then the remaining messages. Each element
+is compared by what a chat template renders of it (content text, tool-call names and arguments,
+tool schemas as JSON), so fields no template renders (tool-call ids, names) never make a
+difference. The cause names the *first* difference only: that is where the cached prefix ends.
 
 Causes (``CAUSES``, a stable contract) are decided in this order, most specific first: the model;
 tool churn (added, removed, reordered); the same JSON value serialized differently; a date/time or
@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from kvtool.analyze.volatile import json_reordered, volatile_change
+from kvtool.analyze.json_order import json_reordered
+from kvtool.analyze.volatile import volatile_change
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
 
 CAUSES = (
@@ -101,12 +102,11 @@ def text_cause(a: str, b: str, specials: tuple[str, ...] = ()) -> tuple[str, str
         return None
     found = json_reordered(a, b, i)
     if found is not None:
-        start, sub = found
-        return "json_key_order", "", f"same JSON value at char {start}{sub} serialized differently"
+        where = f"{found.start}{found.path}"
+        return "json_key_order", "", f"same JSON value at char {where} serialized differently"
     change = volatile_change(a, b, i)
     if change is not None:
-        cause, sa, sb = change
-        return cause, "", f"{sa.text!r} -> {sb.text!r}"
+        return change.cause, "", f"{change.before.text!r} -> {change.after.text!r}"
     if _normalized(a, specials) == _normalized(b, specials):
         return "template_changed", "", "same text, different whitespace or special tokens"
     return None

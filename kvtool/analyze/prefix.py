@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvtool.analyze.workload import Workload
+from kvtool.traffic import Workload
 
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
 

@@ -1,10 +1,10 @@
-"""Volatile content in prompts: timestamps, ids and re-serialized JSON.
+"""Volatile spans in prompts: timestamps and ids.
 
 Two renders of a prompt, ``a`` (earlier) and ``b`` (later), share ``a[:i] == b[:i]`` and first
 differ at ``i``. ``volatile_change`` says whether that difference lies inside a timestamp or an id
-that changed; ``json_reordered`` whether it is the same JSON value written with another key order
-or other whitespace. ``hazards`` is the static scan behind ``kvtool check``: spans that look
-volatile by themselves in what should be a stable prefix.
+that changed. ``hazards`` is the static scan behind ``kvtool check``: spans that look volatile by
+themselves in what should be a stable prefix. (Whether the difference is the same JSON value
+written another way is ``kvtool.analyze.json_order``.)
 
 Invariants of every span list returned here: spans are non-overlapping, sorted by ``start``,
 ``text == source[start:end]``, and among overlapping candidates the longest wins (ties go to the
@@ -13,13 +13,12 @@ more specific pattern). Everything is heuristic; docs/limitations are in the fun
 
 from __future__ import annotations
 
-import json
 import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Span", "hazards", "id_spans", "json_reordered", "timestamp_spans", "volatile_change"]
+__all__ = ["Span", "VolatileChange", "hazards", "id_spans", "timestamp_spans", "volatile_change"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,17 @@ class Span:
     start: int
     end: int  # exclusive
     text: str
+
+
+@dataclass(frozen=True)
+class VolatileChange:
+    """A first difference inside a volatile span that changed: ``cause`` is
+    ``'volatile_timestamp'`` or ``'volatile_id'``; ``before`` is the span in the earlier text,
+    ``after`` the one in the later text."""
+
+    cause: str
+    before: Span
+    after: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,185 +439,26 @@ def _changed(a: str, b: str, i: int, finder: _Finder) -> tuple[_Hit, _Hit] | Non
     return None
 
 
-def volatile_change(a: str, b: str, i: int) -> tuple[str, Span, Span] | None:
+def volatile_change(a: str, b: str, i: int) -> VolatileChange | None:
     """Whether the first difference ``i`` of ``a`` and ``b`` (``a[:i] == b[:i]``) lies in a
     timestamp (checked first) or an id that changed.
 
     A kind matches when both texts have a span of it with ``start <= i <= end`` and at least one
     of the two has ``start <= i < end`` (the changed character is inside it): text inserted right
-    after a stable id or date is not a change of it. Returns ``('volatile_timestamp' |
-    'volatile_id', span_in_a, span_in_b)`` or None. Spans are those of ``timestamp_spans`` /
-    ``id_spans``, computed on a window around ``i`` (256 chars each side, 8192 when a span comes
-    near the window's edge). Raises ValueError when ``i`` is outside both texts."""
+    after a stable id or date is not a change of it. Returns the ``VolatileChange`` (cause
+    ``'volatile_timestamp'`` or ``'volatile_id'``, the span in ``a`` and in ``b``) or None. Spans
+    are those of ``timestamp_spans`` / ``id_spans``, computed on a window around ``i`` (256 chars
+    each side, 8192 when a span comes near the window's edge). Raises ValueError when ``i`` is
+    outside both texts."""
     if not 0 <= i <= min(len(a), len(b)):
         raise ValueError(f"i={i} is outside texts of length {len(a)} and {len(b)}")
     for finder, kind in ((_timestamp_hits, "timestamp"), (_id_hits, "id")):
         found = _changed(a, b, i, finder)
         if found:
             x, y = found
-            return (
-                f"volatile_{kind}",
-                Span(kind, x.start, x.end, a[x.start : x.end]),
-                Span(kind, y.start, y.end, b[y.start : y.end]),
+            return VolatileChange(
+                cause=f"volatile_{kind}",
+                before=Span(kind, x.start, x.end, a[x.start : x.end]),
+                after=Span(kind, y.start, y.end, b[y.start : y.end]),
             )
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# json_reordered
-
-_MAX_STARTS = 200
-_MAX_BACK = 100_000
-_MAX_DECODED = 4_000_000  # chars decoded in all before giving up
-_DECODER = json.JSONDecoder()
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}\[\],:]')
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _same(x: object, y: object) -> bool:
-    """JSON equality that ignores key order but, unlike ``==``, not types: 1 vs 1.0 vs true."""
-    if type(x) is not type(y):
-        return False
-    if isinstance(x, dict):
-        return x.keys() == y.keys() and all(_same(v, y[k]) for k, v in x.items())  # type: ignore[union-attr]
-    if isinstance(x, list):
-        return len(x) == len(y) and all(map(_same, x, y))  # type: ignore[arg-type]
-    return x == y
-
-
-def _path_at(text: str, s: int, i: int) -> str:
-    """JSON path (relative to the value starting at ``s``) of the innermost object or array that
-    contains offset ``i``: ``""``, ``.key``, ``["odd key"]``, ``[3]`` segments."""
-    frames: list[list] = []  # [is_object, key or index, expecting a key]
-    segs: list[str] = []
-    for m in _JSON_TOKEN.finditer(text, s, i):
-        t = m.group()
-        if t in "{[":
-            seg = ""
-            if frames:
-                top = frames[-1]
-                if not top[0]:
-                    seg = f"[{top[1]}]"
-                elif isinstance(top[1], str):
-                    key = top[1]
-                    seg = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{json.dumps(key)}]"
-            frames.append([t == "{", 0 if t == "[" else None, True])
-            segs.append(seg)
-        elif t in "}]":
-            if frames:
-                frames.pop()
-                segs.pop()
-            if not frames:
-                break
-        elif not frames:
-            break
-        elif t == ",":
-            if frames[-1][0]:
-                frames[-1][2] = True
-            else:
-                frames[-1][1] += 1
-        elif t == ":":
-            frames[-1][2] = False
-        elif frames[-1][0] and frames[-1][2] and len(t) > 1 and t.endswith('"'):
-            try:
-                frames[-1][1] = json.loads(t)
-            except ValueError:
-                frames[-1][1] = None
-    return "".join(segs)
-
-
-def _decode(text: str, s: int) -> tuple[object, int, int]:
-    """(value, end, chars read); end is -1 when no JSON value starts at ``s``."""
-    try:
-        value, end = _DECODER.raw_decode(text, s)
-    except json.JSONDecodeError as e:
-        return None, -1, max(1, e.pos - s)
-    except (ValueError, RecursionError):
-        return None, -1, len(text) - s
-    return value, end, end - s
-
-
-def _common_prefix(x: str, y: str) -> int:
-    """len of the longest common prefix (binary search over C-level slice compares)."""
-    lo, hi = 0, min(len(x), len(y))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if x[:mid] == y[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _embedded(a: str, b: str, s: int, i: int) -> tuple[str | None, int]:
-    """JSON written escaped inside a JSON string literal that opens at ``s - 1`` (tool-call
-    arguments rendered with ``tojson``): ``(path, chars read)``, path None unless both literals
-    cover ``i`` and hold equal values written differently. The path is relative to the embedded
-    value, at the first difference of the decoded strings."""
-    sa, ea, cost = _decode(a, s - 1)
-    if ea <= i or not isinstance(sa, str):
-        return None, cost
-    sb, eb, cost_b = _decode(b, s - 1)
-    cost += cost_b
-    if eb < i or not isinstance(sb, str) or sa == sb:
-        return None, cost
-    try:
-        va, vb = json.loads(sa), json.loads(sb)
-    except (ValueError, RecursionError):
-        return None, cost
-    if not isinstance(va, dict | list) or not _same(va, vb):
-        return None, cost
-    return _path_at(sa, 0, _common_prefix(sa, sb)), cost
-
-
-def json_reordered(a: str, b: str, i: int) -> tuple[int, str] | None:
-    """``(s, path)`` when the first difference ``i`` lies inside a JSON object or array that
-    starts at ``s`` in both texts and decodes to the same value in both from differently written
-    text: reordered keys, other whitespace, or another spelling of the same string or number.
-    Key order is ignored, types are not (``1``, ``1.0`` and ``true`` differ, unlike ``==``).
-
-    Starts are tried from ``i`` outward (at most ``_MAX_STARTS`` ``{``/``[`` within ``_MAX_BACK``
-    chars and ``_MAX_DECODED`` chars decoded); values ending at or before ``i`` are skipped. The
-    first hit is returned, so ``s`` is the innermost equal value covering ``i``: the object whose
-    keys moved, or the container holding the changed whitespace. ``path`` is the JSON path,
-    relative to ``s``, of the innermost container at ``i`` (``""``, ``.key``, ``["odd key"]``,
-    ``[3]`` segments); with the innermost value chosen it is ``""``. A value written escaped
-    inside a JSON string literal (``"{\\"b\\": 2, ...}"``, as chat templates render tool-call
-    arguments with ``tojson``) is decoded from the literal; its path is then relative to the
-    embedded value and can be deeper. None when nothing matches, including unterminated JSON."""
-    limit = min(len(a), len(b))
-    if not 0 <= i <= limit:
-        return None
-    stop = max(0, i - _MAX_BACK)
-    pos = min(i, limit - 1)
-    budget = _MAX_DECODED
-    tried = 0
-    nxt_brace = a.rfind("{", stop, pos + 1)
-    nxt_bracket = a.rfind("[", stop, pos + 1)
-    while tried < _MAX_STARTS and budget > 0:
-        s = max(nxt_brace, nxt_bracket)
-        if s < 0:
-            break
-        if s == nxt_brace:
-            nxt_brace = a.rfind("{", stop, s)
-        else:
-            nxt_bracket = a.rfind("[", stop, s)
-        if b[s] != a[s]:
-            continue
-        tried += 1
-        va, ea, cost = _decode(a, s)
-        budget -= cost
-        if ea < 0 and s and a[s - 1] == '"':
-            path, cost = _embedded(a, b, s, i)
-            budget -= cost
-            if path is not None:
-                return s, path
-        # a value ending at or before i reads only the shared prefix: b decodes it identically
-        if ea <= i:
-            continue
-        vb, eb, cost = _decode(b, s)
-        budget -= cost
-        if eb < i or not _same(va, vb) or a[s:ea] == b[s:eb]:
-            continue
-        return s, _path_at(a, s, i)
     return None

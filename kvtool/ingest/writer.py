@@ -28,7 +28,17 @@ from kvtool.ingest.formats import (
     normalizer,
 )
 from kvtool.ingest.reader import UnusableInput, file_digest, read_records, sample
-from kvtool.store import as_bigint, next_id, one
+from kvtool.store import as_bigint, atomic, next_id
+from kvtool.store.files import (
+    FileRow,
+    Reject,
+    find_file,
+    first_seen,
+    insert_contents,
+    insert_file,
+    insert_rejects,
+    insert_requests,
+)
 
 BATCH = 1024  # rows buffered per flush; bounds memory, raw lines are kept until then
 
@@ -92,6 +102,7 @@ _REQUEST_SCHEMA = pa.schema(
         ("output_tokens", pa.int64()),
         ("observed_prompt_tokens", pa.int64()),
         ("observed_cached_tokens", pa.int64()),
+        ("synthetic_id", pa.bool_()),
     ]
 )
 
@@ -109,7 +120,7 @@ class _FileWriter:
         self.lines_of: dict[str, int] = {}
         self.contents: dict[int, tuple[str, str]] = {}
         self.known_keys: set[int] = set()
-        self.rejects: list[tuple] = []
+        self.rejects: list[Reject] = []
         self.report_reasons: dict[str, int] = {}
         self.requests = 0
 
@@ -141,7 +152,7 @@ class _FileWriter:
 
     def reject(self, line: int, reason: str, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="backslashreplace")
-        self.rejects.append((self.file_id, self.path, line, reason, text))
+        self.rejects.append(Reject(self.file_id, self.path, line, reason, text))
         short = _reason_class(reason)
         self.report_reasons[short] = self.report_reasons.get(short, 0) + 1
 
@@ -181,6 +192,7 @@ class _FileWriter:
                 rec.output_tokens,
                 rec.observed_prompt_tokens,
                 rec.observed_cached_tokens,
+                rec.request_id is None,
             )
         )
         if len(self.rows) >= BATCH:
@@ -188,15 +200,7 @@ class _FileWriter:
 
     def _drop_known_ids(self) -> None:
         """Reject rows whose explicit request id an earlier file already ingested."""
-        ids = pa.table({"request_id": [r[2] for r in self.rows]})
-        self.con.register("_kv_ids", ids)
-        dupes = dict(
-            self.con.execute(
-                "SELECT r.request_id, any_value(f.path || ':' || r.line) FROM requests r "
-                "JOIN _kv_ids USING (request_id) JOIN files f USING (file_id) GROUP BY 1"
-            ).fetchall()
-        )
-        self.con.unregister("_kv_ids")
+        dupes = first_seen(self.con, [r[2] for r in self.rows])
         if not dupes:
             return
         kept = []
@@ -228,9 +232,7 @@ class _FileWriter:
                 ],
                 schema=_REQUEST_SCHEMA,
             )
-            self.con.register("_kv_requests", table)
-            self.con.execute("INSERT INTO requests SELECT * FROM _kv_requests")
-            self.con.unregister("_kv_requests")
+            insert_requests(self.con, table)
             self.next_req += n
             self.requests += n
             self.rows = []
@@ -243,15 +245,10 @@ class _FileWriter:
                     "body": [self.contents[k][1] for k in keys],
                 }
             )
-            self.con.register("_kv_contents", table)
-            self.con.execute(
-                "INSERT INTO contents SELECT * FROM _kv_contents "
-                "WHERE key NOT IN (SELECT key FROM contents)"
-            )
-            self.con.unregister("_kv_contents")
+            insert_contents(self.con, table)
             self.contents = {}
         if self.rejects:
-            self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", self.rejects)
+            insert_rejects(self.con, self.rejects)
             self.rejects = []
 
 
@@ -289,19 +286,22 @@ def ingest_file(
     if path.is_dir():
         raise UnusableInput(f"{path}: is a directory")
     digest = file_digest(path)
-    row = one(
-        con,
-        "SELECT file_id, format, lines, requests, rejected FROM files WHERE sha256 = ?",
-        [digest],
-    )
-    if row is not None:
+    known = find_file(con, digest)
+    if known is not None:
         if progress:
             progress(path.stat().st_size)
-        return FileReport(str(path), row[0], row[1], row[2], row[3], row[4], skipped=True)
+        return FileReport(
+            str(path),
+            known.file_id,
+            known.format,
+            known.lines,
+            known.requests,
+            known.rejected,
+            skipped=True,
+        )
     chosen = _choose_format(path, fmt)
     normalize = normalizer(chosen, hash_block_size)
-    con.begin()
-    try:
+    with atomic(con):
         file_id = next_id(con, "files", "file_id")
         writer = _FileWriter(con, file_id, str(path), digest[:12])
         lines = 0
@@ -321,25 +321,20 @@ def ingest_file(
             writer.add(line.number, line.raw, rec)
         writer.flush()
         rejected = sum(writer.report_reasons.values())
-        con.execute(
-            "INSERT INTO files (file_id, path, sha256, bytes, format, hash_block_size, lines, "
-            "requests, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                file_id,
-                str(path),
-                digest,
-                path.stat().st_size,
-                chosen,
-                hash_block_size if chosen == "mooncake" else None,
-                lines,
-                writer.requests,
-                rejected,
-            ],
+        insert_file(
+            con,
+            FileRow(
+                file_id=file_id,
+                path=str(path),
+                digest=digest,
+                bytes=path.stat().st_size,
+                format=chosen,
+                hash_block_size=hash_block_size if chosen == "mooncake" else None,
+                lines=lines,
+                requests=writer.requests,
+                rejected=rejected,
+            ),
         )
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return FileReport(
         str(path), file_id, chosen, lines, writer.requests, rejected, writer.report_reasons
     )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from kvtool.store.runs import ReplayMeasurement
+
 
 @dataclass
 class Prepared:
@@ -29,24 +31,9 @@ class Prepared:
     offset_s: float
 
 
-@dataclass
-class Result:
-    """What one request measured; ``ok`` False with ``error`` when it failed."""
-
-    req_id: int
-    request_id: str
-    ok: bool
-    error: str | None = None
-    started_s: float = 0.0
-    ttft_s: float | None = None
-    e2e_s: float | None = None
-    prompt_tokens: int | None = None
-    cached_tokens: int | None = None
-
-
-async def _send(client: httpx.AsyncClient, p: Prepared, t0: float) -> Result:
+async def _send(client: httpx.AsyncClient, p: Prepared, t0: float) -> ReplayMeasurement:
     start = time.perf_counter()
-    res = Result(p.req_id, p.request_id, False, started_s=start - t0)
+    res = ReplayMeasurement(p.req_id, p.request_id, False, started_s=start - t0)
     body = {**p.body, "stream": True, "stream_options": {"include_usage": True}}
     try:
         async with client.stream("POST", p.path, json=body) as response:
@@ -84,9 +71,9 @@ async def _replay(
     timeout_s: float,
     max_errors: int,
     progress: Callable[[int, int], None] | None,
-) -> list[Result]:
+) -> list[ReplayMeasurement]:
     limit = asyncio.Semaphore(concurrency or len(requests) or 1)
-    results: list[Result | None] = [None] * len(requests)
+    results: list[ReplayMeasurement | None] = [None] * len(requests)
     state = {"errors_in_row": 0, "done": 0, "stopped": False}
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=concurrency or 100)
@@ -129,7 +116,7 @@ def replay(
     timeout_s: float = 120.0,
     max_errors: int = 5,
     progress: Callable[[int, int], None] | None = None,
-) -> list[Result]:
+) -> list[ReplayMeasurement]:
     """Send ``requests``; results of the ones that were sent, in trace order."""
     if timing not in ("closed", "trace"):
         raise ValueError(f"timing must be 'closed' or 'trace', got {timing!r}")

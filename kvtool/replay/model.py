@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from kvtool.tokenize.loader import _default_path
+from kvtool.tokenize import default_tokenizer_path
 
 _BUILD = """
 import sys, torch
@@ -53,7 +53,7 @@ def build_tiny_model(out: Path, python: str) -> TinyModel:
 
     model_dir, tok_dir = out / "model", out / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
-    source = _default_path()
+    source = default_tokenizer_path()
     shutil.copy(source, tok_dir / "tokenizer.json")
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -1,5 +1,5 @@
-"""Plotly figures for the HTML report, each built from the JSON that analyze, simulate and
-validate return (docs/report.md). Every axis has a title with its unit; rates are in percent."""
+"""Plotly figures of the HTML page, each drawn from the JSON that analyze, simulate and validate
+return (docs/commands/report.md). Every axis has a title with its unit; rates are in percent."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, **more) -> go.Figure:
     return fig
 
 
-def _pct(num: float, den: float) -> float | None:
+def _percent(num: float, den: float) -> float | None:
     return 100.0 * num / den if den else None
 
 
@@ -52,7 +52,7 @@ def timeline(tl: dict) -> go.Figure:
     else:
         x = [s - tl["start"] for s in starts]
         x_title, per = "time since the first request (s)", f"per {_duration(tl['step'])}"
-    rate = [_pct(c, p) for c, p in zip(tl["cached_tokens"], tl["prompt_tokens"], strict=True)]
+    rate = [_percent(c, p) for c, p in zip(tl["cached_tokens"], tl["prompt_tokens"], strict=True)]
     fig = go.Figure()
     fig.add_bar(x=x, y=tl["requests"], name=f"requests {per}", marker_color=COLORS[0])
     fig.add_scatter(
@@ -121,7 +121,7 @@ def reuse_split(s: dict) -> go.Figure:
     ]
     fig = go.Figure()
     for name, tokens, color in parts:
-        share = _pct(tokens, s["prompt_tokens"]) or 0.0
+        share = _percent(tokens, s["prompt_tokens"]) or 0.0
         fig.add_bar(
             y=["prompt tokens"],
             x=[tokens],
@@ -187,7 +187,7 @@ def reuse_gaps(rg: dict) -> go.Figure:
     cumulative, running = [], 0
     for c in counts:
         running += c
-        cumulative.append(_pct(running, total))
+        cumulative.append(_percent(running, total))
     fig = go.Figure()
     fig.add_scatter(  # a histogram on a log axis: a step line over the bin edges
         x=edges,

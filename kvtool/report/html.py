@@ -1,16 +1,17 @@
-"""The HTML report: one self-contained file (plotly.js inlined, no network needed to open it).
+"""The HTML page: one self-contained file (plotly.js inlined, no network needed to open it).
 
-Sections are built from the JSON that analyze, simulate and validate return, so ``kvtool report``
-(everything the database holds), ``analyze --html`` and ``simulate --html`` share one renderer.
-Chart specs are embedded as JSON and drawn on load; when every chart has rendered the page sets
-``<body data-charts-rendered="N">``, or ``data-charts-failed="error"`` when one fails (what the
-browser test waits for).
+Sections are rendered from the JSON that analyze, simulate and validate return: ``write_analysis``
+(``analyze --html``), ``write_simulation`` (``simulate --html``) and ``write_overview`` (``kvtool
+report``, whose data ``kvtool.overview`` gathers) share them. Chart specs are embedded as JSON and
+drawn on load; when every chart has rendered the page sets ``<body data-charts-rendered="N">``,
+or ``data-charts-failed="error"`` when one fails (what the browser test waits for).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import jinja2
@@ -18,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from kvtool.report import figures
+from kvtool.report.format import DASH, money, num, pct
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("kvtool.report", "."),
@@ -59,13 +61,19 @@ class Section:
 
 
 def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
+    return pct(v, DASH)
 
 
 def _n(v: float | int | None) -> str:
-    if v is None:
-        return "–"
-    return f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"
+    return num(v, DASH)
+
+
+def _version() -> str:
+    """The installed kvtool's version, without importing the package's edge."""
+    try:
+        return version("kvtool")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def files_label(summary: dict) -> str:
@@ -204,13 +212,13 @@ def simulation_section(runs: list[dict]) -> Section | None:
                 _pct(r["ideal_hit_rate"]),
                 _pct(best["token_hit_rate"]),
                 _n(sweep.get("knee")),
-                _n(best["cost"]["net_per_month"]),
+                money(best["cost"]["net_per_month"], DASH),
             ]
         )
     sec.tables.append(
         Table(
             "Runs",
-            ["run", "ideal", "best hit rate", "knee", "best net $/month"],
+            ["run", "ideal", "best hit rate", "knee", "best net per month"],
             rows,
             {1, 2, 3, 4},
         )
@@ -266,16 +274,15 @@ def replay_section(validations: list[dict]) -> Section | None:
 
 def render(sections: list[Section], title: str, subtitle: str = "") -> str:
     """The whole page. Chart ids are unique across sections."""
-    from kvtool import __version__
-
+    kvtool_version = _version()
     for i, chart in enumerate(c for s in sections for c in s.charts):
         chart.id = f"chart-{i}-{chart.name}"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return _ENV.get_template("report.html.jinja").render(
         sections=sections,
         title=title,
-        subtitle=f"{subtitle} · generated {stamp} by kvtool {__version__}".lstrip(" ·"),
-        version=__version__,
+        subtitle=f"{subtitle} · generated {stamp} by kvtool {kvtool_version}".lstrip(" ·"),
+        version=kvtool_version,
         plotly_js=get_plotlyjs(),
     )
 
@@ -293,3 +300,28 @@ def write(path: str | Path, sections: list[Section], title: str, subtitle: str =
         "sections": [s.id for s in sections],
         "charts": sum(len(s.charts) for s in sections),
     }
+
+
+def write_analysis(path: str | Path, summary: dict) -> dict:
+    """The ``analyze --html`` page: traffic, reuse and breaks of a summary made with
+    ``charts=True``; returns ``write``'s dict."""
+    return write(path, analysis_sections(summary), "kvtool analyze", files_label(summary))
+
+
+def write_simulation(path: str | Path, run: dict) -> dict:
+    """The ``simulate --html`` page: the simulation section of one simulate result."""
+    section = simulation_section([run])
+    assert section is not None
+    return write(path, [section], "kvtool simulate", f"simulate run {run['run_id']}")
+
+
+def write_overview(
+    path: str | Path, summary: dict, sim_runs: list[dict], validations: list[dict]
+) -> dict:
+    """The ``kvtool report`` page: the analysis, then the simulate runs (oldest first) and the
+    replay validations when there are any; returns ``write``'s dict plus ``sim_runs`` and
+    ``replay_runs`` (how many are shown)."""
+    sections = analysis_sections(summary)
+    sections += [s for s in (simulation_section(sim_runs), replay_section(validations)) if s]
+    out = write(path, sections, "kvtool report", files_label(summary))
+    return {**out, "sim_runs": len(sim_runs), "replay_runs": len(validations)}

@@ -1,4 +1,4 @@
-"""Terminal rendering of a replay run and its validation."""
+"""Terminal rendering (rich) of a replay run and its validation: predicted vs observed."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvtool.report.terminal import _pct
-
-
-def _s(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f} s"
+from kvtool.report.format import pct, seconds
 
 
 def render_replay(console: Console, s: dict) -> None:
@@ -25,13 +21,13 @@ def render_replay(console: Console, s: dict) -> None:
     t = Table(title="predicted vs observed", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_row("observed token hit rate (/metrics)", _pct(s["observed_hit_rate"]))
-    t.add_row("observed token hit rate (usage.cached_tokens)", _pct(s["observed_hit_rate_usage"]))
-    t.add_row("predicted token hit rate (kvtool simulate)", _pct(s["predicted_hit_rate"]))
-    t.add_row("requests whose cached tokens match", _pct(s["request_agreement"]))
-    t.add_row("requests whose prompt tokens match", _pct(s.get("prompt_token_agreement")))
+    t.add_row("observed token hit rate (/metrics)", pct(s["observed_hit_rate"]))
+    t.add_row("observed token hit rate (usage.cached_tokens)", pct(s["observed_hit_rate_usage"]))
+    t.add_row("predicted token hit rate (kvtool simulate)", pct(s["predicted_hit_rate"]))
+    t.add_row("requests whose cached tokens match", pct(s["request_agreement"]))
+    t.add_row("requests whose prompt tokens match", pct(s.get("prompt_token_agreement")))
     t.add_row(
         "median TTFT of requests with / without a hit",
-        f"{_s(s.get('ttft_median_hits_s'))} / {_s(s.get('ttft_median_misses_s'))}",
+        f"{seconds(s.get('ttft_median_hits_s'))} / {seconds(s.get('ttft_median_misses_s'))}",
     )
     console.print(t)

@@ -1,19 +1,12 @@
-"""Terminal rendering of a ``kvtool simulate`` result (one configuration or a sweep)."""
+"""Terminal rendering (rich) of a ``kvtool simulate`` result: one configuration, or a sweep's
+hit rate, TTFT and cost per capacity."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from kvtool.report.terminal import _num, _pct
-
-
-def _money(x: float | None) -> str:
-    return "n/a" if x is None else f"${x:,.2f}"
-
-
-def _secs(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f} s"
+from kvtool.report.format import money, num, pct, seconds
 
 
 def render_simulation(console: Console, s: dict) -> None:
@@ -21,8 +14,8 @@ def render_simulation(console: Console, s: dict) -> None:
     console.print(
         f"[bold]{s['requests']:,}[/] requests, {s['prompt_tokens']:,} prompt tokens; "
         f"policy [bold]{cfg['policy']}[/], block {cfg['block_size']} tokens, "
-        f"write-{cfg['write_policy']}, KV {_num(cfg['kv_bytes_per_token'])} B/token "
-        f"({cfg['model'] or 'no model'}); ideal hit rate {_pct(s['ideal_hit_rate'])}"
+        f"write-{cfg['write_policy']}, KV {num(cfg['kv_bytes_per_token'])} B/token "
+        f"({cfg['model'] or 'no model'}); ideal hit rate {pct(s['ideal_hit_rate'])}"
     )
     unusable = [name for name, ok in cfg["usable_lower_tiers"].items() if not ok]
     if unusable:
@@ -39,20 +32,20 @@ def render_simulation(console: Console, s: dict) -> None:
     for tier in s["tiers"]:
         t.add_row(
             f"tier {tier['name']}",
-            f"{_num(tier['gb'])} GB = {_num(tier['blocks'])} × {tier['block_tokens']} tokens",
+            f"{num(tier['gb'])} GB = {num(tier['blocks'])} × {tier['block_tokens']} tokens",
         )
-    t.add_row("token hit rate", _pct(s["token_hit_rate"]))
+    t.add_row("token hit rate", pct(s["token_hit_rate"]))
     for name, tokens in s["hits_by_tier"].items():
-        t.add_row(f"  hit tokens from {name}", _num(tokens))
-    t.add_row("prefill tokens saved", _num(s["prefill_tokens_saved"]))
-    t.add_row("requests with a hit", _pct(s["request_hit_rate"]))
+        t.add_row(f"  hit tokens from {name}", num(tokens))
+    t.add_row("prefill tokens saved", num(s["prefill_tokens_saved"]))
+    t.add_row("requests with a hit", pct(s["request_hit_rate"]))
     ttft = s["ttft_estimate"]
-    t.add_row("TTFT p50 / p90 / p99", " / ".join(_secs(ttft[k]) for k in ("p50", "p90", "p99")))
+    t.add_row("TTFT p50 / p90 / p99", " / ".join(seconds(ttft[k]) for k in ("p50", "p90", "p99")))
     cost = s["cost"]
-    t.add_row("recompute $ avoided (trace)", _money(cost["recompute_avoided"]))
-    t.add_row("  per month at this rate", _money(cost["recompute_avoided_per_month"]))
-    t.add_row("storage $ per month", _money(cost["storage_per_month"]))
-    t.add_row("net $ per month", _money(cost["net_per_month"]))
+    t.add_row("recompute $ avoided (trace)", money(cost["recompute_avoided"]))
+    t.add_row("  per month at this rate", money(cost["recompute_avoided_per_month"]))
+    t.add_row("storage $ per month", money(cost["storage_per_month"]))
+    t.add_row("net $ per month", money(cost["net_per_month"]))
     console.print(t)
 
 
@@ -71,15 +64,15 @@ def _render_sweep(console: Console, s: dict) -> None:
             else None
         )
         t.add_row(
-            _num(x),
-            _pct(p["token_hit_rate"]),
-            _pct(share),
-            _secs(p["ttft_estimate"]["p90"]),
-            _money(p["cost"]["net_per_month"]),
+            num(x),
+            pct(p["token_hit_rate"]),
+            pct(share),
+            seconds(p["ttft_estimate"]["p90"]),
+            money(p["cost"]["net_per_month"]),
         )
     console.print(t)
     need = ", ".join(
-        f"{k} of ideal: {_num(v) if v is not None else 'not reached'}"
+        f"{k} of ideal: {num(v) if v is not None else 'not reached'}"
         for k, v in sw["capacity_for_share_of_ideal"].items()
     )
-    console.print(f"knee at {_num(sw['knee'])} {unit}; capacity for {need}")
+    console.print(f"knee at {num(sw['knee'])} {unit}; capacity for {need}")

@@ -1,4 +1,5 @@
-"""Terminal rendering (rich) of command results; no computation happens here."""
+"""Terminal rendering (rich) of ``kvtool ingest`` (files read, lines rejected) and ``kvtool
+analyze`` (prefix reuse, top shared prefixes, prefix breaks with their token-level diffs)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kvtool.ingest import FileReport
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | int | None) -> str:
-    if value is None:
-        return "n/a"
-    return (
-        f"{value:,.0f}" if isinstance(value, int) or float(value).is_integer() else f"{value:,.2f}"
-    )
+from kvtool.report.format import num, pct
 
 
 def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
@@ -37,7 +27,7 @@ def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
                 f"{k} ×{v}" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
             )
         )
-        table.add_row(r.path, r.format, _num(r.lines), _num(r.requests), _num(r.rejected), note)
+        table.add_row(r.path, r.format, num(r.lines), num(r.requests), num(r.rejected), note)
     console.print(table)
     if any(r.rejected for r in reports):
         console.print("rejected lines: SELECT * FROM rejects (file, line, reason, raw) in the db")
@@ -63,34 +53,34 @@ def render_analysis(console: Console, s: dict) -> None:
     t = Table(title="prefix reuse (infinite cache, vLLM semantics)", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_row("prompt tokens", _num(s["prompt_tokens"]))
-    t.add_row("output tokens", _num(s["output_tokens"]))
-    t.add_row(f"ideal token hit rate @ block {s['block_size']}", _pct(s["ideal_hit_rate"]))
+    t.add_row("prompt tokens", num(s["prompt_tokens"]))
+    t.add_row("output tokens", num(s["output_tokens"]))
+    t.add_row(f"ideal token hit rate @ block {s['block_size']}", pct(s["ideal_hit_rate"]))
     for size, rate in s["ideal_hit_rate_by_block_size"].items():
         if int(size) != s["block_size"]:
-            t.add_row(f"  @ block {size}", _pct(rate))
+            t.add_row(f"  @ block {size}", pct(rate))
     cached = s["cached_tokens"] or 0
     t.add_row(
         "reusable tokens within a session",
-        f"{_num(s['within_session_tokens'])} "
-        f"({_pct(s['within_session_tokens'] / cached if cached else None)})",
+        f"{num(s['within_session_tokens'])} "
+        f"({pct(s['within_session_tokens'] / cached if cached else None)})",
     )
     t.add_row(
         "reusable tokens across sessions",
-        f"{_num(s['cross_session_tokens'])} "
-        f"({_pct(s['cross_session_tokens'] / cached if cached else None)})",
+        f"{num(s['cross_session_tokens'])} "
+        f"({pct(s['cross_session_tokens'] / cached if cached else None)})",
     )
     for window, share in s["reuse_within"].items():
-        t.add_row(f"reused within {window} of previous use", _pct(share))
-    ws = _num(s["working_set_tokens"]) + " tokens"
+        t.add_row(f"reused within {window} of previous use", pct(share))
+    ws = num(s["working_set_tokens"]) + " tokens"
     if s["working_set_gb"] is not None:
         ws += f" = {s['working_set_gb']:.2f} GB KV for {s['model']}"
     t.add_row("working set (distinct cacheable)", ws)
     if s["observed_requests"]:
         t.add_row(
             f"observed hit rate ({s['observed_requests']:,} requests with usage)",
-            f"{_pct(s['observed_hit_rate'])} "
-            f"(predicted {_pct(s['predicted_hit_rate_on_observed'])})",
+            f"{pct(s['observed_hit_rate'])} "
+            f"(predicted {pct(s['predicted_hit_rate_on_observed'])})",
         )
     console.print(t)
     if s["top_prefixes"]:
@@ -100,10 +90,10 @@ def render_analysis(console: Console, s: dict) -> None:
         p.add_column("prefix ends with", overflow="fold", max_width=56)
         for row in s["top_prefixes"]:
             p.add_row(
-                _num(row["tokens"]),
-                _num(row["requests"]),
-                _num(row["sessions"]),
-                _num(row["tokens_saved"]),
+                num(row["tokens"]),
+                num(row["requests"]),
+                num(row["sessions"]),
+                num(row["tokens_saved"]),
                 row["ends_with"] or "",
             )
         console.print(p)
@@ -137,16 +127,16 @@ def render_breaks(console: Console, s: dict) -> None:
         if b["count"]:
             t.add_row(
                 cause,
-                _num(b["count"]),
-                _num(b["tokens_lost"]),
-                _pct(b["share_of_prompt_tokens"]),
+                num(b["count"]),
+                num(b["tokens_lost"]),
+                pct(b["share_of_prompt_tokens"]),
                 f"{b['dollars_lost']:,.2f}",
             )
     t.add_row(
         "[bold]all[/]",
-        _num(total["breaks"]),
-        _num(total["tokens_lost"]),
-        _pct(total["share_of_prompt_tokens"]),
+        num(total["breaks"]),
+        num(total["tokens_lost"]),
+        pct(total["share_of_prompt_tokens"]),
         f"{total['dollars_lost']:,.2f}",
     )
     if not total["breaks"]:

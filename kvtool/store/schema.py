@@ -1,43 +1,45 @@
-"""The DuckDB file every stage reads and writes; the only module with DDL.
+"""The DuckDB schema: the only DDL in kvtool, its version, and migrations between versions.
 
 Tables (one row each):
-- ``files``: an ingested input file, identified by the sha256 of its bytes (re-ingest adds nothing).
+- ``files``: an ingested input file, identified by the xxh3-128 ``digest`` of its bytes
+  (re-ingesting the same bytes adds nothing).
 - ``requests``: a normalized request. Messages, tool catalogs and completion prompts are stored once
   each in ``contents`` and referenced by 64-bit content keys, so agent logs that resend the same
-  history every turn take space proportional to their distinct content.
+  history every turn take space proportional to their distinct content. ``synthetic_id`` is true
+  when the log carried no request id and kvtool made one (``<digest[:12]>:<line>``).
 - ``contents``: distinct content by key (``kind``: 'message', 'tools' or 'prompt'; ``body``: JSON).
 - ``rejects``: an input line that did not become a request, with file, line, reason and raw text.
+- ``tokenizations``: what a tokenize pass decided for a tokenizer signature: the tokenizer spec it
+  was loaded from, the chat template, the mode ('pieces', 'segments' or 'whole', chosen after
+  checking composed ids against one-call ids) and how many requests that check covered. Chains
+  of a signature are only ever computed in its stored mode; ``used`` orders signatures by last use.
 - ``chains``: per request and tokenizer signature, the prompt length and the hash of its last full
-  base-16 block (NULL when it has none); written by ``kvtool.tokenize``.
-- ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
-  before the reusable part of it ended: position, cause, field path, tokens lost, diff text
-  (written by ``kvtool.analyze.breaks``).
-- ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the
-  ``--json`` output), the files it read, policy and block size.
-- ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration,
-  the ``/metrics`` counter differences) and what each of its requests measured.
+  base-16 block (NULL when it has none).
 - ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
   block before it (NULL for a first block) and its 0-based position. A request's block chain is
-  the path from its last block up through ``parent`` (DESIGN.md: block identity).
+  the path from its last block up through ``parent`` (docs/architecture.md: block identity).
+- ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
+  before the reusable part of it ended: position, cause, field path, tokens lost, diff text.
+- ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the ``--json``
+  output), the files it read, policy and block size.
+- ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration, the
+  ``/metrics`` counter differences) and what each of its requests measured.
 
 Invariant: for every file row, ``lines = requests + rejected``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 
-SCHEMA_VERSION = 1
-DEFAULT_DB = "kvtool.duckdb"
+SCHEMA_VERSION = 2
 
-_DDL = """
+DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS files (
     file_id INTEGER PRIMARY KEY,
     path VARCHAR NOT NULL,
-    sha256 VARCHAR NOT NULL UNIQUE,
+    digest VARCHAR NOT NULL UNIQUE,
     bytes BIGINT NOT NULL,
     format VARCHAR NOT NULL,
     hash_block_size INTEGER,
@@ -63,7 +65,8 @@ CREATE TABLE IF NOT EXISTS requests (
     input_length BIGINT,
     output_tokens BIGINT,
     observed_prompt_tokens BIGINT,
-    observed_cached_tokens BIGINT
+    observed_cached_tokens BIGINT,
+    synthetic_id BOOLEAN NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS contents (
     key BIGINT NOT NULL,
@@ -76,6 +79,14 @@ CREATE TABLE IF NOT EXISTS rejects (
     line BIGINT NOT NULL,
     reason VARCHAR NOT NULL,
     raw VARCHAR
+);
+CREATE TABLE IF NOT EXISTS tokenizations (
+    signature VARCHAR PRIMARY KEY,
+    spec VARCHAR NOT NULL,
+    template VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    verified INTEGER NOT NULL,
+    used BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chains (
     req_id BIGINT NOT NULL,
@@ -132,44 +143,29 @@ CREATE TABLE IF NOT EXISTS blocks (
 );
 """
 
-
-class SchemaError(RuntimeError):
-    """The database file was written by an incompatible kvtool version."""
-
-
-def connect(path: str | Path = DEFAULT_DB, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) a kvtool database and make sure its schema is current."""
-    path = Path(path)
-    if read_only:
-        return duckdb.connect(str(path), read_only=True)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    con.execute(_DDL)
-    row = one(con, "SELECT value FROM meta WHERE key = 'schema_version'")
-    if row is None:
-        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-    elif int(row[0]) != SCHEMA_VERSION:
-        raise SchemaError(
-            f"{path}: schema version {row[0]}, this kvtool writes {SCHEMA_VERSION}; "
-            "use a new --db file"
-        )
-    return con
+# version 1 -> 2: files.sha256 held an xxh3 digest (renamed ``digest``); synthetic request ids
+# become a flag; tokenization decisions are stored. Chains of version 1 were computed in a mode
+# nobody recorded, so they (and the blocks and breaks built on them) are dropped and recomputed.
+_MIGRATE_1 = """
+ALTER TABLE files RENAME COLUMN sha256 TO digest;
+ALTER TABLE requests ADD COLUMN synthetic_id BOOLEAN DEFAULT false;
+UPDATE requests SET synthetic_id = request_id = (
+    SELECT substr(f.digest, 1, 12) || ':' || requests.line FROM files f
+    WHERE f.file_id = requests.file_id);
+DELETE FROM chains;
+DELETE FROM blocks;
+DELETE FROM breaks;
+DELETE FROM meta WHERE key = 'tokenizer_spec';
+"""
+MIGRATIONS = {1: _MIGRATE_1}
 
 
-def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
-    """The next free integer id of ``table.column`` (ids start at 0)."""
-    (value,) = one(con, f"SELECT coalesce(max({column}) + 1, 0) FROM {table}")
-    return int(value)
-
-
-def as_bigint(value: int) -> int:
-    """An unsigned 64-bit hash as the signed value a DuckDB BIGINT stores (same bits)."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
-    """The first row of a query, or None; consumes the whole result (DuckDB keeps a partly
-    fetched result open and refuses further work on the connection)."""
-    rows = con.execute(sql, params or []).fetchall()
-    return rows[0] if rows else None
+def current_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version the file records, or None for a file without kvtool tables."""
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+    ).fetchall()[0][0]
+    if not has_meta:
+        return None
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else None

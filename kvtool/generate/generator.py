@@ -1,0 +1,154 @@
+"""``generate()``: check the arguments, seed, schedule the sessions, write the file and its truth.
+
+All randomness comes from ``random.Random("kvtool-<kind>-<seed>")`` (str seeds are stable across
+runs and PYTHONHASHSEED): it draws the shared material (system prompt, catalog or corpus), then per
+session in order its arrival gap, its user, and the 64-bit seed of the session's own stream, which
+draws the session's length and content. Breakers draw from a separate stream (``breakers.py``), so
+the sessions without one are the same bytes as with ``breakers=0``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kvtool.generate.agent import agent_session, agent_setting
+from kvtool.generate.breakers import BREAK_CAUSES, BreakerSchedule
+from kvtool.generate.chat import chat_session, chat_system_prompt
+from kvtool.generate.output import (
+    GenerationTruth,
+    RecordFormat,
+    session_id,
+    write_records,
+    write_truth,
+)
+from kvtool.generate.rag import rag_corpus, rag_session
+from kvtool.generate.text import Text
+from kvtool.generate.turns import Turn, to_ms, utc
+
+KINDS = ("agent", "chat", "rag")
+
+DEFAULT_START = datetime(2026, 11, 1, 9, 0, 0, tzinfo=UTC)
+DEFAULT_STEPS = {"agent": (4, 24), "chat": (1, 8), "rag": (1, 4)}
+TEMPERATURE = {"agent": 0.2, "chat": 0.7, "rag": 0.1}
+ARRIVAL_WINDOW_S = 3600.0
+
+
+def generate(
+    kind: str,
+    sessions: int,
+    seed: int,
+    out: Path | str,
+    *,
+    session_ids: bool = True,
+    model: str = "deepseek-ai/DeepSeek-V3",
+    start: datetime | None = None,
+    steps: tuple[int, int] | None = None,
+    breakers: int = 0,
+) -> GenerationTruth:
+    """Write one JSONL record per request to `out` (gzip when it ends with .gz), in timestamp order.
+
+    Also writes the truth as JSON to `<out>.truth.json`. Same (kind, sessions, seed, args) ->
+    byte-identical output. ``steps`` is the inclusive range of requests per session (agent steps,
+    chat turns, rag questions; defaults (4, 24), (1, 8), (1, 4)), drawn per session. ``start``
+    (naive = UTC, default 2026-11-01T09:00:00Z) is when the arrival window opens; session starts
+    are Poisson arrivals spread over about an hour. ``session_ids=False`` omits ``session_id``.
+
+    ``breakers`` (agent only): inject that many sessions per cause of ``BREAK_CAUSES`` (11 causes,
+    so ``sessions >= 11 * breakers + 1``), each into its own session among sessions 1.. (session 0
+    and the others stay exactly as with ``breakers=0``); an injected session is lengthened when
+    needed so that it has clean steps before and after its break. The truth's ``breaks`` lists
+    every request that does not extend its predecessor.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if sessions <= 0:
+        raise ValueError(f"sessions must be positive, got {sessions}")
+    lo, hi = steps if steps is not None else DEFAULT_STEPS[kind]
+    if not 1 <= lo <= hi:
+        raise ValueError(f"steps must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+    if breakers < 0:
+        raise ValueError(f"breakers must be >= 0, got {breakers}")
+    if breakers and kind != "agent":
+        raise ValueError(f"breakers are only generated for kind 'agent', not {kind!r}")
+    if breakers and sessions < len(BREAK_CAUSES) * breakers + 1:
+        need = len(BREAK_CAUSES) * breakers + 1
+        raise ValueError(
+            f"breakers={breakers} injects {need - 1} sessions besides the clean session 0: "
+            f"sessions must be >= {need}, got {sessions}"
+        )
+    start = start or DEFAULT_START
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    out = Path(out)
+    base_ms = to_ms(start)
+
+    rng = random.Random(f"kvtool-{kind}-{seed}")  # str seeds are stable across runs
+    shared = Text(rng)
+    tools: list[dict] | None = None
+    schedule: BreakerSchedule | None = None
+    if kind == "agent":
+        setting = agent_setting(shared, today=f"{utc(base_ms):%Y-%m-%d}")
+        system_prompt, tools = setting.system_prompt, setting.tools
+        if breakers:
+            schedule = BreakerSchedule(
+                kind,
+                seed,
+                sessions,
+                breakers,
+                prompt=system_prompt,
+                tools=tools,
+                model=model,
+                today=setting.today,
+                workspace=setting.workspace,
+            )
+    elif kind == "chat":
+        system_prompt = chat_system_prompt(shared)
+    else:
+        corpus = rag_corpus(shared, sessions)
+        system_prompt = corpus.system_prompt
+    system = {"role": "system", "content": system_prompt}
+
+    rate = sessions / ARRIVAL_WINDOW_S
+    width = max(3, len(str(sessions)))
+    n_users = sessions if kind == "rag" else max(1, (sessions + 2) // 3)
+    streams: list[Iterator[Turn]] = []
+    users: list[str] = []
+    arrival = 0.0
+    for i in range(sessions):
+        arrival += rng.expovariate(rate)
+        t0 = base_ms + round(arrival * 1000)
+        users.append(f"user-{i if kind == 'rag' else rng.randrange(n_users):0{width}d}")
+        st = Text(random.Random(rng.getrandbits(64)))
+        n = st.randint(lo, hi)
+        if kind == "agent":
+            assert tools is not None
+            brk = schedule.plan(i, n) if schedule is not None else None
+            if brk is not None:
+                n = max(n, brk.k + 2)  # clean steps before and after the break
+            streams.append(agent_session(st, system, tools, n, t0, brk))
+        elif kind == "chat":
+            streams.append(chat_session(st, system, n, t0))
+        else:
+            streams.append(rag_session(st, system, corpus, n, t0))
+
+    fmt = RecordFormat(kind, model, tools, TEMPERATURE[kind], session_ids, users)
+    written = write_records(out, fmt, streams)
+    truth = GenerationTruth(
+        kind=kind,
+        seed=seed,
+        sessions=sessions,
+        requests=sum(written.counts),
+        output_tokens=written.output_tokens,
+        requests_per_session={session_id(kind, i): n for i, n in enumerate(written.counts)},
+        continuation=kind in ("agent", "chat") and not written.breaks,
+        shared_prefix_messages=written.shared_prefix_messages,
+        system_prompt=system_prompt,
+        tools=tools,
+        model=model,
+        breaks=written.breaks,
+    )
+    write_truth(truth, out)
+    return truth

@@ -1,0 +1,133 @@
+"""Ingested files, their requests' rows as written, and rejected lines.
+
+Invariant (checked by the ingest tests): for every file row, ``lines = requests + rejected``; a
+file is identified by the digest of its bytes, so the same bytes are ingested once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from kvtool.store.db import Connection, id_list, one, temp_table
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One ingested file. ``hash_block_size`` is set for hash traces only."""
+
+    file_id: int
+    path: str
+    digest: str
+    bytes: int
+    format: str
+    hash_block_size: int | None
+    lines: int
+    requests: int
+    rejected: int
+
+
+_FILE_COLUMNS = "file_id, path, digest, bytes, format, hash_block_size, lines, requests, rejected"
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input line that did not become a request."""
+
+    file_id: int
+    path: str
+    line: int
+    reason: str
+    raw: str | None
+
+
+def find_file(con: Connection, digest: str) -> FileRow | None:
+    """The file already ingested with these bytes, if any."""
+    row = one(con, f"SELECT {_FILE_COLUMNS} FROM files WHERE digest = ?", [digest])
+    return None if row is None else FileRow(*row)
+
+
+def insert_file(con: Connection, f: FileRow) -> None:
+    con.execute(
+        f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            f.file_id,
+            f.path,
+            f.digest,
+            f.bytes,
+            f.format,
+            f.hash_block_size,
+            f.lines,
+            f.requests,
+            f.rejected,
+        ],
+    )
+
+
+def file_rows(con: Connection, file_ids: list[int] | None = None) -> list[FileRow]:
+    """Files (of ``file_ids``; all when None) in file_id order."""
+    where = "" if file_ids is None else f"WHERE file_id IN ({id_list(file_ids)})"
+    rows = con.execute(f"SELECT {_FILE_COLUMNS} FROM files {where} ORDER BY file_id").fetchall()
+    return [FileRow(*r) for r in rows]
+
+
+def all_file_ids(con: Connection) -> list[int]:
+    return [f for (f,) in con.execute("SELECT file_id FROM files ORDER BY 1").fetchall()]
+
+
+def request_kinds(con: Connection, file_ids: list[int]) -> set[str]:
+    """The request kinds ('chat', 'completion', 'hash') among the files' requests."""
+    return {
+        k
+        for (k,) in con.execute(
+            f"SELECT DISTINCT kind FROM requests WHERE file_id IN ({id_list(file_ids)})"
+        ).fetchall()
+    }
+
+
+def insert_requests(con: Connection, table: pa.Table) -> None:
+    """Append request rows (the ``requests`` columns, in order)."""
+    with temp_table(con, "_kv_requests", table):
+        con.execute("INSERT INTO requests SELECT * FROM _kv_requests")
+
+
+def insert_contents(con: Connection, table: pa.Table) -> None:
+    """Add (key, kind, body) contents whose key is not stored yet."""
+    with temp_table(con, "_kv_contents", table):
+        con.execute(
+            "INSERT INTO contents SELECT * FROM _kv_contents "
+            "WHERE key NOT IN (SELECT key FROM contents)"
+        )
+
+
+def insert_rejects(con: Connection, rejects: list[Reject]) -> None:
+    con.executemany(
+        "INSERT INTO rejects VALUES (?, ?, ?, ?, ?)",
+        [(r.file_id, r.path, r.line, r.reason, r.raw) for r in rejects],
+    )
+
+
+def first_seen(con: Connection, request_ids: list[str]) -> dict[str, str]:
+    """For the ids already ingested: where each was first seen (``path:line``)."""
+    with temp_table(con, "_kv_ids", pa.table({"request_id": pa.array(request_ids, pa.string())})):
+        return dict(
+            con.execute(
+                "SELECT r.request_id, any_value(f.path || ':' || r.line) FROM requests r "
+                "JOIN _kv_ids USING (request_id) JOIN files f USING (file_id) GROUP BY 1"
+            ).fetchall()
+        )
+
+
+def rejected_lines(con: Connection, file_ids: list[int]) -> int:
+    (n,) = one(con, f"SELECT count(*) FROM rejects WHERE file_id IN ({id_list(file_ids)})")
+    return int(n)
+
+
+def first_reject(con: Connection) -> Reject | None:
+    """The earliest rejected line (by file and line)."""
+    row = one(
+        con,
+        "SELECT file_id, path, line, reason, raw FROM rejects ORDER BY file_id, line LIMIT 1",
+    )
+    return None if row is None else Reject(*row)

@@ -1,0 +1,213 @@
+"""Reading stored requests and their content: named rows instead of positional tuples.
+
+A request's prompt is rebuilt from its ``PromptRow`` (kind, model, tenant, content keys) and the
+``contents`` bodies those keys name; ``load_contents`` fetches bodies in one query per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+import pyarrow as pa
+
+from kvtool.store.db import Connection, id_list, temp_table
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRow:
+    """What rebuilding one stored request's prompt needs. ``kind``: 'chat' (messages and maybe a
+    tool catalog), 'completion' (one prompt) or 'hash' (a hash trace: no text)."""
+
+    req_id: int
+    kind: str
+    model: str | None
+    tenant: str | None
+    message_keys: tuple[int, ...]
+    tools_key: int | None
+    prompt_key: int | None
+
+    def content_keys(self) -> set[int]:
+        keys = set(self.message_keys)
+        keys.update(k for k in (self.tools_key, self.prompt_key) if k is not None)
+        return keys
+
+
+_PROMPT_COLUMNS = "r.req_id, r.kind, r.model, r.tenant, r.message_keys, r.tools_key, r.prompt_key"
+
+
+def _prompt(t: tuple) -> PromptRow:
+    return PromptRow(t[0], t[1], t[2], t[3], tuple(t[4] or ()), t[5], t[6])
+
+
+def content_keys(rows: Iterable[PromptRow]) -> set[int]:
+    """Every content key the rows refer to."""
+    out: set[int] = set()
+    for r in rows:
+        out |= r.content_keys()
+    return out
+
+
+def load_contents(con: Connection, keys: set[int]) -> dict[int, object]:
+    """Parsed ``contents`` bodies by key."""
+    if not keys:
+        return {}
+    with temp_table(con, "_kv_keys", pa.table({"key": pa.array(list(keys), pa.int64())})):
+        rows = con.execute(
+            "SELECT c.key, any_value(c.body) FROM contents c JOIN _kv_keys USING (key) GROUP BY 1"
+        ).fetchall()
+    return {k: orjson.loads(body) for k, body in rows}
+
+
+def untokenized_prompts(
+    con: Connection, signature: str, file_ids: list[int] | None = None
+) -> list[PromptRow]:
+    """Chat and completion requests (of ``file_ids``; all when None) without a chain for
+    ``signature``, in req_id order."""
+    where = "" if file_ids is None else f"AND r.file_id IN ({id_list(file_ids)})"
+    rows = con.execute(
+        f"""SELECT {_PROMPT_COLUMNS} FROM requests r
+            WHERE r.kind != 'hash' {where}
+              AND NOT EXISTS (SELECT 1 FROM chains c WHERE c.req_id = r.req_id
+                              AND c.tokenizer = ?)
+            ORDER BY r.req_id""",
+        [signature],
+    ).fetchall()
+    return [_prompt(t) for t in rows]
+
+
+def prompt_row(con: Connection, req_id: int) -> PromptRow | None:
+    """One stored request's prompt row (None when there is no such request)."""
+    rows = con.execute(
+        f"SELECT {_PROMPT_COLUMNS} FROM requests r WHERE r.req_id = ?", [req_id]
+    ).fetchall()
+    return _prompt(rows[0]) if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """A tokenized request as break detection and the CI gate see it: its prompt row, the id the
+    log gave it (or kvtool made: ``synthetic_id``), session, input line and prompt length."""
+
+    prompt: PromptRow
+    request_id: str
+    synthetic_id: bool
+    session: str | None
+    line: int
+    n_tokens: int
+
+    @property
+    def req_id(self) -> int:
+        return self.prompt.req_id
+
+    @property
+    def kind(self) -> str:
+        return self.prompt.kind
+
+    @property
+    def model(self) -> str | None:
+        return self.prompt.model
+
+    @property
+    def tenant(self) -> str | None:
+        return self.prompt.tenant
+
+    @property
+    def message_keys(self) -> tuple[int, ...]:
+        return self.prompt.message_keys
+
+    @property
+    def tools_key(self) -> int | None:
+        return self.prompt.tools_key
+
+    @property
+    def prompt_key(self) -> int | None:
+        return self.prompt.prompt_key
+
+    @property
+    def elements(self) -> tuple:
+        """What a prompt is made of, in order: model, tools, prompt, messages."""
+        return (self.model, self.tools_key, self.prompt_key, *self.message_keys)
+
+
+def request_rows(
+    con: Connection, signature: str, *, req_ids: list[int] | None = None
+) -> list[RequestRow]:
+    """Requests with a chain for ``signature`` (those of ``req_ids``, in that order; else all,
+    in file and line order)."""
+    sql = f"""SELECT {_PROMPT_COLUMNS}, r.request_id, r.synthetic_id, r.session_id, r.line,
+                     c.n_tokens
+              FROM requests r JOIN chains c ON c.req_id = r.req_id AND c.tokenizer = ?"""
+    if req_ids is None:
+        rows = con.execute(sql + " ORDER BY r.file_id, r.line", [signature]).fetchall()
+        return [_request(t) for t in rows]
+    sel = pa.table({"req_id": pa.array(req_ids, pa.int64())})
+    with temp_table(con, "_kv_sel", sel):
+        rows = con.execute(sql + " JOIN _kv_sel s ON s.req_id = r.req_id", [signature]).fetchall()
+    by_id = {t[0]: _request(t) for t in rows}
+    return [by_id[i] for i in req_ids]
+
+
+def _request(t: tuple) -> RequestRow:
+    return RequestRow(_prompt(t[:7]), t[7], bool(t[8]), t[9], int(t[10]), int(t[11]))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSource:
+    """Everything needed to send a stored request again: its prompt row, the id the log gave it,
+    its output length, and for hash traces the block ids, prompt length, the file's digest (a
+    salt: trace files number blocks independently) and the trace's block size."""
+
+    prompt: PromptRow
+    request_id: str
+    output_tokens: int | None
+    hash_ids: tuple[int, ...]
+    input_length: int | None
+    file_digest: str
+    hash_block_size: int | None
+
+
+def request_sources(con: Connection, req_ids: list[int]) -> dict[int, RequestSource]:
+    """``RequestSource`` of each of ``req_ids``, by req_id."""
+    sel = pa.table({"req_id": pa.array(req_ids, pa.int64())})
+    with temp_table(con, "_kv_sel", sel):
+        rows = con.execute(
+            f"""SELECT {_PROMPT_COLUMNS}, r.request_id, r.output_tokens, r.hash_ids,
+                       r.input_length, f.digest, f.hash_block_size
+                FROM requests r JOIN _kv_sel s ON s.req_id = r.req_id
+                JOIN files f ON f.file_id = r.file_id"""
+        ).fetchall()
+    return {
+        t[0]: RequestSource(_prompt(t[:7]), t[7], t[8], tuple(t[9] or ()), t[10], t[11], t[12])
+        for t in rows
+    }
+
+
+_ORDER = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"  # processing order
+
+
+def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
+    """Hash-trace requests of ``file_ids`` in processing order (timestamp, then file and line):
+    req_id, ts, session_id, model, n_tokens, output_tokens, observed_prompt_tokens,
+    observed_cached_tokens, blocks (the hash ids), file_id, tenant."""
+    return con.sql(
+        f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
+                   r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
+                   r.hash_ids AS blocks, r.file_id, r.tenant
+            FROM requests r WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}"""
+    ).to_arrow_table()
+
+
+def chain_request_table(con: Connection, file_ids: list[int], signature: str) -> pa.Table:
+    """Tokenized requests of ``file_ids`` in processing order, with their chain for
+    ``signature``: req_id, ts, session_id, model, n_tokens, output_tokens,
+    observed_prompt_tokens, observed_cached_tokens, last_block."""
+    return con.sql(
+        f"""SELECT r.req_id, r.ts, r.session_id, r.model, c.n_tokens,
+                   r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
+                   c.last_block
+            FROM requests r JOIN chains c ON c.req_id = r.req_id AND c.tokenizer = ?
+            WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}""",
+        params=[signature],
+    ).to_arrow_table()

@@ -1,0 +1,90 @@
+"""What tokenization decided and produced: ``tokenizations``, ``chains`` and ``blocks``.
+
+Invariant: every ``chains`` row of a signature was computed in the mode its ``tokenizations`` row
+records, so a later pass (or a preview that re-tokenizes one request) uses that same mode and
+gets the same token ids, whatever it would have decided on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from kvtool.store.db import Connection, one, temp_table
+
+
+@dataclass(frozen=True)
+class Tokenization:
+    """One tokenizer signature's stored decision: loaded from ``spec``, rendered with chat
+    template ``template``, tokenized in ``mode`` after ``verified`` requests were checked
+    against one-call tokenization."""
+
+    signature: str
+    spec: str
+    template: str
+    mode: str
+    verified: int
+
+
+def get_tokenization(con: Connection, signature: str) -> Tokenization | None:
+    row = one(
+        con,
+        "SELECT signature, spec, template, mode, verified FROM tokenizations WHERE signature = ?",
+        [signature],
+    )
+    return None if row is None else Tokenization(*row)
+
+
+def put_tokenization(con: Connection, t: Tokenization) -> None:
+    """Record a decision (the first one for a signature stays: chains depend on it)."""
+    con.execute(
+        "INSERT INTO tokenizations VALUES (?, ?, ?, ?, ?, "
+        "(SELECT coalesce(max(used) + 1, 0) FROM tokenizations)) ON CONFLICT DO NOTHING",
+        [t.signature, t.spec, t.template, t.mode, t.verified],
+    )
+
+
+def mark_used(con: Connection, signature: str, spec: str) -> None:
+    """Make ``signature`` the database's most recently used tokenizer, loaded from ``spec``."""
+    con.execute(
+        "UPDATE tokenizations SET used = (SELECT coalesce(max(used) + 1, 0) FROM tokenizations), "
+        "spec = ? WHERE signature = ?",
+        [spec, signature],
+    )
+
+
+def last_tokenizer_spec(con: Connection) -> str | None:
+    """The spec of the tokenizer the database was last used with (None before any)."""
+    row = one(con, "SELECT spec FROM tokenizations ORDER BY used DESC LIMIT 1")
+    return None if row is None else row[0]
+
+
+def write_chains(con: Connection, signature: str, chains: pa.Table, blocks: pa.Table) -> None:
+    """Insert ``chains`` (req_id, n_tokens, last_block) for ``signature`` and the new ``blocks``
+    (hash, parent, depth) among them, each distinct block once per signature."""
+    with temp_table(con, "_kv_chains", chains):
+        con.execute(
+            "INSERT INTO chains SELECT req_id, ?, n_tokens, last_block FROM _kv_chains", [signature]
+        )
+    with temp_table(con, "_kv_blocks", blocks):
+        con.execute(
+            """INSERT INTO blocks
+               SELECT DISTINCT ON (hash) ?, hash, parent, depth FROM _kv_blocks b
+               WHERE NOT EXISTS (SELECT 1 FROM blocks x
+                                 WHERE x.tokenizer = ? AND x.hash = b.hash)""",
+            [signature, signature],
+        )
+
+
+def block_nodes(con: Connection, signature: str) -> pa.Table:
+    """Every block of ``signature`` as (hash, parent, depth), ordered by hash."""
+    return con.sql(
+        "SELECT hash, parent, depth FROM blocks WHERE tokenizer = ? ORDER BY hash",
+        params=[signature],
+    ).to_arrow_table()
+
+
+def chain_signatures(con: Connection) -> list[str]:
+    """The signatures that have chains."""
+    return [s for (s,) in con.execute("SELECT DISTINCT tokenizer FROM chains").fetchall()]

@@ -1,0 +1,46 @@
+"""Per-request block streams at a block size: what the simulator, replay and export consume.
+
+Block ids are node ids of the block tree (``Workload``): equal ids are equal prefixes, and the
+tree is keyed by model and tenant, so tenants never share. A block at size B is named by the
+tree node where it ends; only full blocks count, so request i has ``(depth[end[i]] + 1) // k``
+blocks with ``k = B // base``, and B must be a multiple of the workload's base block size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvtool.traffic.workload import Workload
+
+
+def block_streams(wl: Workload, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, blocks): request i's full blocks at ``block_size`` are
+    ``blocks[offsets[i]:offsets[i + 1]]``, each named by the tree node where it ends.
+
+    One vectorized step per tree level walks every request's path from its end to the root."""
+    if block_size % wl.base:
+        raise ValueError(f"block size {block_size} is not a multiple of {wl.base}")
+    k = block_size // wl.base
+    has = wl.end >= 0
+    end_depth = np.where(has, wl.depth[np.maximum(wl.end, 0)], -1)
+    counts = np.where(has, (end_depth + 1) // k, 0).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = np.empty(int(offsets[-1]), np.int64)
+    order = np.argsort(-end_depth, kind="stable")
+    sorted_depth = end_depth[order]
+    cur = np.zeros(0, np.int64)
+    req = np.zeros(0, np.int64)
+    added = 0
+    top = int(end_depth.max()) if len(end_depth) else -1
+    for d in range(top, -1, -1):
+        hi = added
+        while hi < len(order) and sorted_depth[hi] == d:
+            hi += 1
+        if hi > added:
+            req = np.concatenate([req, order[added:hi]])
+            cur = np.concatenate([cur, wl.end[order[added:hi]]])
+            added = hi
+        if (d + 1) % k == 0:
+            out[offsets[req] + (d + 1) // k - 1] = cur
+        cur = wl.parent[cur]
+    return offsets, out
