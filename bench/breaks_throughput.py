@@ -105,7 +105,7 @@ def main() -> None:
     total = time.perf_counter() - t0
     print(
         f"workload: {truth.requests:,} requests, {truth.sessions} sessions, "
-        f"{summary['prompt_tokens']:,} prompt tokens, {len(truth.breaks):,} injected breaks"
+        f"{summary.prompt_tokens:,} prompt tokens, {len(truth.breaks):,} injected breaks"
     )
     stages = ", ".join(f"{name} {sec:.2f} s" for name, sec in timer.seconds.items())
     print(f"kvtool analyze end to end: {total:.2f} s ({stages})")
@@ -121,7 +121,7 @@ def main() -> None:
         pairs = done
 
     t0 = time.perf_counter()
-    breaks = detect_breaks(con, wl, bundle, summary["tokenization"]["mode"], 16, count)
+    breaks = detect_breaks(con, wl, bundle, summary.tokenization.mode, 16, count)
     kv_s = time.perf_counter() - t0
     con.close()
     assert len(breaks) == len(truth.breaks), (len(breaks), len(truth.breaks))

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from kvtool.progress import NullProgress
-from kvtool.simulate.engine import Engine
+from kvtool.simulate import Engine, SimConfig
 from kvtool.simulate.sweep import lru_curve
 from kvtool.store import connect
 from kvtool.tiers.spec import Tier
@@ -101,7 +101,7 @@ def throughput(repeat: int) -> None:
         f"lookups/s (request miss ratio {lcs_miss:.4f})"
     )
     t0 = time.perf_counter()
-    engine = Engine([Tier("hbm", capacity)], "lru", 512, None, concurrency=1)
+    engine = Engine([Tier("hbm", capacity)], config=SimConfig(block_size=512, concurrency=1))
     result = engine.run(offsets, blocks, wl.n_tokens, wl.ts, wl.output_tokens)
     direct = time.perf_counter() - t0
     print(

@@ -1,15 +1,17 @@
 """kvtool: make the KV cache visible and plannable from real LLM request logs.
 
 Library entry points (the CLI is a thin wrapper over these):
-``kvtool.analyze(paths, db=..., ...)``, ``kvtool.ingest(paths, db=...)`` and
-``kvtool.check(candidate, baseline=..., ...)``.
+``kvtool.analyze(paths, db=..., ...)`` (an ``AnalyzeResult``: typed figures, ``to_json()`` as
+``--json`` prints it, ``requests_frame()`` one row per request), ``kvtool.ingest(paths, db=...)``
+and ``kvtool.check(candidate, baseline=..., ...)``; a real vLLM through ``kvtool.replay``
+(``replay``/``validate`` return a ``ReplayValidation``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kvtool.analyze import analyze
+from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
 
 # Imported before ``def check`` below on purpose: loading the ``kvtool.check`` package binds it as
 # the attribute ``kvtool.check``, and the function defined afterwards must be what stays bound.
@@ -19,7 +21,7 @@ from kvtool.ingest import FileReport, ingest_files
 from kvtool.store import DEFAULT_DB, connect
 
 __version__ = "0.1.0"
-__all__ = ["analyze", "check", "ingest"]
+__all__ = ["AnalyzeOptions", "AnalyzeResult", "analyze", "check", "ingest"]
 
 
 def ingest(

@@ -12,30 +12,34 @@ import typer
 from rich.console import Console
 
 from kvtool.analyze import analyze
-from kvtool.ingest import FORMATS, UnusableInput, ingest_files
+from kvtool.errors import KvtoolError
+from kvtool.ingest import FORMATS, ingest_files
 from kvtool.progress import NullProgress, RichProgress
-from kvtool.replay.server import ServerError
 from kvtool.report.terminal import render_analysis, render_ingest
-from kvtool.store import DEFAULT_DB, SchemaError, connect
-from kvtool.tiers.kv import UnknownModel
-from kvtool.tiers.spec import TierSpecError
-from kvtool.tokenize import TokenizerNotFound, load_tokenizer
-from kvtool.traffic import PRICE_INPUT, WorkloadError
+from kvtool.simulate.policies import POLICIES
+from kvtool.store import DEFAULT_DB, connect
+from kvtool.tokenize import load_tokenizer
+from kvtool.traffic import PRICE_INPUT
+
+try:  # typer bundles its own click (the context of the running command lives there)
+    from typer.main import get_current_context
+except ImportError:  # older typer runs on click
+    from click import get_current_context
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Make the KV cache visible and plannable from real LLM request logs.",
 )
-USAGE_ERRORS = (
-    UnusableInput,
-    TokenizerNotFound,
-    WorkloadError,
-    UnknownModel,
-    SchemaError,
-    TierSpecError,
-    ServerError,
-)
+# Library parameters that a command's option names differently; looked up only when the
+# command has no option of the parameter's own name.
+PARAM_OPTIONS = {
+    "fmt": "input_format",
+    "num_blocks": "kv_blocks",
+    "timeout_s": "timeout",
+    "tier_overrides": "tier",
+    "ttl_s": "ttl",
+}
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file holding ingested requests.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
@@ -84,11 +88,29 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _flag(param: str) -> str:
+    """The flag of the running command's option for the library parameter ``param``: its first
+    long flag (``block_size`` -> ``--block-size``, ``fmt`` -> ``--format``), else ``--param``."""
+    ctx = get_current_context(silent=True)
+    flags: dict[str, str] = {}
+    for option in ctx.command.params if ctx is not None else ():
+        if option.param_type_name == "option" and option.name:
+            longs = [o for o in option.opts if o.startswith("--")]
+            flags[option.name] = (longs or option.opts)[0]
+    for name in (param, PARAM_OPTIONS.get(param)):
+        if name in flags:
+            return flags[name]
+    return "--" + param.replace("_", "-")
+
+
 def _run(fn: Callable[[], object]) -> object:
+    """``fn()``; a ``KvtoolError`` becomes one line on stderr and exit code 2. An ``OptionError``
+    (it has ``param``) names the command's flag instead of the Python parameter."""
     try:
         return fn()
-    except USAGE_ERRORS as exc:
-        _fail(str(exc))
+    except KvtoolError as exc:
+        param = getattr(exc, "param", None)  # set on an OptionError, with its ``message``
+        _fail(f"{_flag(param)} {getattr(exc, 'message', exc)}" if param else str(exc))
 
 
 def _progress(json_out: bool) -> RichProgress | NullProgress:
@@ -121,7 +143,6 @@ def ingest(
     json_out: JsonOption = False,
 ) -> None:
     """Load request logs into the database; bad lines go to the rejects table."""
-    _check_format(fmt)
 
     def go() -> list:
         progress = _progress(json_out)
@@ -157,7 +178,6 @@ def analyze_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """How much of the prompt traffic is reusable prefix, and what breaks it."""
-    _check_format(fmt)
     summary = _run(
         lambda: analyze(
             paths or None,
@@ -172,7 +192,7 @@ def analyze_cmd(
             examples=examples,
             charts=html is not None,
             progress=_progress(json_out),
-        )
+        ).to_json()
     )
     if json_out:
         _print_json(summary)
@@ -181,8 +201,7 @@ def analyze_cmd(
     if html is not None:
         from kvtool.report import html as page
 
-        sections = page.analysis_sections(summary)
-        _wrote(page.write(html, sections, "kvtool analyze", page.files_label(summary)))
+        _wrote(page.write_analysis(html, summary))
 
 
 @app.command()
@@ -203,17 +222,11 @@ def generate(
     json_out: JsonOption = False,
 ) -> None:
     """Write a synthetic OpenAI-format log with exactly known properties (and <out>.truth.json)."""
-    from kvtool.generate import KINDS
     from kvtool.generate import generate as gen
 
-    if kind not in KINDS:
-        _fail(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
-    if sessions <= 0:
-        _fail("--sessions must be positive")
-    try:
-        truth = gen(kind, sessions, seed, out, session_ids=not no_session_ids, breakers=breakers)
-    except ValueError as exc:
-        _fail(f"--breakers: {exc}")
+    truth = _run(
+        lambda: gen(kind, sessions, seed, out, session_ids=not no_session_ids, breakers=breakers)
+    )
     if json_out:
         _print_json(truth.to_json())
     else:
@@ -243,9 +256,7 @@ def simulate_cmd(
         str | None,
         typer.Option(help="First tier's capacity in blocks (a comma list sweeps it)."),
     ] = None,
-    policy: Annotated[
-        str, typer.Option(help="lru, fifo, lfu, s3fifo, arc, ttl, belady or infinite.")
-    ] = "lru",
+    policy: Annotated[str, typer.Option(help=f"Eviction policy: {', '.join(POLICIES)}.")] = "lru",
     block_size: Annotated[
         int | None, typer.Option(help="Block size in tokens (default 16; hash traces: theirs).")
     ] = None,
@@ -322,7 +333,7 @@ def simulate_cmd(
             fmt=fmt,
             hash_block_size=hash_block_size,
             progress=_progress(json_out),
-        )
+        ).to_json()
 
     out = _run(go)
     if json_out:
@@ -332,9 +343,7 @@ def simulate_cmd(
     if html is not None:
         from kvtool.report import html as page
 
-        section = page.simulation_section([out])
-        assert section is not None
-        _wrote(page.write(html, [section], "kvtool simulate", f"simulate run {out['run_id']}"))
+        _wrote(page.write_simulation(html, out))
 
 
 @app.command(name="report")
@@ -350,12 +359,12 @@ def report_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """One self-contained HTML page with charts of everything the database holds."""
-    from kvtool.report.build import build_report
+    from kvtool.overview import write_report
 
     if not db.exists():
         _fail(f"no database at {db}: run kvtool analyze or ingest first (or pass --db)")
     written = _run(
-        lambda: build_report(
+        lambda: write_report(
             out,
             db=db,
             tokenizer=tokenizer,
@@ -389,8 +398,6 @@ def export_cmd(
 
     if out_format != "mooncake":
         _fail(f"--format {out_format!r}: only 'mooncake' is supported")
-    if block_size <= 0 or block_size % 16:
-        _fail(f"--block-size must be a positive multiple of 16, got {block_size}")
     n = _run(
         lambda: export_mooncake(
             paths or None,
@@ -502,7 +509,7 @@ def replay_cmd(
             max_errors=max_errors,
             hash_block_size=hash_block_size,
             progress=_progress(json_out),
-        )
+        ).to_json()
 
     out = _run(go)
     if json_out:
@@ -521,7 +528,7 @@ def validate_cmd(
     from kvtool.replay import validate
     from kvtool.report.replay import render_replay
 
-    out = _run(lambda: validate(run, db=db))
+    out = _run(lambda: validate(run, db=db).to_json())
     if json_out:
         _print_json(out)
     else:

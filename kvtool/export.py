@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from kvtool.errors import OptionError
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import connect
 from kvtool.traffic import block_streams, load_traffic
@@ -32,7 +33,10 @@ def export_mooncake(
     hash_block_size: int = 512,
     progress: Progress | None = None,
 ) -> int:
-    """Write the trace to ``out``; returns the number of requests written."""
+    """Write the trace to ``out``; returns the number of requests written. ``OptionError`` for a
+    ``block_size`` that is not a positive multiple of 16 (or of a hash trace's own block size)."""
+    if block_size <= 0 or block_size % 16:
+        raise OptionError("block_size", f"must be a positive multiple of 16, got {block_size}")
     progress = progress or NullProgress()
     con = connect(db)
     try:

@@ -39,7 +39,7 @@ def validations(con: Connection) -> list[dict]:
     out = []
     for run_id, model in replay_run_ids(con):
         try:
-            out.append(validate(run_id, db=con))
+            out.append(validate(run_id, db=con).to_json())
         # KeyError, ValueError: a stored configuration that lacks a key or does not parse
         except (KvtoolError, KeyError, ValueError) as e:
             out.append(
@@ -77,7 +77,7 @@ def gather(
             price_input=price_input,
             charts=True,
             progress=progress,
-        )
+        ).to_json()
         return Overview(summary, sim_runs(con, max_sim_runs), validations(con))
 
 

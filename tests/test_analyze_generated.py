@@ -6,12 +6,15 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
-from kvtool import analyze
+from kvtool import AnalyzeOptions, AnalyzeResult, analyze
+from kvtool.analyze import BreakSummary
 from kvtool.analyze.prefix import assign_sessions, infer_parents, passes, runs
 from kvtool.cli import app
+from kvtool.errors import OptionError
 from kvtool.generate import generate
 from kvtool.store import connect
 from kvtool.tokenize import load_tokenizer, tokenizer_signature
@@ -100,7 +103,7 @@ def test_sessions_are_inferred_exactly_without_ids(tmp_path, kind):
     con = connect(tmp_path / "b.duckdb")
     wl = load_workload(con, [0], tokenizer_signature(load_tokenizer()))
     rs = runs(wl)
-    codes, _ = assign_sessions(wl, infer_parents(wl, rs, passes(wl, rs)))
+    codes = assign_sessions(wl, infer_parents(wl, rs, passes(wl, rs))).code
     ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
     truth_session = {r["id"]: r["id"].rsplit("-", 1)[0] for r in _records(with_ids)}
     pairs = {(int(c), truth_session[ids[int(r)]]) for c, r in zip(codes, wl.req_ids, strict=True)}
@@ -198,3 +201,56 @@ def test_unusable_input_exits_2_with_one_line(tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "unknown model 'no-such-model'" in r.stderr
     assert r.stdout == ""
+
+
+def test_result_is_typed_and_its_json_is_what_the_cli_prints(tmp_path):
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 5, seed=3, out=log, steps=(2, 5))
+    db = tmp_path / "k.duckdb"
+    result = analyze([log], db=db, charts=True)
+    assert isinstance(result, AnalyzeResult) and isinstance(result.breaks, BreakSummary)
+    printed = CliRunner().invoke(
+        app, ["analyze", "--db", str(db), "--json", "--html", str(tmp_path / "a.html")]
+    )
+    assert printed.exit_code == 0, printed.output
+    cli = json.loads(printed.stdout)
+    mine = orjson.loads(orjson.dumps(result.to_json()))  # plain JSON types only
+    assert list(cli) == list(mine)  # same keys, same order
+    assert {k: v for k, v in cli.items() if k != "tokenization"} == {
+        k: v for k, v in mine.items() if k != "tokenization"
+    }
+    # the mapping is the JSON view; the attributes are typed
+    assert result == result.to_json() and list(result) == list(mine)
+    assert result["ideal_hit_rate"] == result.ideal_hit_rate
+    assert result["break_summary"]["breaks"] == result.breaks.breaks
+    assert result["top_prefixes"][0]["tokens"] == result.top_prefixes[0].prefix.tokens
+    # one row per request in processing order, summing to the totals
+    frame = result.requests_frame()
+    assert len(frame) == result.requests and frame["req_id"].is_unique
+    assert frame["ts"].is_monotonic_increasing
+    assert frame["n_tokens"].sum() == result.prompt_tokens
+    assert frame["cached_tokens"].sum() == result.cached_tokens
+    assert frame["within_session_tokens"].sum() == result.within_session_tokens
+    assert frame["cross_session_tokens"].sum() == result.cross_session_tokens
+    assert frame["output_tokens"].sum() == result.output_tokens
+    assert frame["session"].nunique() == result.sessions and not frame["session_inferred"].any()
+
+
+@pytest.mark.parametrize(
+    ("option", "param"),
+    [
+        ({"block_size": 40}, "block_size"),
+        ({"fmt": "csv"}, "fmt"),
+        ({"hash_block_size": 0}, "hash_block_size"),
+        ({"top": -1}, "top"),
+        ({"examples": -2}, "examples"),
+        ({"price_input": float("nan")}, "price_input"),
+    ],
+)
+def test_options_are_validated_before_anything_runs(tmp_path, option, param):
+    with pytest.raises(OptionError) as info:
+        analyze([tmp_path / "missing.jsonl"], db=tmp_path / "x.duckdb", **option)
+    assert info.value.param == param and "--" not in str(info.value)  # no CLI flag names
+    assert not (tmp_path / "x.duckdb").exists()
+    with pytest.raises(OptionError, match="^block_size must be a positive multiple of 16, got 40$"):
+        AnalyzeOptions(block_size=40)

@@ -255,12 +255,14 @@ def test_every_module_belongs_to_a_room_and_every_room_exists():
 
 def test_imports_follow_the_ranks():
     problems = []
+    checked = 0
     for path, tree in parsed():
         this = module_name(path)
         mine = room_of(this)
         if mine is None:
             continue  # reported by the room test
         for imp in imports(path, tree):
+            checked += 1
             theirs = room_of(imp.module)
             if theirs is None:
                 problems.append(
@@ -278,6 +280,7 @@ def test_imports_follow_the_ranks():
                     f"{where(path, imp.line)}: upward import: {this} ({describe(mine)}) imports "
                     f"{imp.module} ({describe(theirs)}), a higher rank"
                 )
+    assert checked > 100, f"only {checked} kvtool imports found: is the parser broken?"
     fail_with(problems)
 
 

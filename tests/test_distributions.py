@@ -52,8 +52,8 @@ def test_prefix_tree_is_the_shared_part_of_the_block_tree():
     seqs, sessions = _session_trace()
     wl = token_workload(seqs, sessions)
     rs, ps, _ = _analysis(wl)
-    session, _ = assign_sessions(wl, infer_parents(wl, rs, ps))
-    _, per_run = within_session(ps, session)
+    sessions = assign_sessions(wl, infer_parents(wl, rs, ps))
+    per_run = within_session(ps, sessions.code).sessions_per_run
     tree = prefix_tree(wl, rs, ps, per_run)
     root = [n for n in tree if n["parent"] == -1]
     assert len(root) == 1

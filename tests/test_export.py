@@ -57,6 +57,24 @@ def test_export_rejects_other_formats(tmp_path):
     assert r.exit_code == 2 and "only 'mooncake'" in r.stderr
 
 
+def test_export_block_size_errors_name_the_parameter_and_the_flag(tmp_path, mooncake_dir):
+    from kvtool.errors import OptionError
+    from kvtool.export import export_mooncake
+
+    with pytest.raises(OptionError, match="^block_size must be a positive multiple of 16, got 40"):
+        export_mooncake(None, tmp_path / "x", db=tmp_path / "a.duckdb", block_size=40)
+    r = CliRunner().invoke(app, ["export", "-o", str(tmp_path / "x"), "--block-size", "40"])
+    assert r.exit_code == 2
+    assert r.stderr == "kvtool: error: --block-size must be a positive multiple of 16, got 40\n"
+    trace = mooncake_dir / "synthetic_trace.jsonl.gz"
+    r = CliRunner().invoke(
+        app, ["export", str(trace), "--db", str(tmp_path / "m.duckdb"), "-o", str(tmp_path / "y"),
+              "--block-size", "64"],
+    )  # fmt: skip
+    assert r.exit_code == 2
+    assert "--block-size 64 is not a multiple of the trace's block size 512" in r.stderr
+
+
 # vLLM's own reader of timed hash traces (`vllm bench serve --dataset-name timed_trace`), run in
 # the vLLM CPU environment on the exported file: prints what it would send.
 VLLM_BENCH_READER = """
@@ -108,9 +126,7 @@ def test_vllm_bench_serve_reads_the_export(vllm_python, tmp_path):
         for j in range(i):
             a, b = records[i], records[j]
             full = min(a["input_length"], b["input_length"]) // block
-            ids = next(
-                (k for k in range(full) if a["hash_ids"][k] != b["hash_ids"][k]), full
-            )
+            ids = next((k for k in range(full) if a["hash_ids"][k] != b["hash_ids"][k]), full)
             pa, pb = samples[i][0], samples[j][0]
             tokens = next((k for k in range(min(len(pa), len(pb))) if pa[k] != pb[k]), None)
             shared = min(len(pa), len(pb)) if tokens is None else tokens

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from kvtool.errors import OptionError
 from kvtool.generate import BREAK_CAUSES, KINDS, GenerationTruth, generate
 
 
@@ -286,11 +287,11 @@ def test_record_layout(logs: dict[str, tuple[GenerationTruth, list[dict]]]) -> N
 
 
 def test_bad_arguments_raise(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(OptionError, match="kind"):
         generate("batch", 1, 0, tmp_path / "x.jsonl")
-    with pytest.raises(ValueError, match="sessions"):
+    with pytest.raises(OptionError, match="sessions"):
         generate("chat", 0, 0, tmp_path / "x.jsonl")
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(OptionError, match="steps"):
         generate("agent", 1, 0, tmp_path / "x.jsonl", steps=(5, 2))
 
 
@@ -567,11 +568,11 @@ def test_breakers_without_session_ids(tmp_path: Path) -> None:
 
 def test_breakers_bad_arguments_raise(tmp_path: Path) -> None:
     for kind in ("chat", "rag"):
-        with pytest.raises(ValueError, match="agent"):
+        with pytest.raises(OptionError, match="agent"):
             generate(kind, 50, 0, tmp_path / "x.jsonl", breakers=1)
-    with pytest.raises(ValueError, match="sessions must be >= 12"):
+    with pytest.raises(OptionError, match="sessions must be >= 12"):
         generate("agent", 11, 0, tmp_path / "x.jsonl", breakers=1)
-    with pytest.raises(ValueError, match="breakers"):
+    with pytest.raises(OptionError, match="breakers"):
         generate("agent", 50, 0, tmp_path / "x.jsonl", breakers=-1)
     truth = generate("agent", 12, 0, tmp_path / "x.jsonl", breakers=1, steps=(1, 1))
     assert len({b["session_id"] for b in truth.breaks}) == 11  # sessions lengthened as needed

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kvtool.cli import app
-from kvtool.ingest import UnusableInput, ingest_files
+from kvtool.errors import InputError
+from kvtool.ingest import ingest_files
 from kvtool.store import connect, one
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -176,7 +177,7 @@ def test_unusable_file_raises_and_writes_nothing(con, tmp_path, name):
     good = tmp_path / "good.jsonl"
     good.write_bytes(chat(id="ok") + b"\n")
 
-    with pytest.raises(UnusableInput) as info:
+    with pytest.raises(InputError) as info:
         ingest_files(con, [path])
     message = str(info.value)
     assert str(path) in message
@@ -245,6 +246,25 @@ def test_cli_bad_format_option_exits_2(tmp_path):
     )
     assert result.exit_code == 2
     assert "--format 'csv'" in result.stderr
+
+
+def test_option_errors_name_the_parameter_in_python_and_the_flag_on_the_cli(con, tmp_path):
+    from kvtool.errors import OptionError
+
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(chat() + b"\n")
+    with pytest.raises(OptionError, match="^hash_block_size must be positive, got 0$") as info:
+        ingest_files(con, [good], hash_block_size=0)
+    assert info.value.param == "hash_block_size"
+    with pytest.raises(OptionError, match="^fmt 'csv' is not one of openai-chat"):
+        ingest_files(con, [good], fmt="csv")
+    assert counts(con) == (0, 0, 0)
+    db = str(tmp_path / "x.duckdb")
+    result = CliRunner().invoke(app, ["ingest", str(good), "--db", db, "--hash-block-size", "0"])
+    assert result.exit_code == 2
+    assert result.stderr == "kvtool: error: --hash-block-size must be positive, got 0\n"
+    result = CliRunner().invoke(app, ["analyze", "--db", db, "--format", "csv"])
+    assert result.exit_code == 2 and "--format 'csv' is not one of" in result.stderr
 
 
 def test_cli_ingest_json_reports_counts(tmp_path):

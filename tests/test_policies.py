@@ -1,18 +1,27 @@
-"""Eviction policies: the shared contract on random operation sequences, hand-computed victims
-for each policy, and Belady's MIN against a brute-force optimum and the online policies."""
+"""Eviction policies: the registry, the shared contract on random operation sequences (every
+registered policy), hand-computed victims for each policy, and Belady's MIN against a
+brute-force optimum and every online policy."""
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
-from kvtool.simulate.policies import ARC, INF, LFU, POLICIES, S3FIFO, Belady, Policy, make_policy
+from kvtool.errors import OptionError
+from kvtool.simulate.policies import INF, POLICIES, Policy, make_policy
+from kvtool.simulate.policies.arc import ARC
+from kvtool.simulate.policies.belady import Belady
+from kvtool.simulate.policies.lfu import LFU
+from kvtool.simulate.policies.s3fifo import S3FIFO
 
-NAMES = ("lru", "fifo", "ttl", "infinite", "lfu", "s3fifo", "arc", "belady")
-ONLINE = ("lru", "fifo", "lfu", "s3fifo", "arc")
+NAMES = tuple(POLICIES)
+ONLINE = tuple(name for name, info in POLICIES.items() if not info.bound)
+DOC = Path(__file__).resolve().parents[1] / "docs" / "simulate.md"
 
 
 def next_uses(trace: Sequence[int]) -> list[float]:
@@ -67,10 +76,27 @@ def check_internal(p: Policy) -> None:
 
 
 def test_registry() -> None:
-    assert set(POLICIES) == set(NAMES)
-    for name in NAMES:
+    assert {"lru", "fifo", "lfu", "s3fifo", "arc", "ttl", "belady", "infinite"} <= set(NAMES)
+    assert [info.bound for info in POLICIES.values()] == sorted(
+        info.bound for info in POLICIES.values()
+    )
+    for name, info in POLICIES.items():
         p = make_policy(name, 4, ttl=2.0, unknown_option=1.0)
-        assert p.name == name and len(p) == 0
+        assert p.name == info.name == name and type(p) is info.cls and len(p) == 0
+        assert info.help and "\n" not in info.help
+        # one module per policy, named after it
+        assert info.cls.__module__ == f"kvtool.simulate.policies.{name}"
+    with pytest.raises(OptionError, match="'nope' is not one of") as err:
+        make_policy("nope", 4)
+    assert err.value.param == "policy"
+
+
+def test_docs_table_lists_the_registry() -> None:
+    """docs/simulate.md's policy table is the registry: names in order, one-line help each."""
+    text = DOC.read_text()
+    start = text.index("\n## Policies")
+    rows = re.findall(r"^\| `(\w+)` \| (.+) \|$", text[start:].split("\n## ", 2)[1], re.M)
+    assert rows == [(name, info.help) for name, info in POLICIES.items()]
 
 
 @pytest.mark.parametrize("name", NAMES)

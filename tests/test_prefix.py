@@ -96,20 +96,25 @@ def test_within_and_cross_session_split():
     s1b = s1a + [3] * 32
     s2a = system + [4] * 32
     wl = _workload([s1a, s1b, s2a], sessions=["u1", "u1", "u2"])
-    summary, _ = summarize(wl, 16)
+    summary = summarize(wl, 16)
     # s1b reuses all of s1a (96 tokens, within); s2a reuses the system prompt (64, across)
-    assert summary["within_session_tokens"] == 96
-    assert summary["cross_session_tokens"] == 64
-    assert summary["cached_tokens"] == 160
-    assert summary["sessions"] == 2 and summary["sessions_inferred"] == 0
+    assert summary.within_session_tokens == 96
+    assert summary.cross_session_tokens == 64
+    assert summary.cached_tokens == 160
+    assert summary.sessions == 2 and summary.sessions_inferred == 0
+    # per request, in processing order: the same split
+    frame = summary.requests_frame()
+    assert frame["within_session_tokens"].tolist() == [0, 96, 0]
+    assert frame["cross_session_tokens"].tolist() == [0, 0, 64]
+    assert frame["session"].tolist() == ["u1", "u1", "u2"]
 
 
 def test_reuse_windows_use_the_most_recent_previous_use():
     p = [5] * 160
     wl = _workload([p + [1], p + [2], p + [3]], ts=[0.0, 7200.0, 7260.0])
-    summary, _ = summarize(wl, 16)
+    summary = summarize(wl, 16)
     # request 2 reuses after 2 h (outside 1h), request 3 after 60 s
-    assert summary["reuse_within"] == {"5m": 0.5, "1h": 0.5, "24h": 1.0}
+    assert summary.reuse_within == {"5m": 0.5, "1h": 0.5, "24h": 1.0}
 
 
 def test_session_inference_follows_prefix_continuation():
@@ -127,9 +132,9 @@ def test_session_inference_follows_prefix_continuation():
     parents = infer_parents(wl, rs, ps)
     assert parents[:3].tolist() == [-1, -1, -1]
     assert all(truth[p] == truth[i] for i, p in enumerate(parents) if p >= 0)
-    codes, inferred = assign_sessions(wl, parents)
-    assert inferred == 3
-    assert len({(c, t) for c, t in zip(codes.tolist(), truth, strict=True)}) == 3
+    sessions = assign_sessions(wl, parents)
+    assert sessions.inferred == 3
+    assert len({(c, t) for c, t in zip(sessions.code.tolist(), truth, strict=True)}) == 3
 
 
 def test_top_prefix_is_the_maximal_shared_one():
@@ -137,8 +142,8 @@ def test_top_prefix_is_the_maximal_shared_one():
     seqs = [system + [i] * 40 for i in range(6)] + [system + [0] * 40 + [1] * 33]
     wl = _workload(seqs, sessions=[f"s{i}" for i in range(6)] + ["s0"])
     rs, ps = _structure(wl)
-    codes, _ = assign_sessions(wl, infer_parents(wl, rs, ps))
-    _, per_run = within_session(ps, codes)
+    sessions = assign_sessions(wl, infer_parents(wl, rs, ps))
+    per_run = within_session(ps, sessions.code).sessions_per_run
     top = top_prefixes(wl, rs, ps, per_run, 1)
     # 7 requests share 80 tokens; requests 0 and 6 share 112 tokens (80 + 32 of the 40)
     best = {(p.tokens, p.requests, p.sessions) for p in top}
@@ -153,7 +158,7 @@ def test_within_session_matches_bruteforce(seed):
     seqs = _random_tree_workload(rng, 80)
     sessions = [f"s{rng.randrange(6)}" for _ in seqs]
     wl = _workload(seqs, sessions=sessions)
-    summary, _ = summarize(wl, 32)
+    summary = summarize(wl, 32)
     seen: dict[str, set] = {}
     all_seen: set = set()
     within = cached = 0
@@ -169,9 +174,12 @@ def test_within_session_matches_bruteforce(seed):
         for i in range(nb):
             mine.add(tuple(seq[: (i + 1) * 32]))
             all_seen.add(tuple(seq[: (i + 1) * 32]))
-    assert summary["cached_tokens"] == cached
-    assert summary["within_session_tokens"] == within
-    assert summary["cross_session_tokens"] == cached - within
+    assert summary.cached_tokens == cached
+    assert summary.within_session_tokens == within
+    assert summary.cross_session_tokens == cached - within
+    frame = summary.requests_frame()
+    assert frame["within_session_tokens"].sum() == within
+    assert frame["cached_tokens"].tolist() == _oracle_cached(seqs, 32)
 
 
 @pytest.mark.parametrize("seed", [9, 10])
@@ -181,7 +189,7 @@ def test_reuse_and_working_set_match_bruteforce(seed, B):
     seqs = _random_tree_workload(rng, 60)
     ts = sorted(rng.uniform(0, 4 * 3600) for _ in seqs)
     wl = _workload(seqs, ts=ts)
-    summary, _ = summarize(wl, B)
+    summary = summarize(wl, B)
     last_use: dict[tuple, float] = {}
     gaps: list[float] = []
     for seq, t in zip(seqs, ts, strict=True):
@@ -194,5 +202,5 @@ def test_reuse_and_working_set_match_bruteforce(seed, B):
         for i in range(nb):
             last_use[tuple(seq[: (i + 1) * B])] = t
     expect = {k: sum(g <= w for g in gaps) / len(gaps) for k, w in REUSE_WINDOWS.items()}
-    assert summary["reuse_within"] == pytest.approx(expect)
-    assert summary["working_set_tokens"] == B * len(last_use)
+    assert summary.reuse_within == pytest.approx(expect)
+    assert summary.working_set_tokens == B * len(last_use)

@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 
 from kvtool.cli import app
 from kvtool.generate import generate
-from kvtool.replay import LaunchConfig, replay, validate
+from kvtool.overview import write_report
+from kvtool.replay import LaunchConfig, ReplayValidation, replay, validate
 from kvtool.replay.metrics import diff, parse
 from kvtool.replay.model import build_tiny_model
 from kvtool.replay.server import ServerConfig, VLLMServer
-from kvtool.report.build import build_report
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_replay_on_vllm_matches_the_simulation(vllm_python, agent_log, tmp_path)
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["predicted_hit_rate"] == out["predicted_hit_rate"]
     # the report's replay section shows the same comparison
-    written = build_report(tmp_path / "report.html", db=db)
+    written = write_report(tmp_path / "report.html", db=db)
     assert written["sections"][-1] == "replay" and written["replay_runs"] == 1
     bars = charts((tmp_path / "report.html").read_text())["replay"]["data"]
     assert bars[0]["y"] == [100 * out["predicted_hit_rate"]]
@@ -189,7 +189,7 @@ def test_metrics_parser_sums_engines_and_splits_sources():
 
 def test_replay_needs_one_target(agent_log, tmp_path):
     r = CliRunner().invoke(app, ["replay", str(agent_log), "--db", str(tmp_path / "x.duckdb")])
-    assert r.exit_code == 2 and "either --endpoint" in r.stderr
+    assert r.exit_code == 2 and "--endpoint" in r.stderr
     r = CliRunner().invoke(app, ["validate", "7", "--db", str(tmp_path / "x.duckdb")])
     assert r.exit_code == 2 and "no replay run 7" in r.stderr
     with pytest.raises(Exception, match="no replay run 3"):
@@ -250,6 +250,7 @@ def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path,
 def test_gpu_tier_launch_arguments(tmp_path):
     """What --launch --tier-gb passes to vLLM (offloading runs on GPUs only, so this checks the
     arguments and the LMCache file, not a server)."""
+    from kvtool.errors import OptionError
     from kvtool.replay.server import GIB, tier_args
 
     kv = 131072  # Llama-3.1-8B: 128 KiB per token, a 16-token block is 2 MiB
@@ -269,9 +270,9 @@ def test_gpu_tier_launch_arguments(tmp_path):
     text = Path(env["LMCACHE_CONFIG_FILE"]).read_text()
     assert "chunk_size: 256" in text and f"max_local_disk_size: {500e9 / GIB:.3f}" in text
     assert (tmp_path / "lmcache-disk").is_dir()
-    with pytest.raises(ValueError, match="lmcache"):
+    with pytest.raises(OptionError, match="offload must be 'lmcache'"):
         tier_args([("hbm", 1.0), ("dram", 2.0), ("nvme", 3.0)], 16, kv, "native", tmp_path)
-    with pytest.raises(ValueError, match="at most three"):
+    with pytest.raises(OptionError, match="tier_gb .*at most three"):
         tier_args([("a", 1.0)] * 4, 16, kv, "native", tmp_path)
 
 
@@ -316,6 +317,8 @@ def test_validation_predicts_lower_tiers_of_a_gpu_run(tmp_path, agent_log):
         )
     out = validate(0, db=con)
     con.close()
+    assert isinstance(out, ReplayValidation) and dict(out) == out.to_json()  # the JSON view
+    assert out.simulated == {"block_size": 32, "blocks": 59, "policy": "lru", "concurrency": 1}
     assert out["predicted_hits_by_tier"]["dram"] > 0  # a 59-block device cache spills to host
     assert out["predicted_hits_by_tier"]["device"] > 0
     assert "not yet checked on a GPU" in out["prediction_note"]

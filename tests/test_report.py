@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 from kvtool.analyze import analyze
 from kvtool.cli import app
 from kvtool.generate import generate
-from kvtool.report.build import build_report
+from kvtool.overview import Overview, gather, write_report
+from kvtool.report import format as fmt
 from kvtool.simulate import SimConfig, simulate
 from kvtool.store import connect
+from kvtool.store.runs import ReplayMeasurement, insert_replay_run
 from kvtool.traffic import load_workload
 
 
@@ -30,9 +32,9 @@ def demo(tmp_path_factory) -> dict:
     generate("agent", 16, 7, log, breakers=1)
     db = tmp / "kv.duckdb"
     summary = analyze([log], db=db)
-    sweep = simulate(None, db=db, tier_gb="hbm=0.05,0.2,1", model="Llama-3.1-8B")
-    point = simulate(None, db=db, blocks=[500], config=SimConfig(policy="s3fifo"))
-    written = build_report(tmp / "report.html", db=db)
+    sweep = simulate(None, db=db, tier_gb="hbm=0.05,0.2,1", model="Llama-3.1-8B").to_json()
+    point = simulate(None, db=db, blocks=[500], config=SimConfig(policy="s3fifo")).to_json()
+    written = write_report(tmp / "report.html", db=db)
     return {
         "tmp": tmp,
         "log": log,
@@ -197,7 +199,7 @@ def test_report_of_a_hash_trace_without_text(write_jsonl, tmp_path):
     trace = write_jsonl("trace.jsonl", lines)
     db = tmp_path / "kv.duckdb"
     analyze([trace], db=db)
-    written = build_report(tmp_path / "r.html", db=db)
+    written = write_report(tmp_path / "r.html", db=db)
     assert written["sections"] == ["traffic", "reuse"]  # no text: no break analysis
     got = charts((tmp_path / "r.html").read_text())
     tree = got["prefix_tree"]["data"][0]
@@ -215,7 +217,7 @@ def test_report_of_logs_without_timestamps(write_jsonl, tmp_path):
     log = write_jsonl("chat.jsonl", lines)
     db = tmp_path / "kv.duckdb"
     analyze([log], db=db)
-    build_report(tmp_path / "r.html", db=db)
+    write_report(tmp_path / "r.html", db=db)
     page = (tmp_path / "r.html").read_text()
     got = charts(page)
     assert "reuse_gaps" not in got and "no timestamps" in page
@@ -238,7 +240,7 @@ def test_report_uses_the_tokenizer_the_database_was_analyzed_with(tmp_path):
     generate("agent", 3, 2, log, steps=(3, 4))
     db = tmp_path / "kv.duckdb"
     first = analyze([log], db=db, tokenizer=str(tokdir))
-    build_report(tmp_path / "r.html", db=db)
+    write_report(tmp_path / "r.html", db=db)
     again = analyze(None, db=db)  # no paths, no --tokenizer: the database's own
     default = analyze([log], db=tmp_path / "d.duckdb")["tokenizer"]
     assert again["tokenizer"] == first["tokenizer"] != default
@@ -246,3 +248,67 @@ def test_report_uses_the_tokenizer_the_database_was_analyzed_with(tmp_path):
         signatures = con.execute("SELECT DISTINCT tokenizer FROM chains").fetchall()
     assert signatures == [(first["tokenizer"],)]  # nothing was tokenized a second time
     assert first["tokenizer"] in (tmp_path / "r.html").read_text()
+
+
+def test_overview_gathers_what_the_page_shows(demo):
+    with connect(demo["db"]) as con:  # an open connection is used as it is and left open
+        ov = gather(con)
+        assert isinstance(ov, Overview)
+        newest = gather(con, max_sim_runs=1)
+        stored = [i for (i,) in con.execute("SELECT run_id FROM sim_runs ORDER BY 1").fetchall()]
+    assert ov.summary["requests"] == demo["summary"]["requests"]
+    assert ov.summary["ideal_hit_rate"] == demo["summary"]["ideal_hit_rate"]
+    assert ov.summary["charts"]["timeline"]["requests"]  # gathered for charts
+    # other tests may add runs to the shared database: the newest 8, oldest first
+    assert [r["run_id"] for r in ov.sim_runs] == stored[-8:]
+    assert stored[:2] == [demo["sweep"]["run_id"], demo["point"]["run_id"]]
+    assert ov.sim_runs[0]["points"] == demo["sweep"]["points"]  # as simulate returned it
+    assert [r["run_id"] for r in newest.sim_runs] == stored[-1:]
+    assert ov.validations == []
+
+
+def test_a_replay_run_that_cannot_be_validated_keeps_its_error(tmp_path):
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 3, 2, log, steps=(3, 4))
+    db = tmp_path / "kv.duckdb"
+    analyze([log], db=db)
+    measured = [ReplayMeasurement(0, "r0", True, prompt_tokens=100, cached_tokens=32)]
+    with connect(db) as con:
+        for config in ({}, {"block_size": 32, "num_blocks": 10}):  # the second lacks file_ids
+            insert_replay_run(
+                con, endpoint="http://x", model="m", config=config, metrics={},
+                measurements=measured,
+            )  # fmt: skip
+    ov = gather(db)
+    ok, bad = ov.validations
+    assert ok["run_id"] == 0 and ok["predicted_hit_rate"] is None and "error" not in ok
+    assert ok["observed_hit_rate_usage"] == 0.32
+    assert bad == {
+        "run_id": 1, "model": "m", "requests_ok": None, "requests_failed": None,
+        "error": "not validated: 'file_ids'",
+    }  # fmt: skip
+    written = write_report(tmp_path / "r.html", db=db)
+    assert written["sections"][-1] == "replay" and written["replay_runs"] == 2
+    assert "replay" not in charts((tmp_path / "r.html").read_text())  # nothing was predicted
+    assert "not validated: &#39;file_ids&#39;" in (tmp_path / "r.html").read_text()
+
+
+def test_the_page_names_the_installed_version(demo):
+    from importlib.metadata import version
+
+    assert f'<meta name="generator" content="kvtool {version("kvtool")}">' in demo["page"]
+
+
+def test_number_formatting_is_shared():
+    assert (fmt.pct(0.4567), fmt.pct(None), fmt.pct(None, fmt.DASH)) == ("45.7%", "n/a", "–")
+    assert (fmt.num(1234), fmt.num(2.0), fmt.num(0.256), fmt.num(None, "–")) == (
+        "1,234",
+        "2",
+        "0.26",
+        "–",
+    )
+    assert (fmt.money(1234.5), fmt.seconds(0.1234), fmt.seconds(None)) == (
+        "$1,234.50",
+        "0.123 s",
+        "n/a",
+    )

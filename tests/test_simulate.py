@@ -1,5 +1,6 @@
-"""`kvtool simulate`: hand-computed traces through every tier path, the infinite cache against
-analyze's ideal, LRU against an independent implementation, tenant salt, sweeps, the CLI."""
+"""`kvtool simulate`: hand-computed traces through every tier path and every registered policy,
+the infinite cache against analyze's ideal, LRU against an independent implementation, tenant
+salt, sweeps, the result types, option validation, the CLI."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from typer.testing import CliRunner
 
 from kvtool.analyze import analyze
 from kvtool.cli import app
+from kvtool.errors import NotFoundError, OptionError
 from kvtool.generate import generate
-from kvtool.simulate import SimConfig, simulate
+from kvtool.simulate import POLICIES, Engine, SimConfig, SimulateResult, simulate
+from kvtool.tiers.spec import Tier
 
 B = 16  # the hash traces of these tests use 16-token blocks
 MODEL = "Llama-3.1-8B"  # 128 KiB per token: one 16-token block is 2 MiB
@@ -42,8 +45,9 @@ def _trace(path: Path, requests: list[list[int]], gap_ms: int = 1000, **columns)
 
 
 def _sim(tmp_path: Path, trace: Path, db: str = "s.duckdb", **kw) -> dict:
+    """One run through the library, as its ``--json`` object."""
     config = SimConfig(**{"concurrency": 1, **kw.pop("config", {})})
-    return simulate([trace], db=tmp_path / db, hash_block_size=B, config=config, **kw)
+    return simulate([trace], db=tmp_path / db, hash_block_size=B, config=config, **kw).to_json()
 
 
 def test_lru_follows_vllm_order(tmp_path):
@@ -63,26 +67,35 @@ def test_lru_follows_vllm_order(tmp_path):
     assert out["token_hit_rate"] == pytest.approx(3 * B / out["prompt_tokens"])
 
 
-@pytest.mark.parametrize(
-    ("policy", "options", "hits"),
-    [
-        # capacity 2; r0 [1], r1 [2], r2 [1] (hit for all but a short TTL), r3 [3] must evict,
-        # r4 [1]: LRU/LFU/Belady evicted 2 at r3 and hit; FIFO evicted 1 (inserted first)
-        ("lru", {}, 2),
-        ("fifo", {}, 1),
-        ("lfu", {}, 2),
-        ("belady", {}, 2),
-        ("infinite", {}, 2),
-        ("s3fifo", {}, 1),
-        ("arc", {}, 2),
-        ("ttl", {"ttl_s": 5.0}, 2),  # each reuse of 1 comes 4 s after its last use
-        ("ttl", {"ttl_s": 3.0}, 0),  # ... which a 3 s TTL does not survive
-    ],
-)
-def test_each_policy_on_a_hand_computed_trace(tmp_path, policy, options, hits):
+# capacity 2; r0 [1], r1 [2], r2 [1] (hit for all but a short TTL), r3 [3] must evict, r4 [1]:
+# LRU/LFU/Belady evicted 2 at r3 and hit; FIFO evicted 1 (inserted first). Per registered policy:
+# (options, blocks hit); a new policy adds its hand-computed line here.
+HAND_HITS: dict[str, list[tuple[dict, int]]] = {
+    "lru": [({}, 2)],
+    "fifo": [({}, 1)],
+    "lfu": [({}, 2)],
+    "belady": [({}, 2)],
+    "infinite": [({}, 2)],
+    "s3fifo": [({}, 1)],
+    "arc": [({}, 2)],
+    # each reuse of 1 comes 4 s after its last use, which a 3 s TTL does not survive
+    "ttl": [({"ttl_s": 5.0}, 2), ({"ttl_s": 3.0}, 0)],
+}
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_each_policy_on_a_hand_computed_trace(tmp_path, policy):
+    assert policy in HAND_HITS, f"add the hand-computed hits of {policy!r} to HAND_HITS"
     trace = _trace(tmp_path / "t.jsonl", [[1], [2], [1], [3], [1]], gap_ms=2000)
-    out = _sim(tmp_path, trace, blocks=[2], config={"policy": policy, **options})
-    assert out["prefill_tokens_saved"] == hits * B, policy
+    for k, (options, hits) in enumerate(HAND_HITS[policy]):
+        result = simulate(
+            [trace],
+            db=tmp_path / f"{k}.duckdb",
+            hash_block_size=B,
+            blocks=[2],
+            config=SimConfig(policy=policy, concurrency=1, **options),
+        )
+        assert result.point.prefill_tokens_saved == hits * B, (policy, options)
 
 
 def test_write_back_demotes_and_write_through_copies(tmp_path):
@@ -133,11 +146,12 @@ def test_a_tier_slower_than_recompute_is_not_used(tmp_path):
     assert slow["hits_by_tier"]["nvme"] == 0
     assert slow["config"]["usable_lower_tiers"] == {"nvme": False}
     # the load time is part of TTFT: r2 prefills 1 token and loads one block from NVMe
-    from kvtool.simulate.engine import Engine, Timing
-    from kvtool.tiers.spec import Tier
-
     nvme = Tier("nvme", 10, read_gbps=6.0, latency_s=100e-6)
-    engine = Engine([Tier("hbm", 1), nvme], "lru", B, 131072, Timing(8000.0), concurrency=1)
+    engine = Engine(
+        [Tier("hbm", 1), nvme],
+        config=SimConfig(block_size=B, concurrency=1, prefill_tps=8000.0),
+        kv_bytes_per_token=131072,
+    )
     offsets = np.array([0, 1, 2, 3])
     result = engine.run(
         offsets, np.array([1, 2, 1]), np.full(3, B + 1), np.array([0.0, 1.0, 2.0]), np.ones(3)
@@ -183,8 +197,8 @@ def test_infinite_equals_analyze_ideal(tmp_path, block_size):
         blocks=[1],
         config=SimConfig(policy="infinite", block_size=block_size),
     )
-    assert out["token_hit_rate"] == pytest.approx(ideal, abs=1e-12)
-    assert out["ideal_hit_rate"] == pytest.approx(ideal, abs=1e-12)
+    assert out.point.token_hit_rate == pytest.approx(ideal, abs=1e-12)
+    assert out.ideal_hit_rate == pytest.approx(ideal, abs=1e-12)
 
 
 def _independent_lru(path: Path, capacity: int, block: int = 512, limit: int = 2000) -> int:
@@ -221,25 +235,25 @@ def test_lru_equals_an_independent_implementation_on_mooncake(tmp_path, mooncake
         out = simulate(
             [head], db=tmp_path / "m.duckdb", blocks=[capacity], config=SimConfig(concurrency=1)
         )
-        assert out["prefill_tokens_saved"] == _independent_lru(head, capacity), capacity
+        assert out.point.prefill_tokens_saved == _independent_lru(head, capacity), capacity
 
 
 def test_sweep_points_equal_single_runs_and_report_the_knee(tmp_path):
     log = tmp_path / "agent.jsonl"
     generate("agent", 10, 5, log, steps=(3, 10))
     sweep = simulate([log], db=tmp_path / "a.duckdb", blocks=[50, 200, 800, 3200])
-    rates = [p["token_hit_rate"] for p in sweep["points"]]
-    assert rates == sorted(rates) and rates[-1] <= sweep["ideal_hit_rate"] + 1e-12
+    rates = [p.token_hit_rate for p in sweep.points]
+    assert rates == sorted(rates) and rates[-1] <= sweep.ideal_hit_rate + 1e-12
     single = simulate(None, db=tmp_path / "a.duckdb", blocks=[800])
-    assert single["token_hit_rate"] == rates[2]
-    assert sweep["sweep"]["unit"] == "blocks" and sweep["sweep"]["knee"] in (200, 800, 3200)
-    need = sweep["sweep"]["capacity_for_share_of_ideal"]
-    for key, capacity in need.items():
+    assert single.point.token_hit_rate == rates[2]
+    assert sweep.sweep is not None and sweep.sweep.unit == "blocks"
+    assert sweep.sweep.knee in (200, 800, 3200)
+    for key, capacity in sweep.sweep.capacity_for_share_of_ideal.items():
         share = int(key.rstrip("%")) / 100
         if capacity is not None:
             i = [50, 200, 800, 3200].index(capacity)
-            assert rates[i] >= share * sweep["ideal_hit_rate"] - 1e-12
-            assert i == 0 or rates[i - 1] < share * sweep["ideal_hit_rate"]
+            assert rates[i] >= share * sweep.ideal_hit_rate - 1e-12
+            assert i == 0 or rates[i - 1] < share * sweep.ideal_hit_rate
     con = duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True)
     rows = con.execute("SELECT run_id, policy, block_size, result FROM sim_runs").fetchall()
     con.close()
@@ -271,8 +285,11 @@ def test_cli_json_table_and_errors(tmp_path):
     assert table.exit_code == 0 and "hit rate vs hbm capacity" in table.stdout
     for bad, message in (
         (["--tier-gb", "hbm=1"], "KV size per token is unknown"),
-        (["--blocks", "4", "--policy", "nope"], "--policy 'nope'"),
-        (["--blocks", "4", "--policy", "ttl"], "--ttl"),
+        (["--blocks", "4", "--policy", "nope"], "--policy 'nope' is not one of"),
+        (["--blocks", "4", "--policy", "ttl"], "--ttl is needed by policy 'ttl'"),
+        (["--blocks", "4", "--policy", "ttl", "--ttl", "0s"], "--ttl must be positive"),
+        (["--blocks", "4", "--routing", "random"], "--routing 'random' is not one of"),
+        (["--blocks", "4", "--block-size", "24"], "--block-size 24 is not a multiple"),
         (["--tier-gb", "hbm=1,dram=2,3,nvme=1,2", "--model", MODEL], "only one tier"),
         (["--tier-gb", "hbm=1,weird=2", "--model", MODEL], "unknown kind"),
         (["--blocks", "x"], "--blocks"),
@@ -293,23 +310,24 @@ def test_one_pass_lru_curve_equals_direct_simulation(tmp_path, mooncake_dir):
         db = tmp_path / f"{path.stem}.duckdb"
         config = SimConfig(concurrency=1)
         sweep = simulate([path], db=db, blocks=capacities, config=config)
-        methods = [p["method"] for p in sweep["points"]]
+        methods = [p.method for p in sweep.points]
         assert "stack" in methods and "direct" in methods  # the smallest ones cannot hold a request
-        for capacity, point in zip(capacities, sweep["points"], strict=True):
-            direct = simulate(None, db=db, blocks=[capacity], config=config)
-            assert point["prefill_tokens_saved"] == direct["prefill_tokens_saved"], capacity
-            assert point["request_hit_rate"] == direct["request_hit_rate"]
-            for q in ("p50", "p90", "p99"):
-                assert point["ttft_estimate"][q] == pytest.approx(direct["ttft_estimate"][q])
+        for capacity, point in zip(capacities, sweep.points, strict=True):
+            direct = simulate(None, db=db, blocks=[capacity], config=config).point
+            assert point.prefill_tokens_saved == direct.prefill_tokens_saved, capacity
+            assert point.request_hit_rate == direct.request_hit_rate
+            assert point.ttft_estimate.p50 == pytest.approx(direct.ttft_estimate.p50)
+            assert point.ttft_estimate.p90 == pytest.approx(direct.ttft_estimate.p90)
+            assert point.ttft_estimate.p99 == pytest.approx(direct.ttft_estimate.p99)
 
 
 def test_compiled_and_python_stack_kernels_agree(tmp_path):
     from kvtool.progress import NullProgress
-    from kvtool.simulate.sweep import _stack_maxima_fast, lru_curve
+    from kvtool.simulate.sweep import compiled_kernel, lru_curve
     from kvtool.store import connect
     from kvtool.traffic import block_streams, load_traffic
 
-    assert _stack_maxima_fast is not None  # the test extra installs numba: CI runs compiled
+    assert compiled_kernel() is not None  # the test extra installs numba: CI runs compiled
     log = tmp_path / "agent.jsonl"
     generate("agent", 6, 2, log, steps=(3, 8))
     con = connect(tmp_path / "k.duckdb")
@@ -431,3 +449,84 @@ def test_prefill_throughput_preset_from_the_model(tmp_path):
         config={"prefill_tps": 1000.0},  # 16 tokens in 16 ms
     )
     assert fast["hits_by_tier"]["dram"] == 0 and slow["hits_by_tier"]["dram"] == B
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"policy": "nope"}, "policy", "'nope' is not one of"),
+        ({"block_size": 0}, "block_size", "must be positive"),
+        ({"write_policy": "around"}, "write_policy", "'around' is not one of back, through"),
+        ({"concurrency": 0}, "concurrency", "must be >= 1"),
+        ({"policy": "ttl"}, "ttl_s", "is needed by policy 'ttl'"),
+        ({"policy": "ttl", "ttl_s": 0.0}, "ttl_s", "must be positive"),
+        ({"prefill_tps": 0.0}, "prefill_tps", "must be positive"),
+        ({"decode_tps": -1.0}, "decode_tps", "must be positive"),
+        ({"price_input": -0.5}, "price_input", "must be >= 0"),
+        ({"replicas": 0}, "replicas", "must be >= 1"),
+        ({"routing": "random"}, "routing", "'random' is not one of"),
+    ],
+)
+def test_sim_config_validates_its_fields(fields, param, message):
+    with pytest.raises(OptionError, match=message) as err:
+        SimConfig(**fields)
+    assert err.value.param == param
+
+
+def test_tier_and_model_errors_name_their_parameter(tmp_path):
+    trace = _trace(tmp_path / "t.jsonl", [[1, 2], [1, 2]])
+    cases = [
+        ({"tier_gb": "hbm=1,weird=2", "model": MODEL}, "tier_gb", "unknown kind"),
+        ({"tier_gb": "hbm=x"}, "tier_gb", "is not a size in GB"),
+        (
+            {"tier_gb": "hbm=1,dram=2", "tier_overrides": ["ssd:price=1"]},
+            "tier_overrides",
+            "no tier",
+        ),
+        ({"tier_gb": "hbm=1,dram=2", "tier_overrides": ["dram:speed=1"]}, "tier_overrides", "key"),
+        ({"blocks": [-1]}, "blocks", ">= 0"),
+        ({"blocks": [1, 2], "tier_gb": "hbm=1,2"}, "blocks", "tier is swept"),
+        ({"tier_gb": "hbm=1"}, "model", "KV size per token is unknown"),
+    ]
+    for kw, param, message in cases:
+        with pytest.raises(OptionError, match=message) as err:
+            simulate([trace], db=tmp_path / "e.duckdb", hash_block_size=B, **kw)
+        assert err.value.param == param, kw
+    with pytest.raises(NotFoundError, match="unknown model 'no-such-model'"):
+        simulate([trace], db=tmp_path / "e.duckdb", hash_block_size=B, model="no-such-model")
+
+
+def test_result_types_json_store_and_frame(tmp_path):
+    trace = _trace(tmp_path / "t.jsonl", [[1, 2], [1, 2], [1, 3], [4], [1, 2]])
+    db = tmp_path / "r.duckdb"
+    tiers = f"hbm={BLOCK_GB * 2.5},dram=0,{BLOCK_GB * 2},{BLOCK_GB * 8}"
+    config = SimConfig(concurrency=1)
+    sweep = simulate([trace], db=db, hash_block_size=B, tier_gb=tiers, model=MODEL, config=config)
+    assert isinstance(sweep, SimulateResult) and sweep.run_id == 0
+    assert sweep.config.block_size == B and sweep.config.prefill_tps > 0  # resolved
+    assert len(sweep.points) == 3 and sweep.sweep is not None and sweep.sweep.tier == "dram"
+    with pytest.raises(ValueError, match="sweep"):
+        _ = sweep.point
+    out = sweep.to_json()
+    assert out["run_id"] == 0 and out["config"]["tier_gb"] == tiers
+    assert [p["tiers"][1]["blocks"] for p in out["points"]] == [0, 2, 8]
+    assert out["sweep"]["unit"] == "gb" and "token_hit_rate" not in out
+    assert orjson.loads(orjson.dumps(out)) == out  # plain JSON values only
+    # the stored run is the JSON: config and result columns
+    con = duckdb.connect(str(db), read_only=True)
+    ((cfg, res),) = con.execute("SELECT config, result FROM sim_runs").fetchall()
+    con.close()
+    assert json.loads(cfg) == out["config"]
+    assert json.loads(res) == {k: v for k, v in out.items() if k not in ("config", "run_id")}
+    frame = sweep.points_frame()
+    assert list(frame["dram_blocks"]) == [0, 2, 8] and list(frame["hbm_blocks"]) == [2, 2, 2]
+    assert list(frame["token_hit_rate"]) == [p.token_hit_rate for p in sweep.points]
+    assert list(frame["method"]) == ["direct"] * 3
+    for column in ("dram_gb", "prefill_tokens_saved", "storage_per_month", "net_per_month"):
+        assert column in frame.columns
+    one = simulate(None, db=db, blocks=[2], config=config)
+    assert one.run_id == 1 and one.sweep is None
+    flat = one.to_json()
+    assert flat["prefill_tokens_saved"] == one.point.prefill_tokens_saved
+    assert "points" not in flat and flat["method"] == "direct"
+    assert len(one.points_frame()) == 1

@@ -12,10 +12,11 @@ import orjson
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from kvtool.errors import NotFoundError
 from kvtool.ingest import ingest_files
 from kvtool.store import connect
 from kvtool.tokenize import chain_blocks, load_tokenizer, root_seed, tokenize_requests
-from kvtool.tokenize.loader import TokenizerNotFound, default_tokenizer_path
+from kvtool.tokenize.loader import default_tokenizer_path
 from kvtool.tokenize.segments import SegmentEncoder
 from kvtool.tokenize.template import (
     DefaultTemplate,
@@ -293,7 +294,7 @@ def test_hub_id_resolves_from_local_cache_only(tmp_path, monkeypatch):
         bundle.tokenizer.encode("hello world").ids
         == load_tokenizer().tokenizer.encode("hello world").ids
     )
-    with pytest.raises(TokenizerNotFound, match="never downloads"):
+    with pytest.raises(NotFoundError, match="never downloads"):
         load_tokenizer("acme/absent")
 
 

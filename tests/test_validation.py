@@ -40,9 +40,9 @@ def test_fig9_curve_is_pinned_and_beside_the_paper(tmp_path, mooncake_dir, trace
         blocks=[c // 512 for c in CAPACITY_TOKENS],
         config=SimConfig(concurrency=1),
     )
-    ours = [p["token_hit_rate"] for p in out["points"]]
+    ours = [p.token_hit_rate for p in out.points]
     assert ours == pytest.approx(PINNED[trace], abs=5e-6)
-    assert ours[-1] == pytest.approx(out["ideal_hit_rate"], abs=1e-12)
+    assert ours[-1] == pytest.approx(out.ideal_hit_rate, abs=1e-12)
     paper = _paper(mooncake_dir)[trace]
     lo, hi = GAP[trace]
     start = 1 if trace == "conversation" else 0  # 1e4 tokens: 19 blocks, below one request

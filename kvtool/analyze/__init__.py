@@ -1,19 +1,22 @@
 """Analyze: how much prompt traffic is reusable prefix, where it comes from, how long it must live.
 
-``analyze`` ingests the given files (idempotently), tokenizes what is not tokenized yet, and returns
-the summary documented in docs/analyze.md (the ``--json`` contract).
+``analyze`` ingests the given files (idempotently), tokenizes what is not tokenized yet, and
+returns an ``AnalyzeResult`` whose ``to_json()`` is the ``--json`` contract (docs/analyze.md);
+``summarize`` computes the workload figures alone (no I/O). Options are an ``AnalyzeOptions``,
+validated once when built. Everything raised for unusable input or options is a ``KvtoolError``
+(``OptionError`` for a parameter value, ``WorkloadError`` for traffic that cannot be analyzed).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 
-from kvtool.analyze.breaks import detect_breaks, store_breaks, summarize_breaks
+from kvtool.analyze.breaks import BreakSummary, detect_breaks, store_breaks, summarize_breaks
 from kvtool.analyze.distributions import prefix_tree, prompt_lengths, reuse_gaps, timeline
 from kvtool.analyze.prefix import (
+    Prefix,
     assign_sessions,
     base_hit_blocks,
     ideal_hits,
@@ -25,15 +28,35 @@ from kvtool.analyze.prefix import (
     within_session,
     working_set_blocks,
 )
+from kvtool.analyze.result import (
+    AnalyzeOptions,
+    AnalyzeResult,
+    RequestFigures,
+    TopPrefix,
+    WorkloadSummary,
+)
+from kvtool.errors import WorkloadError
 from kvtool.progress import NullProgress, Progress
-from kvtool.store import connect, one
+from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
+from kvtool.store.files import file_rows, rejected_lines
 from kvtool.tokenize import request_token_ids
-from kvtool.traffic import PRICE_INPUT, Workload, WorkloadError, kv_shape_name, load_traffic
+from kvtool.traffic import PRICE_INPUT, Traffic, Workload, kv_shape_name, load_traffic
 
 BLOCK_SIZES = (16, 64, 256, 512)
 PREVIEW_CHARS = 48
 
-__all__ = ["BLOCK_SIZES", "WorkloadError", "analyze", "summarize"]
+__all__ = [
+    "BLOCK_SIZES",
+    "AnalyzeOptions",
+    "AnalyzeResult",
+    "BreakSummary",
+    "RequestFigures",
+    "TopPrefix",
+    "WorkloadError",
+    "WorkloadSummary",
+    "analyze",
+    "summarize",
+]
 
 
 def _preview(text: str) -> tuple[str, str]:
@@ -50,69 +73,92 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def summarize(
-    wl: Workload, block_size: int, kv_bytes_per_token: int | None = None, charts: bool = False
-) -> tuple[dict, list]:
-    """The analyze summary of a workload (no I/O). Returns (summary, top prefixes); with
-    ``charts`` the summary also holds the report's distributions under ``"charts"``."""
+    wl: Workload,
+    block_size: int,
+    kv_bytes_per_token: int | None = None,
+    charts: bool = False,
+    top: int = 10,
+) -> WorkloadSummary:
+    """The workload's figures at ``block_size`` (no I/O): ``WorkloadSummary`` with the ``top``
+    most valuable prefixes and, with ``charts``, the report's distributions. ``WorkloadError``
+    when ``block_size`` is not a multiple of the workload's base block size."""
     if block_size % wl.base:
         raise WorkloadError(
-            f"--block-size {block_size} is not a multiple of the trace's block size {wl.base}"
+            f"block_size {block_size} is not a multiple of the trace's block size {wl.base}"
         )
     rs = runs(wl)
     ps = passes(wl, rs)
-    session, inferred = assign_sessions(wl, infer_parents(wl, rs, ps))
+    sessions = assign_sessions(wl, infer_parents(wl, rs, ps))
     base_hits = base_hit_blocks(wl, rs, ps)
     sizes = (wl.base,) if wl.kind == "hash" else tuple(sorted({*BLOCK_SIZES, block_size}))
     prompt_tokens = int(wl.n_tokens.sum())
     by_size = {}
     for B in sizes:
-        cached_b = ideal_hits(wl, rs, ps, base_hits, B).cached_tokens
-        by_size[str(B)] = _ratio(int(cached_b.sum()), prompt_tokens)
-    hits = ideal_hits(wl, rs, ps, base_hits, block_size)
+        hits_b = ideal_hits(wl, rs, ps, base_hits, B)
+        by_size[str(B)] = _ratio(int(hits_b.cached_tokens.sum()), prompt_tokens)
+        if B == block_size:
+            hits = hits_b
     cached = int(hits.cached_tokens.sum())
-    same, sessions_per_run = within_session(ps, session)
-    within = int(hits.cached_blocks[same].sum()) * block_size
+    split = within_session(ps, sessions.code)
+    within_blocks = np.bincount(
+        ps.req[split.within], hits.cached_blocks[split.within], minlength=wl.n
+    ).astype(np.int64)
+    within = int(within_blocks.sum()) * block_size
     distinct = working_set_blocks(rs, ps, hits.k)
     observed = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
     obs_prompt = float(wl.observed_prompt[observed].sum())
-    summary = {
-        "requests": wl.n,
-        "sessions": int(len(np.unique(session))),
-        "sessions_inferred": inferred,
-        "prompt_tokens": prompt_tokens,
-        "output_tokens": int(wl.output_tokens.sum()),
-        "block_size": block_size,
-        "cached_tokens": cached,
-        "ideal_hit_rate": _ratio(cached, prompt_tokens),
-        "ideal_hit_rate_by_block_size": by_size,
-        "within_session_tokens": within,
-        "cross_session_tokens": cached - within,
-        "reuse_within": reuse_within(ps, hits, wl.ts),
-        "working_set_tokens": distinct * block_size,
-        "kv_bytes_per_token": kv_bytes_per_token,
-        "working_set_gb": (
-            distinct * block_size * kv_bytes_per_token / 1e9 if kv_bytes_per_token else None
-        ),
-        "observed_requests": int(observed.sum()),
-        "observed_hit_rate": _ratio(float(wl.observed_cached[observed].sum()), obs_prompt),
-        "predicted_hit_rate_on_observed": _ratio(
-            float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
-        ),
-    }
+    chart_data = None
     if charts:
-        summary["charts"] = {
+        chart_data = {
             "timeline": timeline(wl.ts, wl.n_tokens, hits.cached_tokens),
             "prompt_lengths": prompt_lengths(wl.n_tokens),
             "reuse_gaps": reuse_gaps(ps, hits, wl.ts),
-            "prefix_tree": prefix_tree(wl, rs, ps, sessions_per_run),
+            "prefix_tree": prefix_tree(wl, rs, ps, split.sessions_per_run),
         }
-    return summary, top_prefixes(wl, rs, ps, sessions_per_run, hits.k)
+    return WorkloadSummary(
+        requests=wl.n,
+        sessions=int(len(np.unique(sessions.code))),
+        sessions_inferred=sessions.inferred,
+        prompt_tokens=prompt_tokens,
+        output_tokens=int(wl.output_tokens.sum()),
+        block_size=block_size,
+        cached_tokens=cached,
+        ideal_hit_rate=_ratio(cached, prompt_tokens),
+        ideal_hit_rate_by_block_size=by_size,
+        within_session_tokens=within,
+        cross_session_tokens=cached - within,
+        reuse_within=reuse_within(ps, hits, wl.ts),
+        working_set_tokens=distinct * block_size,
+        kv_bytes_per_token=kv_bytes_per_token,
+        working_set_gb=(
+            distinct * block_size * kv_bytes_per_token / 1e9 if kv_bytes_per_token else None
+        ),
+        observed_requests=int(observed.sum()),
+        observed_hit_rate=_ratio(float(wl.observed_cached[observed].sum()), obs_prompt),
+        predicted_hit_rate_on_observed=_ratio(
+            float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
+        ),
+        charts=chart_data,
+        prefixes=top_prefixes(wl, rs, ps, split.sessions_per_run, hits.k, limit=top),
+        per_request=RequestFigures(
+            req_id=wl.req_ids,
+            ts=wl.ts,
+            session=wl.session,
+            session_code=sessions.code,
+            n_tokens=wl.n_tokens,
+            cached_tokens=hits.cached_tokens,
+            within_session_tokens=within_blocks * block_size,
+            output_tokens=wl.output_tokens,
+            observed_prompt_tokens=wl.observed_prompt,
+            observed_cached_tokens=wl.observed_cached,
+        ),
+    )
 
 
 def analyze(
     paths: list[str | Path] | None = None,
     *,
-    db: str | Path | duckdb.DuckDBPyConnection = "kvtool.duckdb",
+    db: DbArg = DEFAULT_DB,
     tokenizer: str | None = None,
     block_size: int | None = None,
     model: str | None = None,
@@ -123,119 +169,94 @@ def analyze(
     examples: int = 3,
     charts: bool = False,
     progress: Progress | None = None,
-) -> dict:
-    """Ingest ``paths`` (all files in the database when None), tokenize, and summarize at
-    ``block_size`` (default 16; a hash trace's own block size for hash traces), find prefix
-    breaks (priced at ``price_input`` $/M tokens, ``examples`` per cause). ``charts`` adds the
-    report's distributions (``summary["charts"]``, docs/report.md).
+) -> AnalyzeResult:
+    """Ingest ``paths`` (all files in the database when None), tokenize, and analyze: the
+    keyword parameters are the fields of ``AnalyzeOptions`` (validated before the database is
+    opened). ``db`` is a path or an open connection (left open).
 
-    Raises ``UnusableInput`` / ``TokenizerNotFound`` / ``WorkloadError`` / ``UnknownModel`` for
-    input that cannot be analyzed (the CLI turns them into one line and exit code 2)."""
-    if block_size is not None and (block_size <= 0 or block_size % 16):
-        raise WorkloadError(f"--block-size must be a positive multiple of 16, got {block_size}")
-    progress = progress or NullProgress()
-    con = db if isinstance(db, duckdb.DuckDBPyConnection) else connect(db)
-    try:
-        return _analyze(
-            con,
-            paths,
-            tokenizer,
-            block_size,
-            model,
-            fmt,
-            hash_block_size,
-            top,
-            price_input,
-            examples,
-            charts,
-            progress,
-        )
-    finally:
-        progress.close()
-        if con is not db:
-            con.close()
-
-
-def _analyze(
-    con: duckdb.DuckDBPyConnection,
-    paths: list[str | Path] | None,
-    tokenizer: str | None,
-    block_size: int | None,
-    model: str | None,
-    fmt: str | None,
-    hash_block_size: int,
-    top: int,
-    price_input: float,
-    examples: int,
-    charts: bool,
-    progress: Progress,
-) -> dict:
-    traffic = load_traffic(
-        con,
-        paths=paths,
+    Raises a ``KvtoolError`` for input or options that cannot be analyzed (the CLI turns it into
+    one line and exit code 2): ``OptionError`` naming the parameter, ``WorkloadError`` for
+    traffic that cannot be analyzed (nothing ingested, mixed kinds, a block size that does not
+    fit a hash trace)."""
+    options = AnalyzeOptions(
         tokenizer=tokenizer,
         fmt=fmt,
         hash_block_size=hash_block_size,
+        block_size=block_size,
+        model=model,
+        top=top,
+        price_input=price_input,
+        examples=examples,
+        charts=charts,
+    )
+    progress = progress or NullProgress()
+    try:
+        with open_db(db) as con:
+            return _analyze(con, paths, options, progress)
+    finally:
+        progress.close()
+
+
+def _analyze(
+    con: Connection, paths: list[str | Path] | None, opts: AnalyzeOptions, progress: Progress
+) -> AnalyzeResult:
+    traffic = load_traffic(
+        con,
+        paths=paths,
+        tokenizer=opts.tokenizer,
+        fmt=opts.fmt,
+        hash_block_size=opts.hash_block_size,
         progress=progress,
     )
-    wl, file_ids, bundle = traffic.wl, traffic.file_ids, traffic.bundle
-    signature, mode, tok_report = traffic.signature, traffic.mode, traffic.tok_report
-    ids = ",".join(map(str, file_ids))
+    wl = traffic.wl
     progress.stage("analyze", None)
-    model_name, kv_bytes = kv_shape_name(model, wl)
-    if block_size is None:  # hash traces: their own block size; text logs: vLLM's GPU default
-        block_size = wl.base if wl.kind == "hash" else 16
-    summary, prefixes = summarize(wl, block_size, kv_bytes, charts)
-    (rejected,) = one(con, f"SELECT count(*) FROM rejects WHERE file_id IN ({ids})")
-    summary["rejected_lines"] = int(rejected)
-    summary["model"] = model_name
-    summary["tokenizer"] = signature
-    summary["trace_kind"] = wl.kind
-    summary["top_prefixes"] = []
-    for p in prefixes[:top]:
-        preview = ends_with = None
-        if bundle is not None:
-            ids_ = request_token_ids(con, bundle, int(wl.req_ids[p.first_request]), mode)
-            text = bundle.tokenizer.decode(ids_[: p.tokens].tolist(), skip_special_tokens=False)
-            preview, ends_with = _preview(text)
-        summary["top_prefixes"].append(
-            {
-                "tokens": p.tokens,
-                "requests": p.requests,
-                "sessions": p.sessions,
-                "tokens_saved": p.tokens_saved,
-                "preview": preview,
-                "ends_with": ends_with,
-            }
+    model_name, kv_bytes = kv_shape_name(opts.model, wl)
+    # hash traces: their own block size; text logs: vLLM's GPU default
+    block_size = opts.block_size or (wl.base if wl.kind == "hash" else 16)
+    summary = summarize(wl, block_size, kv_bytes, opts.charts, opts.top)
+    if summary.charts is not None:
+        _label_tree(con, traffic, summary.charts["prefix_tree"])
+    breaks = None
+    if traffic.bundle is not None and traffic.signature is not None:
+        progress.stage("breaks", None)
+        found = detect_breaks(
+            con, wl, traffic.bundle, traffic.mode, block_size, lambda d, t: progress.update(d, t)
         )
-    token_ids: dict[int, np.ndarray] = {}  # one lookup per request, shared by its nodes
-    for node in summary.get("charts", {}).get("prefix_tree", []):
+        store_breaks(con, traffic.signature, block_size, wl.req_ids, found)
+        breaks = summarize_breaks(found, summary.prompt_tokens, opts.price_input, opts.examples)
+    return AnalyzeResult(
+        **summary.figures(),
+        rejected_lines=rejected_lines(con, traffic.file_ids),
+        model=model_name,
+        tokenizer=traffic.signature,
+        trace_kind=wl.kind,
+        top_prefixes=[_with_text(con, traffic, p) for p in summary.prefixes],
+        files=file_rows(con, traffic.file_ids),
+        tokenization=traffic.tok_report,
+        breaks=breaks,
+    )
+
+
+def _with_text(con: Connection, traffic: Traffic, p: Prefix) -> TopPrefix:
+    """A prefix with its preview text (None for hash traces, which have no text)."""
+    if traffic.bundle is None:
+        return TopPrefix(p, None, None)
+    rid = int(traffic.wl.req_ids[p.first_request])
+    ids = request_token_ids(con, traffic.bundle, rid, traffic.mode)
+    text = traffic.bundle.tokenizer.decode(ids[: p.tokens].tolist(), skip_special_tokens=False)
+    return TopPrefix(p, *_preview(text))
+
+
+def _label_tree(con: Connection, traffic: Traffic, tree: list[dict]) -> None:
+    """Give each prefix-tree node its ``text`` (None without a tokenizer); each request's token
+    ids are looked up once, shared by its nodes."""
+    token_ids: dict[int, np.ndarray] = {}
+    for node in tree:
         node["text"] = None
-        if bundle is not None:
+        if traffic.bundle is not None:
             rid = node["req_id"]
             if rid not in token_ids:
-                token_ids[rid] = request_token_ids(con, bundle, rid, mode)
-            node["text"] = bundle.tokenizer.decode(
+                token_ids[rid] = request_token_ids(con, traffic.bundle, rid, traffic.mode)
+            node["text"] = traffic.bundle.tokenizer.decode(
                 token_ids[rid][node["start"] : node["end"]].tolist(), skip_special_tokens=False
             )
-    files = con.execute(
-        "SELECT path, format, lines, requests, rejected FROM files "
-        f"WHERE file_id IN ({ids}) ORDER BY file_id"
-    ).fetchall()
-    summary["files"] = [
-        {"path": f[0], "format": f[1], "lines": f[2], "requests": f[3], "rejected": f[4]}
-        for f in files
-    ]
-    if tok_report is not None:
-        summary["tokenization"] = tok_report.to_json()
-    summary["breaks"] = summary["break_summary"] = None
-    if bundle is not None and signature is not None:
-        progress.stage("breaks", None)
-        breaks = detect_breaks(
-            con, wl, bundle, mode, block_size, lambda d, t: progress.update(d, t)
-        )
-        store_breaks(con, signature, block_size, wl.req_ids, breaks)
-        summary["breaks"], summary["break_summary"] = summarize_breaks(
-            breaks, summary["prompt_tokens"], price_input, examples
-        )
-    return summary

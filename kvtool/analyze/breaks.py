@@ -22,8 +22,8 @@ The public break API (what ``kvtool.check`` uses): ``Prompts`` turns stored rows
 (content and token ids), ``compare`` says whether and where one prompt breaks from another
 (a ``PairBreak``), ``break_text`` decodes the tokens around it and ``lost_tokens`` prices a
 position; ``detect_breaks`` runs the predecessor rules over a workload (``Break``s) and
-``store_breaks`` / ``summarize_breaks`` store and summarize them. Rows are read and breaks written
-through ``kvtool.store`` only.
+``store_breaks`` / ``summarize_breaks`` store them and summarize them (a ``BreakSummary``).
+Rows are read and breaks written through ``kvtool.store`` only.
 """
 
 from __future__ import annotations
@@ -423,32 +423,77 @@ def detect_breaks(
     return out
 
 
+@dataclass
+class CauseSummary:
+    """The breaks of one cause: how many, the tokens they lost (share of all prompt tokens,
+    dollars at the input price) and the costliest of them (``examples``)."""
+
+    count: int
+    tokens_lost: int
+    share_of_prompt_tokens: float | None
+    dollars_lost: float
+    examples: list[Break]
+
+    def to_json(self) -> dict:
+        return {
+            "count": self.count,
+            "tokens_lost": self.tokens_lost,
+            "share_of_prompt_tokens": self.share_of_prompt_tokens,
+            "dollars_lost": self.dollars_lost,
+            "examples": [b.example() for b in self.examples],
+        }
+
+
+@dataclass
+class BreakSummary:
+    """A workload's breaks summarized: ``causes`` holds every cause of ``CAUSES`` (in that order,
+    zero counts included); the totals are their sums. ``causes_json()`` is the ``--json``
+    ``breaks`` object, ``totals_json()`` its ``break_summary`` (docs/analyze.md)."""
+
+    causes: dict[str, CauseSummary]
+    breaks: int
+    tokens_lost: int
+    share_of_prompt_tokens: float | None
+    dollars_lost: float
+    price_input_per_mtok: float
+
+    def causes_json(self) -> dict:
+        return {cause: c.to_json() for cause, c in self.causes.items()}
+
+    def totals_json(self) -> dict:
+        return {
+            "breaks": self.breaks,
+            "tokens_lost": self.tokens_lost,
+            "share_of_prompt_tokens": self.share_of_prompt_tokens,
+            "dollars_lost": self.dollars_lost,
+            "price_input_per_mtok": self.price_input_per_mtok,
+        }
+
+
 def summarize_breaks(
     breaks: list[Break], prompt_tokens: int, price_input: float, examples: int
-) -> tuple[dict, dict]:
-    """(``breaks`` per cause, totals) as the ``--json`` contract defines them (docs/analyze.md).
-    Examples are the costliest breaks of each cause."""
-    per: dict[str, dict] = {}
+) -> BreakSummary:
+    """Per cause and in total, priced at ``price_input`` $ per million tokens; the ``examples``
+    costliest breaks of each cause (ties in detection order)."""
+
+    def share(lost: int) -> float | None:
+        return lost / prompt_tokens if prompt_tokens else None
+
+    causes: dict[str, CauseSummary] = {}
     for cause in CAUSES:
         mine = [b for b in breaks if b.cause == cause]
         lost = sum(b.tokens_lost for b in mine)
         top = sorted(mine, key=lambda b: -b.tokens_lost)[:examples]
-        per[cause] = {
-            "count": len(mine),
-            "tokens_lost": lost,
-            "share_of_prompt_tokens": lost / prompt_tokens if prompt_tokens else None,
-            "dollars_lost": lost * price_input / 1e6,
-            "examples": [b.example() for b in top],
-        }
+        causes[cause] = CauseSummary(len(mine), lost, share(lost), lost * price_input / 1e6, top)
     lost = sum(b.tokens_lost for b in breaks)
-    totals = {
-        "breaks": len(breaks),
-        "tokens_lost": lost,
-        "share_of_prompt_tokens": lost / prompt_tokens if prompt_tokens else None,
-        "dollars_lost": lost * price_input / 1e6,
-        "price_input_per_mtok": price_input,
-    }
-    return per, totals
+    return BreakSummary(
+        causes=causes,
+        breaks=len(breaks),
+        tokens_lost=lost,
+        share_of_prompt_tokens=share(lost),
+        dollars_lost=lost * price_input / 1e6,
+        price_input_per_mtok=price_input,
+    )
 
 
 def store_breaks(

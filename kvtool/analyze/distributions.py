@@ -67,10 +67,10 @@ def prompt_lengths(n_tokens: np.ndarray) -> dict:
 
 def reuse_gaps(ps: Passes, hits: Hits, ts: np.ndarray) -> dict:
     """Cached tokens by the time since their previous use (log bins of seconds, from 1 ms)."""
-    gap, tokens = reuse_gap_tokens(ps, hits, ts)
-    known = ~np.isnan(gap)
-    out = log_histogram(np.maximum(gap[known], MIN_GAP_S), tokens[known])
-    out["unknown_tokens"] = int(tokens[~known].sum())
+    gaps = reuse_gap_tokens(ps, hits, ts)
+    known = ~np.isnan(gaps.seconds)
+    out = log_histogram(np.maximum(gaps.seconds[known], MIN_GAP_S), gaps.tokens[known])
+    out["unknown_tokens"] = int(gaps.tokens[~known].sum())
     return out
 
 

@@ -1,4 +1,4 @@
-"""Prefix-sharing statistics on the block tree, vectorized (DESIGN.md: Definitions).
+"""Prefix-sharing statistics on the block tree, vectorized (docs/architecture.md: Definitions).
 
 With an infinite cache and requests in processing order, request r's hit count h is the number of
 its leading blocks that occurred in an earlier request; its cached tokens are
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvtool.errors import WorkloadError
 from kvtool.traffic import Workload
 
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
@@ -125,9 +126,10 @@ class Hits:
 
 
 def ideal_hits(wl: Workload, rs: Runs, ps: Passes, base_hits: np.ndarray, B: int) -> Hits:
-    """Infinite-cache hits at ``B``: h_B = h_base // k, capped at (n - 1) // B."""
+    """Infinite-cache hits at ``B``: h_B = h_base // k, capped at (n - 1) // B. ``B`` must be a
+    multiple of the workload's base block size (``WorkloadError`` otherwise)."""
     if B % wl.base:
-        raise ValueError(f"block size {B} is not a multiple of the base size {wl.base}")
+        raise WorkloadError(f"block_size {B} is not a multiple of the trace's block size {wl.base}")
     k = B // wl.base
     cap = np.maximum(wl.n_tokens - 1, 0) // B
     used = np.minimum(base_hits // k, cap)
@@ -135,9 +137,18 @@ def ideal_hits(wl: Workload, rs: Runs, ps: Passes, base_hits: np.ndarray, B: int
     return Hits(B, k, used * B, _boundaries(rs.lo[ps.run], top, k))
 
 
-def within_session(ps: Passes, session: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pass: an earlier request of the same session went through the run; and per run the
-    number of distinct sessions through it."""
+@dataclass
+class SessionSplit:
+    """``within[i]``: an earlier request of pass i's session went through its run (so the pass's
+    cached blocks are within-session reuse); ``sessions_per_run[c]``: distinct sessions through
+    run c."""
+
+    within: np.ndarray
+    sessions_per_run: np.ndarray
+
+
+def within_session(ps: Passes, session: np.ndarray) -> SessionSplit:
+    """Split the passes by session (``session``: a code per request)."""
     s = np.unique(session, return_inverse=True)[1][ps.req].astype(np.int64)
     order = np.lexsort((ps.req, s, ps.run))
     starts = _starts(ps.run[order]) | _starts(s[order])
@@ -145,25 +156,33 @@ def within_session(ps: Passes, session: np.ndarray) -> tuple[np.ndarray, np.ndar
     within[order] = ~starts
     n_runs = int(ps.run.max()) + 1 if len(ps.run) else 0
     sessions_per_run = np.bincount(ps.run[order][starts], minlength=n_runs)
-    return within, sessions_per_run
+    return SessionSplit(within, sessions_per_run)
 
 
-def reuse_gap_tokens(ps: Passes, hits: Hits, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cached stretch (a pass with cached blocks): seconds since the previous request through
-    the same blocks (NaN where a time is unknown) and the tokens it saved."""
+@dataclass
+class ReuseGaps:
+    """Per cached stretch (a pass with cached blocks): ``seconds`` since the previous request
+    through the same blocks (NaN where a time is unknown) and the ``tokens`` it saved;
+    ``tokens`` sums to the cached tokens."""
+
+    seconds: np.ndarray
+    tokens: np.ndarray
+
+
+def reuse_gap_tokens(ps: Passes, hits: Hits, ts: np.ndarray) -> ReuseGaps:
     use = hits.cached_blocks > 0
     gap = ts[ps.req[use]] - ts[ps.prev[use]]
-    return gap, hits.cached_blocks[use].astype(np.int64) * hits.B
+    return ReuseGaps(gap, hits.cached_blocks[use].astype(np.int64) * hits.B)
 
 
 def reuse_within(ps: Passes, hits: Hits, ts: np.ndarray) -> dict[str, float | None]:
     """Share of cached tokens whose most recent earlier use was within each window (of those with
     known times); None when no cached block has known times."""
-    gap, tokens = reuse_gap_tokens(ps, hits, ts)
-    known = ~np.isnan(gap)
+    gaps = reuse_gap_tokens(ps, hits, ts)
+    known = ~np.isnan(gaps.seconds)
     if not known.any():
         return {k: None for k in REUSE_WINDOWS}
-    gap, weight = gap[known], tokens[known]
+    gap, weight = gaps.seconds[known], gaps.tokens[known]
     total = weight.sum()
     return {k: float(weight[gap <= w].sum() / total) for k, w in REUSE_WINDOWS.items()}
 
@@ -251,9 +270,17 @@ def infer_parents(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
     return parent
 
 
-def assign_sessions(wl: Workload, parents: np.ndarray) -> tuple[np.ndarray, int]:
-    """Session code per request: logged ids where present, else inherited from the inferred
-    parent, else a new session. Returns (codes, number of inferred sessions)."""
+@dataclass
+class Sessions:
+    """A session code per request (``code``): logged session ids get 0, 1, ... in order of first
+    appearance, inferred sessions -1, -2, ...; ``inferred`` counts the inferred sessions."""
+
+    code: np.ndarray
+    inferred: int
+
+
+def assign_sessions(wl: Workload, parents: np.ndarray) -> Sessions:
+    """Logged ids where present, else the session of the inferred parent, else a new one."""
     codes: dict[str, int] = {}
     out = np.empty(wl.n, np.int64)
     inferred = 0
@@ -265,4 +292,4 @@ def assign_sessions(wl: Workload, parents: np.ndarray) -> tuple[np.ndarray, int]
         else:  # inferred sessions take negative codes, disjoint from logged ones
             inferred += 1
             out[i] = -inferred
-    return out, inferred
+    return Sessions(out, inferred)

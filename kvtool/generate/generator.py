@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kvtool.errors import OptionError
 from kvtool.generate.agent import agent_session, agent_setting
 from kvtool.generate.breakers import BREAK_CAUSES, BreakerSchedule
 from kvtool.generate.chat import chat_session, chat_system_prompt
@@ -63,21 +64,22 @@ def generate(
     every request that does not extend its predecessor.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise OptionError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
     if sessions <= 0:
-        raise ValueError(f"sessions must be positive, got {sessions}")
+        raise OptionError("sessions", f"must be positive, got {sessions}")
     lo, hi = steps if steps is not None else DEFAULT_STEPS[kind]
     if not 1 <= lo <= hi:
-        raise ValueError(f"steps must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+        raise OptionError("steps", f"must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
     if breakers < 0:
-        raise ValueError(f"breakers must be >= 0, got {breakers}")
+        raise OptionError("breakers", f"must be >= 0, got {breakers}")
     if breakers and kind != "agent":
-        raise ValueError(f"breakers are only generated for kind 'agent', not {kind!r}")
+        raise OptionError("breakers", f"are only generated for kind 'agent', not {kind!r}")
     if breakers and sessions < len(BREAK_CAUSES) * breakers + 1:
         need = len(BREAK_CAUSES) * breakers + 1
-        raise ValueError(
-            f"breakers={breakers} injects {need - 1} sessions besides the clean session 0: "
-            f"sessions must be >= {need}, got {sessions}"
+        raise OptionError(
+            "sessions",
+            f"must be >= {need}, got {sessions}: breakers={breakers} injects {need - 1} "
+            "sessions besides the clean session 0",
         )
     start = start or DEFAULT_START
     if start.tzinfo is None:

@@ -1,6 +1,6 @@
 """Record formats: detection and normalization of one parsed log record into a ``Normalized``.
 
-Every normalizer either returns a ``Normalized`` or raises ``RecordError`` with a one-line reason;
+Every normalizer either returns a ``Normalized`` or raises ``InputError`` with a one-line reason;
 it never lets a malformed record through with silently dropped parts. Chat messages are normalized
 to the OpenAI chat shape (role, content as a string / list of parts / None, tool_calls,
 tool_call_id), keeping the original key order so that prompt bytes stay exactly as logged.
@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from kvtool.errors import InputError, OptionError
+
 FORMATS = ("openai-chat", "openai-batch", "anthropic", "completions", "mooncake")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 SESSION_KEYS = ("session_id", "conversation_id", "thread_id", "session", "trace_id")
@@ -22,10 +24,6 @@ TENANT_KEYS = ("tenant", "tenant_id", "org_id", "organization")
 ID_KEYS = ("request_id", "id", "custom_id")
 INT64_LIMIT = 2**63  # counts are stored as DuckDB BIGINT
 TIME_KEYS = ("timestamp", "created", "created_at", "time", "start_time")
-
-
-class RecordError(ValueError):
-    """A record that cannot become a request; the message is the reject reason."""
 
 
 @dataclass(slots=True)
@@ -60,18 +58,18 @@ def _str_or_none(value: Any, what: str) -> str | None:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise RecordError(f"{what} must be a string, got {type(value).__name__}")
+    raise InputError(f"{what} must be a string, got {type(value).__name__}")
 
 
 def _int_or_none(value: Any, what: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordError(f"{what} must be a number, got {type(value).__name__}")
+        raise InputError(f"{what} must be a number, got {type(value).__name__}")
     if value < 0 or value != value:
-        raise RecordError(f"{what} must be >= 0, got {value}")
+        raise InputError(f"{what} must be >= 0, got {value}")
     if value >= INT64_LIMIT:
-        raise RecordError(f"{what} is out of range, got {value}")
+        raise InputError(f"{what} is out of range, got {value}")
     return int(value)
 
 
@@ -90,15 +88,15 @@ def parse_timestamp(value: Any) -> float | None:
             try:
                 dt = datetime.fromisoformat(text)
             except ValueError as exc:
-                raise RecordError(f"unreadable timestamp {value[:40]!r}") from exc
+                raise InputError(f"unreadable timestamp {value[:40]!r}") from exc
             if dt.tzinfo is None:  # naive times are taken as UTC, as gateways log them
                 dt = dt.replace(tzinfo=UTC)
             return dt.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordError(f"timestamp must be a number or string, got {type(value).__name__}")
+        raise InputError(f"timestamp must be a number or string, got {type(value).__name__}")
     v = float(value)
     if v != v or v < 0 or v == float("inf"):
-        raise RecordError(f"timestamp must be a finite number >= 0, got {value}")
+        raise InputError(f"timestamp must be a finite number >= 0, got {value}")
     for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
         if v > limit:
             return v / scale
@@ -136,14 +134,14 @@ def _envelope(rec: dict) -> _Envelope:
         try:
             body = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise RecordError("request is a string that is not JSON") from exc
+            raise InputError("request is a string that is not JSON") from exc
     if body is None:
         body = rec.get("body") if isinstance(rec.get("body"), dict) else rec
     if not isinstance(body, dict):
-        raise RecordError(f"request must be an object, got {type(body).__name__}")
+        raise InputError(f"request must be an object, got {type(body).__name__}")
     response = rec.get("response")
     if response is not None and not isinstance(response, dict):
-        raise RecordError(f"response must be an object, got {type(response).__name__}")
+        raise InputError(f"response must be an object, got {type(response).__name__}")
     return _Envelope(body=body, response=response or {}, outer=rec)
 
 
@@ -165,7 +163,7 @@ def _common(env: _Envelope, out: Normalized) -> None:
         usage = rec.get("usage")
     if usage is not None:
         if not isinstance(usage, dict):
-            raise RecordError(f"usage must be an object, got {type(usage).__name__}")
+            raise InputError(f"usage must be an object, got {type(usage).__name__}")
         _usage(usage, out)
 
 
@@ -198,56 +196,56 @@ def _check_content(content: Any, where: str) -> None:
     if content is None or isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise RecordError(f"{where}.content must be a string, list or null")
+        raise InputError(f"{where}.content must be a string, list or null")
     for j, part in enumerate(content):
         if isinstance(part, str):
             continue
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise RecordError(f"{where}.content[{j}] must be an object with a string 'type'")
+            raise InputError(f"{where}.content[{j}] must be an object with a string 'type'")
         if part["type"] == "text" and not isinstance(part.get("text"), str):
-            raise RecordError(f"{where}.content[{j}].text must be a string")
+            raise InputError(f"{where}.content[{j}].text must be a string")
 
 
 def _check_openai_messages(messages: Any) -> list[dict]:
     """The list's shape; each message's fields are checked by ``check_message``, once per
     distinct message (the writer calls it for content it has not seen)."""
     if not isinstance(messages, list):
-        raise RecordError(f"messages must be a list, got {type(messages).__name__}")
+        raise InputError(f"messages must be a list, got {type(messages).__name__}")
     if not messages:
-        raise RecordError("messages is empty")
+        raise InputError("messages is empty")
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
-            raise RecordError(f"messages[{i}] must be an object, got {type(msg).__name__}")
+            raise InputError(f"messages[{i}] must be an object, got {type(msg).__name__}")
     return messages
 
 
 def check_message(msg: dict, i: int) -> None:
-    """Raise ``RecordError`` unless ``msg`` (the i-th message) is a valid chat message."""
+    """Raise ``InputError`` unless ``msg`` (the i-th message) is a valid chat message."""
     where = f"messages[{i}]"
     role = msg.get("role")
     if not isinstance(role, str):
-        raise RecordError(f"{where}.role must be a string")
+        raise InputError(f"{where}.role must be a string")
     if role not in ROLES:
-        raise RecordError(f"{where}.role {role[:30]!r} is not a chat role")
+        raise InputError(f"{where}.role {role[:30]!r} is not a chat role")
     _check_content(msg.get("content"), where)
     calls = msg.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list):
-            raise RecordError(f"{where}.tool_calls must be a list")
+            raise InputError(f"{where}.tool_calls must be a list")
         for j, call in enumerate(calls):
             fn = call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise RecordError(f"{where}.tool_calls[{j}].function.name must be a string")
+                raise InputError(f"{where}.tool_calls[{j}].function.name must be a string")
 
 
 def _check_tools(tools: Any) -> list | None:
     if tools is None:
         return None
     if not isinstance(tools, list):
-        raise RecordError(f"tools must be a list, got {type(tools).__name__}")
+        raise InputError(f"tools must be a list, got {type(tools).__name__}")
     for j, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            raise RecordError(f"tools[{j}] must be an object")
+            raise InputError(f"tools[{j}] must be an object")
     return tools or None
 
 
@@ -255,7 +253,7 @@ def normalize_openai_chat(rec: dict) -> Normalized:
     env = _envelope(rec)
     out = Normalized(kind="chat", messages_checked=False)
     if "messages" not in env.body:
-        raise RecordError("no 'messages' in the request body")
+        raise InputError("no 'messages' in the request body")
     out.messages = _check_openai_messages(env.body["messages"])
     out.tools = _check_tools(env.body.get("tools"))
     _common(env, out)
@@ -266,14 +264,14 @@ def _anthropic_text(blocks: Any, where: str) -> str | list:
     if isinstance(blocks, str):
         return blocks
     if not isinstance(blocks, list):
-        raise RecordError(f"{where} must be a string or a list of blocks")
+        raise InputError(f"{where} must be a string or a list of blocks")
     parts: list = []
     for j, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise RecordError(f"{where}[{j}] must be an object with a string 'type'")
+            raise InputError(f"{where}[{j}] must be an object with a string 'type'")
         if block["type"] == "text":
             if not isinstance(block.get("text"), str):
-                raise RecordError(f"{where}[{j}].text must be a string")
+                raise InputError(f"{where}[{j}].text must be a string")
             parts.append({"type": "text", "text": block["text"]})
         else:
             parts.append(block)
@@ -285,28 +283,28 @@ def _anthropic_messages(system: Any, messages: Any) -> list[dict]:
     if system is not None:
         out.append({"role": "system", "content": _anthropic_text(system, "system")})
     if not isinstance(messages, list):
-        raise RecordError(f"messages must be a list, got {type(messages).__name__}")
+        raise InputError(f"messages must be a list, got {type(messages).__name__}")
     if not messages:
-        raise RecordError("messages is empty")
+        raise InputError("messages is empty")
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-            raise RecordError(f"{where} must be an object with role 'user' or 'assistant'")
+            raise InputError(f"{where} must be an object with role 'user' or 'assistant'")
         content = msg.get("content")
         if isinstance(content, str):
             out.append({"role": msg["role"], "content": content})
             continue
         if not isinstance(content, list):
-            raise RecordError(f"{where}.content must be a string or a list of blocks")
+            raise InputError(f"{where}.content must be a string or a list of blocks")
         parts: list = []
         calls: list[dict] = []
         for j, block in enumerate(content):
             if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                raise RecordError(f"{where}.content[{j}] must be an object with a string 'type'")
+                raise InputError(f"{where}.content[{j}] must be an object with a string 'type'")
             kind = block["type"]
             if kind == "tool_use":
                 if not isinstance(block.get("name"), str):
-                    raise RecordError(f"{where}.content[{j}].name must be a string")
+                    raise InputError(f"{where}.content[{j}].name must be a string")
                 arguments = orjson.dumps(block.get("input", {})).decode()
                 calls.append(
                     {
@@ -323,7 +321,7 @@ def _anthropic_messages(system: Any, messages: Any) -> list[dict]:
                 )
             elif kind == "text":
                 if not isinstance(block.get("text"), str):
-                    raise RecordError(f"{where}.content[{j}].text must be a string")
+                    raise InputError(f"{where}.content[{j}].text must be a string")
                 parts.append({"type": "text", "text": block["text"]})
             else:  # image, document, thinking, ...: kept as a part, rendered as a placeholder
                 parts.append(block)
@@ -339,7 +337,7 @@ def normalize_anthropic(rec: dict) -> Normalized:
     env = _envelope(rec)
     out = Normalized(kind="chat")
     if "messages" not in env.body:
-        raise RecordError("no 'messages' in the request body")
+        raise InputError("no 'messages' in the request body")
     out.messages = _anthropic_messages(env.body.get("system"), env.body["messages"])
     out.tools = _check_tools(env.body.get("tools"))
     _common(env, out)
@@ -354,9 +352,9 @@ def normalize_completions(rec: dict) -> Normalized:
         prompt = prompt[0]
     if isinstance(prompt, list):
         if not prompt or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            raise RecordError("prompt must be a string or one list of token ids")
+            raise InputError("prompt must be a string or one list of token ids")
     elif not isinstance(prompt, str):
-        raise RecordError(f"prompt must be a string, got {type(prompt).__name__}")
+        raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     out.prompt = prompt
     _common(env, out)
     return out
@@ -365,17 +363,17 @@ def normalize_completions(rec: dict) -> Normalized:
 def normalize_batch(rec: dict) -> Normalized:
     body = rec.get("body")
     if not isinstance(body, dict):
-        raise RecordError("batch line has no 'body' object")
+        raise InputError("batch line has no 'body' object")
     url = rec.get("url", "")
     if not isinstance(url, str):
-        raise RecordError("batch line 'url' must be a string")
+        raise InputError("batch line 'url' must be a string")
     wrapped = {"request": body, "custom_id": rec.get("custom_id")}
     if url.endswith("/completions") and not url.endswith("/chat/completions"):
         out = normalize_completions(wrapped)
     elif "messages" in body:
         out = normalize_openai_chat(wrapped)
     else:
-        raise RecordError(f"batch line for {url or 'unknown url'!r} is not a chat or completion")
+        raise InputError(f"batch line for {url or 'unknown url'!r} is not a chat or completion")
     return out
 
 
@@ -386,22 +384,22 @@ def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
         n = rec.get("input_length")
         ids = rec.get("hash_ids")
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise RecordError("input_length must be a positive integer")
+            raise InputError("input_length must be a positive integer")
         if not isinstance(ids, list) or not all(
             isinstance(h, int) and not isinstance(h, bool) for h in ids
         ):
-            raise RecordError("hash_ids must be a list of integers")
+            raise InputError("hash_ids must be a list of integers")
         expected = -(-n // block_size)
         if len(ids) != expected:
-            raise RecordError(
+            raise InputError(
                 f"hash_ids has {len(ids)} ids, input_length {n} at block size {block_size} "
                 f"needs {expected}"
             )
         if any(h < -(2**63) or h >= 2**63 for h in ids):
-            raise RecordError("hash_ids must fit in 64 bits")
+            raise InputError("hash_ids must fit in 64 bits")
         ts = rec.get("timestamp")
         if isinstance(ts, bool) or not isinstance(ts, int | float) or ts < 0:
-            raise RecordError("timestamp must be a number of milliseconds >= 0")
+            raise InputError("timestamp must be a number of milliseconds >= 0")
         return Normalized(
             kind="hash",
             request_id=_str_or_none(rec.get("request_id") or rec.get("id"), "id"),
@@ -415,6 +413,15 @@ def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
         )
 
     return normalize_mooncake
+
+
+def check_ingest_options(fmt: str | None, hash_block_size: int) -> None:
+    """``OptionError`` unless ``fmt`` is None or one of ``FORMATS`` and ``hash_block_size`` is
+    positive."""
+    if fmt is not None and fmt not in FORMATS:
+        raise OptionError("fmt", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    if hash_block_size <= 0:
+        raise OptionError("hash_block_size", f"must be positive, got {hash_block_size}")
 
 
 def normalizer(fmt: str, hash_block_size: int) -> Callable[[dict], Normalized]:

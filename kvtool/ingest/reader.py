@@ -16,11 +16,9 @@ from typing import Any
 import orjson
 import xxhash
 
+from kvtool.errors import InputError
+
 JSON_KEYS_IN_PARQUET = ("messages", "tools", "request", "response", "body", "metadata", "usage")
-
-
-class UnusableInput(Exception):
-    """The input cannot be read at all (missing file, not JSON Lines, unreadable Parquet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +75,7 @@ def _jsonl_lines(path: Path, progress: Callable[[int], None] | None) -> Iterator
                     last_pos = pos
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             if number == 0:
-                raise UnusableInput(f"{path}: not a readable gzip file ({exc})") from exc
+                raise InputError(f"{path}: not a readable gzip file ({exc})") from exc
             yield Line(number + 1, b"", None, f"compressed stream is cut off ({exc})")
         if progress:
             progress(path.stat().st_size - last_pos)
@@ -99,7 +97,7 @@ def _parquet_lines(path: Path, progress: Callable[[int], None] | None) -> Iterat
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a bad footer
-        raise UnusableInput(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
     per_row = path.stat().st_size / max(pf.metadata.num_rows, 1)
     number = 0
     for batch in pf.iter_batches(batch_size=2048):

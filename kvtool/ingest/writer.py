@@ -19,15 +19,16 @@ import orjson
 import pyarrow as pa
 import xxhash
 
+from kvtool.errors import InputError
 from kvtool.ingest.formats import (
     FORMATS,
     Normalized,
-    RecordError,
+    check_ingest_options,
     check_message,
     detect_format,
     normalizer,
 )
-from kvtool.ingest.reader import UnusableInput, file_digest, read_records, sample
+from kvtool.ingest.reader import file_digest, read_records, sample
 from kvtool.store import as_bigint, atomic, next_id
 from kvtool.store.files import (
     FileRow,
@@ -166,7 +167,7 @@ class _FileWriter:
         if rec.messages is not None:
             try:
                 message_keys = self._message_keys(rec)
-            except RecordError as exc:
+            except InputError as exc:  # a bad record: rejected
                 self.reject(line, str(exc), raw)
                 return
         self.lines_of[rid] = line
@@ -258,16 +259,16 @@ def _choose_format(path: Path, fmt: str | None) -> str:
     nonblank = [line for line in head if line.error != "blank line"]
     if nonblank and not parsed:
         first = nonblank[0]
-        raise UnusableInput(f"{path}:{first.number}: not JSON Lines ({first.error})")
+        raise InputError(f"{path}:{first.number}: not JSON Lines ({first.error})")
     if fmt is not None:
         return fmt
     if not head:
         return "openai-chat"  # an empty file: nothing to detect, nothing to ingest
     found = detect_format(parsed)
     if found is None:
-        raise UnusableInput(
+        raise InputError(
             f"{path}: no known request format in the first {len(head)} lines "
-            f"(expected one of {', '.join(FORMATS)}; use --format)"
+            f"(expected one of {', '.join(FORMATS)}; name the format with fmt)"
         )
     return found
 
@@ -280,11 +281,13 @@ def ingest_file(
     hash_block_size: int = 512,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest one file (see the module invariants); ``UnusableInput`` for unreadable input."""
+    """Ingest one file (see the module invariants); ``InputError`` for unreadable input,
+    ``OptionError`` for an unknown ``fmt`` or a ``hash_block_size`` that is not positive."""
+    check_ingest_options(fmt, hash_block_size)
     if not path.exists():
-        raise UnusableInput(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     if path.is_dir():
-        raise UnusableInput(f"{path}: is a directory")
+        raise InputError(f"{path}: is a directory")
     digest = file_digest(path)
     known = find_file(con, digest)
     if known is not None:
@@ -315,7 +318,7 @@ def ingest_file(
                 continue
             try:
                 rec = normalize(line.parsed)
-            except RecordError as exc:
+            except InputError as exc:  # a bad record: rejected
                 writer.reject(line.number, str(exc), line.raw)
                 continue
             writer.add(line.number, line.raw, rec)
@@ -349,6 +352,7 @@ def ingest_files(
     progress: Callable[[int], None] | None = None,
 ) -> list[FileReport]:
     """Ingest each path in turn; see ``ingest_file``."""
+    check_ingest_options(fmt, hash_block_size)
     return [
         ingest_file(con, Path(p), fmt=fmt, hash_block_size=hash_block_size, progress=progress)
         for p in paths

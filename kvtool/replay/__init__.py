@@ -10,6 +10,6 @@ requests with the server's block size, KV capacity and LRU.
 """
 
 from kvtool.replay.run import LaunchConfig, replay
-from kvtool.replay.validate import validate
+from kvtool.replay.validate import ReplayValidation, validate
 
-__all__ = ["LaunchConfig", "replay", "validate"]
+__all__ = ["LaunchConfig", "ReplayValidation", "replay", "validate"]

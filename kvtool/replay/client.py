@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from kvtool.errors import OptionError
 from kvtool.store.runs import ReplayMeasurement
 
 
@@ -119,7 +120,7 @@ def replay(
 ) -> list[ReplayMeasurement]:
     """Send ``requests``; results of the ones that were sent, in trace order."""
     if timing not in ("closed", "trace"):
-        raise ValueError(f"timing must be 'closed' or 'trace', got {timing!r}")
+        raise OptionError("timing", f"must be 'closed' or 'trace', got {timing!r}")
     return asyncio.run(
         _replay(requests, base_url, timing, concurrency, speedup, timeout_s, max_errors, progress)
     )

@@ -1,11 +1,12 @@
 """A tiny random-weight model for replay tests and CPU runs: built locally, never downloaded.
 
-The model is a 2-layer Qwen2 (hidden 128, 2 heads of 64, 1 KV head; DESIGN.md: what the vLLM CPU
-backend accepts) whose vocabulary is the project's default tokenizer. Its tokenizer goes in a
-directory of its own, without a config.json: transformers 5 rebuilds the tokenizer of a
-``qwen2`` model with Qwen2's pre-tokenizer (single digits), so a server given the model directory
-would tokenize differently from the tokenizer.json it ships. ``kvtool`` itself reads the same
-tokenizer directory (``--tokenizer``), so both sides render and tokenize identically.
+The model is a 2-layer Qwen2 (hidden 128, 2 heads of 64, 1 KV head: what the vLLM CPU backend
+accepts, docs/architecture.md: real parts) whose vocabulary is the project's default tokenizer. Its
+tokenizer goes in a directory of its own, without a config.json: transformers 5 rebuilds the
+tokenizer of a ``qwen2`` model with Qwen2's pre-tokenizer (single digits), so a server given the
+model directory would tokenize differently from the tokenizer.json it ships. ``kvtool`` itself
+reads the same tokenizer directory (``--tokenizer``), so both sides render and tokenize
+identically.
 
 Building the weights needs torch and transformers, which live in the vLLM environment; the
 build runs there (``python`` argument).

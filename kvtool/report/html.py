@@ -196,11 +196,7 @@ def simulation_section(runs: list[dict]) -> Section | None:
         mine = [r for r in runs if figures.sim_unit(r) == unit]
         if mine:
             sec.charts.append(Chart(f"sim_curves_{unit}", figures.sim_curves(mine, unit)))
-            if any(
-                p["cost"]["net_per_month"] is not None
-                for r in mine
-                for p in figures.points(r)
-            ):
+            if any(p["cost"]["net_per_month"] is not None for r in mine for p in figures.points(r)):
                 sec.charts.append(Chart(f"sim_costs_{unit}", figures.sim_costs(mine, unit)))
     rows = []
     for r in runs:

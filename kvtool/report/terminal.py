@@ -79,8 +79,7 @@ def render_analysis(console: Console, s: dict) -> None:
     if s["observed_requests"]:
         t.add_row(
             f"observed hit rate ({s['observed_requests']:,} requests with usage)",
-            f"{pct(s['observed_hit_rate'])} "
-            f"(predicted {pct(s['predicted_hit_rate_on_observed'])})",
+            f"{pct(s['observed_hit_rate'])} (predicted {pct(s['predicted_hit_rate_on_observed'])})",
         )
     console.print(t)
     if s["top_prefixes"]:

@@ -1,30 +1,33 @@
 """The tiered KV-cache simulator: requests in timestamp order through HBM and lower tiers.
 
-Semantics (DESIGN.md: Definitions), per request r with full blocks b_0..b_{m-1} at block size B:
+Semantics (docs/architecture.md, "Cached tokens"), per request r with full blocks b_0..b_{m-1}
+at block size B:
 
 - **Lookup** walks b_0, b_1, ... through the tiers, fastest first, and stops at the first block
   that no tier holds, or that only a lower tier holds and loading it would be slower than
-  recomputing it (``Tier.worth_loading``). At most ``(n - 1) // B`` blocks count: vLLM always
-  computes one token. A TTL policy's expired block is a miss.
+  recomputing it (``tier_loads``). At most ``(n - 1) // B`` blocks count: vLLM always computes
+  one token. A TTL policy's expired block is a miss.
 - **Admission**: r runs from ``start`` to ``end`` (prefill + decode estimates); all its blocks are
   pinned first (so making room never evicts r's own hits), then put in the first tier (hits
   touched, lower-tier hits promoted, the rest inserted), and stay pinned until r ends: a running
-  request's blocks cannot be evicted. Blocks are touched last to first
-  and released last to first when r ends, as vLLM frees blocks tail-first, so a chain's last
-  block is the first candidate for eviction.
+  request's blocks cannot be evicted. Blocks are touched last to first and released last to
+  first when r ends, as vLLM frees blocks tail-first, so a chain's last block is the first
+  candidate for eviction.
 - **Eviction** from the first tier: ``write_policy='back'`` demotes the victim into the next tier
   (and so on down; the last tier drops it); ``'through'`` writes every block into all lower
   tiers at insertion, so a first-tier victim is simply dropped.
 - **Time**: r arrives at its timestamp (requests without one arrive when the previous did); it
   starts at arrival, or, with a concurrency limit, when a slot frees, and in any case only once
   its blocks fit in the first tier beside those of running requests (vLLM's scheduler waits
-  for free blocks), and never before an earlier request on the same replica started (first come,
-  first served); a request larger than the first tier runs alone and caches what fits. Prefill takes
-  ``(n - cached) / prefill_tps`` plus the load time of its lower-tier hits; decode takes
-  ``output_tokens / decode_tps``. TTFT = queueing + prefill.
+  for free blocks), and never before an earlier request on the same replica started (first
+  come, first served); a request larger than the first tier runs alone and caches what fits.
+  Prefill takes ``(n - cached) / prefill_tps`` plus the load time of its lower-tier hits;
+  decode takes ``output_tokens / decode_tps``. TTFT = queueing + prefill.
 
-Block ids are node ids of the block tree (``Workload``): equal ids are equal prefixes, and the
-tree is keyed by model and tenant, so tenants never share.
+Block ids are node ids of the block tree (docs/architecture.md, "Block identity"): equal ids
+are equal prefixes, and the tree is keyed by model and tenant, so tenants never share. The
+engine trusts its inputs: the ``SimConfig`` validated itself, and a lower tier's block is a
+multiple of ``block_size`` (``kvtool.tiers.spec.check_block_sizes``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvtool.simulate.config import SimConfig, Timing
 from kvtool.simulate.policies import Policy, make_policy
 from kvtool.tiers.spec import Tier
 
@@ -44,15 +48,7 @@ INF = math.inf
 
 
 @dataclass
-class Timing:
-    """Throughput figures that turn tokens into seconds."""
-
-    prefill_tps: float = 8000.0
-    decode_tps: float = 40.0
-
-
-@dataclass
-class SimResult:
+class EngineResult:
     """Totals of one simulation. ``hit_tokens[t]`` are cached tokens served from tier t."""
 
     tiers: list[str]
@@ -112,9 +108,6 @@ def next_uses(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return nxt
 
 
-ROUTINGS = ("round_robin", "session", "prefix_aware")
-
-
 def tier_loads(
     tiers: list[Tier], block_size: int, kv_bytes_per_token: int | None, prefill_tps: float
 ) -> tuple[list[float], list[bool]]:
@@ -143,67 +136,52 @@ class _Replica:
 
 
 class Engine:
-    """``replicas`` copies of ``tiers`` (fastest first) under one eviction ``policy``; with
-    ``shared_lower`` the tiers below the first are one pool that every replica reads and writes
-    (Mooncake's global cache), else each replica has its own. With ``hold_partial`` a running
-    request also holds its partial last block, as vLLM allocates it: a slot that is never
-    shared and, freed without a hash, is reused before any cached block (what validation of a
-    real server needs at small capacities). ``routing`` picks a replica per
-    request: ``round_robin``, ``session`` (a session stays on one replica) or ``prefix_aware``:
-    the best score = share of the request's blocks that the replica's own tiers hold as a prefix
-    minus its running requests as a share of the busiest replica's (plus one): a prefix scorer
-    and a load scorer weighed equally; ties go to the less busy, then the lower index."""
+    """``config.replicas`` copies of ``tiers`` (fastest first) under one eviction policy; with
+    ``config.shared_lower`` the tiers below the first are one pool that every replica reads and
+    writes (Mooncake's global cache), else each replica has its own. ``config.block_size`` must
+    be resolved (not None). With ``hold_partial`` a running request also holds its partial last
+    block, as vLLM allocates it: a slot that is never shared and, freed without a hash, is
+    reused before any cached block (what validation of a real server needs at small
+    capacities). ``config.routing`` picks a replica per request: ``round_robin``, ``session`` (a
+    session stays on one replica) or ``prefix_aware``: the best score = share of the request's
+    blocks that the replica's own tiers hold as a prefix minus its running requests as a share
+    of the busiest replica's (plus one): a prefix scorer and a load scorer weighed equally; ties
+    go to the less busy, then the lower index."""
 
     def __init__(
         self,
         tiers: list[Tier],
-        policy: str,
-        block_size: int,
-        kv_bytes_per_token: int | None,
-        timing: Timing | None = None,
-        concurrency: int | None = None,
-        write_policy: str = "back",
-        ttl: float | None = None,
-        replicas: int = 1,
-        routing: str = "round_robin",
-        shared_lower: bool = False,
+        *,
+        config: SimConfig,
+        kv_bytes_per_token: int | None = None,
         hold_partial: bool = False,
     ):
         if not tiers:
             raise ValueError("at least one tier")
-        if write_policy not in ("back", "through"):
-            raise ValueError(f"write policy must be 'back' or 'through', got {write_policy!r}")
-        if concurrency is not None and concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if replicas < 1 or routing not in ROUTINGS:
-            raise ValueError(f"replicas must be >= 1 and routing one of {', '.join(ROUTINGS)}")
+        if config.block_size is None:
+            raise ValueError("config.block_size must be resolved before the engine runs")
+        block_size = config.block_size
+        self.config = config
         self.tiers = tiers
         self.block_size = block_size
-        self.timing = timing or Timing()
-        self.concurrency = concurrency
-        self.write_through = write_policy == "through"
-        self.routing = routing
-        self.shared_lower = shared_lower
+        self.timing = config.timing
+        self.concurrency = config.concurrency
+        self.write_through = config.write_policy == "through"
+        self.routing = config.routing
+        self.shared_lower = config.shared_lower
         self.hold_partial = hold_partial
-        options = {"ttl": ttl} if ttl is not None else {}
+        options = {"ttl": config.ttl_s} if config.ttl_s is not None else {}
 
         def caches(k: int) -> list[Policy]:
-            return [make_policy(policy, t.blocks, **options) for t in tiers[k:]]
+            return [make_policy(config.policy, t.blocks, **options) for t in tiers[k:]]
 
-        shared = caches(1) if shared_lower else None
+        shared = caches(1) if config.shared_lower else None
         self.replicas = [
             _Replica(caches(0)[:1] + (shared if shared is not None else caches(1)))
-            for _ in range(replicas)
+            for _ in range(config.replicas)
         ]
-        self.policy = policy
-        self.chunk = [1]
-        for t in tiers[1:]:
-            size = t.block_tokens or block_size
-            if size % block_size:
-                raise ValueError(
-                    f"tier {t.name!r}: its block of {size} tokens is not a multiple of {block_size}"
-                )
-            self.chunk.append(size // block_size)
+        # a chunked tier stores blocks of k first-tier blocks, named by the chunk's last block
+        self.chunk = [1] + [(t.block_tokens or block_size) // block_size for t in tiers[1:]]
         # where a block evicted from tier t goes under write-back: the next tier that stores
         # single blocks (chunked tiers are written as requests compute, see ``_write_chunks``)
         self.demote_to = [
@@ -237,7 +215,7 @@ class Engine:
                 cache.remove(b)
         return -1
 
-    def _write_chunks(self, rep: _Replica, blocks: list[int], now: float, result: SimResult):
+    def _write_chunks(self, rep: _Replica, blocks: list[int], now: float, result: EngineResult):
         """Chunked tiers store every full chunk of a request as it is computed (as LMCache and
         vLLM's CPU offloading do), whatever the write policy."""
         for t in range(1, len(rep.caches)):
@@ -246,7 +224,9 @@ class Engine:
                 for e in range(k - 1, len(blocks), k):
                     self._put(rep, t, blocks[e], now, INF, result)
 
-    def _put(self, rep: _Replica, t: int, b: int, now: float, nu: float, result: SimResult) -> None:
+    def _put(
+        self, rep: _Replica, t: int, b: int, now: float, nu: float, result: EngineResult
+    ) -> None:
         """Insert b into tier t of ``rep`` (only the first tier pins), evicting as the write
         policy says."""
         cache = rep.caches[t]
@@ -318,11 +298,11 @@ class Engine:
         next_use: np.ndarray | None = None,
         sessions: list[str | None] | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> SimResult:
+    ) -> EngineResult:
         """Simulate the requests in order (arrays indexed by request, in processing order);
         ``progress(done, total)`` is called every few thousand requests."""
         B = self.block_size
-        result = SimResult([t.name for t in self.tiers], hit_tokens=[0] * len(self.tiers))
+        result = EngineResult([t.name for t in self.tiers], hit_tokens=[0] * len(self.tiers))
         n_req = len(n_tokens)
         result.requests = n_req
         result.prompt_tokens = int(n_tokens.sum())

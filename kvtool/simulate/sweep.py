@@ -19,7 +19,9 @@ the loop is compiled with numba when it is installed (the ``fast`` extra).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -112,12 +114,15 @@ def _stack_maxima(
     return largest
 
 
-try:  # the compiled kernel when numba is installed; the same code runs as Python otherwise
-    import numba
-
-    _stack_maxima_fast = numba.njit(cache=True, nogil=True)(_stack_maxima)
-except ImportError:  # pragma: no cover - exercised by the tests through ``compiled=False``
-    _stack_maxima_fast = None
+@cache
+def compiled_kernel() -> Callable[..., int] | None:
+    """The kernel compiled by numba, or None when numba is not installed (imported on first use:
+    importing numba takes a noticeable part of a second)."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - exercised by the tests through ``compiled=False``
+        return None
+    return numba.njit(cache=True, nogil=True)(_stack_maxima)
 
 
 def lru_curve(
@@ -135,6 +140,6 @@ def lru_curve(
     n_unique = int(dense.max()) + 1 if len(dense) else 0
     out = np.empty(int(caps.sum()), np.int64)
     out_offsets = np.zeros(len(offsets), np.int64)
-    kernel = _stack_maxima_fast if compiled and _stack_maxima_fast is not None else _stack_maxima
+    kernel = (compiled and compiled_kernel()) or _stack_maxima
     largest = kernel(offsets.astype(np.int64), dense, caps, n_unique, out, out_offsets)
     return LRUCurve(out, out_offsets, B, max(int(largest), 1))

@@ -149,9 +149,8 @@ CREATE TABLE IF NOT EXISTS blocks (
 _MIGRATE_1 = """
 ALTER TABLE files RENAME COLUMN sha256 TO digest;
 ALTER TABLE requests ADD COLUMN synthetic_id BOOLEAN DEFAULT false;
-UPDATE requests SET synthetic_id = request_id = (
-    SELECT substr(f.digest, 1, 12) || ':' || requests.line FROM files f
-    WHERE f.file_id = requests.file_id);
+UPDATE requests SET synthetic_id = (request_id = substr(f.digest, 1, 12) || ':' || line)
+FROM files f WHERE f.file_id = requests.file_id;
 DELETE FROM chains;
 DELETE FROM blocks;
 DELETE FROM breaks;

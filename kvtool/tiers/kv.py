@@ -1,8 +1,9 @@
-"""KV-cache bytes per token of a model (DESIGN.md: Tiers and cost).
+"""KV-cache bytes per token of a model (docs/architecture.md, "Tiers and cost").
 
 Standard attention: 2 x layers x kv_heads x head_dim x dtype bytes. MLA (DeepSeek V2/V3):
 layers x (kv_lora_rank + qk_rope_head_dim) x dtype bytes. ``head_dim`` from the config when present,
-else hidden_size / num_attention_heads.
+else hidden_size / num_attention_heads. ``lookup`` reads only local files and the built-in table
+(nothing is fetched) and raises ``NotFoundError`` for a model it does not know.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from kvtool.errors import NotFoundError
 
 GPU_TFLOPS = 989.0  # H100 SXM dense bf16
 MFU = 0.4  # a typical prefill model-FLOPs utilization
@@ -67,10 +70,6 @@ BUILTIN: dict[str, KVShape] = {
 }
 
 
-class UnknownModel(Exception):
-    """No KV shape is known for a model name."""
-
-
 def from_config(config: dict, name: str = "config") -> KVShape:
     """KV shape from a Hugging Face config.json mapping."""
     cfg = config.get("text_config", config)
@@ -99,7 +98,7 @@ def lookup(model: str) -> KVShape:
     for name in sorted(BUILTIN, key=len, reverse=True):  # longest known name that prefixes it
         if key.startswith(name + "-") or key.startswith(name + "."):
             return BUILTIN[name]
-    raise UnknownModel(
+    raise NotFoundError(
         f"unknown model {model!r}: pass a config.json path or one of "
         + ", ".join(s.name for s in BUILTIN.values())
     )

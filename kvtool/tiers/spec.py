@@ -1,8 +1,8 @@
-"""Tier specifications from the command line: ``--tier-gb hbm=80,dram=0,32,64`` and overrides.
+"""Tier specifications: ``tier_gb`` (``"hbm=80,dram=0,32,64"``) and per-tier overrides.
 
 Tier names are free; their order is speed order (the first is where requests compute: GPU HBM).
-Defaults come from the first known kind word in the name (DESIGN.md: Tiers and cost); each is an
-assumption, overridable with ``--tier NAME:read_gbps=..,latency_us=..,price=..``:
+Defaults come from the first known kind word in the name (docs/architecture.md, "Tiers and
+cost"); each is an assumption, overridable with ``NAME:read_gbps=..,latency_us=..,price=..``:
 
 | kind words | read GB/s | latency | $/GB-month | what it stands for |
 |---|---|---|---|---|
@@ -10,6 +10,10 @@ assumption, overridable with ``--tier NAME:read_gbps=..,latency_us=..,price=..``
 | dram, cpu, host, mem | 25 | 10 us | 4.0 | host memory over PCIe 5 (about half its peak) |
 | nvme, ssd, disk, local | 6 | 100 us | 0.08 | a local NVMe drive |
 | remote, net, rdma, store, shared | 12 | 20 us | 4.0 | a remote DRAM pool over 100 Gb/s RDMA |
+
+Invariants of parsed specs: names are unique, sizes are >= 0 GB, at most one tier has several
+sizes (the swept one), and a tier's own block is a multiple of 16 tokens. Errors are
+``OptionError`` naming the parameter (``tier_gb``, ``tier_overrides``, ``ttl_s``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+
+from kvtool.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,6 @@ _KINDS: tuple[tuple[tuple[str, ...], float, float, float], ...] = (
 )
 
 
-class TierSpecError(ValueError):
-    """A tier option that cannot be understood (one line, for the CLI)."""
-
-
 @dataclass(frozen=True)
 class TierSpec:
     """A tier before its capacity is fixed: name, capacities to simulate (GB; several = a sweep),
@@ -64,13 +66,13 @@ class TierSpec:
 
     def tier(self, gb: float, blocks: int) -> Tier:
         return Tier(
-            self.name,
-            blocks,
-            gb,
-            self.read_gbps,
-            self.latency_s,
-            self.price_gb_month,
-            self.block_tokens,
+            name=self.name,
+            blocks=blocks,
+            gb=gb,
+            read_gbps=self.read_gbps,
+            latency_s=self.latency_s,
+            price_gb_month=self.price_gb_month,
+            block_tokens=self.block_tokens,
         )
 
 
@@ -81,9 +83,10 @@ def _defaults(name: str, first: bool) -> tuple[float, float, float]:
             return bw, lat, price
     if first:
         return _KINDS[0][1:]
-    raise TierSpecError(
+    raise OptionError(
+        "tier_gb",
         f"tier {name!r}: unknown kind; name it after hbm/gpu, dram/cpu, nvme/ssd or remote, "
-        f"or give its speed with --tier {name}:read_gbps=..,latency_us=..,price=.."
+        f"or give its speed in tier_overrides: {name}:read_gbps=..,latency_us=..,price=..",
     )
 
 
@@ -97,25 +100,25 @@ def parse_tier_gb(text: str) -> list[TierSpec]:
         name, eq, value = part.partition("=")
         if eq:
             if not re.fullmatch(r"[A-Za-z][\w.-]*", name.strip()):
-                raise TierSpecError(f"--tier-gb {text!r}: bad tier name {name!r}")
+                raise OptionError("tier_gb", f"{text!r}: bad tier name {name!r}")
             tiers.append((name.strip(), []))
         elif not tiers:
-            raise TierSpecError(f"--tier-gb {text!r}: expected NAME=GB first")
+            raise OptionError("tier_gb", f"{text!r}: expected NAME=GB first")
         else:
             value = name
         try:
             gb = float(value)
         except ValueError:
-            raise TierSpecError(f"--tier-gb {text!r}: {value!r} is not a size in GB") from None
+            raise OptionError("tier_gb", f"{text!r}: {value!r} is not a size in GB") from None
         if gb < 0:
-            raise TierSpecError(f"--tier-gb {text!r}: sizes must be >= 0")
+            raise OptionError("tier_gb", f"{text!r}: sizes must be >= 0")
         tiers[-1][1].append(gb)
     if not tiers:
-        raise TierSpecError("--tier-gb is empty")
+        raise OptionError("tier_gb", "is empty")
     if len({n for n, _ in tiers}) != len(tiers):
-        raise TierSpecError(f"--tier-gb {text!r}: a tier is named twice")
+        raise OptionError("tier_gb", f"{text!r}: a tier is named twice")
     if sum(len(v) > 1 for _, v in tiers) > 1:
-        raise TierSpecError(f"--tier-gb {text!r}: only one tier can be swept at a time")
+        raise OptionError("tier_gb", f"{text!r}: only one tier can be swept at a time")
     out = []
     for k, (name, gbs) in enumerate(tiers):
         bw, lat, price = _defaults(name, k == 0)
@@ -130,14 +133,16 @@ def apply_overrides(tiers: list[TierSpec], overrides: list[str]) -> list[TierSpe
     for text in overrides:
         name, _, body = text.partition(":")
         if name not in by_name:
-            raise TierSpecError(f"--tier {text!r}: no tier named {name!r} in --tier-gb")
+            raise OptionError("tier_overrides", f"{text!r}: no tier named {name!r} in tier_gb")
         t = by_name[name]
         for item in filter(None, (s.strip() for s in body.split(","))):
             key, _, value = item.partition("=")
             try:
                 v = float(value)
             except ValueError:
-                raise TierSpecError(f"--tier {text!r}: {value!r} is not a number") from None
+                raise OptionError(
+                    "tier_overrides", f"{text!r}: {value!r} is not a number"
+                ) from None
             if key == "read_gbps":
                 t = replace(t, read_gbps=v)
             elif key == "latency_us":
@@ -146,23 +151,43 @@ def apply_overrides(tiers: list[TierSpec], overrides: list[str]) -> list[TierSpe
                 t = replace(t, price_gb_month=v)
             elif key == "block":
                 if not v.is_integer() or v <= 0 or v % 16:
-                    raise TierSpecError(f"--tier {text!r}: block must be a multiple of 16 tokens")
+                    raise OptionError(
+                        "tier_overrides", f"{text!r}: block must be a multiple of 16 tokens"
+                    )
                 t = replace(t, block_tokens=int(v))
             else:
-                raise TierSpecError(
-                    f"--tier {text!r}: unknown key {key!r} (read_gbps, latency_us, price, block)"
+                raise OptionError(
+                    "tier_overrides",
+                    f"{text!r}: unknown key {key!r} (read_gbps, latency_us, price, block)",
                 )
         by_name[name] = t
     return [by_name[t.name] for t in tiers]
 
 
+def check_block_sizes(specs: list[TierSpec], block_size: int) -> None:
+    """The first tier computes in blocks of ``block_size``; a lower tier's own block (chunk) must
+    be a multiple of it."""
+    first = specs[0]
+    if first.block_tokens not in (None, block_size):
+        raise OptionError(
+            "tier_overrides",
+            f"{first.name}:block= applies to lower tiers only; the first tier computes in "
+            f"blocks of block_size ({block_size})",
+        )
+    for spec in specs[1:]:
+        if spec.block_tokens is not None and spec.block_tokens % block_size:
+            raise OptionError(
+                "tier_overrides",
+                f"tier {spec.name!r}: block {spec.block_tokens} is not a multiple of "
+                f"block_size {block_size}",
+            )
+
+
 def parse_duration(text: str) -> float:
-    """'300', '300s', '5m', '1h', '1.5h', '24h', '1d' -> seconds."""
+    """'300', '300s', '5m', '1h', '1.5h', '24h', '1d' -> seconds (the caller's spec checks the
+    value: ``SimConfig`` wants it positive)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if m is None:
-        raise TierSpecError(f"--ttl {text!r}: expected a duration like 300s, 5m, 1h")
+        raise OptionError("ttl_s", f"{text!r}: expected a duration like 300s, 5m, 1h")
     scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    seconds = float(m.group(1)) * scale
-    if seconds <= 0:
-        raise TierSpecError(f"--ttl {text!r}: must be positive")
-    return seconds
+    return float(m.group(1)) * scale

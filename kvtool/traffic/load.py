@@ -13,12 +13,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvtool.ingest import FileReport, ingest_files
+from kvtool.errors import NotFoundError
+from kvtool.ingest import FileReport, check_ingest_options, ingest_files
 from kvtool.progress import Progress
 from kvtool.store import Connection
 from kvtool.store.files import all_file_ids, request_kinds
 from kvtool.store.tokenizations import last_tokenizer_spec, mark_used
-from kvtool.tiers.kv import UnknownModel, lookup
+from kvtool.tiers.kv import lookup
 from kvtool.tokenize import TokenizerBundle, TokenizeReport, load_tokenizer, tokenize_requests
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
@@ -49,7 +50,9 @@ def load_traffic(
 ) -> Traffic:
     """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
     yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
-    ``tokenizer``, the tokenizer the database was last used with is used."""
+    ``tokenizer``, the tokenizer the database was last used with is used. ``OptionError`` for
+    an unknown ``fmt``, even when nothing is ingested."""
+    check_ingest_options(fmt, hash_block_size)
     reports: list[FileReport] = []
     if paths:
         files = [Path(p) for p in paths]
@@ -84,13 +87,13 @@ def load_traffic(
 
 
 def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
-    """KV bytes per token for --model, else for the logs' most common model when it is known."""
+    """KV bytes per token for ``model``, else for the logs' most common model when it is known."""
     if model:
-        return model, lookup(model).bytes_per_token  # UnknownModel propagates: the user asked
+        return model, lookup(model).bytes_per_token  # NotFoundError propagates: the user asked
     common = Counter(m for m in wl.models if m).most_common(1)
     if common:
         try:
             return common[0][0], lookup(common[0][0]).bytes_per_token
-        except UnknownModel:
+        except NotFoundError:
             return common[0][0], None
     return None, None

@@ -1,0 +1,91 @@
+"""``SimConfig``: everything that defines one simulation besides the traffic and the tiers.
+
+A frozen dataclass validated once, in ``__post_init__``: an instance that exists is valid, and
+neither ``simulate`` nor the engine checks its fields again. Errors are ``OptionError`` naming
+the field (``policy``, ``ttl_s``, ...). ``block_size`` and ``prefill_tps`` may be None, meaning
+"from the traffic" and "from the model's preset"; ``simulate`` resolves both (``replace``) before
+the engine runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from kvtool.errors import OptionError
+from kvtool.simulate.policies import POLICIES
+from kvtool.traffic import PRICE_INPUT
+
+DEFAULT_PREFILL_TPS = 8000.0
+WRITE_POLICIES = ("back", "through")
+ROUTINGS = ("round_robin", "session", "prefix_aware")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Throughput figures that turn tokens into seconds."""
+
+    prefill_tps: float = DEFAULT_PREFILL_TPS
+    decode_tps: float = 40.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The options of one simulation.
+
+    - ``policy``: a name of ``POLICIES``; ``ttl_s`` (seconds) is required by policies that expire
+      blocks (``ttl``);
+    - ``block_size``: tokens per block (None: 16, or a hash trace's own);
+    - ``write_policy``: ``back`` demotes first-tier victims, ``through`` writes every block down;
+    - ``concurrency``: requests running at once per replica (None: unlimited);
+    - ``prefill_tps`` (None: the model's preset, else ``DEFAULT_PREFILL_TPS``), ``decode_tps``;
+    - ``price_input``: $ per million recomputed input tokens;
+    - ``replicas``, ``routing`` (one of ``ROUTINGS``), ``shared_lower`` (one lower-tier pool).
+    """
+
+    policy: str = "lru"
+    block_size: int | None = None
+    write_policy: str = "back"
+    concurrency: int | None = None
+    ttl_s: float | None = None
+    prefill_tps: float | None = None
+    decode_tps: float = 40.0
+    price_input: float = PRICE_INPUT
+    replicas: int = 1
+    routing: str = "round_robin"
+    shared_lower: bool = False
+
+    def __post_init__(self) -> None:
+        info = POLICIES.get(self.policy)
+        if info is None:
+            raise OptionError("policy", f"{self.policy!r} is not one of {', '.join(POLICIES)}")
+        if self.block_size is not None and self.block_size <= 0:
+            raise OptionError("block_size", f"must be positive, got {self.block_size}")
+        if self.write_policy not in WRITE_POLICIES:
+            raise OptionError(
+                "write_policy", f"{self.write_policy!r} is not one of {', '.join(WRITE_POLICIES)}"
+            )
+        if self.concurrency is not None and self.concurrency < 1:
+            raise OptionError("concurrency", f"must be >= 1, got {self.concurrency}")
+        if self.ttl_s is not None and not self.ttl_s > 0:
+            raise OptionError("ttl_s", f"must be positive, got {self.ttl_s}")
+        if info.cls.needs_ttl and self.ttl_s is None:
+            raise OptionError("ttl_s", f"is needed by policy {self.policy!r}")
+        if self.prefill_tps is not None and not self.prefill_tps > 0:
+            raise OptionError("prefill_tps", f"must be positive, got {self.prefill_tps}")
+        if not self.decode_tps > 0:
+            raise OptionError("decode_tps", f"must be positive, got {self.decode_tps}")
+        if not self.price_input >= 0:
+            raise OptionError("price_input", f"must be >= 0, got {self.price_input}")
+        if self.replicas < 1:
+            raise OptionError("replicas", f"must be >= 1, got {self.replicas}")
+        if self.routing not in ROUTINGS:
+            raise OptionError("routing", f"{self.routing!r} is not one of {', '.join(ROUTINGS)}")
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.prefill_tps or DEFAULT_PREFILL_TPS, self.decode_tps)
+
+    def to_json(self) -> dict:
+        """The fields by name, in order (the start of the ``config`` object of ``--json``)."""
+        return dataclasses.asdict(self)

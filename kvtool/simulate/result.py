@@ -1,0 +1,266 @@
+"""What ``simulate`` returns: named results, and their ``--json`` form.
+
+``SimulateResult.to_json()`` is the documented JSON (docs/simulate.md, "JSON keys (stable)"):
+for one configuration the point's keys sit at the top level; for a sweep they are under
+``points`` beside ``sweep``. Every number in it is a Python int or float (no numpy scalars), so
+the object serializes as it is. ``points_frame()`` is the same points as a pandas table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kvtool.simulate.config import SimConfig
+from kvtool.simulate.engine import EngineResult
+from kvtool.tiers.spec import Tier
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MONTH_S = 30 * 86400
+FRACTIONS = (0.5, 0.9, 0.99)  # the shares of the ideal hit rate a sweep reports capacities for
+
+
+@dataclass(frozen=True)
+class TierPoint:
+    """One tier at one point: its capacity in GB (None when given in blocks without a known KV
+    size), in blocks of ``block_tokens`` tokens, and in tokens."""
+
+    name: str
+    gb: float | None
+    blocks: int
+    block_tokens: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """p50, p90 and p99 of a distribution (None when it is empty)."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Percentiles:
+        if len(values) == 0:
+            return cls(None, None, None)
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Dollars: recompute avoided over the trace and per month (scaled from the trace's
+    duration; None without one), storage per month (every replica's private tiers), net."""
+
+    recompute_avoided: float
+    recompute_avoided_per_month: float | None
+    storage_per_month: float
+    storage_per_month_by_tier: dict[str, float]
+    net_per_month: float | None
+
+
+@dataclass(frozen=True)
+class SimPoint:
+    """One configuration's result. ``method``: ``stack`` (from the one-pass LRU curve; no
+    eviction count) or ``direct`` (simulated event by event)."""
+
+    tiers: tuple[TierPoint, ...]
+    token_hit_rate: float | None
+    hits_by_tier: dict[str, int]
+    prefill_tokens_saved: int
+    request_hit_rate: float | None
+    ttft_estimate: Percentiles
+    evictions: int | None
+    uncached_blocks: int
+    cost: Cost
+    method: str
+
+    @classmethod
+    def of(
+        cls,
+        result: EngineResult,
+        tiers: list[Tier],
+        config: SimConfig,
+        duration_s: float | None,
+        method: str,
+    ) -> SimPoint:
+        """The point of an engine result on ``tiers`` (``config.block_size`` resolved)."""
+        B = config.block_size or 0
+        avoided = result.cached_tokens * config.price_input / 1e6
+        per_month = avoided * MONTH_S / duration_s if duration_s else None
+        copies = [
+            config.replicas if k == 0 or not config.shared_lower else 1 for k in range(len(tiers))
+        ]
+        storage = {
+            t.name: (t.gb or 0.0) * t.price_gb_month * c for t, c in zip(tiers, copies, strict=True)
+        }
+        storage_total = sum(storage.values())
+        return cls(
+            tiers=tuple(
+                TierPoint(
+                    name=t.name,
+                    gb=t.gb,
+                    blocks=t.blocks,
+                    block_tokens=t.block_tokens or B,
+                    tokens=t.blocks * (t.block_tokens or B),
+                )
+                for t in tiers
+            ),
+            token_hit_rate=result.token_hit_rate,
+            hits_by_tier=dict(zip(result.tiers, result.hit_tokens, strict=True)),
+            prefill_tokens_saved=result.cached_tokens,
+            request_hit_rate=(
+                result.requests_with_hit / result.requests if result.requests else None
+            ),
+            ttft_estimate=Percentiles.of(result.ttft),
+            evictions=None if result.evictions < 0 else result.evictions,
+            uncached_blocks=result.uncached_blocks,
+            cost=Cost(
+                recompute_avoided=avoided,
+                recompute_avoided_per_month=per_month,
+                storage_per_month=storage_total,
+                storage_per_month_by_tier=storage,
+                net_per_month=None if per_month is None else per_month - storage_total,
+            ),
+            method=method,
+        )
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["tiers"] = [asdict(t) for t in self.tiers]
+        return out
+
+
+def knee(xs: list[float], ys: list[float]) -> int | None:
+    """Index of the knee of an increasing curve (Kneedle): the point farthest above the chord
+    from the first to the last point, both axes normalized; None for fewer than 3 points."""
+    if len(xs) < 3 or xs[-1] == xs[0] or ys[-1] == ys[0]:
+        return None
+    x = (np.asarray(xs) - xs[0]) / (xs[-1] - xs[0])
+    y = (np.asarray(ys) - ys[0]) / (ys[-1] - ys[0])
+    return int(np.argmax(y - x))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What a sweep over one tier's capacity says: the swept ``tier``, the ``unit`` of its
+    capacity (``gb`` or ``blocks``), the ``knee`` and, for each share of the ideal hit rate in
+    ``FRACTIONS`` (``"50%"``...), the smallest swept capacity reaching it (None: none does)."""
+
+    tier: str
+    unit: str
+    knee: float | None
+    capacity_for_share_of_ideal: dict[str, float | None]
+
+    @classmethod
+    def of(cls, points: list[SimPoint], tier: int, by_blocks: bool, ideal: float | None) -> Sweep:
+        xs = [p.tiers[tier].blocks if by_blocks else p.tiers[tier].gb for p in points]
+        ys = [p.token_hit_rate or 0.0 for p in points]
+        k = knee(xs, ys)
+        need = {}
+        for f in FRACTIONS:
+            reached = [x for x, y in zip(xs, ys, strict=True) if ideal and y >= f * ideal - 1e-12]
+            need[f"{round(f * 100)}%"] = min(reached) if reached else None
+        return cls(
+            tier=points[0].tiers[tier].name,
+            unit="blocks" if by_blocks else "gb",
+            knee=None if k is None else xs[k],
+            capacity_for_share_of_ideal=need,
+        )
+
+
+@dataclass(frozen=True)
+class SimulateResult:
+    """One ``simulate`` run: the resolved ``config`` (``block_size`` and ``prefill_tps`` set),
+    the tier options as given, the model and KV size used, the traffic's totals, the ideal
+    (infinite-cache) hit rate at this block size, one ``SimPoint`` per configuration (``sweep``
+    is None exactly when there is one) and the ``sim_runs`` row (``run_id``)."""
+
+    config: SimConfig
+    tier_gb: str
+    tier_overrides: tuple[str, ...]
+    blocks: tuple[int, ...] | None
+    model: str | None
+    kv_bytes_per_token: int | None
+    usable_lower_tiers: dict[str, bool]
+    requests: int
+    prompt_tokens: int
+    trace_kind: str
+    duration_s: float | None
+    ideal_hit_rate: float | None
+    ideal_cached_tokens: int
+    points: tuple[SimPoint, ...]
+    sweep: Sweep | None = None
+    run_id: int | None = None
+
+    @property
+    def point(self) -> SimPoint:
+        """The point of a run that is not a sweep."""
+        if self.sweep is not None:
+            raise ValueError("a sweep has several points: read .points")
+        return self.points[0]
+
+    def config_json(self) -> dict:
+        """The ``config`` object: what the run used."""
+        return {
+            **self.config.to_json(),
+            "tier_gb": self.tier_gb,
+            "tier_overrides": list(self.tier_overrides),
+            "blocks": None if self.blocks is None else list(self.blocks),
+            "model": self.model,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "usable_lower_tiers": dict(self.usable_lower_tiers),
+        }
+
+    def to_json(self) -> dict:
+        """The ``--json`` object (module docstring)."""
+        out = {
+            "config": self.config_json(),
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "trace_kind": self.trace_kind,
+            "duration_s": self.duration_s,
+            "ideal_hit_rate": self.ideal_hit_rate,
+            "ideal_cached_tokens": self.ideal_cached_tokens,
+        }
+        if self.sweep is None:
+            out.update(self.point.to_json())
+        else:
+            out["sweep"] = asdict(self.sweep)
+            out["points"] = [p.to_json() for p in self.points]
+        out["run_id"] = self.run_id
+        return out
+
+    def points_frame(self) -> pd.DataFrame:
+        """One row per point: each tier's capacity (``<tier>_gb``, ``<tier>_blocks``), the hit
+        rates, tokens saved, TTFT percentiles, evictions, the cost figures and ``method``."""
+        import pandas as pd
+
+        rows = []
+        for p in self.points:
+            row: dict[str, object] = {}
+            for t in p.tiers:
+                row[f"{t.name}_gb"] = t.gb
+                row[f"{t.name}_blocks"] = t.blocks
+            row.update(
+                token_hit_rate=p.token_hit_rate,
+                request_hit_rate=p.request_hit_rate,
+                prefill_tokens_saved=p.prefill_tokens_saved,
+                ttft_p50=p.ttft_estimate.p50,
+                ttft_p90=p.ttft_estimate.p90,
+                ttft_p99=p.ttft_estimate.p99,
+                evictions=p.evictions,
+                uncached_blocks=p.uncached_blocks,
+                recompute_avoided=p.cost.recompute_avoided,
+                recompute_avoided_per_month=p.cost.recompute_avoided_per_month,
+                storage_per_month=p.cost.storage_per_month,
+                net_per_month=p.cost.net_per_month,
+                method=p.method,
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)

@@ -1,0 +1,229 @@
+"""``simulate``: the traffic of some logs through a cache tiering, for one configuration or a
+sweep over one tier's capacity.
+
+Steps: load the traffic (ingesting and tokenizing what is new), resolve the block size (16, or a
+hash trace's own) and the prefill speed (the model's preset), expand every request into its
+blocks, then run each grid point: LRU sweeps of one tier, one request at a time, come from the
+one-pass stack curve wherever it is exact (``kvtool.simulate.sweep``), everything else from the
+engine. Each run is stored in ``sim_runs`` with the JSON it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kvtool.analyze.prefix import base_hit_blocks, ideal_hits, passes, runs
+from kvtool.errors import NotFoundError, OptionError
+from kvtool.progress import NullProgress, Progress
+from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
+from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
+from kvtool.simulate.policies import POLICIES
+from kvtool.simulate.result import SimPoint, SimulateResult, Sweep
+from kvtool.simulate.sweep import LRUCurve, lru_curve
+from kvtool.store import DEFAULT_DB, DbArg, open_db
+from kvtool.store.runs import insert_sim_run
+from kvtool.tiers.kv import lookup
+from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes, parse_tier_gb
+from kvtool.traffic import Workload, block_streams, kv_shape_name, load_traffic
+
+
+def simulate(
+    paths: list[str | Path] | None = None,
+    *,
+    db: DbArg = DEFAULT_DB,
+    tier_gb: str = "hbm=80",
+    tier_overrides: list[str] | None = None,
+    blocks: list[int] | None = None,
+    config: SimConfig | None = None,
+    model: str | None = None,
+    tokenizer: str | None = None,
+    fmt: str | None = None,
+    hash_block_size: int = 512,
+    progress: Progress | None = None,
+) -> SimulateResult:
+    """Simulate the traffic of ``paths`` (everything in ``db`` when None) on the tiers of
+    ``tier_gb``; ``blocks`` gives the first tier's capacity in blocks instead (several values:
+    a sweep). Stores the run in ``sim_runs``. Raises ``OptionError`` (naming the parameter),
+    ``NotFoundError`` (an unknown ``model``) or ``WorkloadError`` for unusable input."""
+    config = config or SimConfig()
+    specs = apply_overrides(parse_tier_gb(tier_gb), tier_overrides or [])
+    if blocks is not None and (not blocks or any(b < 0 for b in blocks)):
+        raise OptionError("blocks", "needs capacities >= 0")
+    swept = next((k for k, s in enumerate(specs) if len(s.gbs) > 1), None)
+    if blocks is not None and len(blocks) > 1 and swept is not None:
+        raise OptionError("blocks", "cannot be a list while a tier_gb tier is swept")
+    progress = progress or NullProgress()
+    try:
+        with open_db(db) as con:
+            traffic = load_traffic(
+                con,
+                paths=paths,
+                tokenizer=tokenizer,
+                fmt=fmt,
+                hash_block_size=hash_block_size,
+                progress=progress,
+            )
+            wl = traffic.wl
+            B = config.block_size or (wl.base if wl.kind == "hash" else 16)
+            if B % wl.base:
+                raise OptionError(
+                    "block_size", f"{B} is not a multiple of the trace's block size {wl.base}"
+                )
+            check_block_sizes(specs, B)
+            model_name, kv = kv_shape_name(model, wl)
+            config = replace(
+                config,
+                block_size=B,
+                prefill_tps=config.prefill_tps or _preset_prefill_tps(model_name),
+            )
+            progress.stage("simulate", None)
+            ideal_rate, ideal_cached = _ideal(wl, B)
+            known = wl.ts[~np.isnan(wl.ts)]
+            duration = float(known.max() - known.min()) if len(known) > 1 else None
+            grid = _grid(specs, blocks, swept, B, kv)
+            points = _points(wl, grid, config, kv, duration, progress)
+            _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
+            result = SimulateResult(
+                config=config,
+                tier_gb=tier_gb,
+                tier_overrides=tuple(tier_overrides or ()),
+                blocks=None if blocks is None else tuple(blocks),
+                model=model_name,
+                kv_bytes_per_token=kv,
+                usable_lower_tiers=dict(zip([s.name for s in specs[1:]], usable[1:], strict=True)),
+                requests=wl.n,
+                prompt_tokens=int(wl.n_tokens.sum()),
+                trace_kind=wl.kind,
+                duration_s=duration,
+                ideal_hit_rate=ideal_rate,
+                ideal_cached_tokens=ideal_cached,
+                points=tuple(points),
+                # ``blocks`` sweeps the first tier (and excludes a swept tier_gb tier)
+                sweep=(
+                    None
+                    if len(points) == 1
+                    else Sweep.of(points, swept or 0, blocks is not None, ideal_rate)
+                ),
+            )
+            body = result.to_json()
+            run_id = insert_sim_run(
+                con,
+                file_ids=traffic.file_ids,
+                policy=config.policy,
+                block_size=B,
+                config=body["config"],
+                result={k: v for k, v in body.items() if k not in ("config", "run_id")},
+            )
+            return replace(result, run_id=run_id)
+    finally:
+        progress.close()
+
+
+def _preset_prefill_tps(model_name: str | None) -> float:
+    """The model's prefill estimate (``KVShape.prefill_tps``), else ``DEFAULT_PREFILL_TPS``."""
+    if model_name:
+        try:
+            preset = lookup(model_name).prefill_tps()
+        except NotFoundError:
+            preset = None
+        if preset:
+            return preset
+    return DEFAULT_PREFILL_TPS
+
+
+def _grid(
+    specs: list[TierSpec], blocks: list[int] | None, swept: int | None, B: int, kv: int | None
+) -> list[list[Tier]]:
+    """The tiers of each point: one per first-tier capacity in ``blocks``, else one per GB of the
+    ``swept`` tier, else one."""
+    firsts = [s.gbs[0] for s in specs]
+    if blocks is not None:
+        return [_tiers_for(specs, firsts, b, B, kv) for b in blocks]
+    if swept is not None:
+        sizes = [[*firsts[:swept], gb, *firsts[swept + 1 :]] for gb in specs[swept].gbs]
+        return [_tiers_for(specs, gbs, None, B, kv) for gbs in sizes]
+    return [_tiers_for(specs, firsts, None, B, kv)]
+
+
+def _points(
+    wl: Workload,
+    grid: list[list[Tier]],
+    config: SimConfig,
+    kv: int | None,
+    duration: float | None,
+    progress: Progress,
+) -> list[SimPoint]:
+    """Each grid point from the one-pass LRU curve where it is exact, else from the engine."""
+    B = config.block_size
+    assert B is not None
+    offsets, stream = block_streams(wl, B)
+    nu = next_uses(offsets, stream) if POLICIES[config.policy].cls.needs_next_use else None
+    curve = None
+    one_pass = config.policy == "lru" and config.concurrency == 1 and config.replicas == 1
+    if len(grid) > 1 and len(grid[0]) == 1 and one_pass:
+        curve = lru_curve(offsets, stream, wl.n_tokens, B)
+    points = []
+    for n, tiers in enumerate(grid):
+        if curve is not None and tiers[0].blocks >= curve.exact_from:
+            result = _from_curve(curve, tiers[0], wl, config.timing)
+            points.append(SimPoint.of(result, tiers, config, duration, "stack"))
+        else:
+            engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
+            result = engine.run(
+                offsets,
+                stream,
+                wl.n_tokens,
+                wl.ts,
+                wl.output_tokens,
+                nu,
+                wl.session,
+                (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None,
+            )
+            points.append(SimPoint.of(result, tiers, config, duration, "direct"))
+        progress.update(n + 1, len(grid))
+    return points
+
+
+def _ideal(wl: Workload, block_size: int) -> tuple[float | None, int]:
+    rs = runs(wl)
+    ps = passes(wl, rs)
+    hits = ideal_hits(wl, rs, ps, base_hit_blocks(wl, rs, ps), block_size)
+    cached = int(hits.cached_tokens.sum())
+    total = int(wl.n_tokens.sum())
+    return (cached / total if total else None), cached
+
+
+def _tiers_for(
+    specs: list[TierSpec], gbs: list[float], first_blocks: int | None, B: int, kv: int | None
+) -> list[Tier]:
+    out = []
+    for k, (spec, gb) in enumerate(zip(specs, gbs, strict=True)):
+        if k == 0 and first_blocks is not None:
+            out.append(spec.tier(first_blocks * B * kv / 1e9 if kv else None, first_blocks))
+            continue
+        if kv is None:
+            raise OptionError(
+                "model",
+                f"is needed: tier {spec.name!r} is given in GB but the KV size per token is "
+                "unknown (a built-in name or a config.json; or blocks for the first tier)",
+            )
+        out.append(spec.tier(gb, int(gb * 1e9 // ((spec.block_tokens or B) * kv))))
+    return out
+
+
+def _from_curve(curve: LRUCurve, tier: Tier, wl: Workload, timing: Timing) -> EngineResult:
+    """A one-tier LRU result from the stack curve; TTFT from the one-at-a-time schedule."""
+    hits = curve.hits(tier.blocks)
+    cached = hits * curve.block_size
+    result = EngineResult([tier.name], hit_tokens=[int(cached.sum())])
+    result.requests = wl.n
+    result.prompt_tokens = int(wl.n_tokens.sum())
+    result.cached_tokens = int(cached.sum())
+    result.requests_with_hit = int((hits > 0).sum())
+    result.evictions = -1  # not tracked by the stack algorithm
+    result.cached_per_request = cached
+    result.ttft = sequential_ttft(wl.ts, wl.n_tokens, cached, wl.output_tokens, timing)
+    return result

@@ -1,0 +1,129 @@
+"""The store: schema migration, connection handling, transactions, temp tables, named rows."""
+
+from __future__ import annotations
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pytest
+
+from kvtool import analyze
+from kvtool.errors import SchemaError
+from kvtool.ingest import ingest_files
+from kvtool.store import SCHEMA_VERSION, atomic, connect, one, open_db, temp_table
+from kvtool.store.files import file_rows
+from kvtool.store.requests import request_rows
+from kvtool.store.tokenizations import get_tokenization, last_tokenizer_spec
+
+
+def _chat(i: int, with_id: bool) -> dict:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "You are a careful assistant. " * 20},
+            {"role": "user", "content": f"question number {i}"},
+        ],
+    }
+    return {"id": f"r{i}", "request": body} if with_id else {"request": body}
+
+
+def _log(tmp_path, name: str, with_id: bool, n: int = 6):
+    path = tmp_path / name
+    path.write_bytes(b"".join(orjson.dumps(_chat(i, with_id)) + b"\n" for i in range(n)))
+    return path
+
+
+def _downgrade_to_v1(path) -> None:
+    """Rewrite a current database file into schema version 1: files.sha256 instead of digest,
+    no synthetic-id flag, no tokenizations table, the tokenizer spec in meta."""
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE files RENAME COLUMN digest TO sha256")
+    con.execute("ALTER TABLE requests DROP COLUMN synthetic_id")
+    spec = one(con, "SELECT spec FROM tokenizations")[0]
+    con.execute("DROP TABLE tokenizations")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO meta VALUES ('tokenizer_spec', ?)", [spec])
+    con.close()
+
+
+def test_version_1_file_is_migrated_and_recomputed(tmp_path):
+    db = tmp_path / "old.duckdb"
+    logged = _log(tmp_path, "ids.jsonl", with_id=True)
+    anonymous = _log(tmp_path, "anon.jsonl", with_id=False)
+    before = analyze([logged, anonymous], db=db)
+    _downgrade_to_v1(db)
+
+    con = connect(db)
+    assert one(con, "SELECT value FROM meta WHERE key = 'schema_version'") == (str(SCHEMA_VERSION),)
+    files = file_rows(con)
+    assert [f.path for f in files] == [str(logged), str(anonymous)]
+    assert all(len(f.digest) == 32 for f in files)  # the xxh3-128 digest kept its values
+    flags = dict(con.execute("SELECT request_id, synthetic_id FROM requests").fetchall())
+    assert sum(flags.values()) == 6  # the anonymous file's ids were made up by kvtool
+    assert not any(flags[f"r{i}"] for i in range(6))
+    # chains of version 1 were computed in an unrecorded mode: dropped, to be recomputed
+    assert one(con, "SELECT count(*) FROM chains") == (0,)
+    con.close()
+
+    after = analyze(None, db=db)
+    keep = ("requests", "prompt_tokens", "cached_tokens", "ideal_hit_rate", "top_prefixes")
+    assert {k: after[k] for k in keep} == {k: before[k] for k in keep}
+    assert after["tokenization"]["requests"] == 12  # retokenized after the migration
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = tmp_path / "new.duckdb"
+    connect(db).close()
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    con.close()
+    with pytest.raises(SchemaError, match="upgrade kvtool"):
+        connect(db)
+
+
+def test_open_db_passes_a_connection_through_and_closes_what_it_opened(tmp_path):
+    db = tmp_path / "a.duckdb"
+    with open_db(db) as con:
+        con.execute("INSERT INTO meta VALUES ('k', 'v')")
+    with pytest.raises(duckdb.ConnectionException):
+        con.execute("SELECT 1")
+    outer = connect(db)
+    with open_db(outer) as inner:
+        assert inner is outer
+    assert one(outer, "SELECT value FROM meta WHERE key = 'k'") == ("v",)  # still open
+    outer.close()
+
+
+def test_atomic_rolls_back_and_temp_table_is_gone(tmp_path):
+    con = connect(tmp_path / "t.duckdb")
+    with pytest.raises(RuntimeError), atomic(con):
+        con.execute("INSERT INTO meta VALUES ('half', 'done')")
+        raise RuntimeError("interrupted")
+    assert one(con, "SELECT count(*) FROM meta WHERE key = 'half'") == (0,)
+    with temp_table(con, "_kv_x", pa.table({"a": [1, 2, 3]})):
+        assert one(con, "SELECT sum(a) FROM _kv_x") == (6,)
+    with pytest.raises(duckdb.CatalogException):
+        con.execute("SELECT * FROM _kv_x")
+    con.close()
+
+
+def test_request_rows_and_tokenization_are_named(tmp_path):
+    db = tmp_path / "r.duckdb"
+    con = connect(db)
+    ingest_files(con, [_log(tmp_path, "ids.jsonl", with_id=True, n=3)])
+    con.close()
+    summary = analyze(None, db=db)
+    con = connect(db)
+    signature = summary["tokenizer"]
+    rows = request_rows(con, signature)
+    assert [(r.request_id, r.synthetic_id, r.line) for r in rows] == [
+        ("r0", False, 1),
+        ("r1", False, 2),
+        ("r2", False, 3),
+    ]
+    assert [r.n_tokens for r in rows] == sorted(r.n_tokens for r in rows)  # same prompt shape
+    assert all(r.kind == "chat" and len(r.message_keys) == 2 for r in rows)
+    t = get_tokenization(con, signature)
+    assert t is not None and t.mode == summary["tokenization"]["mode"] == "pieces"
+    assert t.verified >= 1 and last_tokenizer_spec(con) == t.spec == "deepseek-v4"
+    con.close()
