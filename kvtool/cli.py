@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from kvtool.analyze import analyze
-from kvtool.errors import KvtoolError
+from kvtool.errors import KvtoolError, OptionError
 from kvtool.ingest import FORMATS, ingest_files
 from kvtool.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
@@ -109,17 +109,11 @@ def _run(fn: Callable[[], object]) -> object:
     try:
         return fn()
     except KvtoolError as exc:
-        param = getattr(exc, "param", None)  # set on an OptionError, with its ``message``
-        _fail(f"{_flag(param)} {getattr(exc, 'message', exc)}" if param else str(exc))
+        _fail(f"{_flag(exc.param)} {exc.message}" if isinstance(exc, OptionError) else str(exc))
 
 
 def _progress(json_out: bool) -> RichProgress | NullProgress:
     return NullProgress() if json_out or not sys.stderr.isatty() else RichProgress()
-
-
-def _check_format(fmt: str | None) -> None:
-    if fmt is not None and fmt not in FORMATS:
-        _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
 def _wrote(page: dict) -> None:
@@ -298,8 +292,6 @@ def simulate_cmd(
     from kvtool.report.simulate import render_simulation
     from kvtool.simulate import SimConfig, simulate
     from kvtool.tiers.spec import parse_duration
-
-    _check_format(fmt)
 
     def go() -> dict:
         sizes = None
@@ -584,7 +576,6 @@ def check_cmd(
         render_check,
     )
 
-    _check_format(input_format)
     if out_format not in CHECK_FORMATS:
         _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
 

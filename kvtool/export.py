@@ -19,7 +19,7 @@ import orjson
 
 from kvtool.errors import OptionError
 from kvtool.progress import NullProgress, Progress
-from kvtool.store import connect
+from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.traffic import block_streams, load_traffic
 
 
@@ -27,7 +27,7 @@ def export_mooncake(
     paths: list[str | Path] | None,
     out: str | Path,
     *,
-    db: str | Path = "kvtool.duckdb",
+    db: DbArg = DEFAULT_DB,
     block_size: int = 512,
     tokenizer: str | None = None,
     hash_block_size: int = 512,
@@ -38,8 +38,7 @@ def export_mooncake(
     if block_size <= 0 or block_size % 16:
         raise OptionError("block_size", f"must be a positive multiple of 16, got {block_size}")
     progress = progress or NullProgress()
-    con = connect(db)
-    try:
+    with open_db(db) as con:
         wl = load_traffic(
             con,
             paths=paths,
@@ -48,8 +47,6 @@ def export_mooncake(
             hash_block_size=hash_block_size,
             progress=progress,
         ).wl
-    finally:
-        con.close()
     offsets, blocks = block_streams(wl, block_size)
     # one flat id sequence in output order: full blocks, then a partial block where there is one
     # (a unique negative placeholder), ranked by first appearance

@@ -19,6 +19,7 @@ from pages import charts
 from typer.testing import CliRunner
 
 from kvtool.cli import app
+from kvtool.errors import NotFoundError
 from kvtool.generate import generate
 from kvtool.overview import write_report
 from kvtool.replay import LaunchConfig, ReplayValidation, replay, validate
@@ -192,7 +193,11 @@ def test_replay_needs_one_target(agent_log, tmp_path):
     assert r.exit_code == 2 and "--endpoint" in r.stderr
     r = CliRunner().invoke(app, ["validate", "7", "--db", str(tmp_path / "x.duckdb")])
     assert r.exit_code == 2 and "no replay run 7" in r.stderr
-    with pytest.raises(Exception, match="no replay run 3"):
+    r = CliRunner().invoke(
+        app, ["replay", str(agent_log), "--endpoint", "http://127.0.0.1:9", "--launch"]
+    )
+    assert r.exit_code == 2 and "--launch starts its own server" in r.stderr
+    with pytest.raises(NotFoundError, match="no replay run 3"):
         validate(3, db=tmp_path / "x.duckdb")
 
 

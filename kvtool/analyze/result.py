@@ -11,7 +11,6 @@ JSON view, ``result["ideal_hit_rate"]`` is ``result.to_json()["ideal_hit_rate"]`
 from __future__ import annotations
 
 import math
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from kvtool.analyze.breaks import BreakSummary
 from kvtool.analyze.prefix import Prefix
 from kvtool.errors import OptionError
 from kvtool.ingest import FORMATS
+from kvtool.jsonview import JsonView
 from kvtool.store.files import FileRow
 from kvtool.tokenize import TokenizeReport
 from kvtool.traffic import PRICE_INPUT
@@ -201,7 +201,7 @@ class TopPrefix:
 
 
 @dataclass(kw_only=True, eq=False)
-class AnalyzeResult(WorkloadSummary, Mapping):
+class AnalyzeResult(WorkloadSummary, JsonView):
     """What ``analyze`` returns: the workload figures plus what the database adds: the files
     (``files``, ``rejected_lines``), the ``model`` the KV size is for, the ``tokenizer``
     signature (None for hash traces), ``trace_kind`` ('tokens' or 'hash'), ``top_prefixes`` with
@@ -244,22 +244,3 @@ class AnalyzeResult(WorkloadSummary, Mapping):
         out["breaks"] = None if b is None else b.causes_json()
         out["break_summary"] = None if b is None else b.totals_json()
         return out
-
-    # the read-only JSON view
-    def __getitem__(self, key: str) -> Any:
-        return self.to_json()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.to_json())
-
-    def __len__(self) -> int:
-        return len(self.to_json())
-
-    def keys(self) -> KeysView[str]:
-        return self.to_json().keys()
-
-    def items(self) -> ItemsView[str, Any]:
-        return self.to_json().items()
-
-    def values(self) -> ValuesView[Any]:
-        return self.to_json().values()

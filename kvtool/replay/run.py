@@ -64,8 +64,10 @@ def replay(
     """Replay the traffic of ``paths`` against ``endpoint`` (or a launched server), store the
     run and return it validated (``validate``; docs/replay.md). Every measurement is stored
     before validation; ``OptionError`` unless exactly one of ``endpoint`` and ``launch``."""
-    if (endpoint is None) == (launch is None):
-        raise OptionError("endpoint", "or launch: give exactly one")
+    if endpoint is None and launch is None:
+        raise OptionError("endpoint", "is missing: give a server's base URL, or launch a server")
+    if endpoint is not None and launch is not None:
+        raise OptionError("launch", "starts its own server: give it without an endpoint")
     progress = progress or NullProgress()
     server_config = None
     tiers: list[tuple[str, float]] = []

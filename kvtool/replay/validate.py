@@ -8,13 +8,13 @@ their partial last block as vLLM allocates it, on the requests that succeeded. T
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kvtool.errors import NotFoundError
+from kvtool.jsonview import JsonView
 from kvtool.simulate import Engine, SimConfig
 from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
 from kvtool.store.runs import ReplayMeasurement, replay_measurements, replay_run
@@ -23,7 +23,7 @@ from kvtool.traffic import block_streams, load_workload
 
 
 @dataclass(kw_only=True, eq=False)
-class ReplayValidation(Mapping):
+class ReplayValidation(JsonView):
     """A replay run (``run_id``, ``endpoint``, ``model``, its stored ``config`` and the
     ``metrics`` delta scraped around it) and what it measured (``requests_ok``/``_failed``, up
     to 5 distinct ``errors``, the token hit rate from ``/metrics`` and from ``usage``), next to
@@ -84,25 +84,6 @@ class ReplayValidation(Mapping):
         out["simulated"] = self.simulated
         out["prediction_note"] = self.prediction_note
         return out
-
-    # the read-only JSON view
-    def __getitem__(self, key: str) -> Any:
-        return self.to_json()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.to_json())
-
-    def __len__(self) -> int:
-        return len(self.to_json())
-
-    def keys(self) -> KeysView[str]:
-        return self.to_json().keys()
-
-    def items(self) -> ItemsView[str, Any]:
-        return self.to_json().items()
-
-    def values(self) -> ValuesView[Any]:
-        return self.to_json().values()
 
 
 def validate(run_id: int, *, db: DbArg = DEFAULT_DB) -> ReplayValidation:

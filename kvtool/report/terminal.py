@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kvtool.check.render import diff_markup
 from kvtool.ingest import FileReport
 from kvtool.report.format import num, pct
 
@@ -98,16 +99,6 @@ def render_analysis(console: Console, s: dict) -> None:
         console.print(p)
     if s.get("breaks") is not None:
         render_breaks(console, s)
-
-
-def diff_markup(diff: dict) -> str:
-    def show(text: str) -> str:
-        return escape(text.replace("\n", "⏎"))
-
-    return (
-        f"…{show(diff.get('before', ''))}[bold red]\\[-{show(diff.get('removed', ''))}-][/]"
-        f"[bold green]{{+{show(diff.get('added', ''))}+}}[/]{show(diff.get('after', ''))}…"
-    )
 
 
 def render_breaks(console: Console, s: dict) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kvtool.jsonview import JsonView
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
 from kvtool.tiers.spec import Tier
@@ -174,8 +175,8 @@ class Sweep:
         )
 
 
-@dataclass(frozen=True)
-class SimulateResult:
+@dataclass(frozen=True, eq=False)
+class SimulateResult(JsonView):
     """One ``simulate`` run: the resolved ``config`` (``block_size`` and ``prefill_tps`` set),
     the tier options as given, the model and KV size used, the traffic's totals, the ideal
     (infinite-cache) hit rate at this block size, one ``SimPoint`` per configuration (``sweep``
