@@ -18,7 +18,8 @@ from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
 from kvtool.check import CheckResult, Policy
 from kvtool.check import check as run_check
 from kvtool.ingest import FileReport, ingest_files
-from kvtool.store import DEFAULT_DB, connect
+from kvtool.progress import NullProgress, Progress
+from kvtool.store import DEFAULT_DB, DbArg, open_db
 
 __version__ = "0.1.0"
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "analyze", "check", "ingest"]
@@ -27,13 +28,22 @@ __all__ = ["AnalyzeOptions", "AnalyzeResult", "analyze", "check", "ingest"]
 def ingest(
     paths: list[str | Path],
     *,
-    db: str | Path = DEFAULT_DB,
+    db: DbArg = DEFAULT_DB,
     fmt: str | None = None,
     hash_block_size: int = 512,
+    progress: Progress | None = None,
 ) -> list[FileReport]:
     """Ingest log files into the database at ``db``; see ``kvtool.ingest.ingest_file``."""
-    with connect(db) as con:
-        return ingest_files(con, [Path(p) for p in paths], fmt=fmt, hash_block_size=hash_block_size)
+    files = [Path(p) for p in paths]
+    progress = progress or NullProgress()
+    try:
+        progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()))
+        with open_db(db) as con:
+            return ingest_files(
+                con, files, fmt=fmt, hash_block_size=hash_block_size, progress=progress.advance
+            )
+    finally:
+        progress.close()
 
 
 def check(

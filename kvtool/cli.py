@@ -13,11 +13,11 @@ from rich.console import Console
 
 from kvtool.analyze import analyze
 from kvtool.errors import KvtoolError, OptionError
-from kvtool.ingest import FORMATS, ingest_files
+from kvtool.ingest import FORMATS
 from kvtool.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
 from kvtool.simulate.policies import POLICIES
-from kvtool.store import DEFAULT_DB, connect
+from kvtool.store import DEFAULT_DB
 from kvtool.tokenize import load_tokenizer
 from kvtool.traffic import PRICE_INPUT
 
@@ -138,18 +138,13 @@ def ingest(
 ) -> None:
     """Load request logs into the database; bad lines go to the rejects table."""
 
-    def go() -> list:
-        progress = _progress(json_out)
-        try:
-            progress.stage("ingest", sum(p.stat().st_size for p in paths if p.is_file()))
-            with connect(db) as con:
-                return ingest_files(
-                    con, paths, fmt=fmt, hash_block_size=hash_block_size, progress=progress.advance
-                )
-        finally:
-            progress.close()
+    from kvtool import ingest as ingest_logs
 
-    reports = _run(go)
+    reports = _run(
+        lambda: ingest_logs(
+            paths, db=db, fmt=fmt, hash_block_size=hash_block_size, progress=_progress(json_out)
+        )
+    )
     if json_out:
         _print_json({"db": str(db), "files": [r.to_json() for r in reports]})
     else:
