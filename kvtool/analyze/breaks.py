@@ -148,8 +148,8 @@ class Prompts:
         return self.load_keys(content_keys(r.prompt for r in rows))
 
     def load_keys(self, keys: set[int]) -> dict[int, object]:
-        missing = keys - self.cache.keys()
-        if missing:
+        missing = {k for k in keys if k not in self.cache}  # not ``keys - cache.keys()``:
+        if missing:  # that copies the whole cache into a set on every call
             self.cache.update(load_contents(self.con, missing))
         return self.cache
 

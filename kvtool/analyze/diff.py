@@ -14,6 +14,7 @@ rendering change; otherwise an edit of the system prompt, a tool schema or the h
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -113,10 +114,19 @@ def text_cause(a: str, b: str, specials: tuple[str, ...] = ()) -> tuple[str, str
 
 
 def _normalized(text: str, specials: tuple[str, ...]) -> str:
-    for token in specials:
-        if token and token in text:
-            text = text.replace(token, " ")
+    """``text`` with special tokens as spaces and whitespace runs collapsed."""
+    pattern = _specials_pattern(specials)
+    if pattern is not None:
+        text = pattern.sub(" ", text)
     return " ".join(text.split())
+
+
+@functools.lru_cache(maxsize=8)
+def _specials_pattern(specials: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation of the special tokens, longest first (so a token that contains another
+    is replaced whole, as one replace per token in that order would)."""
+    tokens = sorted({t for t in specials if t}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
 
 
 def _json_text(value: Any) -> str:
