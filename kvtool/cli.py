@@ -10,14 +10,15 @@ from typing import Annotated, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kvtool.analyze import analyze
 from kvtool.errors import KvtoolError, OptionError
-from kvtool.ingest import FORMATS
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FORMATS
 from kvtool.progress import NullProgress, RichProgress
 from kvtool.report.terminal import render_analysis, render_ingest
 from kvtool.simulate.policies import POLICIES
-from kvtool.store import DEFAULT_DB
+from kvtool.store import DEFAULT_DB, check_output
 from kvtool.tokenize import load_tokenizer
 from kvtool.traffic import PRICE_INPUT
 
@@ -36,6 +37,7 @@ app = typer.Typer(
 PARAM_OPTIONS = {
     "fmt": "input_format",
     "num_blocks": "kv_blocks",
+    "output": "out",
     "timeout_s": "timeout",
     "tier_overrides": "tier",
     "ttl_s": "ttl",
@@ -75,6 +77,10 @@ ModelOption = Annotated[
 BreakPriceOption = Annotated[
     float, typer.Option(help="Input price in $ per million tokens, for the cost of breaks.")
 ]
+MaxLineOption = Annotated[
+    int,
+    typer.Option(help="Longest input line kept, in bytes; longer lines are rejected (64 MiB)."),
+]
 HashBlockOption = Annotated[
     int,
     typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
@@ -82,8 +88,14 @@ HashBlockOption = Annotated[
 
 
 def _fail(message: str) -> NoReturn:
+    # file names that are not UTF-8 reach here as surrogate escapes: show their bytes as \xNN
+    try:
+        raw = message.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # another lone surrogate: not from a file name
+        raw = message.encode("utf-8", "surrogatepass")
+    message = raw.decode("utf-8", "backslashreplace")
     Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]kvtool: error:[/] {message}", highlight=False, markup=True
+        f"[bold red]kvtool: error:[/] {escape(message)}", highlight=False, markup=True
     )
     raise typer.Exit(2)
 
@@ -134,15 +146,21 @@ def ingest(
     db: DbOption = Path(DEFAULT_DB),
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
+    max_line_bytes: MaxLineOption = DEFAULT_MAX_LINE_BYTES,
     json_out: JsonOption = False,
 ) -> None:
-    """Load request logs into the database; bad lines go to the rejects table."""
+    """Load request logs into the database (- reads stdin); bad lines go to the rejects table."""
 
     from kvtool import ingest as ingest_logs
 
     reports = _run(
         lambda: ingest_logs(
-            paths, db=db, fmt=fmt, hash_block_size=hash_block_size, progress=_progress(json_out)
+            paths,
+            db=db,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            progress=_progress(json_out),
+            max_line_bytes=max_line_bytes,
         )
     )
     if json_out:
@@ -160,6 +178,7 @@ def analyze_cmd(
     model: ModelOption = None,
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
+    max_line_bytes: MaxLineOption = DEFAULT_MAX_LINE_BYTES,
     top: Annotated[int, typer.Option(help="How many top prefixes to list.")] = 10,
     price_input: BreakPriceOption = PRICE_INPUT,
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
@@ -167,6 +186,8 @@ def analyze_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """How much of the prompt traffic is reusable prefix, and what breaks it."""
+    if html is not None:
+        _run(lambda: check_output(html, param="html", db=db))
     summary = _run(
         lambda: analyze(
             paths or None,
@@ -176,6 +197,7 @@ def analyze_cmd(
             model=model,
             fmt=fmt,
             hash_block_size=hash_block_size,
+            max_line_bytes=max_line_bytes,
             top=top,
             price_input=price_input,
             examples=examples,
@@ -190,7 +212,7 @@ def analyze_cmd(
     if html is not None:
         from kvtool.report import html as page
 
-        _wrote(page.write_analysis(html, summary))
+        _wrote(_run(lambda: page.write_analysis(html, summary)))
 
 
 @app.command()
@@ -289,6 +311,8 @@ def simulate_cmd(
     from kvtool.tiers.spec import parse_duration
 
     def go() -> dict:
+        if html is not None:
+            check_output(html, param="html", db=db)
         sizes = None
         if blocks is not None:
             try:
@@ -330,7 +354,7 @@ def simulate_cmd(
     if html is not None:
         from kvtool.report import html as page
 
-        _wrote(page.write_simulation(html, out))
+        _wrote(_run(lambda: page.write_simulation(html, out)))
 
 
 @app.command(name="report")
@@ -573,6 +597,10 @@ def check_cmd(
 
     if out_format not in CHECK_FORMATS:
         _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
+    if output is not None:
+        from kvtool.store import check_output
+
+        _run(lambda: check_output(output, param="output"))
 
     def go() -> CheckResult:
         loss = parse_max_loss(max_loss)

@@ -19,7 +19,7 @@ import orjson
 
 from kvtool.errors import OptionError
 from kvtool.progress import NullProgress, Progress
-from kvtool.store import DEFAULT_DB, DbArg, open_db
+from kvtool.store import DEFAULT_DB, DbArg, check_output, open_db
 from kvtool.traffic import block_streams, load_traffic
 
 
@@ -34,9 +34,11 @@ def export_mooncake(
     progress: Progress | None = None,
 ) -> int:
     """Write the trace to ``out``; returns the number of requests written. ``OptionError`` for a
-    ``block_size`` that is not a positive multiple of 16 (or of a hash trace's own block size)."""
+    ``block_size`` that is not a positive multiple of 16 (or of a hash trace's own block size), and
+    for an ``out`` that is a directory or the database itself (checked before anything is read)."""
     if block_size <= 0 or block_size % 16:
         raise OptionError("block_size", f"must be a positive multiple of 16, got {block_size}")
+    check_output(out, param="out", db=db)
     progress = progress or NullProgress()
     with open_db(db) as con:
         wl = load_traffic(

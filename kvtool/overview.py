@@ -14,7 +14,7 @@ from kvtool.errors import KvtoolError
 from kvtool.progress import Progress
 from kvtool.replay import validate
 from kvtool.report import html
-from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
+from kvtool.store import DEFAULT_DB, Connection, DbArg, check_output, open_db
 from kvtool.store.runs import replay_run_ids, sim_runs
 from kvtool.traffic import PRICE_INPUT
 
@@ -93,7 +93,9 @@ def write_report(
 ) -> dict:
     """Gather ``db`` and write its page to ``output``. Returns ``path``, ``bytes``, ``sections``
     (ids in page order), ``charts``, ``sim_runs`` and ``replay_runs`` (how many are shown);
-    nothing is written when gathering raises."""
+    nothing is written when gathering raises. An ``output`` that is a directory or the database
+    itself raises ``OptionError`` before anything is read."""
+    check_output(output, param="output", db=db)
     ov = gather(
         db,
         tokenizer=tokenizer,

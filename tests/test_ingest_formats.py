@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kvtool.errors import InputError
 from kvtool.ingest import ingest_files
 from kvtool.ingest.reader import file_digest
 from kvtool.store import one
@@ -424,9 +425,10 @@ def test_mooncake_lines(con, write_jsonl):
 
 def test_mooncake_block_size_option(con, write_jsonl):
     record = {"timestamp": 0, "input_length": 1100, "output_length": 1, "hash_ids": [1, 2, 3]}
-    path = write_jsonl("trace.jsonl", [record])
+    good = {"timestamp": 1, "input_length": 700, "output_length": 1, "hash_ids": [4, 5, 6]}
+    path = write_jsonl("trace.jsonl", [record, good])
     (report,) = ingest_files(con, [path], hash_block_size=256)
-    assert (report.requests, report.rejected) == (0, 1)
+    assert (report.requests, report.rejected) == (1, 1)
     assert "needs 5" in rejects_of(con)[0][1]
     assert one(con, "SELECT hash_block_size FROM files") == (256,)
 
@@ -461,25 +463,15 @@ def test_real_mooncake_trace(con, mooncake_dir):
 
 
 def test_format_override_rejects_every_line(con, write_jsonl):
+    """A forced format that fits no line records nothing (a corrected run then loads)."""
     records = [{"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(4)]
-    (report,) = ingest_files(con, [write_jsonl("chat.jsonl", records)], fmt="completions")
-
-    assert (report.format, report.lines, report.requests, report.rejected) == (
-        "completions",
-        4,
-        0,
-        4,
-    )
-    assert report.reasons == {"prompt must be a string, got NoneType": 4}
-    assert [(line, reason) for line, reason, _ in rejects_of(con)] == [
-        (i, "prompt must be a string, got NoneType") for i in range(1, 5)
-    ]
-    assert one(con, "SELECT format, lines, requests, rejected FROM files") == (
-        "completions",
-        4,
-        0,
-        4,
-    )
+    path = write_jsonl("chat.jsonl", records)
+    with pytest.raises(InputError, match="every line was rejected.*prompt must be a string"):
+        ingest_files(con, [path], fmt="completions")
+    assert one(con, "SELECT count(*) FROM files") == (0,)
+    assert one(con, "SELECT count(*) FROM rejects") == (0,)
+    (report,) = ingest_files(con, [path])
+    assert (report.format, report.requests, report.rejected) == ("openai-chat", 4, 0)
     assert_accounted(con)
 
 

@@ -20,7 +20,12 @@ from kvtool.overview import Overview, gather, write_report
 from kvtool.report import format as fmt
 from kvtool.simulate import SimConfig, simulate
 from kvtool.store import connect
-from kvtool.store.runs import ReplayMeasurement, insert_replay_run
+from kvtool.store.runs import (
+    ReplayMeasurement,
+    add_replay_measurement,
+    finish_replay_run,
+    start_replay_run,
+)
 from kvtool.traffic import load_workload
 
 
@@ -275,10 +280,10 @@ def test_a_replay_run_that_cannot_be_validated_keeps_its_error(tmp_path):
     measured = [ReplayMeasurement(0, "r0", True, prompt_tokens=100, cached_tokens=32)]
     with connect(db) as con:
         for config in ({}, {"block_size": 32, "num_blocks": 10}):  # the second lacks file_ids
-            insert_replay_run(
-                con, endpoint="http://x", model="m", config=config, metrics={},
-                measurements=measured,
-            )  # fmt: skip
+            run_id = start_replay_run(con, endpoint="http://x", model="m", config=config)
+            for m in measured:
+                add_replay_measurement(con, run_id, m)
+            finish_replay_run(con, run_id, {})
     ov = gather(db)
     ok, bad = ov.validations
     assert ok["run_id"] == 0 and ok["predicted_hit_rate"] is None and "error" not in ok

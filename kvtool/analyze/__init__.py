@@ -36,6 +36,7 @@ from kvtool.analyze.result import (
     WorkloadSummary,
 )
 from kvtool.errors import WorkloadError
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
 from kvtool.store.files import file_rows, rejected_lines
@@ -164,6 +165,7 @@ def analyze(
     model: str | None = None,
     fmt: str | None = None,
     hash_block_size: int = 512,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     top: int = 10,
     price_input: float = PRICE_INPUT,
     examples: int = 3,
@@ -182,6 +184,7 @@ def analyze(
         tokenizer=tokenizer,
         fmt=fmt,
         hash_block_size=hash_block_size,
+        max_line_bytes=max_line_bytes,
         block_size=block_size,
         model=model,
         top=top,
@@ -206,6 +209,7 @@ def _analyze(
         tokenizer=opts.tokenizer,
         fmt=opts.fmt,
         hash_block_size=opts.hash_block_size,
+        max_line_bytes=opts.max_line_bytes,
         progress=progress,
     )
     wl = traffic.wl

@@ -19,7 +19,7 @@ import numpy as np
 from kvtool.analyze.breaks import BreakSummary
 from kvtool.analyze.prefix import Prefix
 from kvtool.errors import OptionError
-from kvtool.ingest import FORMATS
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FORMATS, check_max_line_bytes
 from kvtool.jsonview import JsonView
 from kvtool.store.files import FileRow
 from kvtool.tokenize import TokenizeReport
@@ -35,7 +35,8 @@ class AnalyzeOptions:
 
     How the logs are read: ``tokenizer`` (spec; None: the default, or without paths the one the
     database was tokenized with), ``fmt`` (one of ``FORMATS``; None: detected),
-    ``hash_block_size`` (tokens per hash id of hash traces). What is computed: ``block_size`` (a
+    ``hash_block_size`` (tokens per hash id of hash traces), ``max_line_bytes`` (longer input
+    lines are rejected). What is computed: ``block_size`` (a
     positive multiple of 16; None: 16 for text logs, a hash trace's own block size), ``model``
     (KV sizing: a built-in name or a config.json path; None: the logs' most common model),
     ``top`` prefixes listed, breaks priced at ``price_input`` $ per million input tokens with
@@ -44,6 +45,7 @@ class AnalyzeOptions:
     tokenizer: str | None = None
     fmt: str | None = None
     hash_block_size: int = 512
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     block_size: int | None = None
     model: str | None = None
     top: int = 10
@@ -60,6 +62,7 @@ class AnalyzeOptions:
             raise OptionError("fmt", f"{self.fmt!r} is not one of {', '.join(FORMATS)}")
         if self.hash_block_size <= 0:
             raise OptionError("hash_block_size", f"must be positive, got {self.hash_block_size}")
+        check_max_line_bytes(self.max_line_bytes)
         for name in ("top", "examples"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")

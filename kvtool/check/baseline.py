@@ -2,9 +2,12 @@
 
 ``baseline`` is ``FILE``, ``git:REF`` (the candidate's own path at REF, in the repository that
 holds the candidate) or ``git:REF:PATH`` (PATH from the root of the repository that holds the
-current directory). A file that does not exist at REF is a new fixture file: no baseline, no
-error. Every other failure (no such file, not a commit, no git) is one ``InputError`` line; git
-runs read-only (``rev-parse``, ``show``) and nothing is written outside ``workdir``.
+current directory). Invariant: the only failure that passes is a path that provably does not
+exist at a valid commit (``git ls-tree`` reads the commit's trees and lists nothing): a new
+fixture file, no baseline, no error. Everything else (no such file, not a commit, a missing or
+corrupt object, a path that is a directory, no git) is one ``InputError`` line carrying git's
+own message; git runs read-only (``rev-parse``, ``ls-tree``, ``cat-file``) and nothing is
+written outside ``workdir``.
 """
 
 from __future__ import annotations
@@ -37,30 +40,40 @@ def resolve_baseline(spec: str, candidate: Path, workdir: Path) -> Baseline:
     if not ref:
         raise OptionError("baseline", f"{spec!r}: expected git:REF or git:REF:PATH")
     where = Path.cwd() if rel else candidate.resolve().parent
-    top = Path(_git(spec, where, "rev-parse", "--show-toplevel").strip())
+    top = Path(_git(spec, where, "rev-parse", "--show-toplevel").decode().strip())
     rel = rel or candidate.resolve().relative_to(top.resolve()).as_posix()
-    _git(spec, top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+    commit = (
+        _git(spec, top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        .decode()
+        .strip()
+    )
     label = f"{ref}:{rel}"
-    try:
-        data = subprocess.run(
-            ["git", "-C", str(top), "show", label], capture_output=True, check=True
-        ).stdout
-    except subprocess.CalledProcessError:
+    # ls-tree exits 0 with no entry only when every tree on the way was read and the path is not
+    # there; a missing or corrupt tree is a git failure (InputError), never "new".
+    listing = _git(spec, top, "--literal-pathspecs", "ls-tree", "-z", commit, "--", rel)
+    entries = [e for e in listing.split(b"\0") if e]
+    if not entries:
         return Baseline(path=None, label=label)
+    meta, _, _name = entries[0].partition(b"\t")
+    _mode, kind, oid = meta.decode().split(" ")
+    if len(entries) > 1 or kind != "blob":
+        raise InputError(f"baseline {spec}: {label} is not a file ({kind}) at {ref}")
     out = workdir / Path(rel).name
-    out.write_bytes(data)
+    out.write_bytes(_git(spec, top, "cat-file", "blob", oid))
     return Baseline(path=out, label=label)
 
 
-def _git(spec: str, where: Path, *args: str) -> str:
-    """Run git in ``where``; its failure becomes one ``InputError`` line."""
+def _git(spec: str, where: Path, *args: str) -> bytes:
+    """Run git in ``where`` and return its stdout; its failure becomes one ``InputError`` line
+    with git's last line of stderr."""
+    command = next(a for a in args if not a.startswith("-"))
     try:
         return subprocess.run(
-            ["git", "-C", str(where), *args], capture_output=True, check=True, text=True
+            ["git", "-C", str(where), *args], capture_output=True, check=True
         ).stdout
     except FileNotFoundError as exc:
         raise InputError(f"baseline {spec}: git is not installed") from exc
     except subprocess.CalledProcessError as exc:
-        lines = (exc.stderr or "").strip().splitlines()
+        lines = exc.stderr.decode(errors="replace").strip().splitlines()
         why = lines[-1] if lines else f"{args[-1]!r} is not a commit"
-        raise InputError(f"baseline {spec}: git {args[0]} in {where}: {why}") from exc
+        raise InputError(f"baseline {spec}: git {command} in {where}: {why}") from exc

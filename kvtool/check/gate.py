@@ -196,7 +196,7 @@ def _load(
     con: Connection, path: Path, label: str, bundle: TokenizerBundle, fmt: str | None
 ) -> _Fixtures:
     """Ingest and tokenize one fixture file into ``con`` (an empty store); ``InputError`` for a
-    rejected line, no requests, or a hash trace."""
+    rejected line, no requests, a hash trace, or a fixture the chat template raises for."""
     report = ingest_file(con, path, fmt=fmt)
     if report.rejected:
         reject = first_reject(con)
@@ -210,6 +210,12 @@ def _load(
     if report.format == "mooncake":
         raise InputError(f"{label}: hash traces carry no prompt text; check needs prompts")
     tok = tokenize_requests(con, bundle)
+    if tok.template_errors:  # a gate never passes a fixture it could not render
+        first = tok.template_error_examples[0]
+        raise InputError(
+            f"{label}:{first.line}: the chat template raised: {first.message} "
+            f"({tok.template_errors} of {report.requests} fixtures not rendered)"
+        )
     rows = request_rows(con, tok.signature)
     return _Fixtures(
         label=label,

@@ -4,6 +4,7 @@ rendering is ``CheckResult.to_json``."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from rich.console import Console
@@ -14,7 +15,8 @@ from kvtool.check.gate import CheckResult, Finding
 
 def diff_markup(diff: dict) -> str:
     """A break's diff text as rich markup, marked the way wdiff marks it: ``[-removed-]`` red,
-    ``{+added+}`` green, newlines shown as ⏎."""
+    ``{+added+}`` green, newlines shown as ⏎. The diff's text is escaped; print it with
+    ``emoji=False`` so that ``:name:`` in it stays literal."""
 
     def show(text: str) -> str:
         return escape(text.replace("\n", "⏎"))
@@ -26,28 +28,33 @@ def diff_markup(diff: dict) -> str:
 
 
 def render_check(console: Console, result: CheckResult) -> None:
-    """The human report: one line per finding (with its diff), then PASS or FAIL."""
-    against = f" against {result.baseline}" if result.baseline else ""
+    """The human report: one line per finding (with its diff), then PASS or FAIL. Every string
+    from the input (paths, ids, messages, diffs) is escaped and emoji codes are off, so it prints
+    literally whatever it holds."""
+    against = f" against {escape(result.baseline)}" if result.baseline else ""
     console.print(
-        f"kvtool check {result.candidate}{against}: {result.fixtures} fixtures, "
+        f"kvtool check {escape(result.candidate)}{against}: {result.fixtures} fixtures, "
         f"{result.compared} compared"
-        + (f" (paired by {result.paired_by})" if result.paired_by else "")
+        + (f" (paired by {result.paired_by})" if result.paired_by else ""),
+        emoji=False,
     )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
+        console.print(f"[yellow]note:[/] {escape(note)}", emoji=False)
     if result.unmatched_baseline:
         console.print(
             f"[yellow]note:[/] {len(result.unmatched_baseline)} baseline fixture(s) have no "
-            f"candidate: {escape(', '.join(result.unmatched_baseline[:5]))}"
+            f"candidate: {escape(', '.join(result.unmatched_baseline[:5]))}",
+            emoji=False,
         )
     for f in result.findings:
         console.print(
             f"[bold red]✗[/] {escape(f.file)}:{f.line} [bold]{escape(f.request_id)}[/] "
-            f"\\[{f.check}] {escape(f.message)}",
+            f"\\[{escape(f.check)}] {escape(f.message)}",
             highlight=False,
+            emoji=False,
         )
         if f.diff:
-            console.print(f"    {diff_markup(f.diff)}", highlight=False)
+            console.print(f"    {diff_markup(f.diff)}", highlight=False, emoji=False)
     if result.passed:
         console.print("[bold green]PASS[/]: no prompt change breaks the cached prefix")
     else:
@@ -80,8 +87,25 @@ def github_annotations(result: CheckResult) -> str:
     return "\n".join(out) + "\n"
 
 
+# What XML 1.0 forbids: C0 controls but tab, LF and CR; lone surrogates (a str holds no pairs);
+# U+FFFE and U+FFFF.
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """``text`` with every character XML 1.0 forbids written as a Python escape (``\\x1b``,
+    ``\\ud800``): the result is valid XML 1.0 character data and encodes as UTF-8."""
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group())
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _NOT_XML.sub(esc, text)
+
+
 def junit_xml(result: CheckResult) -> str:
-    """JUnit XML: one test case per candidate fixture, failed by its findings."""
+    """JUnit XML: one test case per candidate fixture, failed by its findings. Every text and
+    attribute goes through ``xml_text``, so the document parses whatever the fixtures hold."""
     by_line: dict[int, list[Finding]] = {}
     for f in result.findings:
         by_line.setdefault(f.line, []).append(f)
@@ -97,13 +121,15 @@ def junit_xml(result: CheckResult) -> str:
         case = ET.SubElement(
             suite,
             "testcase",
-            classname=result.candidate,
-            name=f"{ref.request_id} (line {ref.line})",
+            classname=xml_text(result.candidate),
+            name=xml_text(f"{ref.request_id} (line {ref.line})"),
         )
         for f in by_line.get(ref.line, []):
-            failure = ET.SubElement(case, "failure", type=f.cause, message=f.message)
+            failure = ET.SubElement(
+                case, "failure", type=xml_text(f.cause), message=xml_text(f.message)
+            )
             d = f.diff
-            failure.text = (
+            failure.text = xml_text(
                 f"{f.check}: {f.path}\n-{d.get('removed', '')!r}\n+{d.get('added', '')!r}"
                 if d
                 else f"{f.check}: {f.path}"

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from kvtool.generate.turns import Turn, utc
+from kvtool.store import check_output
 
 _FLUSH_BYTES = 1 << 22
 
@@ -128,7 +129,9 @@ def _common(a: list[dict], b: list[dict], limit: int) -> int:
 
 
 def write_records(out: Path, fmt: RecordFormat, sessions: list[Iterator[Turn]]) -> WrittenRecords:
-    """Write the turns of ``sessions`` (session i is ``sessions[i]``) to ``out``, by timestamp."""
+    """Write the turns of ``sessions`` (session i is ``sessions[i]``) to ``out``, by timestamp;
+    ``OptionError`` on ``out`` when it is a directory."""
+    check_output(out, param="out")
     kind, model, tools = fmt.kind, fmt.model, fmt.tools
     breaks: list[dict] = []
     counts = [0] * len(sessions)

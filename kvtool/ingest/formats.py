@@ -23,6 +23,7 @@ SESSION_KEYS = ("session_id", "conversation_id", "thread_id", "session", "trace_
 TENANT_KEYS = ("tenant", "tenant_id", "org_id", "organization")
 ID_KEYS = ("request_id", "id", "custom_id")
 INT64_LIMIT = 2**63  # counts are stored as DuckDB BIGINT
+HASH_BLOCK_LIMIT = 2**31  # files.hash_block_size is a DuckDB INTEGER
 TIME_KEYS = ("timestamp", "created", "created_at", "time", "start_time")
 
 
@@ -62,6 +63,8 @@ def _str_or_none(value: Any, what: str) -> str | None:
 
 
 def _int_or_none(value: Any, what: str) -> int | None:
+    """None, or a whole number ``0 <= n < INT64_LIMIT`` (an integral float such as 3.0 counts);
+    anything else raises ``InputError`` naming ``what``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -70,12 +73,27 @@ def _int_or_none(value: Any, what: str) -> int | None:
         raise InputError(f"{what} must be >= 0, got {value}")
     if value >= INT64_LIMIT:
         raise InputError(f"{what} is out of range, got {value}")
+    if isinstance(value, float) and not value.is_integer():
+        raise InputError(f"{what} must be an integer, got {value}")
     return int(value)
 
 
-def parse_timestamp(value: Any) -> float | None:
-    """Seconds since the epoch from epoch s/ms/us/ns numbers, numeric strings, ISO-8601 or
-    ``datetime`` values (what Parquet timestamp columns read as)."""
+TS_MIN = 0.0  # 1970-01-01T00:00:00Z, inclusive
+TS_MAX = 4102444800.0  # 2100-01-01T00:00:00Z, exclusive
+TS_WINDOW = "1970-01-01..2100-01-01"
+
+
+def _shown(value: Any) -> str:
+    """A short, printable rendering of an input value for a reject reason."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(value)[:40]
+
+
+def _to_seconds(value: Any) -> float | None:
+    """Seconds since the epoch before the window check (see ``parse_timestamp``)."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -94,7 +112,10 @@ def parse_timestamp(value: Any) -> float | None:
             return dt.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"timestamp must be a number or string, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError as exc:  # an int too large for a float
+        raise InputError(f"timestamp must be a finite number >= 0, got {_shown(value)}") from exc
     if v != v or v < 0 or v == float("inf"):
         raise InputError(f"timestamp must be a finite number >= 0, got {value}")
     for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
@@ -103,13 +124,38 @@ def parse_timestamp(value: Any) -> float | None:
     return v
 
 
+def parse_timestamp(value: Any, what: str = "timestamp") -> float | None:
+    """Seconds since the epoch from epoch s/ms/us/ns numbers, numeric strings, ISO-8601 or
+    ``datetime`` values (what Parquet timestamp columns read as).
+
+    Invariant: the result is None or finite and within ``TS_MIN <= ts < TS_MAX`` (1970-01-01 to
+    2100-01-01, after unit detection); anything else raises ``InputError`` naming ``what`` (the
+    field) and the value, so no later stage sees a far-future or non-finite time."""
+    try:
+        secs = _to_seconds(value)
+    except (OverflowError, ValueError) as exc:  # datetime arithmetic outside its range
+        raise InputError(f"{what} {_shown(value)} is outside {TS_WINDOW}") from exc
+    if secs is None:
+        return None
+    if not TS_MIN <= secs < TS_MAX:  # also false for NaN
+        raise InputError(
+            f"{what} {_shown(value)} is outside {TS_WINDOW} (read as {secs:.6g} s since the epoch)"
+        )
+    return secs
+
+
 def _first(mappings: tuple[dict, ...], keys: tuple[str, ...]) -> Any:
+    return _first_item(mappings, keys)[1]
+
+
+def _first_item(mappings: tuple[dict, ...], keys: tuple[str, ...]) -> tuple[str, Any]:
+    """(key, value) of the first non-empty value of ``keys`` in ``mappings``; ("", None) if none."""
     for mapping in mappings:
         for key in keys:
             value = mapping.get(key)
             if value is not None and value != "":
-                return value
-    return None
+                return key, value
+    return "", None
 
 
 def _dicts(*values: Any) -> tuple[dict, ...]:
@@ -151,10 +197,10 @@ def _common(env: _Envelope, out: Normalized) -> None:
     metas = _dicts(rec.get("metadata"), body.get("metadata"))
     places = (rec, *metas, body)
     out.request_id = _str_or_none(_first((rec,), ID_KEYS) or resp.get("id"), "id")
-    ts = _first((rec,), TIME_KEYS)
+    key, ts = _first_item((rec,), TIME_KEYS)
     if ts is None:
-        ts = _first((body, resp), TIME_KEYS)
-    out.ts = parse_timestamp(ts)
+        key, ts = _first_item((body, resp), TIME_KEYS)
+    out.ts = parse_timestamp(ts, key or "timestamp")
     out.session_id = _str_or_none(_first(places, SESSION_KEYS), "session id")
     out.tenant = _str_or_none(body.get("cache_salt") or _first(places, TENANT_KEYS), "tenant")
     out.model = _str_or_none(body.get("model") or resp.get("model") or rec.get("model"), "model")
@@ -175,7 +221,10 @@ def _usage(usage: dict, out: Normalized) -> None:
         )
         fresh = _int_or_none(usage.get("input_tokens"), "usage.input_tokens")
         if fresh is not None:
-            out.observed_prompt_tokens = fresh + (read or 0) + (created or 0)
+            total = fresh + (read or 0) + (created or 0)
+            if total >= INT64_LIMIT:
+                raise InputError(f"usage.input_tokens + cache tokens is out of range, got {total}")
+            out.observed_prompt_tokens = total
             out.observed_cached_tokens = read if read is not None else None
         out.output_tokens = _int_or_none(usage.get("output_tokens"), "usage.output_tokens")
         return
@@ -185,6 +234,12 @@ def _usage(usage: dict, out: Normalized) -> None:
     if isinstance(details, dict):
         out.observed_cached_tokens = _int_or_none(
             details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens"
+        )
+    prompt, cached = out.observed_prompt_tokens, out.observed_cached_tokens
+    if prompt is not None and cached is not None and cached > prompt:  # rates stay <= 1
+        raise InputError(
+            f"usage.prompt_tokens_details.cached_tokens {cached} exceeds usage.prompt_tokens "
+            f"{prompt}"
         )
 
 
@@ -344,6 +399,24 @@ def normalize_anthropic(rec: dict) -> Normalized:
     return out
 
 
+TOKEN_ID_LIMIT = 2**32  # token ids are stored and hashed as uint32
+
+
+def _check_token_ids(prompt: list) -> None:
+    """Raise ``InputError`` unless ``prompt`` is a non-empty list of ints (not bools) with
+    ``0 <= id < TOKEN_ID_LIMIT``; the reason names the first bad element."""
+    if not prompt:
+        raise InputError("prompt must be a string or one list of token ids (got an empty list)")
+    for i, t in enumerate(prompt):
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise InputError(
+                "prompt must be a string or one list of token ids "
+                f"(prompt[{i}] must be an integer token id, got {type(t).__name__})"
+            )
+        if not 0 <= t < TOKEN_ID_LIMIT:
+            raise InputError(f"prompt[{i}] token id {t} is out of range (0 <= id < 2**32)")
+
+
 def normalize_completions(rec: dict) -> Normalized:
     env = _envelope(rec)
     out = Normalized(kind="completion")
@@ -351,8 +424,7 @@ def normalize_completions(rec: dict) -> Normalized:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]
     if isinstance(prompt, list):
-        if not prompt or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            raise InputError("prompt must be a string or one list of token ids")
+        _check_token_ids(prompt)
     elif not isinstance(prompt, str):
         raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     out.prompt = prompt
@@ -385,6 +457,8 @@ def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
         ids = rec.get("hash_ids")
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise InputError("input_length must be a positive integer")
+        if n >= INT64_LIMIT:
+            raise InputError(f"input_length must be a positive integer below 2**63, got {n}")
         if not isinstance(ids, list) or not all(
             isinstance(h, int) and not isinstance(h, bool) for h in ids
         ):
@@ -398,8 +472,10 @@ def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
         if any(h < -(2**63) or h >= 2**63 for h in ids):
             raise InputError("hash_ids must fit in 64 bits")
         ts = rec.get("timestamp")
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or ts < 0:
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not ts >= 0:
             raise InputError("timestamp must be a number of milliseconds >= 0")
+        if not ts / 1000.0 < TS_MAX:  # Mooncake times are ms, never unit-detected
+            raise InputError(f"timestamp {_shown(ts)} ms is outside {TS_WINDOW}")
         return Normalized(
             kind="hash",
             request_id=_str_or_none(rec.get("request_id") or rec.get("id"), "id"),
@@ -416,12 +492,14 @@ def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
 
 
 def check_ingest_options(fmt: str | None, hash_block_size: int) -> None:
-    """``OptionError`` unless ``fmt`` is None or one of ``FORMATS`` and ``hash_block_size`` is
-    positive."""
+    """``OptionError`` unless ``fmt`` is None or one of ``FORMATS`` and ``0 < hash_block_size <
+    HASH_BLOCK_LIMIT`` (the store keeps it as a 32-bit integer)."""
     if fmt is not None and fmt not in FORMATS:
         raise OptionError("fmt", f"{fmt!r} is not one of {', '.join(FORMATS)}")
     if hash_block_size <= 0:
         raise OptionError("hash_block_size", f"must be positive, got {hash_block_size}")
+    if hash_block_size >= HASH_BLOCK_LIMIT:
+        raise OptionError("hash_block_size", f"must be below 2**31, got {hash_block_size}")
 
 
 def normalizer(fmt: str, hash_block_size: int) -> Callable[[dict], Normalized]:

@@ -1,14 +1,20 @@
 """Ingest files into the store: detect, normalize, deduplicate content, record rejects.
 
 Invariants:
-- a file whose bytes were ingested before (under any path) adds nothing;
-- each file is ingested in one transaction, so a failure leaves no partial file behind;
+- each input is opened and read once, as a stream (``reader.open_input``); its identity is
+  computed from exactly what was read and known only at the end;
+- a file whose content was ingested before (under any path, compression or line endings) adds
+  nothing: the transaction is rolled back and the report says ``already_ingested``;
+- each file is ingested in one transaction, so a failure leaves no partial file behind; a file
+  whose every non-blank line is rejected (not as a duplicate id) raises ``InputError`` and is
+  not recorded, so a run with the wrong ``fmt`` or ``hash_block_size`` does not poison it;
 - every input line becomes exactly one ``requests`` row or one ``rejects`` row;
 - message, tool-catalog and prompt bodies are stored once per distinct content key.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +34,13 @@ from kvtool.ingest.formats import (
     detect_format,
     normalizer,
 )
-from kvtool.ingest.reader import file_digest, read_records, sample
+from kvtool.ingest.reader import (
+    DEFAULT_MAX_LINE_BYTES,
+    STDIN,
+    InputStream,
+    check_max_line_bytes,
+    open_input,
+)
 from kvtool.store import as_bigint, atomic, next_id
 from kvtool.store.files import (
     FileRow,
@@ -39,8 +51,10 @@ from kvtool.store.files import (
     insert_file,
     insert_rejects,
     insert_requests,
+    set_synthetic_ids,
 )
 
+PENDING = "\x00pending:"  # synthetic ids until the file's identity is known
 BATCH = 1024  # rows buffered per flush; bounds memory, raw lines are kept until then
 
 
@@ -111,11 +125,10 @@ _REQUEST_SCHEMA = pa.schema(
 class _FileWriter:
     """Buffers one file's requests, contents and rejects and flushes them in Arrow batches."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, file_id: int, path: str, id_prefix: str):
+    def __init__(self, con: duckdb.DuckDBPyConnection, file_id: int, path: str):
         self.con = con
         self.file_id = file_id
         self.path = path
-        self.id_prefix = id_prefix
         self.next_req = next_id(con, "requests", "req_id")
         self.rows: list[tuple] = []
         self.lines_of: dict[str, int] = {}
@@ -124,6 +137,8 @@ class _FileWriter:
         self.rejects: list[Reject] = []
         self.report_reasons: dict[str, int] = {}
         self.requests = 0
+        self.duplicates = 0  # rejects for an id seen before: the content is not unusable
+        self.first_reject: tuple[int, str] | None = None  # (line, reason) of the earliest
 
     def _key(self, kind: str, value: object) -> int:
         data = orjson.dumps(value)
@@ -151,17 +166,23 @@ class _FileWriter:
             self.contents[key] = ("message", data.decode())
         return keys
 
-    def reject(self, line: int, reason: str, raw: bytes) -> None:
+    def reject(self, line: int, reason: str, raw: bytes, duplicate: bool = False) -> None:
+        if duplicate:
+            self.duplicates += 1
+        elif reason != "blank line" and (self.first_reject is None or line < self.first_reject[0]):
+            self.first_reject = (line, reason)
         text = raw.decode("utf-8", errors="backslashreplace")
         self.rejects.append(Reject(self.file_id, self.path, line, reason, text))
         short = _reason_class(reason)
         self.report_reasons[short] = self.report_reasons.get(short, 0) + 1
 
     def add(self, line: int, raw: bytes, rec: Normalized) -> None:
-        rid = rec.request_id if rec.request_id is not None else f"{self.id_prefix}:{line}"
+        # a synthetic id needs the file's identity, known at the end: a placeholder until then
+        rid = rec.request_id if rec.request_id is not None else f"{PENDING}{line}"
         first = self.lines_of.get(rid)
         if first is not None:
-            self.reject(line, f"duplicate request id {rid[:60]!r} (first at line {first})", raw)
+            reason = f"duplicate request id {rid[:60]!r} (first at line {first})"
+            self.reject(line, reason, raw, duplicate=True)
             return
         message_keys = tools_key = prompt_key = None
         if rec.messages is not None:
@@ -201,7 +222,7 @@ class _FileWriter:
 
     def _drop_known_ids(self) -> None:
         """Reject rows whose explicit request id an earlier file already ingested."""
-        dupes = first_seen(self.con, [r[2] for r in self.rows])
+        dupes = first_seen(self.con, [r[2] for r in self.rows if not r[-1]])
         if not dupes:
             return
         kept = []
@@ -210,9 +231,8 @@ class _FileWriter:
             if where is None:
                 kept.append(row)
             else:
-                self.reject(
-                    row[0], f"duplicate request id {row[2][:60]!r} (first at {where})", row[1]
-                )
+                reason = f"duplicate request id {row[2][:60]!r} (first at {where})"
+                self.reject(row[0], reason, row[1], duplicate=True)
         self.rows = kept
 
     def flush(self) -> None:
@@ -253,13 +273,18 @@ class _FileWriter:
             self.rejects = []
 
 
-def _choose_format(path: Path, fmt: str | None) -> str:
-    head = sample(path)
+def _shown(text: str) -> str:
+    """``text`` on one line: control and other unprintable characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _choose_format(stream: InputStream, fmt: str | None) -> str:
+    head = stream.sample()
     parsed = [line.parsed for line in head if line.error is None]
     nonblank = [line for line in head if line.error != "blank line"]
     if nonblank and not parsed:
         first = nonblank[0]
-        raise InputError(f"{path}:{first.number}: not JSON Lines ({first.error})")
+        raise InputError(f"{stream.name}:{first.number}: not JSON Lines ({first.error})")
     if fmt is not None:
         return fmt
     if not head:
@@ -267,10 +292,23 @@ def _choose_format(path: Path, fmt: str | None) -> str:
     found = detect_format(parsed)
     if found is None:
         raise InputError(
-            f"{path}: no known request format in the first {len(head)} lines "
+            f"{stream.name}: no known request format in the first {len(head)} lines "
             f"(expected one of {', '.join(FORMATS)}; name the format with fmt)"
         )
     return found
+
+
+class _AlreadyIngested(Exception):
+    """Raised inside the transaction to roll back a file whose identity is already stored."""
+
+    def __init__(self, known: FileRow) -> None:
+        self.known = known
+
+
+def path_text(path: Path) -> str:
+    """A path as valid UTF-8 text: bytes of the file name that are not UTF-8 (the OS hands them
+    over as surrogate escapes) are written as ``\\xNN``, so the name can be stored and printed."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def ingest_file(
@@ -280,66 +318,70 @@ def ingest_file(
     fmt: str | None = None,
     hash_block_size: int = 512,
     progress: Callable[[int], None] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> FileReport:
-    """Ingest one file (see the module invariants); ``InputError`` for unreadable input,
-    ``OptionError`` for an unknown ``fmt`` or a ``hash_block_size`` that is not positive."""
+    """Ingest one file, or stdin for a path of ``-`` (see the module invariants).
+    ``InputError`` for unreadable input or a file whose every line is rejected, ``OptionError``
+    for an unknown ``fmt`` or a ``hash_block_size`` / ``max_line_bytes`` that is not positive."""
     check_ingest_options(fmt, hash_block_size)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
-    digest = file_digest(path)
-    known = find_file(con, digest)
-    if known is not None:
-        if progress:
-            progress(path.stat().st_size)
-        return FileReport(
-            str(path),
-            known.file_id,
-            known.format,
-            known.lines,
-            known.requests,
-            known.rejected,
-            skipped=True,
-        )
-    chosen = _choose_format(path, fmt)
-    normalize = normalizer(chosen, hash_block_size)
-    with atomic(con):
-        file_id = next_id(con, "files", "file_id")
-        writer = _FileWriter(con, file_id, str(path), digest[:12])
-        lines = 0
-        for line in read_records(path, progress):
-            lines += 1
-            if line.error is not None:
-                writer.reject(line.number, line.error, line.raw)
-                continue
-            if not isinstance(line.parsed, dict):
-                writer.reject(line.number, "record is not a JSON object", line.raw)
-                continue
-            try:
-                rec = normalize(line.parsed)
-            except InputError as exc:  # a bad record: rejected
-                writer.reject(line.number, str(exc), line.raw)
-                continue
-            writer.add(line.number, line.raw, rec)
-        writer.flush()
-        rejected = sum(writer.report_reasons.values())
-        insert_file(
-            con,
-            FileRow(
-                file_id=file_id,
-                path=str(path),
-                digest=digest,
-                bytes=path.stat().st_size,
-                format=chosen,
-                hash_block_size=hash_block_size if chosen == "mooncake" else None,
-                lines=lines,
-                requests=writer.requests,
-                rejected=rejected,
-            ),
-        )
+    check_max_line_bytes(max_line_bytes)
+    with open_input(path, max_line_bytes=max_line_bytes, progress=progress) as stream:
+        chosen = _choose_format(stream, fmt)
+        normalize = normalizer(chosen, hash_block_size)
+        name = stream.name if str(path) == STDIN else path_text(path)
+        try:
+            with atomic(con):
+                file_id = next_id(con, "files", "file_id")
+                writer = _FileWriter(con, file_id, name)
+                lines = 0
+                for line in stream.lines():
+                    lines += 1
+                    if line.error is not None:
+                        writer.reject(line.number, line.error, line.raw)
+                        continue
+                    if not isinstance(line.parsed, dict):
+                        writer.reject(line.number, "record is not a JSON object", line.raw)
+                        continue
+                    try:
+                        rec = normalize(line.parsed)
+                    except InputError as exc:  # a bad record: rejected
+                        writer.reject(line.number, str(exc), line.raw)
+                        continue
+                    writer.add(line.number, line.raw, rec)
+                writer.flush()
+                digest = stream.digest
+                known = find_file(con, digest)
+                if known is not None:
+                    raise _AlreadyIngested(known)
+                if writer.requests == 0 and writer.duplicates == 0 and writer.first_reject:
+                    number, reason = writer.first_reject
+                    raise InputError(
+                        f"{name}: every line was rejected, nothing ingested "
+                        f"(first: line {number}: {_shown(reason)})"
+                    )
+                set_synthetic_ids(con, file_id, PENDING, digest[:12])
+                rejected = sum(writer.report_reasons.values())
+                insert_file(
+                    con,
+                    FileRow(
+                        file_id=file_id,
+                        path=name,
+                        digest=digest,
+                        bytes=stream.bytes_read,
+                        format=chosen,
+                        hash_block_size=hash_block_size if chosen == "mooncake" else None,
+                        lines=lines,
+                        requests=writer.requests,
+                        rejected=rejected,
+                    ),
+                )
+        except _AlreadyIngested as done:
+            k = done.known
+            return FileReport(
+                name, k.file_id, k.format, k.lines, k.requests, k.rejected, skipped=True
+            )
     return FileReport(
-        str(path), file_id, chosen, lines, writer.requests, rejected, writer.report_reasons
+        name, file_id, chosen, lines, writer.requests, rejected, writer.report_reasons
     )
 
 
@@ -350,10 +392,19 @@ def ingest_files(
     fmt: str | None = None,
     hash_block_size: int = 512,
     progress: Callable[[int], None] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> list[FileReport]:
-    """Ingest each path in turn; see ``ingest_file``."""
+    """Ingest each path in turn (``-``: stdin); see ``ingest_file``."""
     check_ingest_options(fmt, hash_block_size)
+    check_max_line_bytes(max_line_bytes)
     return [
-        ingest_file(con, Path(p), fmt=fmt, hash_block_size=hash_block_size, progress=progress)
+        ingest_file(
+            con,
+            Path(p),
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            progress=progress,
+            max_line_bytes=max_line_bytes,
+        )
         for p in paths
     ]

@@ -1,7 +1,10 @@
 """``replay``: launch (optionally) a vLLM server, send the stored requests, store what it measured.
 
-Every measurement is stored (``replay_runs``, ``replay_requests``) before validation, so a run
-that ends badly still leaves its per-request results for ``kvtool validate``.
+The run's row (``replay_runs``) is stored once the first ``/metrics`` scrape worked, and each
+request's measurement (``replay_requests``) the moment it completes, so a run that ends badly
+(a dead server, Ctrl-C, a crash) still leaves every result it took for ``kvtool validate``; its
+``metrics`` then say how it ended. Options and the endpoint are checked before anything is sent
+or stored; a server whose ``/metrics`` cannot be read at the start stores nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +16,19 @@ from pathlib import Path
 from kvtool.errors import OptionError
 from kvtool.progress import NullProgress, Progress
 from kvtool.replay import metrics
+from kvtool.replay.client import check_options
 from kvtool.replay.client import replay as send
 from kvtool.replay.model import build_tiny_model
 from kvtool.replay.prepare import prepare_requests
 from kvtool.replay.server import ServerConfig, VLLMServer, tier_args
 from kvtool.replay.validate import ReplayValidation, validate
 from kvtool.store import DEFAULT_DB, DbArg, open_db
-from kvtool.store.runs import ReplayMeasurement, insert_replay_run
+from kvtool.store.runs import (
+    ReplayMeasurement,
+    add_replay_measurement,
+    finish_replay_run,
+    start_replay_run,
+)
 from kvtool.tiers.kv import lookup
 from kvtool.tiers.spec import parse_tier_gb
 from kvtool.traffic import load_traffic
@@ -68,6 +77,15 @@ def replay(
         raise OptionError("endpoint", "is missing: give a server's base URL, or launch a server")
     if endpoint is not None and launch is not None:
         raise OptionError("launch", "starts its own server: give it without an endpoint")
+    check_options(
+        timing=timing,
+        concurrency=concurrency,
+        speedup=speedup,
+        timeout_s=timeout_s,
+        max_errors=max_errors,
+    )
+    if endpoint is not None:
+        metrics.check_url(endpoint)
     progress = progress or NullProgress()
     server_config = None
     tiers: list[tuple[str, float]] = []
@@ -124,25 +142,44 @@ def replay(
             "kv_bytes_per_token": kv_bytes,
         }
 
-        def run(url: str) -> tuple[list[ReplayMeasurement], dict]:
-            before = metrics.scrape(url)
-            progress.stage("replay", len(requests))
-            results = send(
-                requests,
-                url,
-                timing=timing,
-                concurrency=concurrency,
-                speedup=speedup,
-                timeout_s=timeout_s,
-                max_errors=max_errors,
-                progress=lambda d, t: progress.update(d, t),
-            )
+        def run(url: str) -> int:
+            before = metrics.scrape(url)  # ServerError: nothing is stored
+            run_id = start_replay_run(con, endpoint=url, model=served, config=config)
+            taken: list[ReplayMeasurement] = []
+
+            def keep(m: ReplayMeasurement) -> None:
+                add_replay_measurement(con, run_id, m)
+                taken.append(m)
+
+            try:
+                progress.stage("replay", len(requests))
+                send(
+                    requests,
+                    url,
+                    timing=timing,
+                    concurrency=concurrency,
+                    speedup=speedup,
+                    timeout_s=timeout_s,
+                    max_errors=max_errors,
+                    progress=lambda d, t: progress.update(d, t),
+                    on_result=keep,
+                )
+            except BaseException as exc:  # Ctrl-C or a crash: what completed is stored
+                how = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped"
+                reason = "" if isinstance(exc, KeyboardInterrupt) else f": {type(exc).__name__}"
+                finish_replay_run(
+                    con,
+                    run_id,
+                    {"error": f"{how} after {len(taken)} of {len(requests)} requests{reason}"},
+                )
+                raise
             try:
                 after = metrics.scrape(url)
                 delta = metrics.diff(before, after)
             except Exception as exc:  # the server died: keep the per-request measurements
                 delta = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-            return results, delta
+            finish_replay_run(con, run_id, delta)
+            return run_id
 
         if launch is not None:
             assert server_config is not None
@@ -153,18 +190,9 @@ def replay(
             config["launch_command"] = server.command
             config["server_log"] = str(server.log)
             with server as url:
-                results, delta = run(url)
-            endpoint = url
+                run_id = run(url)
         else:
             assert endpoint is not None
-            results, delta = run(endpoint)
+            run_id = run(endpoint)
         progress.close()
-        run_id = insert_replay_run(
-            con,
-            endpoint=endpoint,
-            model=served,
-            config=config,
-            metrics=delta,
-            measurements=results,
-        )
         return validate(run_id, db=con)

@@ -88,12 +88,28 @@ class ReplayValidation(JsonView):
 
 def validate(run_id: int, *, db: DbArg = DEFAULT_DB) -> ReplayValidation:
     """A stored replay run next to the simulation of its configuration (module docstring);
-    ``NotFoundError`` when the database holds no such run."""
+    ``NotFoundError`` when the database holds no such run. A run with no stored request has
+    every figure None and a ``prediction_note`` saying so."""
     with open_db(db) as con:
         run = replay_run(con, run_id)
         if run is None:
             raise NotFoundError(f"no replay run {run_id} in the database")
         got = replay_measurements(con, run_id)
+        if not got:  # nothing measured: no figure to present, whatever /metrics moved
+            return ReplayValidation(
+                run_id=run_id,
+                endpoint=run.endpoint,
+                model=run.model,
+                config=run.config,
+                metrics=run.metrics,
+                requests_ok=0,
+                requests_failed=0,
+                errors=[],
+                observed_hit_rate=None,
+                observed_hit_rate_usage=None,
+                prediction_note="no request of this run was stored (it ended before the first "
+                "response): nothing to compare",
+            )
         ok = {m.req_id: m for m in got if m.ok}
         delta = run.metrics
         queries = delta.get("prefix_cache_queries")

@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from kvtool.report import figures
 from kvtool.report.format import DASH, money, num, pct
+from kvtool.store import check_output
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("kvtool.report", "."),
@@ -284,7 +285,9 @@ def render(sections: list[Section], title: str, subtitle: str = "") -> str:
 
 
 def write(path: str | Path, sections: list[Section], title: str, subtitle: str = "") -> dict:
-    """Render and write; returns ``path``, ``bytes``, ``sections`` (ids) and ``charts``."""
+    """Render and write; returns ``path``, ``bytes``, ``sections`` (ids) and ``charts``.
+    ``OptionError`` on ``path`` when it is a directory."""
+    check_output(path, param="path")
     html = render(sections, title, subtitle)
     path = Path(path)
     if path.parent and not path.parent.exists():

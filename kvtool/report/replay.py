@@ -1,4 +1,6 @@
-"""Terminal rendering (rich) of a replay run and its validation: predicted vs observed."""
+"""Terminal rendering (rich) of a replay run and its validation: predicted vs observed. The
+endpoint, model, errors and launch command reach rich escaped with emoji codes off: they print
+literally."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ from kvtool.report.format import pct, seconds
 def render_replay(console: Console, s: dict) -> None:
     console.print(
         f"replay run {s['run_id']} against {escape(s['endpoint'])} ({escape(s['model'])}): "
-        f"{s['requests_ok']:,} requests ok, {s['requests_failed']:,} failed"
+        f"{s['requests_ok']:,} requests ok, {s['requests_failed']:,} failed",
+        emoji=False,
     )
     for error in s["errors"]:
-        console.print(f"[yellow]error:[/] {escape(error)}")
+        console.print(f"[yellow]error:[/] {escape(error)}", emoji=False)
     if "launch_command" in s["config"]:
-        console.print("launched: " + escape(" ".join(s["config"]["launch_command"])))
+        console.print("launched: " + escape(" ".join(s["config"]["launch_command"])), emoji=False)
     t = Table(title="predicted vs observed", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")

@@ -1,10 +1,13 @@
 """Terminal rendering (rich) of a ``kvtool simulate`` result: one configuration, or a sweep's
-hit rate, TTFT and cost per capacity."""
+hit rate, TTFT and cost per capacity. Names from the input (model, tiers) reach rich escaped
+(or as ``Text``) with emoji codes off: they print literally."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kvtool.report.format import money, num, pct, seconds
 
@@ -13,15 +16,17 @@ def render_simulation(console: Console, s: dict) -> None:
     cfg = s["config"]
     console.print(
         f"[bold]{s['requests']:,}[/] requests, {s['prompt_tokens']:,} prompt tokens; "
-        f"policy [bold]{cfg['policy']}[/], block {cfg['block_size']} tokens, "
-        f"write-{cfg['write_policy']}, KV {num(cfg['kv_bytes_per_token'])} B/token "
-        f"({cfg['model'] or 'no model'}); ideal hit rate {pct(s['ideal_hit_rate'])}"
+        f"policy [bold]{escape(cfg['policy'])}[/], block {cfg['block_size']} tokens, "
+        f"write-{escape(cfg['write_policy'])}, KV {num(cfg['kv_bytes_per_token'])} B/token "
+        f"({escape(cfg['model'] or 'no model')}); ideal hit rate {pct(s['ideal_hit_rate'])}",
+        emoji=False,
     )
     unusable = [name for name, ok in cfg["usable_lower_tiers"].items() if not ok]
     if unusable:
         console.print(
-            f"[yellow]note:[/] loading from {', '.join(unusable)} is slower than recomputing "
-            f"at {cfg['prefill_tps']:,.0f} tokens/s, so those tiers never serve hits"
+            f"[yellow]note:[/] loading from {escape(', '.join(unusable))} is slower than "
+            f"recomputing at {cfg['prefill_tps']:,.0f} tokens/s, so those tiers never serve hits",
+            emoji=False,
         )
     if "points" in s:
         _render_sweep(console, s)
@@ -31,12 +36,12 @@ def render_simulation(console: Console, s: dict) -> None:
     t.add_column("value", justify="right")
     for tier in s["tiers"]:
         t.add_row(
-            f"tier {tier['name']}",
+            Text(f"tier {tier['name']}"),
             f"{num(tier['gb'])} GB = {num(tier['blocks'])} × {tier['block_tokens']} tokens",
         )
     t.add_row("token hit rate", pct(s["token_hit_rate"]))
     for name, tokens in s["hits_by_tier"].items():
-        t.add_row(f"  hit tokens from {name}", num(tokens))
+        t.add_row(Text(f"  hit tokens from {name}"), num(tokens))
     t.add_row("prefill tokens saved", num(s["prefill_tokens_saved"]))
     t.add_row("requests with a hit", pct(s["request_hit_rate"]))
     ttft = s["ttft_estimate"]
@@ -52,9 +57,9 @@ def render_simulation(console: Console, s: dict) -> None:
 def _render_sweep(console: Console, s: dict) -> None:
     sw = s["sweep"]
     unit = "GB" if sw["unit"] == "gb" else "blocks"
-    t = Table(title=f"hit rate vs {sw['tier']} capacity", title_justify="left")
+    t = Table(title=Text(f"hit rate vs {sw['tier']} capacity"), title_justify="left")
     for col in (f"{sw['tier']} ({unit})", "token hit rate", "of ideal", "TTFT p90", "net $/month"):
-        t.add_column(col, justify="right")
+        t.add_column(Text(col), justify="right")
     for p in s["points"]:
         tier = next(x for x in p["tiers"] if x["name"] == sw["tier"])
         x = tier["gb"] if sw["unit"] == "gb" else tier["blocks"]

@@ -1,5 +1,8 @@
 """Terminal rendering (rich) of ``kvtool ingest`` (files read, lines rejected) and ``kvtool
-analyze`` (prefix reuse, top shared prefixes, prefix breaks with their token-level diffs)."""
+analyze`` (prefix reuse, top shared prefixes, prefix breaks with their token-level diffs).
+
+Every string from the input (paths, reasons, models, prompt text, ids) reaches rich escaped, or
+as a ``Text`` table cell, and printed with emoji codes off: it shows literally whatever it holds."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kvtool.check.render import diff_markup
 from kvtool.ingest import FileReport
@@ -28,7 +32,9 @@ def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
                 f"{k} ×{v}" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
             )
         )
-        table.add_row(r.path, r.format, num(r.lines), num(r.requests), num(r.rejected), note)
+        table.add_row(
+            Text(r.path), Text(r.format), num(r.lines), num(r.requests), num(r.rejected), Text(note)
+        )
     console.print(table)
     if any(r.rejected for r in reports):
         console.print("rejected lines: SELECT * FROM rejects (file, line, reason, raw) in the db")
@@ -76,7 +82,7 @@ def render_analysis(console: Console, s: dict) -> None:
     ws = num(s["working_set_tokens"]) + " tokens"
     if s["working_set_gb"] is not None:
         ws += f" = {s['working_set_gb']:.2f} GB KV for {s['model']}"
-    t.add_row("working set (distinct cacheable)", ws)
+    t.add_row("working set (distinct cacheable)", Text(ws))
     if s["observed_requests"]:
         t.add_row(
             f"observed hit rate ({s['observed_requests']:,} requests with usage)",
@@ -94,7 +100,7 @@ def render_analysis(console: Console, s: dict) -> None:
                 num(row["requests"]),
                 num(row["sessions"]),
                 num(row["tokens_saved"]),
-                row["ends_with"] or "",
+                Text(row["ends_with"] or ""),
             )
         console.print(p)
     if s.get("breaks") is not None:
@@ -116,7 +122,7 @@ def render_breaks(console: Console, s: dict) -> None:
     for cause, b in rows:
         if b["count"]:
             t.add_row(
-                cause,
+                Text(cause),
                 num(b["count"]),
                 num(b["tokens_lost"]),
                 pct(b["share_of_prompt_tokens"]),
@@ -136,10 +142,11 @@ def render_breaks(console: Console, s: dict) -> None:
     for cause, b in rows:
         for ex in b["examples"][:1]:
             console.print(
-                f"[bold]{cause}[/] {escape(ex['request_id'])} after "
+                f"[bold]{escape(cause)}[/] {escape(ex['request_id'])} after "
                 f"{escape(ex['predecessor_id'])}: token {ex['position']:,} in "
                 f"[cyan]{escape(ex['path'])}[/], {ex['tokens_lost']:,} tokens lost — "
                 f"{escape(ex['detail'])}",
                 highlight=False,
+                emoji=False,
             )
-            console.print(f"    {diff_markup(ex['diff'])}", highlight=False)
+            console.print(f"    {diff_markup(ex['diff'])}", highlight=False, emoji=False)

@@ -1,7 +1,8 @@
 """The DuckDB file every stage reads and writes, and the SQL on its shared tables.
 
 - ``schema``: the only DDL, the schema version and migrations;
-- ``db``: ``open_db`` / ``connect``, ``atomic()``, ``temp_table()`` and small query helpers;
+- ``db``: ``open_db`` / ``connect``, ``atomic()``, ``temp_table()``, ``check_output()`` and small
+  query helpers;
 - ``requests``: stored requests and contents as named rows (``PromptRow``, ``RequestRow``);
 - ``files``: ingested files and rejects;
 - ``tokenizations``: tokenization decisions, chains and blocks;
@@ -15,6 +16,7 @@ from kvtool.store.db import (
     DbArg,
     as_bigint,
     atomic,
+    check_output,
     connect,
     id_list,
     next_id,
@@ -32,6 +34,7 @@ __all__ = [
     "SchemaError",
     "as_bigint",
     "atomic",
+    "check_output",
     "connect",
     "id_list",
     "next_id",

@@ -1,7 +1,8 @@
 """Ingested files, their requests' rows as written, and rejected lines.
 
 Invariant (checked by the ingest tests): for every file row, ``lines = requests + rejected``; a
-file is identified by the digest of its bytes, so the same bytes are ingested once.
+file is identified by the digest of its content as read (decompressed, line endings normalized,
+blank lines left out), so the same content is ingested once.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Reject:
 
 
 def find_file(con: Connection, digest: str) -> FileRow | None:
-    """The file already ingested with these bytes, if any."""
+    """The file already ingested with this content identity, if any."""
     row = one(con, f"SELECT {_FILE_COLUMNS} FROM files WHERE digest = ?", [digest])
     return None if row is None else FileRow(*row)
 
@@ -62,6 +63,16 @@ def insert_file(con: Connection, f: FileRow) -> None:
             f.requests,
             f.rejected,
         ],
+    )
+
+
+def set_synthetic_ids(con: Connection, file_id: int, placeholder: str, prefix: str) -> None:
+    """Give the file's synthetic request ids their final form ``<prefix>:<line>`` (they were
+    written as ``<placeholder><line>`` before the file's digest was known)."""
+    con.execute(
+        "UPDATE requests SET request_id = ? || ':' || line "
+        "WHERE file_id = ? AND synthetic_id AND starts_with(request_id, ?)",
+        [prefix, file_id, placeholder],
     )
 
 

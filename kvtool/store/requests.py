@@ -64,15 +64,17 @@ def untokenized_prompts(
     con: Connection, signature: str, file_ids: list[int] | None = None
 ) -> list[PromptRow]:
     """Chat and completion requests (of ``file_ids``; all when None) without a chain for
-    ``signature``, in req_id order."""
+    ``signature`` and not set aside for it (``template_errors``), in req_id order."""
     where = "" if file_ids is None else f"AND r.file_id IN ({id_list(file_ids)})"
     rows = con.execute(
         f"""SELECT {_PROMPT_COLUMNS} FROM requests r
             WHERE r.kind != 'hash' {where}
               AND NOT EXISTS (SELECT 1 FROM chains c WHERE c.req_id = r.req_id
                               AND c.tokenizer = ?)
+              AND NOT EXISTS (SELECT 1 FROM template_errors e WHERE e.req_id = r.req_id
+                              AND e.tokenizer = ?)
             ORDER BY r.req_id""",
-        [signature],
+        [signature, signature],
     ).fetchall()
     return [_prompt(t) for t in rows]
 

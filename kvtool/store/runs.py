@@ -1,7 +1,10 @@
 """Stored results: simulate runs, replay runs with their per-request measurements, and breaks.
 
 Run ids are dense integers from 0 per table. A run's configuration and result are stored as the
-JSON its command printed, so a later ``kvtool report`` shows exactly what the run said.
+JSON its command printed, so a later ``kvtool report`` shows exactly what the run said. A replay
+run is stored as it goes: its row when it starts (``start_replay_run``), each measurement as it
+completes (``add_replay_measurement``), its ``/metrics`` difference at the end
+(``finish_replay_run``); nothing is lost to a crash and no request is stored twice.
 """
 
 from __future__ import annotations
@@ -95,16 +98,13 @@ _MEASUREMENT_SCHEMA = pa.schema(
 )
 
 
-def insert_replay_run(
-    con: Connection,
-    *,
-    endpoint: str,
-    model: str,
-    config: dict,
-    metrics: dict,
-    measurements: list[ReplayMeasurement],
-) -> int:
-    """Store one replay run and its measurements in one transaction; returns its run id."""
+UNFINISHED = {"error": "the run did not finish: its process ended before /metrics was read again"}
+
+
+def start_replay_run(con: Connection, *, endpoint: str, model: str, config: dict) -> int:
+    """Store the row of a replay run that starts now; returns its run id. Its ``metrics`` say
+    the run did not finish until ``finish_replay_run`` replaces them, so a run whose process
+    dies is never mistaken for a complete one."""
     with atomic(con):
         run_id = next_id(con, "replay_runs", "run_id")
         con.execute(
@@ -115,14 +115,29 @@ def insert_replay_run(
                 endpoint,
                 model,
                 orjson.dumps(config).decode(),
-                orjson.dumps(metrics).decode(),
+                orjson.dumps(UNFINISHED).decode(),
             ],
         )
-        rows = {f: [getattr(m, f) for m in measurements] for f in _MEASUREMENT_SCHEMA.names[1:]}
-        table = pa.table({"run_id": [run_id] * len(measurements), **rows}, _MEASUREMENT_SCHEMA)
-        with temp_table(con, "_kv_results", table):
-            con.execute("INSERT INTO replay_requests SELECT * FROM _kv_results")
     return run_id
+
+
+def add_replay_measurement(con: Connection, run_id: int, m: ReplayMeasurement) -> None:
+    """Store one request's measurement of run ``run_id`` (committed at once: a later crash or
+    Ctrl-C keeps it). Each request is stored once, by the caller that measured it."""
+    con.execute(
+        f"INSERT INTO replay_requests ({', '.join(_MEASUREMENT_SCHEMA.names)}) "
+        f"VALUES ({', '.join('?' * len(_MEASUREMENT_SCHEMA.names))})",
+        [run_id, *(getattr(m, f) for f in _MEASUREMENT_SCHEMA.names[1:])],
+    )
+
+
+def finish_replay_run(con: Connection, run_id: int, metrics: dict) -> None:
+    """Record the ``/metrics`` difference of a finished run (or ``{"error": ...}`` saying how it
+    ended)."""
+    con.execute(
+        "UPDATE replay_runs SET metrics = ? WHERE run_id = ?",
+        [orjson.dumps(metrics).decode(), run_id],
+    )
 
 
 def replay_run(con: Connection, run_id: int) -> ReplayRun | None:
@@ -145,8 +160,10 @@ def replay_run_ids(con: Connection) -> list[tuple[int, str]]:
 
 
 def replay_measurements(con: Connection, run_id: int) -> list[ReplayMeasurement]:
+    """The stored measurements of run ``run_id``, by request id."""
     rows = con.execute(
-        f"SELECT {', '.join(_MEASUREMENT_SCHEMA.names[1:])} FROM replay_requests WHERE run_id = ?",
+        f"SELECT {', '.join(_MEASUREMENT_SCHEMA.names[1:])} FROM replay_requests "
+        "WHERE run_id = ? ORDER BY req_id",
         [run_id],
     ).fetchall()
     return [ReplayMeasurement(*r) for r in rows]

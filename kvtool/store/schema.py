@@ -1,8 +1,8 @@
 """The DuckDB schema: the only DDL in kvtool, its version, and migrations between versions.
 
 Tables (one row each):
-- ``files``: an ingested input file, identified by the xxh3-128 ``digest`` of its bytes
-  (re-ingesting the same bytes adds nothing).
+- ``files``: an ingested input file, identified by the xxh3-128 ``digest`` of its content
+  as read (decompressed, CRLF as LF, blank lines left out; re-ingesting it adds nothing).
 - ``requests``: a normalized request. Messages, tool catalogs and completion prompts are stored once
   each in ``contents`` and referenced by 64-bit content keys, so agent logs that resend the same
   history every turn take space proportional to their distinct content. ``synthetic_id`` is true
@@ -15,6 +15,9 @@ Tables (one row each):
   of a signature are only ever computed in its stored mode; ``used`` orders signatures by last use.
 - ``chains``: per request and tokenizer signature, the prompt length and the hash of its last full
   base-16 block (NULL when it has none).
+- ``template_errors``: per tokenizer signature, a chat/completion request the chat template raised
+  for, with the template's message (one line). It has no chain: it is left out of the workload,
+  reported by every analyze, and not rendered again for that signature.
 - ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
   block before it (NULL for a first block) and its 0-based position. A request's block chain is
   the path from its last block up through ``parent`` (docs/architecture.md: block identity).
@@ -134,6 +137,11 @@ CREATE TABLE IF NOT EXISTS replay_requests (
     e2e_s DOUBLE,
     prompt_tokens BIGINT,
     cached_tokens BIGINT
+);
+CREATE TABLE IF NOT EXISTS template_errors (
+    tokenizer VARCHAR NOT NULL,
+    req_id BIGINT NOT NULL,
+    message VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blocks (
     tokenizer VARCHAR NOT NULL,

@@ -1,8 +1,10 @@
-"""What tokenization decided and produced: ``tokenizations``, ``chains`` and ``blocks``.
+"""What tokenization decided and produced: ``tokenizations``, ``chains``, ``blocks`` and
+``template_errors``.
 
 Invariant: every ``chains`` row of a signature was computed in the mode its ``tokenizations`` row
 records, so a later pass (or a preview that re-tokenizes one request) uses that same mode and
-gets the same token ids, whatever it would have decided on its own.
+gets the same token ids, whatever it would have decided on its own. A request has, per
+signature, at most one of a ``chains`` row and a ``template_errors`` row.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from kvtool.store.db import Connection, one, temp_table
+from kvtool.store.db import Connection, id_list, one, temp_table
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,53 @@ def block_nodes(con: Connection, signature: str) -> pa.Table:
 def chain_signatures(con: Connection) -> list[str]:
     """The signatures that have chains."""
     return [s for (s,) in con.execute("SELECT DISTINCT tokenizer FROM chains").fetchall()]
+
+
+@dataclass(frozen=True)
+class RenderFailure:
+    """A request the chat template of a signature raised for: the template's message, and
+    where the request came from (its id as the log gave it or kvtool made it, file, line)."""
+
+    req_id: int
+    message: str
+    request_id: str = ""
+    path: str = ""
+    line: int = 0
+
+
+def write_render_failures(con: Connection, signature: str, failures: list[RenderFailure]) -> None:
+    """Record ``failures`` for ``signature`` (each request once: already recorded ones stay)."""
+    if not failures:
+        return
+    table = pa.table(
+        {
+            "req_id": pa.array([f.req_id for f in failures], pa.int64()),
+            "message": pa.array([f.message for f in failures], pa.string()),
+        }
+    )
+    with temp_table(con, "_kv_template_errors", table):
+        con.execute(
+            """INSERT INTO template_errors
+               SELECT ?, req_id, message FROM _kv_template_errors t
+               WHERE NOT EXISTS (SELECT 1 FROM template_errors x
+                                 WHERE x.tokenizer = ? AND x.req_id = t.req_id)""",
+            [signature, signature],
+        )
+
+
+def render_failures(
+    con: Connection, signature: str, file_ids: list[int] | None, limit: int
+) -> tuple[int, list[RenderFailure]]:
+    """(how many requests of ``file_ids`` (all when None) ``signature``'s template raised for,
+    the first ``limit`` of them in req_id order with their origin)."""
+    where = "" if file_ids is None else f"AND r.file_id IN ({id_list(file_ids)})"
+    base = f"""FROM template_errors e JOIN requests r ON r.req_id = e.req_id
+               JOIN files f ON f.file_id = r.file_id WHERE e.tokenizer = ? {where}"""
+    row = one(con, f"SELECT count(*) {base}", [signature])
+    count = 0 if row is None else int(row[0])
+    rows = con.execute(
+        f"SELECT e.req_id, e.message, r.request_id, f.path, r.line {base} "
+        "ORDER BY e.req_id LIMIT ?",
+        [signature, limit],
+    ).fetchall()
+    return count, [RenderFailure(*r) for r in rows]

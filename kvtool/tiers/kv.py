@@ -3,7 +3,8 @@
 Standard attention: 2 x layers x kv_heads x head_dim x dtype bytes. MLA (DeepSeek V2/V3):
 layers x (kv_lora_rank + qk_rope_head_dim) x dtype bytes. ``head_dim`` from the config when present,
 else hidden_size / num_attention_heads. ``lookup`` reads only local files and the built-in table
-(nothing is fetched) and raises ``NotFoundError`` for a model it does not know.
+(nothing is fetched) and raises ``NotFoundError`` for a model it does not know, ``InputError``
+for a file that is not a JSON model config (its shape numbers must be positive integers).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvtool.errors import NotFoundError
+from kvtool.errors import InputError, NotFoundError
 
 GPU_TFLOPS = 989.0  # H100 SXM dense bf16
 MFU = 0.4  # a typical prefill model-FLOPs utilization
@@ -70,28 +71,66 @@ BUILTIN: dict[str, KVShape] = {
 }
 
 
+def _positive(cfg: dict, key: str, name: str, default: object = None) -> int:
+    """``cfg[key]`` (or ``default`` when absent or null) as a positive integer; ``InputError``
+    naming the key otherwise."""
+    value = cfg.get(key)
+    if value is None:
+        value = default
+    if value is None:
+        raise InputError(f"{name}: is not a model config (no {key})")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise InputError(f"{name}: {key} must be a positive integer, got {str(value)[:40]!r}")
+    if value <= 0:
+        raise InputError(f"{name}: {key} must be a positive integer, got {value}")
+    return int(value)
+
+
 def from_config(config: dict, name: str = "config") -> KVShape:
-    """KV shape from a Hugging Face config.json mapping."""
-    cfg = config.get("text_config", config)
-    layers = int(cfg["num_hidden_layers"])
+    """KV shape from a Hugging Face config.json mapping; ``InputError`` (naming ``name`` and the
+    key) unless every shape number it uses is a positive integer."""
+    cfg = config.get("text_config", config) if isinstance(config, dict) else config
+    if not isinstance(cfg, dict):
+        raise InputError(f"{name}: is not a model config (a JSON object)")
+    layers = _positive(cfg, "num_hidden_layers", name)
     dtype = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
     if cfg.get("kv_lora_rank"):
-        mla = int(cfg["kv_lora_rank"]) + int(cfg.get("qk_rope_head_dim", 0))
-        return KVShape(name, layers, dtype_bytes=dtype, mla_dim=mla)
-    heads = int(cfg["num_attention_heads"])
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+        rank = _positive(cfg, "kv_lora_rank", name)
+        rope = _positive(cfg, "qk_rope_head_dim", name, 0) if cfg.get("qk_rope_head_dim") else 0
+        return KVShape(name, layers, dtype_bytes=dtype, mla_dim=rank + rope)
+    heads = _positive(cfg, "num_attention_heads", name)
+    kv_heads = _positive(cfg, "num_key_value_heads", name, heads)
+    if cfg.get("head_dim") is not None:
+        head_dim = _positive(cfg, "head_dim", name)
+    else:
+        head_dim = _positive(cfg, "hidden_size", name) // heads
+        if head_dim <= 0:
+            raise InputError(f"{name}: hidden_size is smaller than num_attention_heads")
     return KVShape(name, layers, kv_heads, head_dim, dtype)
+
+
+def _read_config(path: Path, name: str) -> dict:
+    """The parsed JSON object of a config file; ``InputError`` for unreadable or non-JSON."""
+    try:
+        config = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{name}: is not a JSON model config") from exc
+    if not isinstance(config, dict):
+        raise InputError(f"{name}: is not a model config (a JSON object)")
+    return config
 
 
 def lookup(model: str) -> KVShape:
     """KV shape for a config.json path, a model directory, or a built-in name (case-insensitive,
-    an ``org/`` prefix and ``-Instruct``-style suffixes ignored)."""
+    an ``org/`` prefix and ``-Instruct``-style suffixes ignored). ``NotFoundError`` for an
+    unknown name, ``InputError`` for a file that is not a JSON model config."""
     path = Path(model).expanduser()
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():
-        return from_config(json.loads(path.read_text(encoding="utf-8")), model)
+        return from_config(_read_config(path, model), model)
     key = model.rsplit("/", 1)[-1].lower()
     if key in BUILTIN:
         return BUILTIN[key]

@@ -4,23 +4,31 @@ The pass chooses a mode once per tokenizer signature ('pieces' with the default 
 'segments' for other templates whose text splits at added tokens, else 'whole'), checks it on a
 sample against one-call tokenization (falling back to 'whole' on a mismatch) and stores the
 decision in ``tokenizations``; every later pass and every rebuilt prompt uses the stored mode.
+
+A request the tokenizer's chat template raises for (e.g. "roles must alternate") is set aside:
+it gets no chain, its message is stored in ``template_errors`` (so later passes neither render
+it again nor forget it) and every report of the signature counts it; the pass goes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from kvtool.errors import InputError
 from kvtool.store import Connection, as_bigint
 from kvtool.store.requests import PromptRow, content_keys, load_contents, untokenized_prompts
 from kvtool.store.tokenizations import (
+    RenderFailure,
     Tokenization,
     get_tokenization,
     put_tokenization,
+    render_failures,
     write_chains,
+    write_render_failures,
 )
 from kvtool.tokenize.hashing import PrefixTrie, root_seed
 from kvtool.tokenize.loader import TokenizerBundle
@@ -32,11 +40,15 @@ CHAIN_VERSION = "c2"  # c2: hub templates see tool-call arguments as objects, as
 VERIFY_SAMPLE = 4  # requests checked against one-call tokenization per pass
 VERIFY_POOL = 64  # ... chosen among this many first requests
 VERIFY_MAX_CHARS = 200_000  # ... skipping huge prompts (the check would cost more than it tells)
+TEMPLATE_ERROR_EXAMPLES = 3  # template failures a report lists with their message
 
 
 @dataclass
 class TokenizeReport:
-    """What one tokenize pass did; ``tokens_encoded`` counts tokens the tokenizer really ran on."""
+    """What one tokenize pass did; ``tokens_encoded`` counts tokens the tokenizer really ran on.
+    ``requests`` counts the requests this pass gave a chain; ``template_errors`` counts every
+    request of the selection the chat template raised for (this pass or an earlier one), and
+    ``template_error_examples`` lists the first few with their message."""
 
     signature: str
     template: str
@@ -46,9 +58,16 @@ class TokenizeReport:
     segments_encoded: int = 0
     verified: int = 0
     mode: str = "pieces"
+    template_errors: int = 0
+    template_error_examples: list[RenderFailure] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["template_error_examples"] = [
+            {"request_id": f.request_id, "file": f.path, "line": f.line, "message": f.message}
+            for f in self.template_error_examples
+        ]
+        return out
 
 
 def _signature(bundle: TokenizerBundle, template: DefaultTemplate | HFTemplate) -> str:
@@ -70,7 +89,9 @@ def tokenize_requests(
     """Write ``chains`` rows for every chat/completion request (of ``file_ids``) not yet tokenized
     with this bundle. Idempotent. The first pass of a signature checks a sample of requests
     against one-call tokenization (on a mismatch the whole pass falls back to one-call
-    tokenization per distinct prompt) and stores the decision; later passes use it."""
+    tokenization per distinct prompt) and stores the decision; later passes use it. A request
+    the chat template raises for is stored in ``template_errors`` instead of ``chains`` and
+    counted in the report; it never aborts the pass."""
     template = make_template(bundle)
     signature = _signature(bundle, template)
     report = TokenizeReport(signature=signature, template=template.id)
@@ -91,8 +112,26 @@ def tokenize_requests(
             con, Tokenization(signature, bundle.spec, template.id, mode, report.verified)
         )
     report.mode = mode
-    if not rows:
-        return report
+    if rows:
+        _tokenize(con, rows, signature, template, encoder, mode, report, progress, batch_size)
+    report.template_errors, report.template_error_examples = render_failures(
+        con, signature, file_ids, TEMPLATE_ERROR_EXAMPLES
+    )
+    return report
+
+
+def _tokenize(
+    con: Connection,
+    rows: list[PromptRow],
+    signature: str,
+    template: DefaultTemplate | HFTemplate,
+    encoder: SegmentEncoder,
+    mode: str,
+    report: TokenizeReport,
+    progress: Callable[[int, int], None] | None,
+    batch_size: int,
+) -> None:
+    """Chains (or template failures) of ``rows``, written batch by batch."""
     pieces = Pieces(encoder)
     trie = PrefixTrie()
     conversations: set[tuple] = set()
@@ -103,10 +142,16 @@ def tokenize_requests(
         bodies = load_contents(con, content_keys(chunk))
         plans = request_plans(chunk, bodies, template, pieces, mode, conversations)
         encode_pieces(pieces)
+        req_ids: list[int] = []
         n_tokens: list[int] = []
         lasts: list[int | None] = []
+        failures: list[RenderFailure] = []
         children = trie.children
         for row, plan in zip(chunk, plans, strict=True):
+            if plan.error is not None:
+                failures.append(RenderFailure(row.req_id, plan.error))
+                continue
+            req_ids.append(row.req_id)
             if plan.resume is None:
                 node = trie.root(root_seed(signature, row.model, row.tenant))
             else:
@@ -124,17 +169,18 @@ def tokenize_requests(
             lasts.append(None if last is None else as_bigint(last))
         chains = pa.table(
             {
-                "req_id": pa.array([r.req_id for r in chunk], pa.int64()),
+                "req_id": pa.array(req_ids, pa.int64()),
                 "n_tokens": pa.array(n_tokens, pa.int64()),
                 "last_block": pa.array(lasts, pa.int64()),
             }
         )
         write_chains(con, signature, chains, trie.take_blocks())
+        write_render_failures(con, signature, failures)
         report.logical_tokens += sum(n_tokens)
+        report.requests += len(req_ids)
         done += len(chunk)
         if progress:
             progress(done, len(rows))
-    report.requests = len(rows)
     report.tokens_encoded = encoder.tokens_encoded
     report.segments_encoded = encoder.segments_encoded
     return report
@@ -157,7 +203,10 @@ def _checked_mode(
     texts = {}
     for row in chats:
         tools = bodies[row.tools_key] if row.tools_key is not None else None
-        text = render_prompt(template, [bodies[k] for k in row.message_keys], tools)
+        try:
+            text = render_prompt(template, [bodies[k] for k in row.message_keys], tools)
+        except InputError:  # set aside by the pass itself; the sample takes the next one
+            continue
         if len(text) <= VERIFY_MAX_CHARS:
             texts[row.req_id] = text
         if len(texts) == VERIFY_SAMPLE:

@@ -13,9 +13,11 @@ from functools import cached_property
 from pathlib import Path
 
 import xxhash
+from jinja2 import Environment, TemplateSyntaxError
+from jinja2.ext import loopcontrols
 from tokenizers import Tokenizer
 
-from kvtool.errors import NotFoundError
+from kvtool.errors import InputError, NotFoundError
 from kvtool.tokenize.segments import SegmentEncoder
 
 DEFAULT_TOKENIZER = "deepseek-v4"
@@ -72,25 +74,60 @@ def _token_text(value: object) -> str | None:
     return None
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def _check_template(path: Path, source: str) -> str:
+    """``source`` if it parses as a jinja template (as rendering will compile it), else
+    ``InputError`` naming ``path`` and the line."""
+    try:
+        Environment(extensions=[loopcontrols]).parse(source)
+    except TemplateSyntaxError as exc:
+        raise InputError(
+            f"{path}: chat template does not parse (line {exc.lineno}: {exc.message})"
+        ) from exc
+    return source
+
+
 def _read_config(directory: Path) -> tuple[str | None, dict[str, str]]:
-    """Chat template and special tokens from tokenizer_config.json / chat_template.jinja."""
+    """Chat template and special tokens from tokenizer_config.json / chat_template.jinja.
+    ``InputError`` (one line, naming the file) for a config that is not UTF-8 JSON of an object,
+    a ``chat_template`` that is neither a string nor a list of named templates, or a template
+    that does not parse; absent files mean no template."""
     template: str | None = None
     specials: dict[str, str] = {}
     cfg_path = directory / "tokenizer_config.json"
     if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        try:
+            cfg = json.loads(_read_text(cfg_path))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{cfg_path}: not valid JSON ({exc})") from exc
+        if not isinstance(cfg, dict):
+            raise InputError(f"{cfg_path}: not a JSON object, got {type(cfg).__name__}")
         raw = cfg.get("chat_template")
         if isinstance(raw, list):  # named templates: take "default"
             named = {t.get("name"): t.get("template") for t in raw if isinstance(t, dict)}
             raw = named.get("default") or next(iter(named.values()), None)
-        template = raw if isinstance(raw, str) else None
+            if not isinstance(raw, str):
+                raise InputError(
+                    f"{cfg_path}: chat_template is a list without a named template string"
+                )
+        if raw is not None and not isinstance(raw, str):
+            raise InputError(
+                f"{cfg_path}: chat_template must be a string, got {type(raw).__name__}"
+            )
+        template = _check_template(cfg_path, raw) if raw else None
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
             text = _token_text(cfg.get(key))
             if text:
                 specials[key] = text
     jinja = directory / "chat_template.jinja"
     if template is None and jinja.is_file():
-        template = jinja.read_text(encoding="utf-8")
+        template = _check_template(jinja, _read_text(jinja))
     return template, specials
 
 
@@ -115,7 +152,8 @@ def _from_transformers(repo_id: str) -> tuple[Tokenizer, str | None, dict[str, s
 def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
     """Load ``spec``: None or 'deepseek-v4' (bundled), a tokenizer.json path, a directory holding
     tokenizer.json (+ tokenizer_config.json), or a hub id cached locally. ``NotFoundError`` when
-    ``spec`` names nothing that loads offline."""
+    ``spec`` names nothing that loads offline, ``InputError`` for an unreadable
+    tokenizer_config.json or chat template."""
     spec = spec or DEFAULT_TOKENIZER
     template: str | None = None
     specials: dict[str, str] = {}
@@ -141,11 +179,11 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
                 )
             path = snap / "tokenizer.json"
         if path.is_file():
+            template, specials = _read_config(path.parent)  # first: the cheap check fails fast
             try:
                 tok = Tokenizer.from_file(str(path))
             except Exception as exc:  # tokenizers raises a bare Exception on bad files
                 raise NotFoundError(f"{path}: not a tokenizers JSON file ({exc})") from exc
-            template, specials = _read_config(path.parent)
             data = path.read_bytes()
         else:
             tok, template, specials = _from_transformers(spec)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvtool.errors import InputError
 from kvtool.store import Connection
 from kvtool.store.requests import PromptRow, load_contents, prompt_row
 from kvtool.tokenize.loader import TokenizerBundle
@@ -63,12 +64,14 @@ class Pieces:
 @dataclass(slots=True)
 class Plan:
     """How to walk one request: start at the node saved under ``resume`` (or at the root), walk
-    ``pieces``, save the node under ``save``, then walk ``tail`` (the generation prompt)."""
+    ``pieces``, save the node under ``save``, then walk ``tail`` (the generation prompt).
+    ``error``: the chat template raised for this request (its message); nothing to walk."""
 
     resume: tuple | None
     pieces: list[int]
     save: tuple | None = None
     tail: tuple[int, ...] = ()
+    error: str | None = None
 
 
 def request_plans(
@@ -84,7 +87,9 @@ def request_plans(
 
     In 'pieces' mode a request that repeats an earlier request's messages and adds up to two
     (an agent step, a chat turn) resumes from that request's saved node, so only its new
-    messages are rendered and walked; ``conversations`` holds the saved keys (planned order)."""
+    messages are rendered and walked; ``conversations`` holds the saved keys (planned order).
+    A request the template raises for gets a plan with ``error`` set and no pieces; the other
+    requests are planned as if it were not there."""
     out: list[Plan] = []
     enc = pieces.encoder
     by_message = pieces.by_message
@@ -99,7 +104,11 @@ def request_plans(
             continue
         tools = bodies[tkey] if tkey is not None else None
         if mode != "pieces":
-            text = render_prompt(template, [bodies[k] for k in mkeys], tools)
+            try:
+                text = render_prompt(template, [bodies[k] for k in mkeys], tools)
+            except InputError as exc:
+                out.append(Plan(None, [], error=str(exc)))
+                continue
             if mode == "segments":
                 ids = [pieces.intern(("seg", s), "text", lambda s=s: s) for s in enc.split(text)]
             else:
@@ -186,8 +195,11 @@ class PromptTokens:
         return self.bundle.encoder.encode_many([text])[0]
 
     def get(self, row: PromptRow, bodies: dict[int, object]) -> PromptIds:
-        """The prompt ids of ``row``; ``bodies`` holds its contents by key."""
+        """The prompt ids of ``row``; ``bodies`` holds its contents by key. ``InputError`` when
+        the chat template raises for it (such a request has no chain)."""
         (plan,) = request_plans([row], bodies, self.template, self.pieces, self.mode, set())
+        if plan.error is not None:
+            raise InputError(f"request {row.req_id}: chat template: {plan.error}")
         encode_pieces(self.pieces)
         parts = [self.pieces.tokens(p) for p in plan.pieces + list(plan.tail)]
         ids = np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)
@@ -198,7 +210,10 @@ class PromptTokens:
             return PromptIds(ids, end, len(self.pieces.tokens(plan.pieces[0])))
         messages = [bodies[k] for k in row.message_keys]
         tools = bodies[row.tools_key] if row.tools_key is not None else None
-        nogen = self._text_ids(render_prompt(self.template, messages, tools, generation=False))
+        try:
+            nogen = self._text_ids(render_prompt(self.template, messages, tools, generation=False))
+        except InputError:  # the template refuses a prompt without generation: all of it counts
+            nogen = ids
         head = render_head(self.template, messages, tools)
         head_end = _common(ids, self._text_ids(head)) if head else 0
         return PromptIds(ids, _common(ids, nogen), head_end)

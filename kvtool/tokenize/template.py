@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 import xxhash
-from jinja2.exceptions import TemplateError
+from jinja2.exceptions import TemplateError, TemplateSyntaxError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from kvtool.errors import InputError
 from kvtool.tokenize.loader import TokenizerBundle
 
 
@@ -170,8 +171,32 @@ def split_leading_systems(messages: list[dict]) -> tuple[list[dict], list[dict]]
     return messages[:i], messages[i:]
 
 
+# What a chat template can raise while rendering one request: its own ``raise_exception``
+# (TemplateError), undefined names, and Python errors of expressions on unexpected content.
+RENDER_ERRORS = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    LookupError,
+    ArithmeticError,
+    AttributeError,
+    RecursionError,
+)
+MESSAGE_CHARS = 500  # a template's message is cut to this many characters
+
+
+def template_message(exc: BaseException) -> str:
+    """The message of a rendering failure on one line (control characters and runs of
+    whitespace become one space), at most ``MESSAGE_CHARS`` characters."""
+    text = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
 class HFTemplate:
-    """A Hugging Face chat template rendered with jinja2 the way transformers renders it."""
+    """A Hugging Face chat template rendered with jinja2 the way transformers renders it.
+    Invariant: ``render`` raises only ``InputError`` (the template's message, one line) for a
+    request the template refuses or cannot render; the source must parse (``InputError``)."""
 
     def __init__(self, source: str, special_tokens: dict[str, str]):
         env = ImmutableSandboxedEnvironment(
@@ -187,17 +212,24 @@ class HFTemplate:
         env.filters["tojson"] = tojson
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
-        self.template = env.from_string(source)
+        try:
+            self.template = env.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise InputError(f"chat template does not parse: {template_message(exc)}") from exc
         self.specials = special_tokens
         self.id = "hf-" + xxhash.xxh3_64_hexdigest(source.encode())[:12]
 
     def render(self, messages: list[dict], tools: list | None, generation: bool = True) -> str:
-        return self.template.render(
-            messages=[_arguments_as_objects(m) for m in messages],
-            tools=tools,
-            add_generation_prompt=generation,
-            **self.specials,
-        )
+        """The prompt text; ``InputError`` with the template's message when rendering raises."""
+        try:
+            return self.template.render(
+                messages=[_arguments_as_objects(m) for m in messages],
+                tools=tools,
+                add_generation_prompt=generation,
+                **self.specials,
+            )
+        except RENDER_ERRORS as exc:
+            raise InputError(template_message(exc)) from exc
 
 
 def _arguments_as_objects(msg: dict) -> dict:
@@ -235,7 +267,8 @@ def render_prompt(
     generation: bool = True,
 ) -> str:
     """The full prompt text of a chat request (what a server tokenizes in one call); without
-    the generation prompt when ``generation`` is False."""
+    the generation prompt when ``generation`` is False. ``InputError`` when a tokenizer's own
+    template raises for this request (see ``HFTemplate``)."""
     if isinstance(template, HFTemplate):
         return template.render(messages, tools, generation)
     systems, rest = split_leading_systems(messages)
@@ -257,5 +290,5 @@ def render_head(
         return template.head(systems, tools)
     try:
         return template.render(systems, tools, generation=False)
-    except TemplateError:
+    except InputError:
         return ""

@@ -18,14 +18,16 @@ def block_streams(wl: Workload, block_size: int) -> tuple[np.ndarray, np.ndarray
     """(offsets, blocks): request i's full blocks at ``block_size`` are
     ``blocks[offsets[i]:offsets[i + 1]]``, each named by the tree node where it ends.
 
-    One vectorized step per tree level walks every request's path from its end to the root."""
+    One vectorized step per tree level walks every request's path from its end to the root.
+    Requests with no full block (even when no request has one) get an empty stream."""
     if block_size % wl.base:
         raise OptionError(
             "block_size", f"{block_size} is not a multiple of the trace's block size {wl.base}"
         )
     k = block_size // wl.base
     has = wl.end >= 0
-    end_depth = np.where(has, wl.depth[np.maximum(wl.end, 0)], -1)
+    end_depth = np.full(len(wl.end), -1, np.int64)  # -1: no full block (maybe no tree at all)
+    end_depth[has] = wl.depth[wl.end[has]]
     counts = np.where(has, (end_depth + 1) // k, 0).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out = np.empty(int(offsets[-1]), np.int64)

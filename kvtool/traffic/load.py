@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvtool.errors import NotFoundError
-from kvtool.ingest import FileReport, check_ingest_options, ingest_files
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options, ingest_files
 from kvtool.progress import Progress
 from kvtool.store import Connection
 from kvtool.store.files import all_file_ids, request_kinds
@@ -47,18 +47,27 @@ def load_traffic(
     fmt: str | None,
     hash_block_size: int,
     progress: Progress,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Traffic:
     """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
     yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
     ``tokenizer``, the tokenizer the database was last used with is used. ``OptionError`` for
-    an unknown ``fmt``, even when nothing is ingested."""
+    an unknown ``fmt``, even when nothing is ingested. Requests the chat template raises for
+    are left out (counted in ``tok_report``); ``WorkloadError`` when that leaves none."""
     check_ingest_options(fmt, hash_block_size)
     reports: list[FileReport] = []
     if paths:
         files = [Path(p) for p in paths]
-        progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()))
+        sized = all(p.is_file() for p in files if p.exists() or str(p) == "-")
+        total = sum(p.stat().st_size for p in files if p.is_file()) if sized else None
+        progress.stage("ingest", total)
         reports = ingest_files(
-            con, files, fmt=fmt, hash_block_size=hash_block_size, progress=progress.advance
+            con,
+            files,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            progress=progress.advance,
+            max_line_bytes=max_line_bytes,
         )
         file_ids = sorted({r.file_id for r in reports})
     else:
@@ -83,6 +92,12 @@ def load_traffic(
         mark_used(con, signature, bundle.spec)
     progress.stage("load", None)
     wl = load_workload(con, file_ids, signature)
+    if tok_report is not None and tok_report.template_errors and not len(wl.req_ids):
+        first = tok_report.template_error_examples[0]
+        raise WorkloadError(
+            f"the chat template raised for all {tok_report.template_errors} requests it was "
+            f"given; first: {first.path}:{first.line}: {first.message}"
+        )
     return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report)
 
 
