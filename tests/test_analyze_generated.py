@@ -12,14 +12,14 @@ from typer.testing import CliRunner
 
 from kvtool import AnalyzeOptions, AnalyzeResult, analyze
 from kvtool.analyze import BreakSummary
-from kvtool.analyze.prefix import assign_sessions, infer_parents, passes, runs
+from kvtool.analyze.prefix import assign_sessions, infer_parents
 from kvtool.cli import app
 from kvtool.errors import OptionError
 from kvtool.generate import generate
 from kvtool.store import connect
 from kvtool.tokenize import load_tokenizer, tokenizer_signature
 from kvtool.tokenize.template import make_template, render_prompt
-from kvtool.traffic import load_workload
+from kvtool.traffic import load_workload, passes, runs
 
 REPO = Path(__file__).resolve().parents[1]
 

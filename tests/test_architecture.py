@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kvtool"
 DOC = ROOT / "docs" / "architecture.md"
 HEADING = "## Rooms"  # the table under this heading of docs/architecture.md is the source
+STAGES_HEADING = "## Stages"  # ... and the stages with the other stages each may import
 COLUMNS = ("rank", "room", "what it holds", "may import")
 
 
@@ -78,6 +79,32 @@ def rooms() -> tuple[Room, ...]:
         assert cells[0].isdigit() and modules, f"{DOC.relative_to(ROOT)}:{number}: bad row {cells}"
         out.append(Room(int(cells[0]), modules, cells[3], number))
     return tuple(out)
+
+
+@cache
+def stages() -> dict[str, frozenset[str]]:
+    """The stages table of docs/architecture.md: stage -> the other stages it may import."""
+    lines = DOC.read_text().splitlines()
+    start = lines.index(STAGES_HEADING)
+    out: dict[str, frozenset[str]] = {}
+    seen_table = False
+    for line in lines[start + 1 :]:
+        if not line.startswith("|"):
+            if seen_table:
+                break
+            continue
+        seen_table = True
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        names = re.findall(r"`(kvtool(?:\.\w+)*)`", cells[0])
+        if not names:
+            continue  # the header and its rule
+        out[names[0]] = frozenset(re.findall(r"`(kvtool\.\w+)`", cells[1]))
+    assert out, f"{DOC.relative_to(ROOT)}: no table under {STAGES_HEADING!r}"
+    return out
+
+
+def stage_of(module: str) -> str | None:
+    return next((s for s in stages() if module == s or module.startswith(s + ".")), None)
 
 
 def module_name(path: Path) -> str:
@@ -281,6 +308,25 @@ def test_imports_follow_the_ranks():
                     f"{imp.module} ({describe(theirs)}), a higher rank"
                 )
     assert checked > 100, f"only {checked} kvtool imports found: is the parser broken?"
+    fail_with(problems)
+
+
+def test_stages_do_not_import_each_other():
+    """A stage imports another stage only where the stages table says so."""
+    assert all(room_of(stage) is not None for stage in stages()), "a stage is not a room"
+    problems = []
+    for path, tree in parsed():
+        this = module_name(path)
+        mine = stage_of(this)
+        if mine is None:
+            continue
+        for imp in imports(path, tree):
+            theirs = stage_of(imp.module)
+            if theirs is not None and theirs != mine and theirs not in stages()[mine]:
+                problems.append(
+                    f"{where(path, imp.line)}: stage import: {this} imports {imp.module}; "
+                    f"{mine} may not import {theirs} (docs/architecture.md, Stages)"
+                )
     fail_with(problems)
 
 

@@ -16,15 +16,8 @@ from kvtool.analyze.distributions import (
     reuse_gaps,
     timeline,
 )
-from kvtool.analyze.prefix import (
-    assign_sessions,
-    base_hit_blocks,
-    ideal_hits,
-    infer_parents,
-    passes,
-    runs,
-    within_session,
-)
+from kvtool.analyze.prefix import assign_sessions, infer_parents, within_session
+from kvtool.traffic import base_hit_blocks, ideal_hits, passes, runs
 
 SYSTEM = list(range(1000, 1064))  # 4 base blocks
 

@@ -9,18 +9,8 @@ import pytest
 from workloads import token_workload as _workload
 
 from kvtool.analyze import summarize
-from kvtool.analyze.prefix import (
-    REUSE_WINDOWS,
-    assign_sessions,
-    base_hit_blocks,
-    ideal_hits,
-    infer_parents,
-    passes,
-    runs,
-    top_prefixes,
-    within_session,
-)
-from kvtool.traffic import Workload
+from kvtool.analyze.prefix import assign_sessions, infer_parents, top_prefixes, within_session
+from kvtool.traffic import REUSE_WINDOWS, Workload, base_hit_blocks, ideal_hits, passes, runs
 
 
 def _structure(wl: Workload):

@@ -18,12 +18,8 @@ from kvtool.analyze.distributions import prefix_tree, prompt_lengths, reuse_gaps
 from kvtool.analyze.prefix import (
     Prefix,
     assign_sessions,
-    base_hit_blocks,
-    ideal_hits,
     infer_parents,
-    passes,
     reuse_within,
-    runs,
     top_prefixes,
     within_session,
     working_set_blocks,
@@ -41,7 +37,17 @@ from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
 from kvtool.store.files import file_rows, rejected_lines
 from kvtool.tokenize import request_token_ids
-from kvtool.traffic import PRICE_INPUT, Traffic, Workload, kv_shape_name, load_traffic
+from kvtool.traffic import (
+    PRICE_INPUT,
+    Traffic,
+    Workload,
+    base_hit_blocks,
+    ideal_hits,
+    kv_shape_name,
+    load_traffic,
+    passes,
+    runs,
+)
 
 BLOCK_SIZES = (16, 64, 256, 512)
 PREVIEW_CHARS = 48

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvtool.analyze.prefix import Hits, Passes, Runs, first_requests, reuse_gap_tokens
-from kvtool.traffic import Workload
+from kvtool.analyze.prefix import first_requests, reuse_gap_tokens
+from kvtool.traffic import Hits, Passes, Runs, Workload
 
 # time-bin widths in seconds, smallest first: the first one giving at most MAX_BINS bins wins
 STEPS_S = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)

@@ -11,20 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kvtool.check.gate import CheckResult, Finding
-
-
-def diff_markup(diff: dict) -> str:
-    """A break's diff text as rich markup, marked the way wdiff marks it: ``[-removed-]`` red,
-    ``{+added+}`` green, newlines shown as ⏎. The diff's text is escaped; print it with
-    ``emoji=False`` so that ``:name:`` in it stays literal."""
-
-    def show(text: str) -> str:
-        return escape(text.replace("\n", "⏎"))
-
-    return (
-        f"…{show(diff.get('before', ''))}[bold red]\\[-{show(diff.get('removed', ''))}-][/]"
-        f"[bold green]{{+{show(diff.get('added', ''))}+}}[/]{show(diff.get('after', ''))}…"
-    )
+from kvtool.markup import diff_markup
 
 
 def render_check(console: Console, result: CheckResult) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import plotly.graph_objects as go
 
-from kvtool.analyze.prefix import REUSE_WINDOWS
+from kvtool.traffic import REUSE_WINDOWS
 
 TEMPLATE = "plotly_white"
 EPOCH_2001 = 978307200  # timestamps above this are wall-clock times (a date axis)

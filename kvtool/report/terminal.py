@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kvtool.check.render import diff_markup
 from kvtool.ingest import FileReport
+from kvtool.markup import diff_markup
 from kvtool.report.format import num, pct
 
 

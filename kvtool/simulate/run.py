@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kvtool.analyze.prefix import base_hit_blocks, ideal_hits, passes, runs
 from kvtool.errors import NotFoundError, OptionError
 from kvtool.progress import NullProgress, Progress
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
@@ -27,7 +26,16 @@ from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.store.runs import insert_sim_run
 from kvtool.tiers.kv import lookup
 from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes, parse_tier_gb
-from kvtool.traffic import Workload, block_streams, kv_shape_name, load_traffic
+from kvtool.traffic import (
+    Workload,
+    base_hit_blocks,
+    block_streams,
+    ideal_hits,
+    kv_shape_name,
+    load_traffic,
+    passes,
+    runs,
+)
 
 
 def simulate(

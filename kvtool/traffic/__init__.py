@@ -3,20 +3,48 @@
 ``load_traffic`` ingests and tokenizes what is not in the store yet and loads the ``Workload``:
 requests as integer arrays in processing order (timestamp order, ties by file and line) and
 their block tree, whose node ids name equal prefixes. ``block_streams`` turns the tree into each
-request's full blocks at a block size; ``kv_shape_name`` sizes them in bytes.
+request's full blocks at a block size; ``kv_shape_name`` sizes them in bytes; ``ideal`` gives
+the tree's runs and passes and the infinite-cache hits that analyze and simulate both report.
 """
 
 from kvtool.traffic.blocks import block_streams
-from kvtool.traffic.load import PRICE_INPUT, Traffic, kv_shape_name, load_traffic
+from kvtool.traffic.ideal import (
+    Hits,
+    Passes,
+    Runs,
+    base_hit_blocks,
+    boundaries,
+    ideal_hits,
+    passes,
+    run_starts,
+    runs,
+)
+from kvtool.traffic.load import (
+    PRICE_INPUT,
+    REUSE_WINDOWS,
+    Traffic,
+    kv_shape_name,
+    load_traffic,
+)
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 __all__ = [
     "PRICE_INPUT",
+    "REUSE_WINDOWS",
+    "Hits",
+    "Passes",
+    "Runs",
     "Traffic",
     "Workload",
     "WorkloadError",
+    "base_hit_blocks",
+    "boundaries",
     "block_streams",
+    "ideal_hits",
     "kv_shape_name",
     "load_traffic",
     "load_workload",
+    "passes",
+    "runs",
+    "run_starts",
 ]

@@ -23,6 +23,7 @@ from kvtool.tiers.kv import lookup
 from kvtool.tokenize import TokenizerBundle, TokenizeReport, load_tokenizer, tokenize_requests
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
+REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}  # the TTLs reuse is measured at
 PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
 
 
