@@ -17,7 +17,7 @@ from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
 # the attribute ``kvtool.check``, and the function defined afterwards must be what stays bound.
 from kvtool.check import CheckResult, Policy
 from kvtool.check import check as run_check
-from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, ingest_files
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, ingest_paths
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 
@@ -36,20 +36,16 @@ def ingest(
 ) -> list[FileReport]:
     """Ingest log files (``-``: stdin) into the database at ``db``; see
     ``kvtool.ingest.ingest_file``. Progress has no total when an input is not a regular file."""
-    files = [Path(p) for p in paths]
     progress = progress or NullProgress()
     try:
-        sized = all(p.is_file() for p in files if p.exists() or str(p) == "-")
-        total = sum(p.stat().st_size for p in files if p.is_file()) if sized else None
-        progress.stage("ingest", total)
         with open_db(db) as con:
-            return ingest_files(
+            return ingest_paths(
                 con,
-                files,
+                paths,
                 fmt=fmt,
                 hash_block_size=hash_block_size,
-                progress=progress.advance,
                 max_line_bytes=max_line_bytes,
+                progress=progress,
             )
     finally:
         progress.close()

@@ -2,7 +2,7 @@
 
 from kvtool.ingest.formats import FORMATS, Normalized, check_ingest_options
 from kvtool.ingest.reader import DEFAULT_MAX_LINE_BYTES, check_max_line_bytes
-from kvtool.ingest.writer import FileReport, ingest_file, ingest_files
+from kvtool.ingest.writer import FileReport, ingest_file, ingest_files, ingest_paths
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -13,4 +13,5 @@ __all__ = [
     "check_max_line_bytes",
     "ingest_file",
     "ingest_files",
+    "ingest_paths",
 ]

@@ -41,6 +41,7 @@ from kvtool.ingest.reader import (
     check_max_line_bytes,
     open_input,
 )
+from kvtool.progress import Progress
 from kvtool.store import as_bigint, atomic, next_id
 from kvtool.store.files import (
     FileRow,
@@ -408,3 +409,27 @@ def ingest_files(
         )
         for p in paths
     ]
+
+
+def ingest_paths(
+    con: duckdb.DuckDBPyConnection,
+    paths: Iterable[str | Path],
+    *,
+    fmt: str | None = None,
+    hash_block_size: int = 512,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    progress: Progress,
+) -> list[FileReport]:
+    """``ingest_files`` as an "ingest" stage of ``progress``, sized by the inputs' bytes (no
+    total when an input is not a regular file: stdin, a FIFO)."""
+    files = [Path(p) for p in paths]
+    sized = all(p.is_file() for p in files if p.exists() or str(p) == STDIN)
+    progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()) if sized else None)
+    return ingest_files(
+        con,
+        files,
+        fmt=fmt,
+        hash_block_size=hash_block_size,
+        progress=progress.advance,
+        max_line_bytes=max_line_bytes,
+    )

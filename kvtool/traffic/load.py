@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvtool.errors import NotFoundError
-from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options, ingest_files
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options, ingest_paths
 from kvtool.progress import Progress
 from kvtool.store import Connection
 from kvtool.store.files import all_file_ids, request_kinds
@@ -58,17 +58,13 @@ def load_traffic(
     check_ingest_options(fmt, hash_block_size)
     reports: list[FileReport] = []
     if paths:
-        files = [Path(p) for p in paths]
-        sized = all(p.is_file() for p in files if p.exists() or str(p) == "-")
-        total = sum(p.stat().st_size for p in files if p.is_file()) if sized else None
-        progress.stage("ingest", total)
-        reports = ingest_files(
+        reports = ingest_paths(
             con,
-            files,
+            paths,
             fmt=fmt,
             hash_block_size=hash_block_size,
-            progress=progress.advance,
             max_line_bytes=max_line_bytes,
+            progress=progress,
         )
         file_ids = sorted({r.file_id for r in reports})
     else:
