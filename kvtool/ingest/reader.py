@@ -394,11 +394,3 @@ def open_input(
         raise InputError(f"{path}: cannot open: {_one_line(exc)}") from None
     with f:
         yield InputStream(f, name, max_line_bytes, progress)
-
-
-def file_digest(path: Path) -> str:
-    """The content identity ``ingest`` records for the file at ``path`` (see the module)."""
-    with open_input(path) as stream:
-        for _ in stream.lines():
-            pass
-        return stream.digest

@@ -87,11 +87,6 @@ def block_nodes(con: Connection, signature: str) -> pa.Table:
     ).to_arrow_table()
 
 
-def chain_signatures(con: Connection) -> list[str]:
-    """The signatures that have chains."""
-    return [s for (s,) in con.execute("SELECT DISTINCT tokenizer FROM chains").fetchall()]
-
-
 @dataclass(frozen=True)
 class RenderFailure:
     """A request the chat template of a signature raised for: the template's message, and
