@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xxhash
+from formats_check import assert_accounted
 
 from kvtool.errors import InputError
 from kvtool.ingest import ingest_files
@@ -58,18 +59,6 @@ def body(con, key: int):
 
 def messages_of(con, row: dict) -> list[dict]:
     return [body(con, k) for k in row["message_keys"]]
-
-
-def assert_accounted(con) -> None:
-    """Store invariant: per file, lines = requests + rejected, and the tables agree."""
-    rows = con.execute(
-        "SELECT f.lines, f.requests, f.rejected, "
-        "(SELECT count(*) FROM requests r WHERE r.file_id = f.file_id), "
-        "(SELECT count(*) FROM rejects j WHERE j.file_id = f.file_id) FROM files f"
-    ).fetchall()
-    for lines, n_req, n_rej, stored_req, stored_rej in rows:
-        assert (n_req, n_rej) == (stored_req, stored_rej)
-        assert lines == n_req + n_rej
 
 
 def rejects_of(con) -> list[tuple[int, str, str]]:
@@ -463,17 +452,28 @@ def test_real_mooncake_trace(con, mooncake_dir):
 # --format override
 
 
-def test_format_override_rejects_every_line(con, write_jsonl):
-    """A forced format that fits no line records nothing (a corrected run then loads)."""
+def test_format_override_that_fits_another_format_is_one_line(con, write_jsonl):
+    """A forced format that fits no line, where another format fits them, is refused in one line
+    naming that format; nothing is recorded (a corrected run then loads)."""
     records = [{"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(4)]
     path = write_jsonl("chat.jsonl", records)
-    with pytest.raises(InputError, match="every line was rejected.*prompt must be a string"):
+    with pytest.raises(InputError, match="looks like openai-chat, not completions; use --format"):
         ingest_files(con, [path], fmt="completions")
     assert one(con, "SELECT count(*) FROM files") == (0,)
     assert one(con, "SELECT count(*) FROM rejects") == (0,)
     (report,) = ingest_files(con, [path])
     assert (report.format, report.requests, report.rejected) == ("openai-chat", 4, 0)
     assert_accounted(con)
+
+
+def test_format_override_rejects_every_line(con, write_jsonl):
+    """A forced format that fits no line, and no other format does either, records nothing and
+    names the first reason."""
+    records = [{"model": "m", "prompt": 7}, {"model": "m", "prompt": None}]
+    path = write_jsonl("bad.jsonl", records)
+    with pytest.raises(InputError, match="every line was rejected.*prompt must be a string"):
+        ingest_files(con, [path], fmt="completions")
+    assert one(con, "SELECT count(*) FROM files") == (0,)
 
 
 # ---------------------------------------------------------------------------------------------

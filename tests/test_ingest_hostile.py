@@ -109,7 +109,7 @@ def test_same_content_gz_crlf_extra_newline_is_ingested_once(con, tmp_path):
 def test_wrong_format_records_nothing_and_the_corrected_run_loads(con, tmp_path):
     path = tmp_path / "trace.jsonl"
     path.write_bytes(b"".join(hash_line(i) + b"\n" for i in range(4)))
-    with pytest.raises(InputError, match=r"trace\.jsonl: every line was rejected.*line 1: "):
+    with pytest.raises(InputError, match=r"trace\.jsonl: looks like mooncake, not openai-chat"):
         ingest_files(con, [path], fmt="openai-chat")
     assert counts(con) == (0, 0, 0)
     (report,) = ingest_files(con, [path])

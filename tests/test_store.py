@@ -33,9 +33,28 @@ def _log(tmp_path, name: str, with_id: bool, n: int = 6):
     return path
 
 
+_V3_COLUMNS = {
+    "files": ("records", "skipped", "redacted"),
+    "requests": ("item", "cache_write_tokens", "cache_control", "truncated", "incomplete"),
+    "rejects": ("item", "skipped"),
+}
+
+
+def _downgrade_to_v2(path) -> None:
+    """Rewrite a current database file into schema version 2: no multi-record lines, skipped
+    records, cache-write counts, cache markers, truncated/incomplete flags or redaction."""
+    con = duckdb.connect(str(path))
+    for table, columns in _V3_COLUMNS.items():
+        for column in columns:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.close()
+
+
 def _downgrade_to_v1(path) -> None:
     """Rewrite a current database file into schema version 1: files.sha256 instead of digest,
     no synthetic-id flag, no tokenizations table, the tokenizer spec in meta."""
+    _downgrade_to_v2(path)
     con = duckdb.connect(str(path))
     con.execute("ALTER TABLE files RENAME COLUMN digest TO sha256")
     con.execute("ALTER TABLE requests DROP COLUMN synthetic_id")
@@ -69,6 +88,32 @@ def test_version_1_file_is_migrated_and_recomputed(tmp_path):
     keep = ("requests", "prompt_tokens", "cached_tokens", "ideal_hit_rate", "top_prefixes")
     assert {k: after[k] for k in keep} == {k: before[k] for k in keep}
     assert after["tokenization"]["requests"] == 12  # retokenized after the migration
+
+
+def test_version_2_file_is_migrated_and_keeps_its_chains(tmp_path):
+    """Version 3 only adds columns: a version-2 file keeps its requests and chains, its files
+    count one record per line, and the same analysis comes out without retokenizing."""
+    db = tmp_path / "v2.duckdb"
+    logged = _log(tmp_path, "ids.jsonl", with_id=True)
+    before = analyze([logged], db=db)
+    _downgrade_to_v2(db)
+
+    con = connect(db)
+    assert one(con, "SELECT value FROM meta WHERE key = 'schema_version'") == (str(SCHEMA_VERSION),)
+    assert one(con, "SELECT records, skipped, redacted FROM files") == (6, 0, False)
+    assert one(con, "SELECT count(*) FROM requests WHERE item = 0 AND NOT truncated") == (6,)
+    assert one(con, "SELECT count(*) FROM chains") == (6,)
+    # a later ingest appends rows in the migrated column order
+    more = _log(tmp_path, "more.jsonl", with_id=False, n=2)
+    (report,) = ingest_files(con, [more])
+    assert report.requests == 2
+    con.close()
+
+    after = analyze(None, db=db)
+    assert after["ideal_hit_rate"] is not None
+    assert after["tokenization"]["requests"] == 2  # only the new file's requests were tokenized
+    again = analyze([logged], db=tmp_path / "fresh.duckdb")
+    assert again["ideal_hit_rate"] == before["ideal_hit_rate"]
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -12,7 +12,7 @@ from kvtool.cli import app
 from kvtool.errors import InputError, OptionError
 from kvtool.export import export_mooncake
 from kvtool.ingest import ingest_files
-from kvtool.ingest.formats import make_mooncake
+from kvtool.ingest.formats.mooncake import make_mooncake
 from kvtool.simulate import simulate
 from kvtool.tiers.kv import lookup
 

@@ -8,7 +8,9 @@ Invariants:
 - each file is ingested in one transaction, so a failure leaves no partial file behind; a file
   whose every non-blank line is rejected (not as a duplicate id) raises ``InputError`` and is
   not recorded, so a run with the wrong ``fmt`` or ``hash_block_size`` does not poison it;
-- every input line becomes exactly one ``requests`` row or one ``rejects`` row;
+- every input record becomes exactly one ``requests`` row or one ``rejects`` row (rejected or
+  skipped); a line is one record, except in formats whose lines hold batches (OTLP), where
+  ``item`` numbers the records of a line and a line that cannot be split is one rejected record;
 - message, tool-catalog and prompt bodies are stored once per distinct content key.
 """
 
@@ -26,11 +28,12 @@ import pyarrow as pa
 import xxhash
 
 from kvtool.errors import InputError
-from kvtool.ingest.formats import (
+from kvtool.ingest.formats import Normalized, Skip, check_message
+from kvtool.ingest.formats.registry import (
     FORMATS,
-    Normalized,
+    REGISTRY,
+    check_choice,
     check_ingest_options,
-    check_message,
     detect_format,
     normalizer,
 )
@@ -85,6 +88,9 @@ class FileReport:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: bool = False
+    records: int | None = None
+    out_of_scope: int = 0
+    out_of_scope_reasons: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -92,9 +98,12 @@ class FileReport:
             "file_id": self.file_id,
             "format": self.format,
             "lines": self.lines,
+            "records": self.lines if self.records is None else self.records,
             "requests": self.requests,
             "rejected": self.rejected,
             "reject_reasons": self.reasons,
+            "skipped": self.out_of_scope,
+            "skip_reasons": self.out_of_scope_reasons,
             "already_ingested": self.skipped,
         }
 
@@ -119,8 +128,14 @@ _REQUEST_SCHEMA = pa.schema(
         ("observed_prompt_tokens", pa.int64()),
         ("observed_cached_tokens", pa.int64()),
         ("synthetic_id", pa.bool_()),
+        ("item", pa.int32()),
+        ("cache_write_tokens", pa.int64()),
+        ("cache_control", pa.string()),
+        ("truncated", pa.bool_()),
+        ("incomplete", pa.string()),
     ]
 )
+_SYNTHETIC = 16  # index of the synthetic-id flag in a buffered row (after line and raw)
 
 
 class _FileWriter:
@@ -138,6 +153,8 @@ class _FileWriter:
         self.rejects: list[Reject] = []
         self.report_reasons: dict[str, int] = {}
         self.requests = 0
+        self.skips = 0
+        self.skip_reasons: dict[str, int] = {}
         self.duplicates = 0  # rejects for an id seen before: the content is not unusable
         self.first_reject: tuple[int, str] | None = None  # (line, reason) of the earliest
 
@@ -167,30 +184,43 @@ class _FileWriter:
             self.contents[key] = ("message", data.decode())
         return keys
 
-    def reject(self, line: int, reason: str, raw: bytes, duplicate: bool = False) -> None:
+    def reject(
+        self, line: int, reason: str, raw: bytes, duplicate: bool = False, item: int = 0
+    ) -> None:
         if duplicate:
             self.duplicates += 1
         elif reason != "blank line" and (self.first_reject is None or line < self.first_reject[0]):
             self.first_reject = (line, reason)
         text = raw.decode("utf-8", errors="backslashreplace")
-        self.rejects.append(Reject(self.file_id, self.path, line, reason, text))
+        self.rejects.append(Reject(self.file_id, self.path, line, reason, text, item))
         short = _reason_class(reason)
         self.report_reasons[short] = self.report_reasons.get(short, 0) + 1
 
-    def add(self, line: int, raw: bytes, rec: Normalized) -> None:
+    def skip(self, line: int, item: int, reason: str, raw: bytes) -> None:
+        """A valid record outside the format's scope: kept as a skipped row, not an error."""
+        self.skips += 1
+        text = raw.decode("utf-8", errors="backslashreplace")
+        self.rejects.append(Reject(self.file_id, self.path, line, reason, text, item, True))
+        short = _reason_class(reason)
+        self.skip_reasons[short] = self.skip_reasons.get(short, 0) + 1
+
+    def add(self, line: int, raw: bytes, rec: Normalized, item: int = 0) -> None:
         # a synthetic id needs the file's identity, known at the end: a placeholder until then
-        rid = rec.request_id if rec.request_id is not None else f"{PENDING}{line}"
+        if rec.request_id is not None:
+            rid = rec.request_id
+        else:
+            rid = f"{PENDING}{line}" if item == 0 else f"{PENDING}{line}.{item}"
         first = self.lines_of.get(rid)
         if first is not None:
             reason = f"duplicate request id {rid[:60]!r} (first at line {first})"
-            self.reject(line, reason, raw, duplicate=True)
+            self.reject(line, reason, raw, duplicate=True, item=item)
             return
         message_keys = tools_key = prompt_key = None
         if rec.messages is not None:
             try:
                 message_keys = self._message_keys(rec)
             except InputError as exc:  # a bad record: rejected
-                self.reject(line, str(exc), raw)
+                self.reject(line, str(exc), raw, item=item)
                 return
         self.lines_of[rid] = line
         if rec.tools is not None:
@@ -216,6 +246,11 @@ class _FileWriter:
                 rec.observed_prompt_tokens,
                 rec.observed_cached_tokens,
                 rec.request_id is None,
+                item,
+                rec.cache_write_tokens,
+                orjson.dumps(rec.cache_control).decode() if rec.cache_control else None,
+                rec.truncated,
+                rec.incomplete,
             )
         )
         if len(self.rows) >= BATCH:
@@ -223,7 +258,7 @@ class _FileWriter:
 
     def _drop_known_ids(self) -> None:
         """Reject rows whose explicit request id an earlier file already ingested."""
-        dupes = first_seen(self.con, [r[2] for r in self.rows if not r[-1]])
+        dupes = first_seen(self.con, [r[2] for r in self.rows if not r[_SYNTHETIC]])
         if not dupes:
             return
         kept = []
@@ -233,7 +268,7 @@ class _FileWriter:
                 kept.append(row)
             else:
                 reason = f"duplicate request id {row[2][:60]!r} (first at {where})"
-                self.reject(row[0], reason, row[1], duplicate=True)
+                self.reject(row[0], reason, row[1], duplicate=True, item=row[_SYNTHETIC + 1])
         self.rows = kept
 
     def flush(self) -> None:
@@ -279,7 +314,7 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _choose_format(stream: InputStream, fmt: str | None) -> str:
+def _choose_format(stream: InputStream, fmt: str | None, hash_block_size: int) -> str:
     head = stream.sample()
     parsed = [line.parsed for line in head if line.error is None]
     nonblank = [line for line in head if line.error != "blank line"]
@@ -287,6 +322,7 @@ def _choose_format(stream: InputStream, fmt: str | None) -> str:
         first = nonblank[0]
         raise InputError(f"{stream.name}:{first.number}: not JSON Lines ({first.error})")
     if fmt is not None:
+        check_choice(stream.name, fmt, parsed, hash_block_size)
         return fmt
     if not head:
         return "openai-chat"  # an empty file: nothing to detect, nothing to ingest
@@ -297,6 +333,37 @@ def _choose_format(stream: InputStream, fmt: str | None) -> str:
             f"(expected one of {', '.join(FORMATS)}; name the format with fmt)"
         )
     return found
+
+
+def _write_line(
+    writer: _FileWriter,
+    line_number: int,
+    raw: bytes,
+    parsed: dict,
+    normalize: Callable[[dict], Normalized],
+    split: Callable[[dict], Iterable[dict]] | None,
+) -> int:
+    """Normalize and buffer the records of one parsed line; returns how many it held."""
+    if split is None:
+        subs: list[dict] = [parsed]
+    else:
+        try:
+            subs = list(split(parsed))
+        except InputError as exc:  # the batch itself is malformed: one rejected record
+            writer.reject(line_number, str(exc), raw)
+            return 1
+    for item, sub in enumerate(subs):
+        sub_raw = raw if split is None else orjson.dumps(sub, default=str)
+        try:
+            rec = normalize(sub)
+        except Skip as why:
+            writer.skip(line_number, item, str(why), sub_raw)
+            continue
+        except InputError as exc:  # a bad record: rejected
+            writer.reject(line_number, str(exc), sub_raw, item=item)
+            continue
+        writer.add(line_number, sub_raw, rec, item)
+    return len(subs)
 
 
 class _AlreadyIngested(Exception):
@@ -327,34 +394,39 @@ def ingest_file(
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
     with open_input(path, max_line_bytes=max_line_bytes, progress=progress) as stream:
-        chosen = _choose_format(stream, fmt)
+        chosen = _choose_format(stream, fmt, hash_block_size)
         normalize = normalizer(chosen, hash_block_size)
+        split = REGISTRY[chosen].records
         name = stream.name if str(path) == STDIN else path_text(path)
         try:
             with atomic(con):
                 file_id = next_id(con, "files", "file_id")
                 writer = _FileWriter(con, file_id, name)
-                lines = 0
+                lines = records = 0
                 for line in stream.lines():
                     lines += 1
                     if line.error is not None:
                         writer.reject(line.number, line.error, line.raw)
+                        records += 1
                         continue
                     if not isinstance(line.parsed, dict):
                         writer.reject(line.number, "record is not a JSON object", line.raw)
+                        records += 1
                         continue
-                    try:
-                        rec = normalize(line.parsed)
-                    except InputError as exc:  # a bad record: rejected
-                        writer.reject(line.number, str(exc), line.raw)
-                        continue
-                    writer.add(line.number, line.raw, rec)
+                    records += _write_line(
+                        writer, line.number, line.raw, line.parsed, normalize, split
+                    )
                 writer.flush()
                 digest = stream.digest
                 known = find_file(con, digest)
                 if known is not None:
                     raise _AlreadyIngested(known)
-                if writer.requests == 0 and writer.duplicates == 0 and writer.first_reject:
+                if (
+                    writer.requests == 0
+                    and writer.duplicates == 0
+                    and writer.skips == 0
+                    and writer.first_reject
+                ):
                     number, reason = writer.first_reject
                     raise InputError(
                         f"{name}: every line was rejected, nothing ingested "
@@ -374,15 +446,34 @@ def ingest_file(
                         lines=lines,
                         requests=writer.requests,
                         rejected=rejected,
+                        records=records,
+                        skipped=writer.skips,
                     ),
                 )
         except _AlreadyIngested as done:
             k = done.known
             return FileReport(
-                name, k.file_id, k.format, k.lines, k.requests, k.rejected, skipped=True
+                name,
+                k.file_id,
+                k.format,
+                k.lines,
+                k.requests,
+                k.rejected,
+                skipped=True,
+                records=k.records,
+                out_of_scope=k.skipped,
             )
     return FileReport(
-        name, file_id, chosen, lines, writer.requests, rejected, writer.report_reasons
+        name,
+        file_id,
+        chosen,
+        lines,
+        writer.requests,
+        rejected,
+        writer.report_reasons,
+        records=records,
+        out_of_scope=writer.skips,
+        out_of_scope_reasons=writer.skip_reasons,
     )
 
 

@@ -1,6 +1,7 @@
 """Ingested files, their requests' rows as written, and rejected lines.
 
-Invariant (checked by the ingest tests): for every file row, ``lines = requests + rejected``; a
+Invariant (checked by the ingest tests): for every file row, ``records = requests + rejected +
+skipped`` (``records = lines`` where each line is one record); a
 file is identified by the digest of its content as read (decompressed, line endings normalized,
 blank lines left out), so the same content is ingested once.
 """
@@ -27,20 +28,29 @@ class FileRow:
     lines: int
     requests: int
     rejected: int
+    records: int | None = None
+    skipped: int = 0
+    redacted: bool = False
 
 
-_FILE_COLUMNS = "file_id, path, digest, bytes, format, hash_block_size, lines, requests, rejected"
+_FILE_COLUMNS = (
+    "file_id, path, digest, bytes, format, hash_block_size, lines, requests, rejected, "
+    "records, skipped, redacted"
+)
 
 
 @dataclass(frozen=True)
 class Reject:
-    """An input line that did not become a request."""
+    """An input record that did not become a request: rejected, or ``skipped`` (valid but
+    outside the format's scope). ``item`` numbers the records of a line that holds several."""
 
     file_id: int
     path: str
     line: int
     reason: str
     raw: str | None
+    item: int = 0
+    skipped: bool = False
 
 
 def find_file(con: Connection, digest: str) -> FileRow | None:
@@ -51,7 +61,7 @@ def find_file(con: Connection, digest: str) -> FileRow | None:
 
 def insert_file(con: Connection, f: FileRow) -> None:
     con.execute(
-        f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             f.file_id,
             f.path,
@@ -62,15 +72,20 @@ def insert_file(con: Connection, f: FileRow) -> None:
             f.lines,
             f.requests,
             f.rejected,
+            f.lines if f.records is None else f.records,
+            f.skipped,
+            f.redacted,
         ],
     )
 
 
 def set_synthetic_ids(con: Connection, file_id: int, placeholder: str, prefix: str) -> None:
-    """Give the file's synthetic request ids their final form ``<prefix>:<line>`` (they were
-    written as ``<placeholder><line>`` before the file's digest was known)."""
+    """Give the file's synthetic request ids their final form ``<prefix>:<line>`` (``.<item>``
+    added for the second and later records of a line); they were written with ``placeholder``
+    before the file's digest was known."""
     con.execute(
         "UPDATE requests SET request_id = ? || ':' || line "
+        "|| CASE WHEN item > 0 THEN '.' || item ELSE '' END "
         "WHERE file_id = ? AND synthetic_id AND starts_with(request_id, ?)",
         [prefix, file_id, placeholder],
     )
@@ -114,8 +129,8 @@ def insert_contents(con: Connection, table: pa.Table) -> None:
 
 def insert_rejects(con: Connection, rejects: list[Reject]) -> None:
     con.executemany(
-        "INSERT INTO rejects VALUES (?, ?, ?, ?, ?)",
-        [(r.file_id, r.path, r.line, r.reason, r.raw) for r in rejects],
+        "INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(r.file_id, r.path, r.line, r.reason, r.raw, r.item, r.skipped) for r in rejects],
     )
 
 
@@ -131,7 +146,11 @@ def first_seen(con: Connection, request_ids: list[str]) -> dict[str, str]:
 
 
 def rejected_lines(con: Connection, file_ids: list[int]) -> int:
-    (n,) = one(con, f"SELECT count(*) FROM rejects WHERE file_id IN ({id_list(file_ids)})")
+    """Rejected records of the files (skipped ones are not rejects)."""
+    (n,) = one(
+        con,
+        f"SELECT count(*) FROM rejects WHERE NOT skipped AND file_id IN ({id_list(file_ids)})",
+    )
     return int(n)
 
 
@@ -139,6 +158,7 @@ def first_reject(con: Connection) -> Reject | None:
     """The earliest rejected line (by file and line)."""
     row = one(
         con,
-        "SELECT file_id, path, line, reason, raw FROM rejects ORDER BY file_id, line LIMIT 1",
+        "SELECT file_id, path, line, reason, raw, item, skipped FROM rejects WHERE NOT skipped "
+        "ORDER BY file_id, line, item LIMIT 1",
     )
     return None if row is None else Reject(*row)

@@ -3,12 +3,21 @@
 Tables (one row each):
 - ``files``: an ingested input file, identified by the xxh3-128 ``digest`` of its content
   as read (decompressed, CRLF as LF, blank lines left out; re-ingesting it adds nothing).
-- ``requests``: a normalized request. Messages, tool catalogs and completion prompts are stored once
-  each in ``contents`` and referenced by 64-bit content keys, so agent logs that resend the same
-  history every turn take space proportional to their distinct content. ``synthetic_id`` is true
+  ``records`` counts the records its lines held (a line may hold several, e.g. an
+  OTLP batch of spans), ``skipped`` those outside the format's scope (a Langfuse SPAN, an OTel
+  embeddings span), ``redacted`` that no prompt text of it was stored (``--redact``).
+- ``requests``: a normalized request (``line`` and ``item``: where in its file it came from).
+  ``cache_write_tokens`` and ``cache_control`` (JSON markers: where a provider was asked to cache)
+  are kept as logged; ``truncated`` (the logger cut long strings) and ``incomplete`` (why the
+  logged prompt cannot be rebuilt, e.g. a Responses ``previous_response_id``) keep a request
+  out of prefix analysis, and every report counts it. Messages, tool catalogs and completion
+  prompts are stored once each in ``contents`` and referenced by 64-bit content keys, so agent
+  logs that resend the same history every turn take space proportional to their distinct
+  content. ``synthetic_id`` is true
   when the log carried no request id and kvtool made one (``<digest[:12]>:<line>``).
 - ``contents``: distinct content by key (``kind``: 'message', 'tools' or 'prompt'; ``body``: JSON).
-- ``rejects``: an input line that did not become a request, with file, line, reason and raw text.
+- ``rejects``: an input record that did not become a request, with file, line, item, reason and
+  raw text; ``skipped`` rows are records outside the format's scope, not errors.
 - ``tokenizations``: what a tokenize pass decided for a tokenizer signature: the tokenizer spec it
   was loaded from, the chat template, the mode ('pieces', 'segments' or 'whole', chosen after
   checking composed ids against one-call ids) and how many requests that check covered. Chains
@@ -28,14 +37,15 @@ Tables (one row each):
 - ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration, the
   ``/metrics`` counter differences) and what each of its requests measured.
 
-Invariant: for every file row, ``lines = requests + rejected``.
+Invariant: for every file row, ``records = requests + rejected + skipped`` (``records = lines``
+for one-record-per-line formats).
 """
 
 from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -49,7 +59,10 @@ CREATE TABLE IF NOT EXISTS files (
     lines BIGINT NOT NULL,
     requests BIGINT NOT NULL,
     rejected BIGINT NOT NULL,
-    ingested_at TIMESTAMP DEFAULT current_timestamp
+    ingested_at TIMESTAMP DEFAULT current_timestamp,
+    records BIGINT,
+    skipped BIGINT NOT NULL DEFAULT 0,
+    redacted BOOLEAN NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS requests (
     req_id BIGINT NOT NULL,
@@ -69,7 +82,12 @@ CREATE TABLE IF NOT EXISTS requests (
     output_tokens BIGINT,
     observed_prompt_tokens BIGINT,
     observed_cached_tokens BIGINT,
-    synthetic_id BOOLEAN NOT NULL DEFAULT false
+    synthetic_id BOOLEAN NOT NULL DEFAULT false,
+    item INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens BIGINT,
+    cache_control VARCHAR,
+    truncated BOOLEAN NOT NULL DEFAULT false,
+    incomplete VARCHAR
 );
 CREATE TABLE IF NOT EXISTS contents (
     key BIGINT NOT NULL,
@@ -81,7 +99,9 @@ CREATE TABLE IF NOT EXISTS rejects (
     path VARCHAR NOT NULL,
     line BIGINT NOT NULL,
     reason VARCHAR NOT NULL,
-    raw VARCHAR
+    raw VARCHAR,
+    item INTEGER NOT NULL DEFAULT 0,
+    skipped BOOLEAN NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS tokenizations (
     signature VARCHAR PRIMARY KEY,
@@ -164,7 +184,25 @@ DELETE FROM blocks;
 DELETE FROM breaks;
 DELETE FROM meta WHERE key = 'tokenizer_spec';
 """
-MIGRATIONS = {1: _MIGRATE_1}
+# version 2 -> 3: a line may hold several records (``item``), records outside a format's scope are
+# kept as skipped rows, and requests keep cache-write tokens, cache-control markers and whether
+# the logged prompt is truncated or incomplete. Nothing stored before changes meaning.
+_MIGRATE_2 = """
+ALTER TABLE files ADD COLUMN records BIGINT;
+ALTER TABLE files ADD COLUMN skipped BIGINT DEFAULT 0;
+ALTER TABLE files ADD COLUMN redacted BOOLEAN DEFAULT false;
+UPDATE files SET records = lines, skipped = 0, redacted = false;
+ALTER TABLE requests ADD COLUMN item INTEGER DEFAULT 0;
+ALTER TABLE requests ADD COLUMN cache_write_tokens BIGINT;
+ALTER TABLE requests ADD COLUMN cache_control VARCHAR;
+ALTER TABLE requests ADD COLUMN truncated BOOLEAN DEFAULT false;
+ALTER TABLE requests ADD COLUMN incomplete VARCHAR;
+UPDATE requests SET item = 0, truncated = false;
+ALTER TABLE rejects ADD COLUMN item INTEGER DEFAULT 0;
+ALTER TABLE rejects ADD COLUMN skipped BOOLEAN DEFAULT false;
+UPDATE rejects SET item = 0, skipped = false;
+"""
+MIGRATIONS = {1: _MIGRATE_1, 2: _MIGRATE_2}
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int | None:

@@ -1,0 +1,67 @@
+"""Chat messages and tool catalogs in the OpenAI chat shape: the checks every chat format's
+normalized output passes (formats convert to this shape first)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtool.errors import InputError
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def check_content(content: Any, where: str) -> None:
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise InputError(f"{where}.content must be a string, list or null")
+    for j, part in enumerate(content):
+        if isinstance(part, str):
+            continue
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InputError(f"{where}.content[{j}] must be an object with a string 'type'")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise InputError(f"{where}.content[{j}].text must be a string")
+
+
+def check_openai_messages(messages: Any) -> list[dict]:
+    """The list's shape; each message's fields are checked by ``check_message``, once per
+    distinct message (the writer calls it for content it has not seen)."""
+    if not isinstance(messages, list):
+        raise InputError(f"messages must be a list, got {type(messages).__name__}")
+    if not messages:
+        raise InputError("messages is empty")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise InputError(f"messages[{i}] must be an object, got {type(msg).__name__}")
+    return messages
+
+
+def check_message(msg: dict, i: int) -> None:
+    """Raise ``InputError`` unless ``msg`` (the i-th message) is a valid chat message."""
+    where = f"messages[{i}]"
+    role = msg.get("role")
+    if not isinstance(role, str):
+        raise InputError(f"{where}.role must be a string")
+    if role not in ROLES:
+        raise InputError(f"{where}.role {role[:30]!r} is not a chat role")
+    check_content(msg.get("content"), where)
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise InputError(f"{where}.tool_calls must be a list")
+        for j, call in enumerate(calls):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise InputError(f"{where}.tool_calls[{j}].function.name must be a string")
+
+
+def check_tools(tools: Any) -> list | None:
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise InputError(f"tools must be a list, got {type(tools).__name__}")
+    for j, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise InputError(f"tools[{j}] must be an object")
+    return tools or None

@@ -1,0 +1,7 @@
+"""(being written) helicone records."""
+
+from __future__ import annotations
+
+from kvtool.ingest.formats.base import Format
+
+FORMATS: tuple[Format, ...] = ()

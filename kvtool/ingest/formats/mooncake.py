@@ -1,0 +1,73 @@
+"""Hash-only traces (Mooncake): per request the block hash ids, prompt length and a time in ms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kvtool.errors import InputError
+from kvtool.ingest.formats.base import (
+    INT64_LIMIT,
+    SESSION_KEYS,
+    TENANT_KEYS,
+    TS_MAX,
+    TS_WINDOW,
+    Format,
+    Normalized,
+    first,
+    int_or_none,
+    shown,
+    str_or_none,
+)
+
+
+def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
+    """Normalizer for hash traces with ``block_size``-token blocks (Mooncake: 512)."""
+
+    def normalize_mooncake(rec: dict) -> Normalized:
+        n = rec.get("input_length")
+        ids = rec.get("hash_ids")
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise InputError("input_length must be a positive integer")
+        if n >= INT64_LIMIT:
+            raise InputError(f"input_length must be a positive integer below 2**63, got {n}")
+        if not isinstance(ids, list) or not all(
+            isinstance(h, int) and not isinstance(h, bool) for h in ids
+        ):
+            raise InputError("hash_ids must be a list of integers")
+        expected = -(-n // block_size)
+        if len(ids) != expected:
+            raise InputError(
+                f"hash_ids has {len(ids)} ids, input_length {n} at block size {block_size} "
+                f"needs {expected}"
+            )
+        if any(h < -(2**63) or h >= 2**63 for h in ids):
+            raise InputError("hash_ids must fit in 64 bits")
+        ts = rec.get("timestamp")
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not ts >= 0:
+            raise InputError("timestamp must be a number of milliseconds >= 0")
+        if not ts / 1000.0 < TS_MAX:  # Mooncake times are ms, never unit-detected
+            raise InputError(f"timestamp {shown(ts)} ms is outside {TS_WINDOW}")
+        return Normalized(
+            kind="hash",
+            request_id=str_or_none(rec.get("request_id") or rec.get("id"), "id"),
+            ts=float(ts) / 1000.0,
+            session_id=str_or_none(first((rec,), SESSION_KEYS), "session id"),
+            tenant=str_or_none(first((rec,), TENANT_KEYS), "tenant"),
+            model=str_or_none(rec.get("model"), "model"),
+            hash_ids=ids,
+            input_length=n,
+            output_tokens=int_or_none(rec.get("output_length"), "output_length"),
+        )
+
+    return normalize_mooncake
+
+
+FORMATS = (
+    Format(
+        "mooncake",
+        lambda options: make_mooncake(options.hash_block_size),
+        lambda rec: "hash_ids" in rec and "input_length" in rec,
+        priority=20,
+        summary="Mooncake hash traces (block hash ids, input length, time in ms)",
+    ),
+)
