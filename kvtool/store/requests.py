@@ -64,11 +64,13 @@ def untokenized_prompts(
     con: Connection, signature: str, file_ids: list[int] | None = None
 ) -> list[PromptRow]:
     """Chat and completion requests (of ``file_ids``; all when None) without a chain for
-    ``signature`` and not set aside for it (``template_errors``), in req_id order."""
+    ``signature`` and not set aside for it (``template_errors``), in req_id order. Requests whose
+    logged prompt is truncated or incomplete are never tokenized: their prompt is not the one
+    that was sent (``unusable_prompts`` counts them)."""
     where = "" if file_ids is None else f"AND r.file_id IN ({id_list(file_ids)})"
     rows = con.execute(
         f"""SELECT {_PROMPT_COLUMNS} FROM requests r
-            WHERE r.kind != 'hash' {where}
+            WHERE r.kind != 'hash' AND NOT r.truncated AND r.incomplete IS NULL {where}
               AND NOT EXISTS (SELECT 1 FROM chains c WHERE c.req_id = r.req_id
                               AND c.tokenizer = ?)
               AND NOT EXISTS (SELECT 1 FROM template_errors e WHERE e.req_id = r.req_id
@@ -213,3 +215,39 @@ def chain_request_table(con: Connection, file_ids: list[int], signature: str) ->
             WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}""",
         params=[signature],
     ).to_arrow_table()
+
+
+@dataclass(frozen=True, slots=True)
+class UnusablePrompts:
+    """Requests left out of prefix analysis because the log does not hold the prompt that was
+    sent: ``truncated`` (the logger cut long strings), ``incomplete`` (e.g. a Responses request
+    that continues a stored response), with up to ``EXAMPLES`` (request id, reason) examples."""
+
+    truncated: int
+    incomplete: int
+    examples: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "truncated": self.truncated,
+            "incomplete": self.incomplete,
+            "examples": [{"request_id": i, "reason": r} for i, r in self.examples],
+        }
+
+
+EXAMPLES = 3
+
+
+def unusable_prompts(con: Connection, file_ids: list[int]) -> UnusablePrompts:
+    """How many requests of ``file_ids`` are truncated or incomplete (see ``UnusablePrompts``)."""
+    ids = id_list(file_ids)
+    truncated, incomplete = con.execute(
+        f"""SELECT count(*) FILTER (WHERE truncated), count(*) FILTER (WHERE incomplete IS NOT NULL)
+            FROM requests WHERE file_id IN ({ids})"""
+    ).fetchall()[0]
+    examples = con.execute(
+        f"""SELECT request_id, coalesce(incomplete, 'the logged prompt is truncated')
+            FROM requests WHERE file_id IN ({ids}) AND (truncated OR incomplete IS NOT NULL)
+            ORDER BY file_id, line, item LIMIT {EXAMPLES}"""
+    ).fetchall()
+    return UnusablePrompts(int(truncated), int(incomplete), tuple(map(tuple, examples)))

@@ -10,7 +10,7 @@ import orjson
 from kvtool.errors import InputError
 from kvtool.ingest.formats.base import Format, Normalized
 from kvtool.ingest.formats.chat import check_tools
-from kvtool.ingest.formats.openai import _body, common, envelope
+from kvtool.ingest.formats.openai import common, envelope, request_body
 
 
 def _anthropic_text(blocks: Any, where: str) -> str | list:
@@ -118,7 +118,7 @@ def _looks_anthropic(body: dict, rec: dict) -> bool:
 
 
 def looks_like_anthropic(rec: dict) -> bool:
-    body = _body(rec)
+    body = request_body(rec)
     return "messages" in body and _looks_anthropic(body, rec)
 
 

@@ -213,3 +213,30 @@ def first_item(mappings: tuple[dict, ...], keys: tuple[str, ...]) -> tuple[str, 
 
 def dicts(*values: Any) -> tuple[dict, ...]:
     return tuple(v for v in values if isinstance(v, dict))
+
+
+def set_usage(
+    out: Normalized,
+    *,
+    prompt: int | None,
+    cached: int | None = None,
+    written: int | None = None,
+    output: int | None = None,
+    what: str = "usage",
+) -> None:
+    """Store token counts in kvtool's convention (see ``Normalized``): ``prompt`` is the whole
+    prompt, cached and written tokens included; the caller converts from its source's own
+    convention first. ``InputError`` when a count is out of range or the parts exceed the whole
+    (a hit rate stays <= 1)."""
+    for name, value in (("prompt", prompt), ("cached", cached), ("written", written)):
+        if value is not None and value >= INT64_LIMIT:
+            raise InputError(f"{what}: {name} tokens out of range, got {value}")
+    if prompt is not None and (cached or 0) + (written or 0) > prompt:
+        raise InputError(
+            f"{what}: cached ({cached}) and cache-write ({written}) tokens exceed the prompt's "
+            f"{prompt}"
+        )
+    out.observed_prompt_tokens = prompt
+    out.observed_cached_tokens = cached
+    out.cache_write_tokens = written
+    out.output_tokens = output

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from kvtool.errors import InputError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -65,3 +67,34 @@ def check_tools(tools: Any) -> list | None:
         if not isinstance(tool, dict):
             raise InputError(f"tools[{j}] must be an object")
     return tools or None
+
+
+def openai_tool(name: object, description: object, parameters: object, where: str) -> dict:
+    """A tool definition in the OpenAI chat shape (what every format's tools normalize to):
+    ``{"type": "function", "function": {"name", "description", "parameters"}}``, leaving out
+    a description or parameters the source does not have."""
+    if not isinstance(name, str):
+        raise InputError(f"{where}.name must be a string")
+    fn: dict = {"name": name}
+    if description is not None:
+        if not isinstance(description, str):
+            raise InputError(f"{where}.description must be a string")
+        fn["description"] = description
+    if parameters is not None:
+        if not isinstance(parameters, dict):
+            raise InputError(f"{where} parameters must be an object")
+        fn["parameters"] = parameters
+    return {"type": "function", "function": fn}
+
+
+def openai_tool_call(call_id: object, name: object, arguments: object, where: str) -> dict:
+    """A tool call in the OpenAI chat shape. Arguments logged as an object are written as
+    compact JSON (keys in logged order), the form the OpenAI API itself returns; a string is
+    kept as logged."""
+    if not isinstance(name, str):
+        raise InputError(f"{where}.name must be a string")
+    if call_id is not None and not isinstance(call_id, str):
+        raise InputError(f"{where}.id must be a string")
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}

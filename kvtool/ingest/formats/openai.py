@@ -166,7 +166,7 @@ def normalize_batch(rec: dict) -> Normalized:
     return out
 
 
-def _body(rec: dict) -> dict:
+def request_body(rec: dict) -> dict:
     """The request body of a gateway record (see ``envelope``), or {} when it has none."""
     body = rec.get("request")
     if isinstance(body, str):  # gateways that log the body as a JSON string
@@ -180,11 +180,11 @@ def _body(rec: dict) -> dict:
 
 
 def looks_like_chat(rec: dict) -> bool:
-    return "messages" in _body(rec) and "custom_id" not in rec
+    return "messages" in request_body(rec) and "custom_id" not in rec
 
 
 def looks_like_completions(rec: dict) -> bool:
-    body = _body(rec)
+    body = request_body(rec)
     return "prompt" in body and "messages" not in body
 
 
