@@ -96,5 +96,8 @@ def openai_tool_call(call_id: object, name: object, arguments: object, where: st
     if call_id is not None and not isinstance(call_id, str):
         raise InputError(f"{where}.id must be a string")
     if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+        try:
+            arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+        except (orjson.JSONEncodeError, TypeError) as exc:  # e.g. an integer beyond 64 bits
+            raise InputError(f"{where} arguments cannot be written as JSON ({exc})") from None
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
