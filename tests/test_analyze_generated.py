@@ -192,7 +192,7 @@ def test_unusable_input_exits_2_with_one_line(tmp_path):
     bad.write_text("a,b,c\n1,2,3\n")
     r = CliRunner().invoke(app, ["analyze", str(bad), "--db", str(tmp_path / "x.duckdb")])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "bad.csv:1: not JSON Lines" in r.stderr
+    assert "bad.csv: no known request format" in r.stderr  # CSV is read; no format fits
     r = CliRunner().invoke(app, ["analyze", "--db", str(tmp_path / "empty.duckdb")])
     assert r.exit_code == 2 and "no ingested files" in r.stderr
     log = tmp_path / "chat.jsonl"

@@ -163,7 +163,8 @@ def test_empty_file(con, tmp_path):
 BAD_FILES = {
     "missing.jsonl": None,
     "image.jsonl": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8,
-    "table.csv": b"id,model,prompt\nr1,gpt-4o,hello there\nr2,gpt-4o,general kenobi\n",
+    # a CSV table of no known format (CSV requests are read: tests/test_reader_inputs.py)
+    "table.csv": b"id,name,comment\nr1,alice,hello there\nr2,bob,general kenobi\n",
     "numbers.csv": b"count\n1\n2\n3\n",  # parses as JSON numbers, but no known format
     "broken.parquet": b"PAR1" + b"\x00" * 64,
 }

@@ -37,6 +37,7 @@ from kvtool.ingest.formats.registry import (
     detect_format,
     normalizer,
 )
+from kvtool.ingest.paths import expand_paths
 from kvtool.ingest.reader import (
     DEFAULT_MAX_LINE_BYTES,
     STDIN,
@@ -486,19 +487,20 @@ def ingest_files(
     progress: Callable[[int], None] | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> list[FileReport]:
-    """Ingest each path in turn (``-``: stdin); see ``ingest_file``."""
+    """Ingest each path in turn (``-``: stdin; a directory or glob: the files it stands for,
+    ``kvtool.ingest.paths``); see ``ingest_file``."""
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
     return [
         ingest_file(
             con,
-            Path(p),
+            p,
             fmt=fmt,
             hash_block_size=hash_block_size,
             progress=progress,
             max_line_bytes=max_line_bytes,
         )
-        for p in paths
+        for p in expand_paths(paths)
     ]
 
 
@@ -511,9 +513,9 @@ def ingest_paths(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     progress: Progress,
 ) -> list[FileReport]:
-    """``ingest_files`` as an "ingest" stage of ``progress``, sized by the inputs' bytes (no
-    total when an input is not a regular file: stdin, a FIFO)."""
-    files = [Path(p) for p in paths]
+    """``ingest_files`` as an "ingest" stage of ``progress``, sized by the bytes of the files
+    the paths stand for (no total when an input is not a regular file: stdin, a FIFO)."""
+    files = expand_paths(paths)
     sized = all(p.is_file() for p in files if p.exists() or str(p) == STDIN)
     progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()) if sized else None)
     return ingest_files(
