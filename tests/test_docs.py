@@ -118,8 +118,8 @@ def test_json_md_keys_are_what_the_commands_print(demo, tmp_path):
     assert set(demo["generate"]) == keys("generate --json")
     ingest = _json(["ingest", str(log), "--db", str(tmp_path / "i.duckdb"), "--json"])
     assert set(ingest) | set(ingest["files"][0]) == keys("ingest --json") | {
-        "path", "file_id", "format", "lines", "requests", "rejected", "reject_reasons",
-        "already_ingested",
+        "path", "file_id", "format", "lines", "records", "requests", "rejected",
+        "reject_reasons", "skipped", "skip_reasons", "already_ingested",
     }  # fmt: skip
     assert set(ingest) == {"db", "files"}
     export = _json(["export", "--db", db, "-o", str(tmp_path / "m.jsonl"), "--json"])
@@ -147,3 +147,15 @@ def test_json_md_keys_are_what_the_commands_print(demo, tmp_path):
             )
     validate = _json(["validate", "7", "--db", db, "--json"])
     assert set(validate) == keys("replay --json` and `kvtool validate --json")
+
+
+def test_ingest_md_has_a_row_per_format():
+    """docs/ingest.md's format table names every format the registry knows, and no other."""
+    from kvtool.ingest.formats.registry import FORMATS
+
+    rows = [
+        line.split("|")[1].strip().strip("`")
+        for line in (DOCS / "ingest.md").read_text().splitlines()
+        if line.startswith("| `") and not line.startswith("| `--format`")
+    ]
+    assert sorted(rows) == sorted(FORMATS)

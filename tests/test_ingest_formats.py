@@ -323,7 +323,19 @@ def test_anthropic_messages_normalized_to_openai_shape(con, write_jsonl):
     assert row["observed_prompt_tokens"] == 12 + 2048 + 310
     assert row["observed_cached_tokens"] == 2048
     assert row["output_tokens"] == 95
-    assert body(con, row["tools_key"]) == tools  # input_schema kept as logged
+    (tool,) = body(con, row["tools_key"])  # the OpenAI function shape
+    assert tool == {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": tools[0]["input_schema"],
+        },
+    }
+    # the system block's cache_control is a marker, not part of the stored message
+    assert json.loads(row["cache_control"]) == [
+        {"message": 0, "part": 1, "type": "ephemeral", "ttl": None}
+    ]
 
     system, user, assistant, tool, user2 = messages_of(con, row)
     assert system == {
@@ -335,14 +347,15 @@ def test_anthropic_messages_normalized_to_openai_shape(con, write_jsonl):
     }
     assert user == {"role": "user", "content": "Weather in Paris?"}
     assert assistant["role"] == "assistant"
-    assert assistant["content"] == [{"type": "text", "text": "Let me check."}]
+    assert assistant["content"] == "Let me check."
     (call,) = assistant["tool_calls"]
     assert call["id"] == "toolu_01" and call["type"] == "function"
     assert call["function"]["name"] == "get_weather"
     assert isinstance(call["function"]["arguments"], str)
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "units": "metric"}
     assert tool == {"role": "tool", "tool_call_id": "toolu_01", "content": "18°C, cloudy"}
-    assert user2 == {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]}
+    # one remaining text block is Anthropic's string content
+    assert user2 == {"role": "user", "content": "And tomorrow?"}
 
 
 def test_anthropic_usage_without_cache_fields(con, write_jsonl):

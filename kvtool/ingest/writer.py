@@ -321,7 +321,8 @@ def _choose_format(stream: InputStream, fmt: str | None, hash_block_size: int) -
     nonblank = [line for line in head if line.error != "blank line"]
     if nonblank and not parsed:
         first = nonblank[0]
-        raise InputError(f"{stream.name}:{first.number}: not JSON Lines ({first.error})")
+        what = {"csv": "readable CSV", "parquet": "readable Parquet"}.get(stream.kind, "JSON Lines")
+        raise InputError(f"{stream.name}:{first.number}: not {what} ({first.error})")
     if fmt is not None:
         check_choice(stream.name, fmt, parsed, hash_block_size)
         return fmt

@@ -42,10 +42,12 @@ class Normalized:
     Token counts follow one convention whatever the source: ``observed_prompt_tokens`` is the
     whole prompt (cached, cache-written and uncached tokens together), ``observed_cached_tokens``
     the part read from the provider's cache, ``cache_write_tokens`` the part written to it.
-    ``cache_control``: where the request asked for caching, as ``{"message": i, "part": j,
-    "type": ..., "ttl": ...}`` or ``{"tool": k, ...}`` markers (indices into ``messages`` /
-    ``tools`` as normalized; ``part`` None for the whole message). ``truncated``: the logger cut
-    strings of the prompt; ``incomplete``: why the prompt cannot be rebuilt from the log."""
+    ``cache_control``: where the request asked for caching, as markers with ``type`` and ``ttl``
+    placed by index into ``messages`` / ``tools`` as normalized: ``{"message": i, "part": j}``
+    (``part`` None for a message whose content is a string), ``{"message": i, "tool_call": k}``,
+    ``{"tool": k}``, or ``{"auto": True}`` (a request-level marker: the provider places it).
+    ``truncated``: the logger cut strings of the prompt; ``incomplete``: why the prompt cannot
+    be rebuilt from the log."""
 
     kind: str
     request_id: str | None = None

@@ -1,11 +1,33 @@
 """OpenAI-shaped records: chat completions (also what most gateways log), the Batch API's input
-lines and (legacy) completions. A gateway record may wrap the request body in ``request`` (an
-object or a JSON string) or ``body`` and carry the response in ``response``; id, time, session,
-tenant and usage are looked for in the record, its metadata, the body and the response."""
+lines and (legacy) completions, and the pieces every gateway-shaped format shares (``envelope``,
+``common``, ``read_usage``).
+
+A gateway record may wrap the request body in ``request`` (an object or a JSON string) or
+``body`` and carry the response in ``response``; id, time, session, tenant and usage are looked
+for in the record, its metadata, the body and the response.
+
+Timestamps: ``created`` and ``created_at`` are OpenAI's names for epoch **seconds** (chat
+completion ``created``, Response ``created_at``) and are read as seconds wherever they appear;
+ISO-8601 strings are read as ISO. Only the generic gateway keys (``timestamp``, ``time``,
+``start_time``), whose unit no schema fixes, have it guessed from the magnitude (s/ms/us/ns).
+
+Usage is read by what its keys mean, never by the body's format (gateways log one provider's
+usage next to another's body):
+
+- ``prompt_tokens`` (chat completions): the whole prompt; ``prompt_tokens_details.cached_tokens``
+  and ``.cache_write_tokens`` are parts of it;
+- ``input_tokens`` with ``input_tokens_details`` (Responses): the whole prompt, cached
+  (``cached_tokens``) and cache-written (``cache_write_tokens``) tokens included;
+- ``input_tokens`` with ``cache_read_input_tokens`` / ``cache_creation_input_tokens``
+  (Anthropic): the uncached rest only; the prompt is the sum of the three;
+- ``input_tokens`` alone: the prompt (both readings agree when nothing was cached); cached
+  tokens unknown.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -23,19 +45,25 @@ from kvtool.ingest.formats.base import (
     first_item,
     int_or_none,
     parse_timestamp,
+    set_usage,
     str_or_none,
 )
 from kvtool.ingest.formats.chat import check_openai_messages, check_tools
 
+EPOCH_SECONDS_KEYS = frozenset({"created", "created_at"})  # OpenAI objects: epoch seconds
+
 
 @dataclass(slots=True)
-class _Envelope:
+class Envelope:
+    """A gateway record split up: the request ``body`` (the record itself when it is a bare
+    body), the ``response`` ({} when none was logged) and the ``outer`` record."""
+
     body: dict
     response: dict
     outer: dict
 
 
-def envelope(rec: dict) -> _Envelope:
+def envelope(rec: dict) -> Envelope:
     """Split a gateway-log record into request body, response and the outer record."""
     body = rec.get("request")
     if isinstance(body, str):
@@ -50,59 +78,147 @@ def envelope(rec: dict) -> _Envelope:
     response = rec.get("response")
     if response is not None and not isinstance(response, dict):
         raise InputError(f"response must be an object, got {type(response).__name__}")
-    return _Envelope(body=body, response=response or {}, outer=rec)
+    return Envelope(body=body, response=response or {}, outer=rec)
 
 
-def common(env: _Envelope, out: Normalized) -> None:
-    """Fill id, time, session, tenant, model and usage from wherever the envelope carries them."""
-    rec, body, resp = env.outer, env.body, env.response
-    metas = dicts(rec.get("metadata"), body.get("metadata"))
-    places = (rec, *metas, body)
-    out.request_id = str_or_none(first((rec,), ID_KEYS) or resp.get("id"), "id")
-    key, ts = first_item((rec,), TIME_KEYS)
+def record_time(env: Envelope) -> float | None:
+    """The record's time: the outer record's time key first, then the body's and response's;
+    ``created``/``created_at`` in seconds, generic keys with their unit guessed."""
+    key, ts = first_item((env.outer,), TIME_KEYS)
     if ts is None:
-        key, ts = first_item((body, resp), TIME_KEYS)
-    out.ts = parse_timestamp(ts, key or "timestamp")
+        key, ts = first_item((env.body, env.response), TIME_KEYS)
+    if ts is None:
+        return None
+    return parse_timestamp(ts, key, unit="s" if key in EPOCH_SECONDS_KEYS else None)
+
+
+def common(env: Envelope, out: Normalized, *, body_keys: bool = True) -> None:
+    """Fill id, time, session, tenant, model and usage from wherever the envelope carries them.
+    ``body_keys``: whether the body and its ``metadata`` may carry session and tenant keys (a
+    gateway's or vLLM's extras); False where the body's schema has no such field (Anthropic)."""
+    rec, body, resp = env.outer, env.body, env.response
+    metas = dicts(rec.get("metadata"), body.get("metadata") if body_keys else None)
+    places = (rec, *metas, body) if body_keys else (rec, *metas)
+    out.request_id = str_or_none(first((rec,), ID_KEYS) or resp.get("id"), "id")
+    out.ts = record_time(env)
     out.session_id = str_or_none(first(places, SESSION_KEYS), "session id")
-    out.tenant = str_or_none(body.get("cache_salt") or first(places, TENANT_KEYS), "tenant")
+    salt = body.get("cache_salt") if body_keys else None
+    out.tenant = str_or_none(salt or first(places, TENANT_KEYS), "tenant")
     out.model = str_or_none(body.get("model") or resp.get("model") or rec.get("model"), "model")
-    usage = resp.get("usage") if resp else rec.get("usage")
+    usage = resp.get("usage") if resp else None
     if usage is None:
         usage = rec.get("usage")
     if usage is not None:
-        if not isinstance(usage, dict):
-            raise InputError(f"usage must be an object, got {type(usage).__name__}")
-        _usage(usage, out)
+        read_usage(usage, out)
 
 
-def _usage(usage: dict, out: Normalized) -> None:
-    if "input_tokens" in usage or "cache_read_input_tokens" in usage:  # Anthropic
-        read = int_or_none(usage.get("cache_read_input_tokens"), "usage.cache_read_input_tokens")
-        created = int_or_none(
-            usage.get("cache_creation_input_tokens"), "usage.cache_creation_input_tokens"
-        )
-        fresh = int_or_none(usage.get("input_tokens"), "usage.input_tokens")
-        if fresh is not None:
-            total = fresh + (read or 0) + (created or 0)
-            if total >= INT64_LIMIT:
-                raise InputError(f"usage.input_tokens + cache tokens is out of range, got {total}")
-            out.observed_prompt_tokens = total
-            out.observed_cached_tokens = read if read is not None else None
-        out.output_tokens = int_or_none(usage.get("output_tokens"), "usage.output_tokens")
-        return
-    out.observed_prompt_tokens = int_or_none(usage.get("prompt_tokens"), "usage.prompt_tokens")
-    out.output_tokens = int_or_none(usage.get("completion_tokens"), "usage.completion_tokens")
-    details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict):
-        out.observed_cached_tokens = int_or_none(
-            details.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens"
-        )
-    prompt, cached = out.observed_prompt_tokens, out.observed_cached_tokens
+def _count(mapping: dict, key: str, where: str) -> int | None:
+    return int_or_none(mapping.get(key), f"{where}.{key}")
+
+
+def _details(usage: dict, key: str) -> dict:
+    value = usage.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"usage.{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _set_whole(out: Normalized, usage: dict, details: dict, whole: str, output: str) -> None:
+    """Usage whose ``whole`` count is the whole prompt and whose ``{whole}_details`` hold the
+    cached and cache-written parts (OpenAI chat completions and Responses)."""
+    where = f"usage.{whole}_details"
+    prompt = _count(usage, whole, "usage")
+    cached = _count(details, "cached_tokens", where)
     if prompt is not None and cached is not None and cached > prompt:  # rates stay <= 1
-        raise InputError(
-            f"usage.prompt_tokens_details.cached_tokens {cached} exceeds usage.prompt_tokens "
-            f"{prompt}"
-        )
+        raise InputError(f"{where}.cached_tokens {cached} exceeds usage.{whole} {prompt}")
+    set_usage(
+        out,
+        prompt=prompt,
+        cached=cached,
+        written=_count(details, "cache_write_tokens", where),
+        output=_count(usage, output, "usage"),
+    )
+
+
+def read_usage(usage: Any, out: Normalized) -> None:
+    """Set ``out``'s token counts from a logged usage object, read by what its keys mean (see
+    the module docstring); ``InputError`` for a wrong type or a count out of range."""
+    if not isinstance(usage, dict):
+        raise InputError(f"usage must be an object, got {type(usage).__name__}")
+    if "prompt_tokens" in usage or "completion_tokens" in usage:  # chat completions
+        details = _details(usage, "prompt_tokens_details")
+        _set_whole(out, usage, details, "prompt_tokens", "completion_tokens")
+        return
+    if "input_tokens_details" in usage:  # Responses: input_tokens includes the cache
+        details = _details(usage, "input_tokens_details")
+        _set_whole(out, usage, details, "input_tokens", "output_tokens")
+        return
+    fresh = _count(usage, "input_tokens", "usage")
+    output = _count(usage, "output_tokens", "usage")
+    read = _count(usage, "cache_read_input_tokens", "usage")
+    created = _count(usage, "cache_creation_input_tokens", "usage")
+    prompt = None  # Anthropic: input_tokens excludes cache reads and writes
+    if fresh is not None:
+        prompt = fresh + (read or 0) + (created or 0)
+        if prompt >= INT64_LIMIT:
+            raise InputError(f"usage.input_tokens + cache tokens is out of range, got {prompt}")
+    set_usage(out, prompt=prompt, cached=read, written=created, output=output)
+
+
+# ---------------------------------------------------------------------------------------------
+# building chat messages from block-structured sources (Anthropic, Responses), with cache markers
+
+
+@dataclass
+class Parts:
+    """The content parts of one message being built, and the cache markers on them (by part
+    index; a marker is ``{"type", "ttl"}``)."""
+
+    items: list[dict] = field(default_factory=list)
+    marks: list[tuple[int, dict]] = field(default_factory=list)
+
+    def add(self, part: dict, mark: dict | None = None) -> None:
+        if mark is not None:
+            self.marks.append((len(self.items), mark))
+        self.items.append(part)
+
+    def content(self) -> str | list:
+        """The parts as message content: one text part is a plain string (what a string
+        content means in both sources), anything else the list of parts."""
+        one = len(self.items) == 1 and self.items[0]["type"] == "text"
+        return self.items[0]["text"] if one else self.items
+
+
+@dataclass
+class Built:
+    """Normalized messages being built and the cache markers placed on them: ``{"message": i,
+    "part": j, ...}`` (``part`` None when the content is a plain string) or ``{"message": i,
+    "tool_call": k, ...}``."""
+
+    messages: list[dict] = field(default_factory=list)
+    markers: list[dict] = field(default_factory=list)
+
+    def emit(self, message: dict, parts: Parts | None = None) -> int:
+        """Append ``message`` (its content made from ``parts``) and place their markers."""
+        i = len(self.messages)
+        self.messages.append(message)
+        whole = isinstance(message.get("content"), str)
+        for j, mark in parts.marks if parts else ():
+            self.markers.append({"message": i, "part": None if whole else j, **mark})
+        return i
+
+    def emit_turn(self, role: str, parts: Parts, calls: list[dict], call_marks: list) -> None:
+        """One message of ``parts`` and tool ``calls`` (with markers ``(call index, mark)``);
+        nothing when both are empty. Content is None when there are only calls."""
+        if not parts.items and not calls:
+            return
+        message: dict = {"role": role, "content": parts.content() if parts.items else None}
+        if calls:
+            message["tool_calls"] = calls
+        at = self.emit(message, parts)
+        self.markers.extend({"message": at, "tool_call": k, **m} for k, m in call_marks)
 
 
 def normalize_openai_chat(rec: dict) -> Normalized:
