@@ -33,20 +33,47 @@ def ingest(
     hash_block_size: int = 512,
     progress: Progress | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    redact: bool = False,
+    tokenizer: str | None = None,
 ) -> list[FileReport]:
     """Ingest log files (``-``: stdin) into the database at ``db``; see
-    ``kvtool.ingest.ingest_file``. Progress has no total when an input is not a regular file."""
+    ``kvtool.ingest.ingest_file``. Progress has no total when an input is not a regular file.
+    ``redact``: store no prompt text; the logs are tokenized now with ``tokenizer`` (default:
+    the one the database was redacted with, else deepseek-v4) and only hashes, token counts and
+    fingerprints are kept (docs/redaction.md). A database is redacted or not, never both:
+    ``InputError`` when this ingest would mix them, or use another tokenizer than the database's.
+    ``tokenizer`` is only used with ``redact``."""
+    from kvtool.store.fingerprints import redaction_spec
+    from kvtool.store.tokenizations import mark_used
+    from kvtool.tokenize import load_tokenizer
+    from kvtool.tokenize.redact import check_not_mixed, redact_ingest
+
     progress = progress or NullProgress()
     try:
         with open_db(db) as con:
-            return ingest_paths(
+            check_not_mixed(con, redact)
+            if not redact:
+                return ingest_paths(
+                    con,
+                    paths,
+                    fmt=fmt,
+                    hash_block_size=hash_block_size,
+                    max_line_bytes=max_line_bytes,
+                    progress=progress,
+                )
+            bundle = load_tokenizer(tokenizer or redaction_spec(con))
+            done = redact_ingest(
                 con,
                 paths,
+                bundle,
                 fmt=fmt,
                 hash_block_size=hash_block_size,
                 max_line_bytes=max_line_bytes,
                 progress=progress,
             )
+            if done.tokenize is not None:
+                mark_used(con, done.signature, bundle.spec)
+            return done.files
     finally:
         progress.close()
 

@@ -85,6 +85,13 @@ HashBlockOption = Annotated[
     int,
     typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
 ]
+RedactOption = Annotated[
+    bool,
+    typer.Option(
+        "--redact",
+        help="Store no prompt text: tokenize now, keep hashes and fingerprints (redaction.md).",
+    ),
+]
 
 
 def _fail(message: str) -> NoReturn:
@@ -142,17 +149,33 @@ def _print_json(value: object) -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="JSONL, .jsonl.gz or Parquet files.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Log files (JSONL, JSON, CSV, Parquet; .gz or .zst), directories or quoted "
+            "globs; - for stdin."
+        ),
+    ],
     db: DbOption = Path(DEFAULT_DB),
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
     max_line_bytes: MaxLineOption = DEFAULT_MAX_LINE_BYTES,
+    redact: RedactOption = False,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="With --redact: tokenizer.json, model directory or cached hub id (default: the "
+            "database's, else deepseek-v4)."
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Load request logs into the database (- reads stdin); bad lines go to the rejects table."""
 
     from kvtool import ingest as ingest_logs
 
+    if tokenizer is not None and not redact:
+        _fail("--tokenizer needs --redact (without it, logs are tokenized when analyzed)")
     reports = _run(
         lambda: ingest_logs(
             paths,
@@ -161,6 +184,8 @@ def ingest(
             hash_block_size=hash_block_size,
             progress=_progress(json_out),
             max_line_bytes=max_line_bytes,
+            redact=redact,
+            tokenizer=tokenizer,
         )
     )
     if json_out:
@@ -182,6 +207,7 @@ def analyze_cmd(
     top: Annotated[int, typer.Option(help="How many top prefixes to list.")] = 10,
     price_input: BreakPriceOption = PRICE_INPUT,
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
+    redact: RedactOption = False,
     html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -203,6 +229,7 @@ def analyze_cmd(
             examples=examples,
             charts=html is not None,
             progress=_progress(json_out),
+            redact=redact,
         ).to_json()
     )
     if json_out:
@@ -302,6 +329,7 @@ def simulate_cmd(
     tokenizer: TokenizerOption = None,
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
+    redact: RedactOption = False,
     html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -344,6 +372,7 @@ def simulate_cmd(
             fmt=fmt,
             hash_block_size=hash_block_size,
             progress=_progress(json_out),
+            redact=redact,
         ).to_json()
 
     out = _run(go)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvtool.analyze import redacted
 from kvtool.analyze.breaks import BreakSummary, detect_breaks, store_breaks, summarize_breaks
 from kvtool.analyze.distributions import prefix_tree, prompt_lengths, reuse_gaps, timeline
 from kvtool.analyze.prefix import (
@@ -36,6 +37,7 @@ from kvtool.ingest import DEFAULT_MAX_LINE_BYTES
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
 from kvtool.store.files import file_rows, rejected_lines
+from kvtool.store.requests import unusable_prompts
 from kvtool.tokenize import request_token_ids
 from kvtool.traffic import (
     PRICE_INPUT,
@@ -177,10 +179,13 @@ def analyze(
     examples: int = 3,
     charts: bool = False,
     progress: Progress | None = None,
+    redact: bool = False,
 ) -> AnalyzeResult:
     """Ingest ``paths`` (all files in the database when None), tokenize, and analyze: the
     keyword parameters are the fields of ``AnalyzeOptions`` (validated before the database is
-    opened). ``db`` is a path or an open connection (left open).
+    opened). ``db`` is a path or an open connection (left open). ``redact``: ingest ``paths``
+    without prompt text (docs/redaction.md); a redacted database is analyzed from its
+    fingerprints, and the result holds no prompt text (no previews, labels or diff text).
 
     Raises a ``KvtoolError`` for input or options that cannot be analyzed (the CLI turns it into
     one line and exit code 2): ``OptionError`` naming the parameter, ``WorkloadError`` for
@@ -201,13 +206,17 @@ def analyze(
     progress = progress or NullProgress()
     try:
         with open_db(db) as con:
-            return _analyze(con, paths, options, progress)
+            return _analyze(con, paths, options, progress, redact)
     finally:
         progress.close()
 
 
 def _analyze(
-    con: Connection, paths: list[str | Path] | None, opts: AnalyzeOptions, progress: Progress
+    con: Connection,
+    paths: list[str | Path] | None,
+    opts: AnalyzeOptions,
+    progress: Progress,
+    redact: bool = False,
 ) -> AnalyzeResult:
     traffic = load_traffic(
         con,
@@ -217,6 +226,7 @@ def _analyze(
         hash_block_size=opts.hash_block_size,
         max_line_bytes=opts.max_line_bytes,
         progress=progress,
+        redact=redact,
     )
     wl = traffic.wl
     progress.stage("analyze", None)
@@ -229,9 +239,11 @@ def _analyze(
     breaks = None
     if traffic.bundle is not None and traffic.signature is not None:
         progress.stage("breaks", None)
-        found = detect_breaks(
-            con, wl, traffic.bundle, traffic.mode, block_size, lambda d, t: progress.update(d, t)
-        )
+        step = lambda d, t: progress.update(d, t)  # noqa: E731
+        if traffic.redacted:
+            found = redacted.detect_breaks(con, wl, traffic.signature, block_size, step)
+        else:
+            found = detect_breaks(con, wl, traffic.bundle, traffic.mode, block_size, step)
         store_breaks(con, traffic.signature, block_size, wl.req_ids, found)
         breaks = summarize_breaks(found, summary.prompt_tokens, opts.price_input, opts.examples)
     return AnalyzeResult(
@@ -244,12 +256,13 @@ def _analyze(
         files=file_rows(con, traffic.file_ids),
         tokenization=traffic.tok_report,
         breaks=breaks,
+        unusable_prompts=unusable_prompts(con, traffic.file_ids),
     )
 
 
 def _with_text(con: Connection, traffic: Traffic, p: Prefix) -> TopPrefix:
-    """A prefix with its preview text (None for hash traces, which have no text)."""
-    if traffic.bundle is None:
+    """A prefix with its preview text (None for hash traces and redacted databases)."""
+    if traffic.bundle is None or traffic.redacted:
         return TopPrefix(p, None, None)
     rid = int(traffic.wl.req_ids[p.first_request])
     ids = request_token_ids(con, traffic.bundle, rid, traffic.mode)
@@ -258,12 +271,12 @@ def _with_text(con: Connection, traffic: Traffic, p: Prefix) -> TopPrefix:
 
 
 def _label_tree(con: Connection, traffic: Traffic, tree: list[dict]) -> None:
-    """Give each prefix-tree node its ``text`` (None without a tokenizer); each request's token
-    ids are looked up once, shared by its nodes."""
+    """Give each prefix-tree node its ``text`` (None without a tokenizer or text); each
+    request's token ids are looked up once, shared by its nodes."""
     token_ids: dict[int, np.ndarray] = {}
     for node in tree:
         node["text"] = None
-        if traffic.bundle is not None:
+        if traffic.bundle is not None and not traffic.redacted:
             rid = node["req_id"]
             if rid not in token_ids:
                 token_ids[rid] = request_token_ids(con, traffic.bundle, rid, traffic.mode)

@@ -23,14 +23,17 @@ The public break API (what ``kvtool.check`` uses): ``Prompts`` turns stored rows
 (a ``PairBreak``), ``break_text`` decodes the tokens around it and ``lost_tokens`` prices a
 position; ``detect_breaks`` runs the predecessor rules over a workload (``Break``s) and
 ``store_breaks`` / ``summarize_breaks`` store them and summarize them (a ``BreakSummary``).
-Rows are read and breaks written through ``kvtool.store`` only.
+Rows are read and breaks written through ``kvtool.store`` only. ``choose_predecessors`` takes
+the heads through ``Heads``, so that a redacted database (no text) runs the same rules on its
+fingerprints (``kvtool.analyze.redacted``).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -237,23 +240,58 @@ class _HeadIndex:
         self.latest[(tenant, key)] = index
 
 
+class Heads(Protocol):
+    """What the predecessor rules need to know of request heads: ``key`` (equal for the same
+    head text), ``n_system`` (leading system messages), and an index of the heads seen so far
+    per tenant (``best``: the latest request of the most similar one, or None; ``add``)."""
+
+    def key(self, row: RequestRow) -> Hashable: ...
+    def n_system(self, row: RequestRow) -> int: ...
+    def best(self, row: RequestRow, key: Hashable) -> int | None: ...
+    def add(self, row: RequestRow, key: Hashable, index: int) -> None: ...
+
+
+class TextHeads:
+    """``Heads`` on prompt text (``_head_key``, ``_HeadIndex``)."""
+
+    def __init__(self, prompts: Prompts) -> None:
+        self.prompts = prompts
+        self.index = _HeadIndex()
+        self.cache: dict[tuple, str] = {}
+
+    def key(self, row: RequestRow) -> str:
+        return _head_key(row, self.prompts, self.cache)
+
+    def n_system(self, row: RequestRow) -> int:
+        return self.prompts.req(row).n_system
+
+    def best(self, row: RequestRow, key: Hashable) -> int | None:
+        return self.index.best(row.tenant, str(key))
+
+    def add(self, row: RequestRow, key: Hashable, index: int) -> None:
+        self.index.add(row.tenant, str(key), index)
+
+
 def predecessors(rows: list[RequestRow], prompts: Prompts) -> list[Predecessor]:
     """The predecessor of each row that does not simply extend it, in processing order (see
     the module docstring); rows without one (first requests, pure extensions) are left out."""
     prompts.load_keys(  # one query for what head keys need in the common case
         {k for r in rows for k in (r.tools_key, r.prompt_key, *r.message_keys[:2]) if k is not None}
     )
+    return choose_predecessors(rows, TextHeads(prompts))
+
+
+def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecessor]:
+    """``predecessors`` with the heads' text (or what stands in for it) behind ``heads``."""
     members: dict[str, list[int]] = {}
     conversations: dict[tuple, int] = {}
-    heads = _HeadIndex()
-    cache: dict[tuple, str] = {}
     out: list[Predecessor] = []
     for i, row in enumerate(rows):
         if row.kind == "hash":
             continue
         pred, continues = None, False
         session = members.get(row.session) if row.session is not None else None
-        key = _head_key(row, prompts, cache)
+        key = heads.key(row)
         if session:
             last = session[-1]
             if not extends(rows[last], row):
@@ -266,19 +304,19 @@ def predecessors(rows: list[RequestRow], prompts: Prompts) -> list[Predecessor]:
         else:
             conv = None
             if row.session is None and row.kind == "chat":
-                req = prompts.req(row)
-                conv = (row.tenant, key, row.message_keys[req.n_system : req.n_system + 2])
+                n_sys = heads.n_system(row)
+                conv = (row.tenant, key, row.message_keys[n_sys : n_sys + 2])
                 if len(conv[2]) < 2:
                     conv = None
             if conv is not None and conv in conversations:
                 pred, continues = conversations[conv], True
             else:
-                pred = heads.best(row.tenant, key)
+                pred = heads.best(row, key)
             if conv is not None:
                 conversations[conv] = i
             if pred is not None and extends(rows[pred], row):
                 pred = None
-        heads.add(row.tenant, key, i)
+        heads.add(row, key, i)
         if row.session is not None:
             members.setdefault(row.session, []).append(i)
         if pred is not None:

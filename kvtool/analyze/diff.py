@@ -14,7 +14,6 @@ rendering change; otherwise an edit of the system prompt, a tool schema or the h
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import orjson
 
 from kvtool.analyze.json_order import json_reordered
-from kvtool.analyze.volatile import volatile_change
+from kvtool.textscan import fold_text, volatile_change
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
 
 CAUSES = (
@@ -108,25 +107,9 @@ def text_cause(a: str, b: str, specials: tuple[str, ...] = ()) -> tuple[str, str
     change = volatile_change(a, b, i)
     if change is not None:
         return change.cause, "", f"{change.before.text!r} -> {change.after.text!r}"
-    if _normalized(a, specials) == _normalized(b, specials):
+    if fold_text(a, specials) == fold_text(b, specials):
         return "template_changed", "", "same text, different whitespace or special tokens"
     return None
-
-
-def _normalized(text: str, specials: tuple[str, ...]) -> str:
-    """``text`` with special tokens as spaces and whitespace runs collapsed."""
-    pattern = _specials_pattern(specials)
-    if pattern is not None:
-        text = pattern.sub(" ", text)
-    return " ".join(text.split())
-
-
-@functools.lru_cache(maxsize=8)
-def _specials_pattern(specials: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One alternation of the special tokens, longest first (so a token that contains another
-    is replaced whole, as one replace per token in that order would)."""
-    tokens = sorted({t for t in specials if t}, key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
 
 
 def _json_text(value: Any) -> str:

@@ -22,6 +22,7 @@ from kvtool.errors import OptionError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FORMATS, check_max_line_bytes
 from kvtool.jsonview import JsonView
 from kvtool.store.files import FileRow
+from kvtool.store.requests import UnusablePrompts
 from kvtool.tokenize import TokenizeReport
 from kvtool.traffic import PRICE_INPUT
 
@@ -209,7 +210,8 @@ class AnalyzeResult(WorkloadSummary, JsonView):
     (``files``, ``rejected_lines``), the ``model`` the KV size is for, the ``tokenizer``
     signature (None for hash traces), ``trace_kind`` ('tokens' or 'hash'), ``top_prefixes`` with
     their text, the tokenize pass (``tokenization``; None when nothing was tokenized, e.g. hash
-    traces) and the prefix breaks (``breaks``; None without text).
+    traces), the prefix breaks (``breaks``; None without text) and the requests left out because
+    their logged prompt is truncated or incomplete (``unusable_prompts``).
 
     ``to_json()`` is the ``--json`` object. As a ``Mapping`` the result is that JSON view,
     read-only: ``result["breaks"]`` is ``to_json()["breaks"]`` (the per-cause object), not the
@@ -223,6 +225,7 @@ class AnalyzeResult(WorkloadSummary, JsonView):
     files: list[FileRow]
     tokenization: TokenizeReport | None
     breaks: BreakSummary | None
+    unusable_prompts: UnusablePrompts | None = None
 
     def to_json(self) -> dict:
         out = super().to_json()
@@ -236,11 +239,15 @@ class AnalyzeResult(WorkloadSummary, JsonView):
                 "path": f.path,
                 "format": f.format,
                 "lines": f.lines,
+                "records": f.lines if f.records is None else f.records,
                 "requests": f.requests,
                 "rejected": f.rejected,
+                "skipped": f.skipped,
             }
             for f in self.files
         ]
+        u = self.unusable_prompts
+        out["unusable_prompts"] = None if u is None else u.to_json()
         if self.tokenization is not None:
             out["tokenization"] = self.tokenization.to_json()
         b = self.breaks

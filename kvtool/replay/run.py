@@ -23,6 +23,7 @@ from kvtool.replay.prepare import prepare_requests
 from kvtool.replay.server import ServerConfig, VLLMServer, tier_args
 from kvtool.replay.validate import ReplayValidation, validate
 from kvtool.store import DEFAULT_DB, DbArg, open_db
+from kvtool.store.fingerprints import require_text
 from kvtool.store.runs import (
     ReplayMeasurement,
     add_replay_measurement,
@@ -118,6 +119,7 @@ def replay(
             env=env,
         )
     with open_db(db) as con:
+        require_text(con, "replay")
         traffic = load_traffic(
             con,
             paths=paths,

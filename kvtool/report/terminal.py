@@ -20,24 +20,33 @@ from kvtool.report.format import num, pct
 
 def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
     table = Table(title="ingest", title_justify="left")
-    for col in ("file", "format", "lines", "requests", "rejected", "note"):
-        table.add_column(
-            col, justify="right" if col in ("lines", "requests", "rejected") else "left"
-        )
+    counts = ("lines", "requests", "rejected", "skipped")
+    for col in ("file", "format", *counts, "note"):
+        table.add_column(col, justify="right" if col in counts else "left")
     for r in reports:
+        reasons = {**r.reasons, **{f"skipped: {k}": v for k, v in r.out_of_scope_reasons.items()}}
         note = (
             "already ingested"
             if r.skipped
             else ", ".join(
-                f"{k} ×{v}" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
+                f"{k} ×{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
             )
         )
         table.add_row(
-            Text(r.path), Text(r.format), num(r.lines), num(r.requests), num(r.rejected), Text(note)
+            Text(r.path),
+            Text(r.format),
+            num(r.lines),
+            num(r.requests),
+            num(r.rejected),
+            num(r.out_of_scope),
+            Text(note),
         )
     console.print(table)
-    if any(r.rejected for r in reports):
-        console.print("rejected lines: SELECT * FROM rejects (file, line, reason, raw) in the db")
+    if any(r.rejected or r.out_of_scope for r in reports):
+        console.print(
+            "rejected and skipped records: SELECT * FROM rejects (file, line, item, reason, raw, "
+            "skipped) in the db"
+        )
 
 
 def render_analysis(console: Console, s: dict) -> None:
@@ -51,6 +60,14 @@ def render_analysis(console: Console, s: dict) -> None:
             f"[yellow]{s['sessions_inferred']:,} sessions were inferred[/] "
             "from prefix continuation "
             "(requests without a session id)"
+        )
+    unusable = s.get("unusable_prompts") or {}
+    left_out = (unusable.get("truncated") or 0) + (unusable.get("incomplete") or 0)
+    if left_out:
+        console.print(
+            f"[yellow]{left_out:,} requests left out[/]: the log does not hold the prompt that "
+            f"was sent ({unusable['truncated']:,} truncated by the logger, "
+            f"{unusable['incomplete']:,} incomplete, e.g. continuing a stored response)"
         )
     if s.get("tokenization", {}).get("mode") == "whole":
         console.print(
@@ -149,4 +166,5 @@ def render_breaks(console: Console, s: dict) -> None:
                 highlight=False,
                 emoji=False,
             )
-            console.print(f"    {diff_markup(ex['diff'])}", highlight=False, emoji=False)
+            if any(ex["diff"].values()):  # a redacted database has no text to show
+                console.print(f"    {diff_markup(ex['diff'])}", highlight=False, emoji=False)

@@ -51,11 +51,13 @@ def simulate(
     fmt: str | None = None,
     hash_block_size: int = 512,
     progress: Progress | None = None,
+    redact: bool = False,
 ) -> SimulateResult:
     """Simulate the traffic of ``paths`` (everything in ``db`` when None) on the tiers of
     ``tier_gb``; ``blocks`` gives the first tier's capacity in blocks instead (several values:
     a sweep). Stores the run in ``sim_runs``. Raises ``OptionError`` (naming the parameter),
-    ``NotFoundError`` (an unknown ``model``) or ``WorkloadError`` for unusable input."""
+    ``NotFoundError`` (an unknown ``model``) or ``WorkloadError`` for unusable input.
+    ``redact``: ingest ``paths`` without prompt text (docs/redaction.md)."""
     config = config or SimConfig()
     specs = apply_overrides(parse_tier_gb(tier_gb), tier_overrides or [])
     if blocks is not None and (not blocks or any(b < 0 for b in blocks)):
@@ -73,6 +75,7 @@ def simulate(
                 fmt=fmt,
                 hash_block_size=hash_block_size,
                 progress=progress,
+                redact=redact,
             )
             wl = traffic.wl
             B = config.block_size or (wl.base if wl.kind == "hash" else 16)

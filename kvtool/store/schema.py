@@ -30,6 +30,24 @@ Tables (one row each):
 - ``blocks``: per tokenizer signature, each distinct block once: its chain hash, the hash of the
   block before it (NULL for a first block) and its 0-based position. A request's block chain is
   the path from its last block up through ``parent`` (docs/architecture.md: block identity).
+- ``redactions``: a file ingested with ``--redact`` (``files.redacted``): the tokenizer signature
+  it was tokenized with at ingest and its *batch* (the files of one redacted ingest). Such a
+  file has ``requests``, ``chains``, ``blocks`` and ``template_errors`` rows but no ``contents``
+  and no raw ``rejects`` text; what break analysis needs of its text is kept as fingerprints
+  (docs/redaction.md), in the ``fp_*`` tables:
+- ``fp_requests``: per request and tokenizer, its elements in render order (message and tool
+  fingerprints, the completion prompt's text id), its head identity (``head``), how many leading
+  system messages it has, where its head and its last message end in tokens, and (one piece per
+  element, default template) each piece's token fingerprint and end offset.
+- ``fp_messages``: per message fingerprint, its role, content text id and tool calls (name hash,
+  argument text id, key-order-insensitive hash of the parsed arguments).
+- ``fp_tools``: per tool fingerprint, its name hash and its JSON as a tree of hashes.
+- ``fp_texts``: per text id, the hashes a text comparison needs: folded-whitespace hashes, prefix
+  hashes at the boundaries of its volatile spans and JSON values, and those spans.
+- ``fp_heads``: per batch and distinct head, its rank among the batch's heads sorted as text and
+  as reversed text, with the common prefix / suffix length to the next one.
+- ``fp_prefixes``: pairs of token pieces (or completion prompts) where one is a prefix of the
+  other, found at ingest.
 - ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
   before the reusable part of it ended: position, cause, field path, tokens lost, diff text.
 - ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the ``--json``
@@ -168,6 +186,65 @@ CREATE TABLE IF NOT EXISTS blocks (
     hash BIGINT NOT NULL,
     parent BIGINT,
     depth INTEGER NOT NULL
+);CREATE TABLE IF NOT EXISTS redactions (
+    file_id INTEGER NOT NULL,
+    tokenizer VARCHAR NOT NULL,
+    batch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fp_requests (
+    req_id BIGINT NOT NULL,
+    tokenizer VARCHAR NOT NULL,
+    batch INTEGER NOT NULL,
+    head BIGINT NOT NULL,
+    n_system INTEGER NOT NULL,
+    messages BIGINT[],
+    tools BIGINT[],
+    prompt BIGINT,
+    prompt_ids BOOLEAN NOT NULL DEFAULT false,
+    head_end BIGINT NOT NULL,
+    end_tokens BIGINT NOT NULL,
+    piece_fps BIGINT[],
+    piece_ends BIGINT[]
+);
+CREATE TABLE IF NOT EXISTS fp_messages (
+    fp BIGINT NOT NULL,
+    role VARCHAR,
+    content BIGINT NOT NULL,
+    call_names BIGINT[] NOT NULL,
+    call_args BIGINT[] NOT NULL,
+    call_json BIGINT[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fp_tools (
+    fp BIGINT NOT NULL,
+    name BIGINT,
+    tree VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fp_texts (
+    id BIGINT NOT NULL,
+    length BIGINT NOT NULL,
+    fold BIGINT NOT NULL,
+    fold_plain BIGINT NOT NULL,
+    cuts BIGINT[] NOT NULL,
+    prefixes BIGINT[] NOT NULL,
+    timestamps BIGINT[] NOT NULL,
+    ids BIGINT[] NOT NULL,
+    json BIGINT[] NOT NULL,
+    json_hashes BIGINT[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fp_heads (
+    batch INTEGER NOT NULL,
+    head BIGINT NOT NULL,
+    length BIGINT NOT NULL,
+    rank INTEGER NOT NULL,
+    lcp_next BIGINT NOT NULL,
+    rank_rev INTEGER NOT NULL,
+    lcs_next BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fp_prefixes (
+    tokenizer VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    short BIGINT NOT NULL,
+    long BIGINT NOT NULL
 );
 """
 

@@ -5,6 +5,12 @@ requests already tokenized with the tokenizer are not tokenized again. Without p
 tokenizer it uses the tokenizer the database was last used with (``tokenizations``), in the
 mode stored for it, so that every command on a database agrees with the analyze that filled it.
 Hash traces are never tokenized (``bundle``, ``signature`` and ``tok_report`` are None).
+
+With ``redact`` the paths are ingested without prompt text (``kvtool.tokenize.redact``): tokenized
+at ingest, with the tokenizer the database was redacted with unless another is named (then it
+is refused: a redacted database cannot be tokenized again). A database is redacted or not, never
+both: adding logs to a redacted database needs ``redact``, and ``redact`` refuses a database that
+holds prompt text. ``Traffic.redacted`` says which one the workload came from.
 """
 
 from __future__ import annotations
@@ -18,9 +24,17 @@ from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_optio
 from kvtool.progress import Progress
 from kvtool.store import Connection
 from kvtool.store.files import all_file_ids, request_kinds
+from kvtool.store.fingerprints import redacted_files, redaction_spec
 from kvtool.store.tokenizations import last_tokenizer_spec, mark_used
 from kvtool.tiers.kv import lookup
-from kvtool.tokenize import TokenizerBundle, TokenizeReport, load_tokenizer, tokenize_requests
+from kvtool.tokenize import (
+    TokenizerBundle,
+    TokenizeReport,
+    load_tokenizer,
+    tokenize_requests,
+    tokenizer_signature,
+)
+from kvtool.tokenize.redact import check_not_mixed, check_tokenizer, redact_ingest
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}  # the TTLs reuse is measured at
@@ -38,6 +52,7 @@ class Traffic:
     signature: str | None
     mode: str
     tok_report: TokenizeReport | None
+    redacted: bool = False
 
 
 def load_traffic(
@@ -49,43 +64,71 @@ def load_traffic(
     hash_block_size: int,
     progress: Progress,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    redact: bool = False,
 ) -> Traffic:
     """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
     yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
     ``tokenizer``, the tokenizer the database was last used with is used. ``OptionError`` for
     an unknown ``fmt``, even when nothing is ingested. Requests the chat template raises for
-    are left out (counted in ``tok_report``); ``WorkloadError`` when that leaves none."""
+    are left out (counted in ``tok_report``); ``WorkloadError`` when that leaves none.
+    ``redact``: ingest ``paths`` without prompt text (see the module docstring); ``InputError``
+    when that would mix redacted and unredacted files, or when a redacted database is asked
+    for another tokenizer than the one it was tokenized with."""
     check_ingest_options(fmt, hash_block_size)
     reports: list[FileReport] = []
+    tok_report = None
+    redacted_spec = redaction_spec(con)
+    if tokenizer is None and redacted_spec is not None:
+        tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
     if paths:
-        reports = ingest_paths(
-            con,
-            paths,
-            fmt=fmt,
-            hash_block_size=hash_block_size,
-            max_line_bytes=max_line_bytes,
-            progress=progress,
-        )
+        check_not_mixed(con, redact)
+        if redact:
+            bundle = load_tokenizer(tokenizer)
+            done = redact_ingest(
+                con,
+                paths,
+                bundle,
+                fmt=fmt,
+                hash_block_size=hash_block_size,
+                max_line_bytes=max_line_bytes,
+                progress=progress,
+            )
+            reports, tok_report = done.files, done.tokenize
+        else:
+            reports = ingest_paths(
+                con,
+                paths,
+                fmt=fmt,
+                hash_block_size=hash_block_size,
+                max_line_bytes=max_line_bytes,
+                progress=progress,
+            )
         file_ids = sorted({r.file_id for r in reports})
     else:
         file_ids = all_file_ids(con)
     if not file_ids:
         raise WorkloadError("the database holds no ingested files; pass log files to analyze")
     kinds = request_kinds(con, file_ids)
+    redacted = bool(redacted_files(con, file_ids))
     bundle = None
     signature = None
-    tok_report = None
     mode = "whole"
     if kinds - {"hash"}:
         if tokenizer is None and not paths:  # working on the database: its own tokenizer
             tokenizer = last_tokenizer_spec(con)
         bundle = load_tokenizer(tokenizer)
+        if redacted:
+            check_tokenizer(con, tokenizer_signature(bundle), bundle.spec)
         progress.stage("tokenize", None)
-        tok_report = tokenize_requests(
+        again = tokenize_requests(
             con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
         )
-        signature = tok_report.signature
-        mode = tok_report.mode
+        if tok_report is None:
+            tok_report = again
+        else:  # the redacted ingest tokenized in memory: its pass, this selection's failures
+            tok_report.template_errors = again.template_errors
+        signature = again.signature
+        mode = again.mode
         mark_used(con, signature, bundle.spec)
     progress.stage("load", None)
     wl = load_workload(con, file_ids, signature)
@@ -95,7 +138,7 @@ def load_traffic(
             f"the chat template raised for all {tok_report.template_errors} requests it was "
             f"given; first: {first.path}:{first.line}: {first.message}"
         )
-    return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report)
+    return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report, redacted)
 
 
 def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
