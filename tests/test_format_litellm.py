@@ -14,12 +14,20 @@ Where the schema comes from: the fixtures are written by LiteLLM itself (``litel
 - the truncation note: ``_truncated_for_db`` there ("... (litellm_truncated skipped N chars.
   <note>) ..."; earlier releases end it with "chars) ..."); redaction:
   ``_redact_standard_logging_object`` in ``litellm/litellm_core_utils/redact_messages.py``.
+- ``/v1/messages`` (``anthropic_messages``) and ``/v1/responses`` (``aresponses``) calls: the
+  real ``litellm.anthropic_messages`` / ``litellm.aresponses`` through an in-process mock HTTP
+  transport answering in the API each request went to (Anthropic Message, Response, chat
+  completion), so LiteLLM's own routes, bridges and usage conversions made the records; where
+  each field sits was read in ``get_standard_logging_object_payload`` (``messages`` from the
+  call's messages/input plus a string ``system``; ``model_parameters`` from the optional
+  params, without ``system``/``input``/``prompt``) and ``get_logging_payload``.
 LiteLLM has no ``prefix_block_hashes`` field (searched its code and the public repository), so
 no hash-only LiteLLM format is tested.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import csv
 import gzip
@@ -29,7 +37,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from conversations import calls
+from conversations import SYSTEM, calls
 from formats_check import (
     assert_accounted,
     assert_matches_calls,
@@ -46,6 +54,8 @@ from kvtool.ingest.formats import Normalized, Skip
 from kvtool.ingest.formats.litellm import (
     GENERATED_ID,
     NO_BODY,
+    NO_INPUT,
+    REDACTED_REASON,
     normalize_payload,
     normalize_spendlog,
 )
@@ -58,8 +68,18 @@ UNCORRELATED = FIXTURES / "payload-uncorrelated.jsonl.gz"
 SPEND_JSONL = FIXTURES / "spendlogs.jsonl.gz"
 SPEND_CSV = FIXTURES / "spendlogs.csv.gz"
 SPEND_PARQUET = FIXTURES / "spendlogs.parquet"
+ANTHROPIC = FIXTURES / "payload-anthropic.jsonl.gz"
+ANTHROPIC_BLOCKS = FIXTURES / "payload-anthropic-system-blocks.jsonl.gz"
+ANTHROPIC_VIA_RESPONSES = FIXTURES / "payload-anthropic-via-responses.jsonl.gz"
+ANTHROPIC_VIA_CHAT = FIXTURES / "payload-anthropic-via-chat.jsonl.gz"
+RESPONSES = FIXTURES / "payload-responses.jsonl.gz"
+RESPONSES_VIA_CHAT = FIXTURES / "payload-responses-via-chat.jsonl.gz"
+SPEND_ANTHROPIC = FIXTURES / "spendlogs-anthropic.jsonl.gz"
+SPEND_RESPONSES = FIXTURES / "spendlogs-responses.jsonl.gz"
 PAYLOADS = (PAYLOAD, CORRELATED, UNCORRELATED)
 SPENDLOGS = (SPEND_JSONL, SPEND_CSV, SPEND_PARQUET)
+PASSTHROUGH = (ANTHROPIC, RESPONSES, SPEND_ANTHROPIC, SPEND_RESPONSES)  # complete prompts
+LOSSY = (ANTHROPIC_BLOCKS, ANTHROPIC_VIA_CHAT, RESPONSES_VIA_CHAT)  # LiteLLM dropped the system
 TRUNCATED_ID = "req-4-0-0"  # the extra SpendLogs row whose user message LiteLLM cut
 TRUNCATED = {"prompt": 2400, "cached": 896, "session": "sess-4"}
 
@@ -71,18 +91,37 @@ def records(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in data.splitlines()]
 
 
-def payload(i: int = 0, **fields) -> dict:
-    """A copy of the ``i``-th payload record with ``fields`` replaced."""
-    rec = copy.deepcopy(records(PAYLOAD)[i])
+def payload(i: int = 0, path: Path = PAYLOAD, **fields) -> dict:
+    """A copy of the ``i``-th payload record of ``path`` with ``fields`` replaced."""
+    rec = copy.deepcopy(records(path)[i])
     rec.update(fields)
     return rec
 
 
-def spendlog(i: int = 0, **fields) -> dict:
-    """A copy of the ``i``-th SpendLogs row (JSONL export) with ``fields`` replaced."""
-    rec = copy.deepcopy(records(SPEND_JSONL)[i])
+def spendlog(i: int = 0, path: Path = SPEND_JSONL, **fields) -> dict:
+    """A copy of the ``i``-th SpendLogs row (JSONL export) of ``path`` with ``fields`` replaced."""
+    rec = copy.deepcopy(records(path)[i])
     rec.update(fields)
     return rec
+
+
+def response_id(call) -> str:
+    """The id the mock OpenAI server gave the call's Response (LiteLLM logs it encoded)."""
+    return "resp_" + call.request_id.replace("-", "")
+
+
+def decoded(litellm_id: str) -> str:
+    """The upstream response id inside LiteLLM's encoded Responses id ("resp_" + base64 of
+    "litellm:custom_llm_provider:...;model_id:...;response_id:<id>")."""
+    assert litellm_id.startswith("resp_")
+    return base64.b64decode(litellm_id[5:]).decode().rsplit("response_id:", 1)[1]
+
+
+def without_strict(tools: list) -> list:
+    """Tools with the ``strict`` flag LiteLLM's bridges add removed from each function."""
+    return [
+        {**t, "function": {k: v for k, v in t["function"].items() if k != "strict"}} for t in tools
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +333,8 @@ def test_cache_hit_is_litellms_response_cache_not_a_kv_hit(tmp_path):
     ("fields", "reason"),
     [
         ({"status": "failure"}, "failed call"),
-        ({"call_type": "aembedding"}, "not a chat completion"),
-        ({"call_type": "anthropic_messages"}, "not a chat completion"),
+        ({"call_type": "aembedding"}, "not a chat, Anthropic Messages or Responses call"),
+        ({"call_type": "atext_completion"}, "not a chat, Anthropic Messages or Responses call"),
     ],
 )
 def test_out_of_scope_calls_are_skipped(fields, reason):
@@ -405,12 +444,310 @@ def test_spendlog_tenant_and_scope():
     assert normalize_spendlog(rec).tenant == "user-17"
     with pytest.raises(Skip, match="response cache"):
         normalize_spendlog(spendlog(cache_hit="True"))
-    with pytest.raises(Skip, match="not a chat completion"):
-        normalize_spendlog(spendlog(call_type="aanthropic_messages"))
+    with pytest.raises(Skip, match="not a chat, Anthropic Messages or Responses call"):
+        normalize_spendlog(spendlog(call_type="aembedding"))
     with pytest.raises(InputError, match="proxy_server_request is a string that is not JSON"):
         normalize_spendlog(spendlog(proxy_server_request='{"model": '))
     with pytest.raises(InputError, match="no 'messages'"):
         normalize_spendlog(spendlog(proxy_server_request={"model": "acme-chat-1"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# /v1/messages (anthropic_messages) and /v1/responses (aresponses) calls
+
+
+def test_passthrough_payload_fixtures_follow_the_calls():
+    """Where LiteLLM put each part of the calls: Anthropic messages with a string system prompt
+    prepended as a system message (a system block list nowhere), Responses ``input`` items in
+    ``messages`` and ``instructions`` in ``model_parameters``; bridged calls log the tools (and
+    the system prompt) in the shape sent on. Usage is LiteLLM's chat ``Usage`` everywhere."""
+    cs = calls()
+    for path in (ANTHROPIC, ANTHROPIC_BLOCKS, ANTHROPIC_VIA_RESPONSES, ANTHROPIC_VIA_CHAT):
+        for r, c in zip(records(path), cs, strict=True):
+            assert r["call_type"] == "anthropic_messages" and r["startTime"] == c.ts
+            history = r["messages"][1:] if path == ANTHROPIC else r["messages"]
+            assert [m["role"] for m in history] == [
+                "assistant" if m.role == "assistant" else "user" for m in c.messages
+            ]
+            assert history[-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+            usage = r["metadata"]["usage_object"]
+            assert (r["prompt_tokens"], usage["prompt_tokens"]) == (c.prompt_tokens,) * 2
+            assert usage["prompt_tokens_details"]["cached_tokens"] == c.cached_tokens
+            assert (
+                r["trace_id"] == c.session_id and r["metadata"]["user_api_key_team_id"] == c.tenant
+            )
+    for r in records(ANTHROPIC):
+        assert r["messages"][0] == {"role": "system", "content": SYSTEM}
+        assert [t["input_schema"] for t in r["model_parameters"]["tools"]] == [
+            t.parameters for t in calls()[0].tools
+        ]
+    for path in (ANTHROPIC_BLOCKS, ANTHROPIC_VIA_CHAT):  # the system prompt is not logged
+        assert all(SYSTEM not in orjson.dumps(r).decode() for r in records(path))
+    for r in records(ANTHROPIC_VIA_RESPONSES):
+        assert r["model_parameters"]["instructions"] == SYSTEM
+        assert all(t["type"] == "function" and "name" in t for t in r["model_parameters"]["tools"])
+    for r in records(ANTHROPIC_VIA_CHAT):
+        assert all("function" in t for t in r["model_parameters"]["tools"])
+    for path in (RESPONSES, RESPONSES_VIA_CHAT):
+        for r, c in zip(records(path), cs, strict=True):
+            assert r["call_type"] == "aresponses" and r["startTime"] == c.ts
+            assert r["messages"][0] == {"role": "user", "content": c.messages[0].text}
+            usage = r["metadata"]["usage_object"]
+            assert (r["prompt_tokens"], usage["prompt_tokens"]) == (c.prompt_tokens,) * 2
+            assert usage["prompt_tokens_details"]["cached_tokens"] == c.cached_tokens
+    for r, c in zip(records(RESPONSES), cs, strict=True):
+        params = r["model_parameters"]
+        assert params["instructions"] == SYSTEM and params["prompt_cache_key"] == "acme-support-v1"
+        assert decoded(r["id"]) == response_id(c)
+    for r in records(RESPONSES_VIA_CHAT):  # bridged to an Anthropic model: no instructions
+        assert "instructions" not in r["model_parameters"]
+        assert SYSTEM not in orjson.dumps(r).decode()
+        assert all("function" in t for t in r["model_parameters"]["tools"])
+
+
+def test_passthrough_spendlog_fixtures_keep_the_client_body():
+    cs = calls()
+    for r, c in zip(records(SPEND_ANTHROPIC), cs, strict=True):
+        body = r["proxy_server_request"]
+        assert r["call_type"] == "anthropic_messages" and r["request_id"] == c.request_id
+        assert body["system"] == [
+            {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}
+        ]
+        assert body["metadata"] == {"user_id": c.user}
+        assert (r["session_id"], r["team_id"], r["prompt_tokens"]) == (
+            c.session_id,
+            c.tenant,
+            c.prompt_tokens,
+        )
+        assert "litellm_session_id" not in body  # the session came in a header
+    for r, c in zip(records(SPEND_RESPONSES), cs, strict=True):
+        body = r["proxy_server_request"]
+        assert r["call_type"] == "aresponses" and decoded(r["request_id"]) == response_id(c)
+        assert body["instructions"] == SYSTEM and isinstance(body["input"], list)
+        assert (r["session_id"], r["team_id"], r["prompt_tokens"]) == (
+            c.session_id,
+            c.tenant,
+            c.prompt_tokens,
+        )
+
+
+@pytest.mark.parametrize("path", PASSTHROUGH, ids=lambda p: p.name)
+def test_passthrough_calls_ingest_field_by_field(tmp_path, path):
+    """Messages, tools, model, time, session, tenant and all four token counts equal the calls;
+    the id is LiteLLM's (for Responses calls its encoding of the upstream response id)."""
+    cs = calls()
+    fmt = "litellm-spendlogs" if path.name.startswith("spendlogs") else "litellm-payload"
+    con, report = ingest_one(tmp_path, path)
+    assert (report.format, report.requests, report.rejected, report.out_of_scope) == (
+        fmt,
+        len(cs),
+        0,
+        0,
+    )
+    assert_accounted(con)
+    got = stored_requests(con)
+    responses = path in (RESPONSES, SPEND_RESPONSES)
+    assert_matches_calls(got, cs, request_id=not responses)
+    if responses:
+        assert [decoded(s.request_id) for s in got] == [response_id(c) for c in cs]
+
+
+def test_anthropic_cache_control_markers_are_kept(tmp_path):
+    """The markers of the Anthropic body: the last block of the last message, the last tool
+    (1h), and in SpendLogs (which keep the system blocks) the system prompt."""
+    cs = calls()
+    for path, system in ((ANTHROPIC, []), (SPEND_ANTHROPIC, [{"message": 0}])):
+        con, _ = ingest_one(tmp_path, path)
+        for s, c in zip(stored_requests(con), cs, strict=True):
+            expected = [
+                *({**m, "part": None, "type": "ephemeral", "ttl": None} for m in system),
+                {"message": len(c.messages), "part": None, "type": "ephemeral", "ttl": None},
+                {"tool": 1, "type": "ephemeral", "ttl": "1h"},
+            ]
+            assert s.cache_control == expected, (path.name, c.request_id)
+
+
+def test_bridged_anthropic_call_reads_instructions_and_responses_tools(tmp_path):
+    """``/v1/messages`` sent on to the Responses API: the system prompt comes from
+    ``instructions``, the tools from their Responses shape (``strict`` kept in ``function``)."""
+    cs = calls()
+    con, report = ingest_one(tmp_path, ANTHROPIC_VIA_RESPONSES)
+    assert (report.requests, report.rejected) == (len(cs), 0)
+    got = stored_requests(con)
+    for s, c in zip(got, cs, strict=True):
+        assert s.messages == c.openai_messages()
+        assert without_strict(s.tools) == c.openai_tools()
+        assert all(t["function"]["strict"] is False for t in s.tools)
+        assert (s.session_id, s.tenant, s.observed_prompt_tokens, s.observed_cached_tokens) == (
+            c.session_id,
+            c.tenant,
+            c.prompt_tokens,
+            c.cached_tokens,
+        )
+
+
+@pytest.mark.parametrize("path", LOSSY, ids=lambda p: p.name)
+def test_a_system_prompt_litellm_did_not_log_is_missing(tmp_path, path):
+    """The trap: a system block list (native route) and every bridge to chat completions leave
+    the system prompt out of the payload; the rest of each call is read (chat-shaped tools as
+    logged), with nothing invented."""
+    cs = calls()
+    con, report = ingest_one(tmp_path, path)
+    assert (report.format, report.requests, report.rejected) == ("litellm-payload", len(cs), 0)
+    got = stored_requests(con)
+    for s, c in zip(got, cs, strict=True):
+        assert s.messages == c.openai_messages()[1:]  # everything but the system prompt
+        assert without_strict(s.tools) == c.openai_tools()
+        assert (s.model, s.ts, s.session_id, s.tenant) == (c.model, c.ts, c.session_id, c.tenant)
+        assert (s.observed_prompt_tokens, s.observed_cached_tokens) == (
+            c.prompt_tokens,
+            c.cached_tokens,
+        )
+        assert s.incomplete is None and not s.truncated
+
+
+@pytest.mark.parametrize(
+    "path", PASSTHROUGH + (ANTHROPIC_VIA_RESPONSES, *LOSSY), ids=lambda p: p.name
+)
+def test_passthrough_hit_rates(tmp_path, path, reference_rates):
+    """The observed rate is the logged cached / prompt tokens of the calls on every route; the
+    ideal rate equals the reference's where the whole prompt was logged as sent."""
+    cs = calls()
+    ideal, observed = hit_rates(path, tmp_path)
+    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    if path in PASSTHROUGH:
+        assert ideal == reference_rates[0]
+
+
+def test_a_proxy_log_of_every_call_type_is_one_file(tmp_path, reference_rates):
+    """One session through each API (chat, /v1/messages, /v1/responses) in one file: one
+    format, nothing rejected, and the conversation set analyzes like the reference."""
+    cs = calls()
+    session = {"sess-1": PAYLOAD, "sess-2": ANTHROPIC, "sess-3": RESPONSES}
+    spend_session = {"sess-1": SPEND_JSONL, "sess-2": SPEND_ANTHROPIC, "sess-3": SPEND_RESPONSES}
+    for by_session, fmt in ((session, "litellm-payload"), (spend_session, "litellm-spendlogs")):
+        recs = [records(by_session[c.session_id])[i] for i, c in enumerate(cs)]
+        assert detect_format(recs) == fmt
+        path = write_jsonl(tmp_path / f"mixed-{fmt}.jsonl", recs)
+        con, report = ingest_one(tmp_path, path)
+        assert (report.format, report.requests, report.rejected) == (fmt, len(cs), 0)
+        assert_accounted(con)
+        got = stored_requests(con)
+        assert [s.messages for s in got] == [c.openai_messages() for c in cs]
+        ideal, observed = hit_rates(path, tmp_path)
+        assert ideal == reference_rates[0]
+        assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+
+
+@pytest.mark.parametrize(
+    "call_type", ["anthropic_messages", "aanthropic_messages", "responses", "aresponses"]
+)
+def test_every_passthrough_call_type_name_is_read(call_type):
+    path = ANTHROPIC if "anthropic" in call_type else RESPONSES
+    out = normalize_payload(payload(1, path, call_type=call_type))
+    assert out.messages == calls()[1].openai_messages()
+    row = spendlog(1, SPEND_ANTHROPIC if "anthropic" in call_type else SPEND_RESPONSES)
+    assert normalize_spendlog({**row, "call_type": call_type}).messages == out.messages
+
+
+def _without_litellm_usage(rec: dict, usage: dict) -> dict:
+    """``rec`` with LiteLLM's converted usage gone and ``usage`` (a provider's own shape) in
+    ``response.usage``; the record's ``prompt_tokens`` 0, as LiteLLM writes when it had none."""
+    rec["metadata"]["usage_object"] = None
+    rec["response"] = {"usage": usage}
+    rec["prompt_tokens"] = 0
+    rec["completion_tokens"] = 0
+    return rec
+
+
+def test_provider_shaped_usage_is_read_by_what_it_counts():
+    """Anthropic ``input_tokens`` excludes the cache reads and writes; Responses
+    ``input_tokens`` includes them. Either way the stored prompt is the whole prompt."""
+    c = calls()[1]  # 1080 prompt tokens, 960 of them cached
+    anthropic_usage = {
+        "input_tokens": c.fresh_tokens,
+        "cache_read_input_tokens": c.cached_tokens,
+        "cache_creation_input_tokens": c.cache_write_tokens,
+        "output_tokens": c.output_tokens,
+    }
+    responses_usage = {
+        "input_tokens": c.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": c.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": c.output_tokens,
+    }
+    for path, usage in ((ANTHROPIC, anthropic_usage), (RESPONSES, responses_usage)):
+        out = normalize_payload(_without_litellm_usage(payload(1, path), usage))
+        assert (out.observed_prompt_tokens, out.observed_cached_tokens) == (1080, 960), path
+        assert (out.cache_write_tokens, out.output_tokens) == (0, c.output_tokens), path
+    # the SpendLogs column fallback holds the response's own keys
+    row = spendlog(1, SPEND_ANTHROPIC, prompt_tokens=None, completion_tokens=None)
+    row["metadata"]["usage_object"] = None
+    row["metadata"]["additional_usage_values"] = anthropic_usage
+    out = normalize_spendlog(row)
+    assert (out.observed_prompt_tokens, out.observed_cached_tokens) == (1080, 960)
+    # the record's own prompt_tokens (LiteLLM's whole prompt) wins over any reading
+    out = normalize_payload(
+        {**_without_litellm_usage(payload(1, ANTHROPIC), {}), "prompt_tokens": 1080}
+    )
+    assert (out.observed_prompt_tokens, out.observed_cached_tokens) == (1080, None)
+    empty = normalize_payload(_without_litellm_usage(payload(1, RESPONSES), {"total_tokens": 5}))
+    assert empty.observed_prompt_tokens is None  # 0 from LiteLLM means "no usage", not 0 tokens
+
+
+def test_passthrough_redaction_and_truncation():
+    redacted = [{"role": "user", "content": "redacted-by-litellm"}]
+    for path in (ANTHROPIC, RESPONSES):
+        out = normalize_payload(payload(1, path, messages=redacted))
+        assert (out.incomplete, out.messages) == (REDACTED_REASON, redacted)
+        assert out.observed_prompt_tokens == 1080
+    row = spendlog(1, SPEND_RESPONSES)  # LiteLLM's body redaction: messages set, input ""
+    row["proxy_server_request"].update(messages=redacted, input="")
+    assert normalize_spendlog(row).incomplete == REDACTED_REASON
+    cut = "head... (litellm_truncated skipped 912 chars. Truncation is a DB safeguard.) ...tail"
+    row = spendlog(1, SPEND_ANTHROPIC)
+    row["proxy_server_request"]["system"][0]["text"] = cut
+    assert normalize_spendlog(row).truncated
+    row = spendlog(1, SPEND_RESPONSES)
+    row["proxy_server_request"]["instructions"] = cut
+    assert normalize_spendlog(row).truncated
+    row = spendlog(1, SPEND_RESPONSES)
+    row["proxy_server_request"]["metadata"] = {"note": cut}  # not a prompt field
+    assert not normalize_spendlog(row).truncated
+    rec = payload(1, ANTHROPIC)
+    rec["messages"][2]["content"][0]["input"] = {"account_id": cut}  # inside a tool_use input
+    assert normalize_payload(rec).truncated
+
+
+def test_responses_calls_continuing_stored_state_are_incomplete():
+    rec = payload(1, RESPONSES)
+    rec["model_parameters"]["previous_response_id"] = "resp_prev"
+    out = normalize_payload(rec)
+    assert "previous_response_id resp_prev" in out.incomplete
+    assert out.session_id == "sess-1"  # the trace id the caller set
+    rec = payload(1, RESPONSES, trace_id="0f3e7213-3a68-4426-b154-0241236d4c3a")
+    rec["model_parameters"]["conversation"] = {"id": "conv_7"}
+    out = normalize_payload(rec)
+    assert (out.session_id, out.incomplete.startswith("conversation conv_7")) == ("conv_7", True)
+    out = normalize_payload(payload(1, RESPONSES, messages=None))
+    assert (out.incomplete, out.messages, out.observed_cached_tokens) == (NO_INPUT, None, 960)
+    row = spendlog(1, SPEND_RESPONSES)
+    del row["proxy_server_request"]["input"]
+    with pytest.raises(InputError, match="proxy_server_request has no 'input'"):
+        normalize_spendlog(row)
+    row["proxy_server_request"]["prompt"] = {"id": "pmpt_1"}  # a template: stored, incomplete
+    assert "prompt template pmpt_1" in normalize_spendlog(row).incomplete
+
+
+def test_passthrough_tenant_falls_back_to_the_bodys_end_user():
+    """Without any LiteLLM team, org, key or user, the tenant is what the body's normalizer
+    takes: Anthropic ``metadata.user_id``, Responses ``safety_identifier``."""
+    for path, user in ((SPEND_ANTHROPIC, "user-17"), (SPEND_RESPONSES, "user-17")):
+        row = spendlog(1, path, team_id="", organization_id="", api_key="", user="", end_user="")
+        row["metadata"]["user_api_key_team_id"] = None
+        assert normalize_spendlog(row).tenant == user
+        row["proxy_server_request"].pop("metadata", None)
+        row["proxy_server_request"].pop("safety_identifier", None)
+        assert normalize_spendlog(row).tenant is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,3 +840,52 @@ def test_fuzz_wrong_types_never_crash():
         rec = copy.deepcopy(base_payload)
         rec["metadata"]["usage_object"]["prompt_tokens_details"]["cached_tokens"] = value
         _only_input_errors(normalize_payload, rec)
+
+
+def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    """Every path to a value inside a JSON value (objects and lists)."""
+    out = [prefix] if prefix else []
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, inner in items:
+        out += _paths(inner, (*prefix, key))
+    return out
+
+
+def _replaced(rec: dict, path: tuple, new: object) -> dict:
+    out = copy.deepcopy(rec)
+    target = out
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = new
+    return out
+
+
+FUZZED = ("messages", "model_parameters", "proxy_server_request", "response")
+
+
+@pytest.mark.parametrize(
+    ("normalize", "rec"),
+    [
+        (normalize_payload, payload(1, ANTHROPIC)),
+        (normalize_payload, payload(1, ANTHROPIC_VIA_RESPONSES)),
+        (normalize_payload, payload(1, RESPONSES)),
+        (normalize_payload, payload(1, RESPONSES_VIA_CHAT)),
+        (normalize_spendlog, spendlog(1, SPEND_ANTHROPIC)),
+        (normalize_spendlog, spendlog(1, SPEND_RESPONSES)),
+    ],
+    ids=["anthropic", "anthropic-bridged", "responses", "responses-bridged", "spend-a", "spend-r"],
+)
+def test_fuzz_passthrough_records_never_crash(normalize, rec):
+    """A wrong-typed value anywhere in the prompt parts, the usage or the top level gives a
+    request or a one-line ``InputError`` (or ``Skip``), never another exception."""
+    paths = [p for p in _paths(rec) if len(p) == 1 or p[0] in FUZZED]
+    paths += [("metadata", "usage_object", *p) for p in _paths(rec["metadata"]["usage_object"])]
+    for path in paths:
+        for value in WRONG:
+            _only_input_errors(normalize, _replaced(rec, path, value))

@@ -1,6 +1,6 @@
-"""OpenAI-shaped records: chat completions (also what most gateways log), the Batch API's input
-lines and (legacy) completions, and the pieces every gateway-shaped format shares (``envelope``,
-``common``, ``read_usage``).
+"""OpenAI-shaped records: chat completions (also what most gateways log) and (legacy)
+completions, and the pieces every gateway-shaped format shares (``envelope``, ``common``,
+``read_usage``). Batch API input lines are ``batch``'s (they route to Responses too).
 
 A gateway record may wrap the request body in ``request`` (an object or a JSON string) or
 ``body`` and carry the response in ``response``; id, time, session, tenant and usage are looked
@@ -265,23 +265,6 @@ def normalize_completions(rec: dict) -> Normalized:
     return out
 
 
-def normalize_batch(rec: dict) -> Normalized:
-    body = rec.get("body")
-    if not isinstance(body, dict):
-        raise InputError("batch line has no 'body' object")
-    url = rec.get("url", "")
-    if not isinstance(url, str):
-        raise InputError("batch line 'url' must be a string")
-    wrapped = {"request": body, "custom_id": rec.get("custom_id")}
-    if url.endswith("/completions") and not url.endswith("/chat/completions"):
-        out = normalize_completions(wrapped)
-    elif "messages" in body:
-        out = normalize_openai_chat(wrapped)
-    else:
-        raise InputError(f"batch line for {url or 'unknown url'!r} is not a chat or completion")
-    return out
-
-
 def request_body(rec: dict) -> dict:
     """The request body of a gateway record (see ``envelope``), or {} when it has none."""
     body = rec.get("request")
@@ -304,23 +287,12 @@ def looks_like_completions(rec: dict) -> bool:
     return "prompt" in body and "messages" not in body
 
 
-def looks_like_batch(rec: dict) -> bool:
-    return "custom_id" in rec and "body" in rec
-
-
 FORMATS = (
     Format(
         "openai-chat",
         lambda _: normalize_openai_chat,
         looks_like_chat,
         summary="OpenAI chat completions requests, or gateway records wrapping them",
-    ),
-    Format(
-        "openai-batch",
-        lambda _: normalize_batch,
-        looks_like_batch,
-        priority=10,
-        summary="OpenAI Batch API input lines",
     ),
     Format(
         "completions",

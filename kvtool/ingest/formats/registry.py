@@ -13,6 +13,7 @@ from collections.abc import Callable
 from kvtool.errors import InputError, OptionError
 from kvtool.ingest.formats import (
     anthropic,
+    batch,
     bedrock,
     helicone,
     langfuse,
@@ -24,7 +25,18 @@ from kvtool.ingest.formats import (
 )
 from kvtool.ingest.formats.base import HASH_BLOCK_LIMIT, Format, FormatOptions, Normalized, Skip
 
-_MODULES = (openai, anthropic, responses, litellm, langfuse, otel, helicone, bedrock, mooncake)
+_MODULES = (
+    openai,
+    batch,
+    anthropic,
+    responses,
+    litellm,
+    langfuse,
+    otel,
+    helicone,
+    bedrock,
+    mooncake,
+)
 REGISTRY: dict[str, Format] = {f.name: f for m in _MODULES for f in m.FORMATS}
 FORMATS = tuple(REGISTRY)
 DETECT_SHARE = 0.5  # a choice is refused when fewer than this share of sampled records fit it

@@ -183,6 +183,13 @@ def _tools(tools: Any) -> list | None:
     return result or None
 
 
+def function_tools(tools: Any) -> list | None:
+    """A Responses ``tools`` list in the OpenAI chat shape (see the module docstring); public
+    for sources that log Responses-shaped tools next to another API's body (LiteLLM's
+    ``/v1/messages`` calls it sent on to the Responses API)."""
+    return _tools(tools)
+
+
 def conversation_id(value: Any, where: str) -> str | None:
     """The id of a ``conversation`` value: a string or ``{"id": ...}``."""
     if isinstance(value, dict):
