@@ -368,21 +368,22 @@ class ParquetRows:
         number = 0
         for group in range(meta.num_row_groups):
             rows = meta.row_group(group).num_rows
+            done = 0
+            batches = self.pf.iter_batches(batch_size=PARQUET_SLICE, row_groups=[group])
             try:
-                table = self.pf.read_row_group(group)
-            except Exception as exc:  # a corrupt page: every row of the group is one reject
-                reason = f"row group {group} cannot be decoded ({one_line(exc)})"
-                self.hasher.update(f"\x00{reason}\n".encode())
-                for _ in range(rows):
-                    number += 1
-                    yield Line(number, b"", None, reason)
-            else:
-                for batch in table.to_batches(PARQUET_SLICE):
+                for batch in batches:  # bounded: a slice at a time, not the whole group
                     for row in batch.to_pylist():
                         number += 1
+                        done += 1
                         line = _parquet_row(number, row)
                         self.hasher.update(line.raw)
                         self.hasher.update(b"\n")
                         yield line
+            except Exception as exc:  # a corrupt page: every row of it not read is one reject
+                reason = f"row group {group} cannot be decoded ({one_line(exc)})"
+                self.hasher.update(f"\x00{reason}\n".encode())
+                for _ in range(rows - done):
+                    number += 1
+                    yield Line(number, b"", None, reason)
             if progress:
                 progress(int(rows * per_row))

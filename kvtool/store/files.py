@@ -127,11 +127,38 @@ def insert_contents(con: Connection, table: pa.Table) -> None:
         )
 
 
+_REJECT_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.int32()),
+        ("path", pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("item", pa.int32()),
+        ("skipped", pa.bool_()),
+    ]
+)
+
+
 def insert_rejects(con: Connection, rejects: list[Reject]) -> None:
-    con.executemany(
-        "INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(r.file_id, r.path, r.line, r.reason, r.raw, r.item, r.skipped) for r in rejects],
+    """Append reject (and skipped) rows, as one Arrow batch (a file of skipped spans or
+    observations can hold as many of them as requests)."""
+    if not rejects:
+        return
+    table = pa.Table.from_pydict(
+        {
+            "file_id": [r.file_id for r in rejects],
+            "path": [r.path for r in rejects],
+            "line": [r.line for r in rejects],
+            "reason": [r.reason for r in rejects],
+            "raw": [r.raw for r in rejects],
+            "item": [r.item for r in rejects],
+            "skipped": [r.skipped for r in rejects],
+        },
+        schema=_REJECT_SCHEMA,
     )
+    with temp_table(con, "_kv_rejects", table):
+        con.execute("INSERT INTO rejects SELECT * FROM _kv_rejects")
 
 
 def first_seen(con: Connection, request_ids: list[str]) -> dict[str, str]:
