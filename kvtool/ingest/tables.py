@@ -18,8 +18,9 @@ CSV (RFC 4180: commas, ``"`` quotes, ``""`` for a quote inside quotes, a header 
 - identity: the xxh3-128 of the content with CRLF read as LF and trailing newlines read as one
   (blank lines elsewhere count, since a quoted cell may hold them).
 
-Parquet needs random access (a seekable input) and is decoded row group by row group: a group
-that fails to decode becomes one reject per row it holds, the others load. Identity: the
+Parquet needs random access (a seekable input) and is decoded a slice of rows at a time, row
+group by row group (memory does not grow with the row-group size): the rows of a group that fail
+to decode become one reject each, the others load. Identity: the
 xxh3-128 of the rows as decoded.
 """
 
