@@ -317,3 +317,24 @@ def test_number_formatting_is_shared():
         "0.123 s",
         "n/a",
     )
+
+
+def test_reports_count_requests_left_out_for_want_of_their_prompt(tmp_path):
+    """A log with a prompt the logger truncated (LiteLLM SpendLogs): the terminal and HTML
+    reports say how many requests were left out of prefix analysis, and why."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from kvtool.cli import app
+
+    log = Path(__file__).parent / "fixtures" / "litellm" / "spendlogs.jsonl.gz"
+    html = tmp_path / "r.html"
+    db = str(tmp_path / "kv.duckdb")
+    result = CliRunner().invoke(app, ["analyze", str(log), "--db", db, "--html", str(html)])
+    assert result.exit_code == 0, result.output
+    assert "1 requests left out" in " ".join(result.stdout.split())
+    assert "1 truncated by the logger" in " ".join(result.stdout.split())
+    page = html.read_text()
+    assert "left out: prompt not in the log (truncated / incomplete)" in page
+    assert ">1 / 0<" in page.replace("\n", "").replace(" <", "<")

@@ -110,6 +110,14 @@ def analysis_sections(s: dict) -> list[Section]:
         ("observed hit rate (logged cached tokens)", _pct(s["observed_hit_rate"])),
         ("rejected input lines", _n(s["rejected_lines"])),
     ]
+    unusable = s.get("unusable_prompts") or {}
+    if unusable.get("truncated") or unusable.get("incomplete"):
+        facts.append(
+            (
+                "left out: prompt not in the log (truncated / incomplete)",
+                f"{_n(unusable['truncated'])} / {_n(unusable['incomplete'])}",
+            )
+        )
     traffic = Section(
         "traffic",
         "Traffic",
