@@ -44,6 +44,7 @@ class Stored:
     cache_control: list[dict] | None
     truncated: bool
     incomplete: str | None
+    end_user: str | None
 
 
 def stored_requests(con) -> list[Stored]:
@@ -51,7 +52,7 @@ def stored_requests(con) -> list[Stored]:
     rows = con.execute(
         "SELECT request_id, ts, session_id, tenant, model, message_keys, tools_key, "
         "observed_prompt_tokens, observed_cached_tokens, cache_write_tokens, output_tokens, "
-        "cache_control, truncated, incomplete FROM requests "
+        "cache_control, truncated, incomplete, end_user FROM requests "
         "ORDER BY ts NULLS LAST, file_id, line, item"
     ).fetchall()
     bodies = dict(con.execute("SELECT key, any_value(body) FROM contents GROUP BY 1").fetchall())
@@ -60,7 +61,7 @@ def stored_requests(con) -> list[Stored]:
         messages = None if r[5] is None else [orjson.loads(bodies[k]) for k in r[5]]
         tools = None if r[6] is None else orjson.loads(bodies[r[6]])
         markers = None if r[11] is None else orjson.loads(r[11])
-        out.append(Stored(*r[:5], messages, tools, *r[7:11], markers, bool(r[12]), r[13]))
+        out.append(Stored(*r[:5], messages, tools, *r[7:11], markers, bool(r[12]), r[13], r[14]))
     return out
 
 
@@ -71,6 +72,7 @@ def assert_matches_calls(
     request_id: bool = True,
     session: bool = True,
     tenant: str | None = "tenant",
+    end_user: bool = True,
     cached: bool = True,
     cache_write: bool = True,
     output: bool = True,
@@ -78,7 +80,8 @@ def assert_matches_calls(
 ) -> None:
     """Each stored request equals its call field by field: messages and tools (as OpenAI chat
     records carry them), model, time, and whichever of id, session, tenant and token counts the
-    format logs (``tenant``: the ``Call`` attribute the format's tenant comes from, or None)."""
+    format logs (``tenant``: the ``Call`` attribute the format's tenant comes from, or None;
+    ``end_user``: whether the format logs the end user)."""
     assert len(got) == len(calls)
     by_time = sorted(calls, key=lambda c: c.ts)
     for s, c in zip(got, by_time, strict=True):
@@ -93,6 +96,8 @@ def assert_matches_calls(
             assert s.session_id == c.session_id, where
         if tenant is not None:
             assert s.tenant == getattr(c, tenant), where
+        if end_user:
+            assert s.end_user == c.user, where
         assert s.observed_prompt_tokens == c.prompt_tokens, where
         if cached:
             assert s.observed_cached_tokens == c.cached_tokens, where

@@ -107,9 +107,10 @@ def test_chat_and_responses_lines_ingest_field_by_field(tmp_path, kind, explicit
         assert s.model == c.model and s.ts is None
         assert s.observed_prompt_tokens is None and s.observed_cached_tokens is None
         assert s.incomplete is None and not s.truncated
-        # the Responses body's end user (safety_identifier) is its tenant when nothing else is;
-        # its prompt_cache_key, shared by every session, is never a session
-        assert (s.tenant, s.session_id) == ((c.user, None) if kind == "responses" else (None, None))
+        # the Responses body's safety_identifier is its end user, never its tenant (none is
+        # logged: one domain); its prompt_cache_key, shared by every session, is never a session
+        assert (s.tenant, s.session_id) == (None, None)
+        assert s.end_user == (c.user if kind == "responses" else None)  # chat bodies: no `user`
 
 
 def test_completions_lines_ingest_their_prompts(tmp_path):
@@ -122,12 +123,17 @@ def test_completions_lines_ingest_their_prompts(tmp_path):
     ]
 
 
-def test_chat_batch_analyzes_like_the_reference(tmp_path):
-    """Chat batch lines are the reference's request bodies: the same ideal hit rate (no usage,
-    so no observed rate)."""
+@pytest.mark.parametrize("kind", ["chat", "responses"])
+def test_batch_analyzes_like_the_reference(tmp_path, kind):
+    """Chat and Responses batch lines carry the reference's prompts: the same ideal hit rate (no
+    usage, so no observed rate). Responses lines name their end user (``safety_identifier``),
+    which is not a cache-isolation domain, so their requests share one domain as the
+    reference's (one tenant) do."""
     cs = calls()
-    ideal, observed = hit_rates(write_jsonl(tmp_path / "b.jsonl", batch_lines("chat")), tmp_path)
+    path = write_jsonl(tmp_path / f"b-{kind}.jsonl", batch_lines(kind))
+    ideal, observed = hit_rates(path, tmp_path)
     assert (ideal, observed) == (hit_rates(reference_file(tmp_path, cs), tmp_path)[0], None)
+    assert 0 < ideal < 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_converse_records_ingest_field_by_field(tmp_path):
     )
     assert_accounted(con)
     got = stored_requests(con)
-    # session from requestMetadata; tenant: the AWS account the calls' team is
+    # session and end user from requestMetadata; tenant: the AWS account the calls' team is
     assert_matches_calls(got, cs, tenant=None)
     _assert_tenants(got, cs)
     for s, c in zip(got, sorted(cs, key=lambda c: c.ts), strict=True):
@@ -131,9 +131,10 @@ def test_invoke_model_anthropic_records_ingest_field_by_field(tmp_path):
     assert (report.format, report.requests, report.rejected) == ("bedrock", len(cs), 0)
     assert_accounted(con)
     got = stored_requests(con)
-    # InvokeModel logs carry no session (no request metadata was tagged)
-    assert_matches_calls(got, cs, session=False, tenant=None)
-    assert [s.session_id for s in got] == [None] * len(cs)
+    # InvokeModel logs carry no session and no end user (no request metadata was tagged; the
+    # IAM principal in identity.arn is not an end user)
+    assert_matches_calls(got, cs, session=False, tenant=None, end_user=False)
+    assert [(s.session_id, s.end_user) for s in got] == [(None, None)] * len(cs)
     _assert_tenants(got, cs)
     for s in got:  # the Anthropic body's cache_control: the system block and the last tool
         marks = {(m.get("message"), m.get("tool"), m["type"]) for m in s.cache_control or ()}
@@ -222,6 +223,33 @@ def test_tenant_is_the_account():
     assert normalize_bedrock(rec).tenant == "111122223333"  # the account of identity.arn
     del rec["identity"]
     assert normalize_bedrock(rec).tenant is None
+
+
+def test_end_user_only_from_request_metadata_or_the_body():
+    """The log has no end-user field: a ``requestMetadata`` user tag (free key/value tags) or an
+    Anthropic body's ``metadata.user_id``; never the IAM principal, never the tenant."""
+    rec = fixture_records(CONVERSE)[0]
+    assert rec["requestMetadata"]["user"] == "user-17"
+    out = normalize_bedrock(rec)
+    assert (out.tenant, out.end_user) == ("111122223333", "user-17")
+    rec["requestMetadata"] = {"session_id": "s", "user_id": "u-2"}
+    assert normalize_bedrock(rec).end_user == "u-2"
+    rec["requestMetadata"] = {"session_id": "s"}
+    assert (normalize_bedrock(rec).end_user, normalize_bedrock(rec).tenant) == (
+        None,
+        "111122223333",
+    )
+    rec["requestMetadata"] = {"end_user": 7}  # tags are strings; a number reads as its text
+    assert normalize_bedrock(rec).end_user == "7"
+    rec["requestMetadata"] = {"user": ["u"]}
+    with pytest.raises(InputError, match="requestMetadata.user must be a string"):
+        normalize_bedrock(rec)
+    invoke = fixture_records(INVOKE)[0]
+    assert normalize_bedrock(invoke).end_user is None
+    invoke["input"]["inputBodyJson"]["metadata"] = {"user_id": "u-body"}
+    assert normalize_bedrock(invoke).end_user == "u-body"
+    invoke["requestMetadata"] = {"user": "u-tag"}  # the caller's tag first
+    assert normalize_bedrock(invoke).end_user == "u-tag"
 
 
 def test_timestamp_is_iso_never_a_guessed_epoch():

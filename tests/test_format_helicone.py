@@ -101,10 +101,11 @@ def test_export_cli_csv(tmp_path):
     got = stored_requests(con)
     for s, c in zip(got, cs, strict=True):
         assert (s.messages, s.tools, s.model) == (c.openai_messages(), c.openai_tools(), c.model)
-        assert (s.request_id, s.session_id, s.tenant) == (
+        assert (s.request_id, s.session_id, s.tenant, s.end_user) == (
             f"resp-{c.request_id}",
             c.session_id,
             c.tenant,
+            c.user,
         )
         assert abs(s.ts - c.ts) < 1e-3
         assert (s.observed_prompt_tokens, s.observed_cached_tokens, s.output_tokens) == (
@@ -221,12 +222,20 @@ def test_csv_shaped_row_reads_like_the_object_row():
 
 
 def test_session_tenant_model_and_id_sources():
+    """``request_user_id`` (Helicone-User-Id) is the end user, never the tenant: without a
+    team/org property (or a body tenant) the tenant is None (one domain)."""
     out = normalize_helicone(request(request_properties={"helicone-session-id": "lower"}))
-    assert (out.session_id, out.tenant) == ("lower", "user-1")  # no team property: the end user
+    assert (out.session_id, out.tenant, out.end_user) == ("lower", None, "user-1")
     out = normalize_helicone(
         request(request_properties=None, properties={"Helicone-Session-Id": "p", "Org": "o-1"})
     )
-    assert (out.session_id, out.tenant) == ("p", "o-1")
+    assert (out.session_id, out.tenant, out.end_user) == ("p", "o-1", "user-1")
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "user": "u-body"}
+    out = normalize_helicone(request(request_body=body))
+    assert (out.tenant, out.end_user) == ("team-a", "user-1")  # the column before the body's
+    out = normalize_helicone(request(request_body=body, request_user_id=None))
+    assert (out.tenant, out.end_user) == ("team-a", "u-body")
+    assert normalize_helicone(request(request_user_id="")).end_user is None
     out = normalize_helicone(request(request_model=None, model=None, response_model="resp-m"))
     assert out.model == "acme-chat-1"  # the body's model before the response's
     body = {"messages": [{"role": "user", "content": "hi"}]}

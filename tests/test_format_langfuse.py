@@ -265,20 +265,25 @@ def test_records_of_pages_traces_and_observations():
         list(langfuse_records({"data": ["x"]}))
 
 
-def test_fields_and_tenant_fallback():
+def test_fields_tenant_and_end_user():
+    """tenant = projectId, end user = userId; a generation naming only a user has tenant None
+    (one domain): the end user is never the tenant."""
     out = normalize_langfuse(
         generation(projectId="proj-9", userId="user-1", sessionId="s-1", startTime="2026-01-01")
     )
-    assert (out.request_id, out.session_id, out.tenant, out.model) == (
+    assert (out.request_id, out.session_id, out.tenant, out.end_user, out.model) == (
         "gen-1",
         "s-1",
         "proj-9",
+        "user-1",
         "acme-chat-1",
     )
     assert out.ts == 1_767_225_600.0
     # off-schema epoch numbers are JavaScript milliseconds, never guessed
     assert normalize_langfuse(generation(startTime=1_767_225_600_125)).ts == 1_767_225_600.125
-    assert normalize_langfuse(generation(userId="user-1")).tenant == "user-1"  # no project
+    only_user = normalize_langfuse(generation(userId="user-1"))
+    assert (only_user.tenant, only_user.end_user) == (None, "user-1")
+    assert normalize_langfuse(generation(userId="")).end_user is None
     assert normalize_langfuse(generation(traceId="t")).session_id is None  # no traceId fallback
     v2 = generation(providedModelName="m-v2")
     del v2["model"]
@@ -295,7 +300,13 @@ def test_fields_and_tenant_fallback():
         "usage_details": {"input": "3", "input_cached_tokens": "16"},
     }
     out = normalize_langfuse(blob)
-    assert (out.ts, out.model, out.session_id, out.tenant) == (1_767_225_600.125, "m", "s", "u")
+    assert (out.ts, out.model, out.session_id, out.tenant, out.end_user) == (
+        1_767_225_600.125,
+        "m",
+        "s",
+        None,
+        "u",
+    )
     assert out.messages == [{"role": "user", "content": "hi"}]
     assert (out.observed_prompt_tokens, out.observed_cached_tokens) == (19, 16)
 

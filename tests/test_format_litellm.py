@@ -81,7 +81,7 @@ SPENDLOGS = (SPEND_JSONL, SPEND_CSV, SPEND_PARQUET)
 PASSTHROUGH = (ANTHROPIC, RESPONSES, SPEND_ANTHROPIC, SPEND_RESPONSES)  # complete prompts
 LOSSY = (ANTHROPIC_BLOCKS, ANTHROPIC_VIA_CHAT, RESPONSES_VIA_CHAT)  # LiteLLM dropped the system
 TRUNCATED_ID = "req-4-0-0"  # the extra SpendLogs row whose user message LiteLLM cut
-TRUNCATED = {"prompt": 2400, "cached": 896, "session": "sess-4"}
+TRUNCATED = {"prompt": 2400, "cached": 896, "session": "sess-4", "user": "user-31"}
 
 
 def records(path: Path) -> list[dict]:
@@ -250,6 +250,7 @@ def test_spendlogs_ingest_field_by_field(tmp_path, path):
         TRUNCATED["session"],
         cs[0].tenant,
     )
+    assert s.end_user == TRUNCATED["user"]
     assert s.incomplete is None
 
 
@@ -300,10 +301,14 @@ def test_trace_id_is_a_session_only_when_the_caller_set_it():
     assert normalize_payload(rec).session_id == "from-client"
 
 
-def test_tenant_is_the_team_then_org_then_key_then_end_user():
+def test_tenant_is_the_team_then_org_then_key_never_a_user():
+    """Tenant: team, organization, key hash; never the key's internal user nor the end user
+    (providers cache per organization): with none of the three logged it is None (one
+    domain). The end user is ``end_user``, else ``metadata.user_api_key_end_user_id``, else the
+    chat request's ``user`` (``model_parameters``)."""
     rec = payload()
     meta = rec["metadata"]
-    assert normalize_payload(rec).tenant == "team-a"
+    assert (normalize_payload(rec).tenant, normalize_payload(rec).end_user) == ("team-a", "user-17")
     meta["user_api_key_team_id"] = None
     meta["team_id"] = "team-b"
     assert normalize_payload(rec).tenant == "team-b"
@@ -313,8 +318,17 @@ def test_tenant_is_the_team_then_org_then_key_then_end_user():
     meta["user_api_key_org_id"] = None
     assert normalize_payload(rec).tenant == meta["user_api_key_hash"]
     meta["user_api_key_hash"] = None
-    meta["user_api_key_user_id"] = None
-    assert normalize_payload(rec).tenant == rec["end_user"] == "user-17"
+    assert meta["user_api_key_user_id"] == "default_user_id" and rec["end_user"] == "user-17"
+    assert (normalize_payload(rec).tenant, normalize_payload(rec).end_user) == (None, "user-17")
+    rec["end_user"] = ""
+    meta["user_api_key_end_user_id"] = "u-meta"
+    assert normalize_payload(rec).end_user == "u-meta"
+    meta["user_api_key_end_user_id"] = None
+    assert rec["model_parameters"]["user"] == "user-17"
+    rec["model_parameters"]["user"] = "u-param"
+    assert normalize_payload(rec).end_user == "u-param"
+    del rec["model_parameters"]["user"]
+    assert (normalize_payload(rec).tenant, normalize_payload(rec).end_user) == (None, None)
 
 
 def test_cache_hit_is_litellms_response_cache_not_a_kv_hit(tmp_path):
@@ -427,8 +441,9 @@ def test_spendlog_start_time_is_a_date_time():
 
 
 def test_spendlog_tenant_and_scope():
-    """The team (column, else the metadata's), the organization, the key hash, the key's user,
-    and only then the end user."""
+    """The team (column, else the metadata's), the organization, the key hash; never the key's
+    user (``user``) nor the end user (``end_user``, else the body's ``user``), which is kept
+    as the end user."""
     rec = spendlog()
     assert normalize_spendlog(rec).tenant == "team-a"
     rec["team_id"] = ""
@@ -439,9 +454,13 @@ def test_spendlog_tenant_and_scope():
     rec["organization_id"] = None
     assert normalize_spendlog(rec).tenant == rec["api_key"]
     rec["api_key"] = ""
-    assert normalize_spendlog(rec).tenant == rec["user"] == "default_user_id"
-    rec["user"] = ""
-    assert normalize_spendlog(rec).tenant == "user-17"
+    assert rec["user"] == "default_user_id"
+    assert (normalize_spendlog(rec).tenant, normalize_spendlog(rec).end_user) == (None, "user-17")
+    rec["end_user"] = ""
+    rec["proxy_server_request"]["user"] = "u-body"
+    assert (normalize_spendlog(rec).tenant, normalize_spendlog(rec).end_user) == (None, "u-body")
+    del rec["proxy_server_request"]["user"]
+    assert normalize_spendlog(rec).end_user is None
     with pytest.raises(Skip, match="response cache"):
         normalize_spendlog(spendlog(cache_hit="True"))
     with pytest.raises(Skip, match="not a chat, Anthropic Messages or Responses call"):
@@ -533,8 +552,9 @@ def test_passthrough_spendlog_fixtures_keep_the_client_body():
 
 @pytest.mark.parametrize("path", PASSTHROUGH, ids=lambda p: p.name)
 def test_passthrough_calls_ingest_field_by_field(tmp_path, path):
-    """Messages, tools, model, time, session, tenant and all four token counts equal the calls;
-    the id is LiteLLM's (for Responses calls its encoding of the upstream response id)."""
+    """Messages, tools, model, time, session, tenant, end user and all four token counts equal
+    the calls; the id is LiteLLM's (for Responses calls its encoding of the upstream response
+    id)."""
     cs = calls()
     fmt = "litellm-spendlogs" if path.name.startswith("spendlogs") else "litellm-payload"
     con, report = ingest_one(tmp_path, path)
@@ -584,6 +604,7 @@ def test_bridged_anthropic_call_reads_instructions_and_responses_tools(tmp_path)
             c.prompt_tokens,
             c.cached_tokens,
         )
+        assert s.end_user == c.user
 
 
 @pytest.mark.parametrize("path", LOSSY, ids=lambda p: p.name)
@@ -599,6 +620,7 @@ def test_a_system_prompt_litellm_did_not_log_is_missing(tmp_path, path):
         assert s.messages == c.openai_messages()[1:]  # everything but the system prompt
         assert without_strict(s.tools) == c.openai_tools()
         assert (s.model, s.ts, s.session_id, s.tenant) == (c.model, c.ts, c.session_id, c.tenant)
+        assert s.end_user == c.user
         assert (s.observed_prompt_tokens, s.observed_cached_tokens) == (
             c.prompt_tokens,
             c.cached_tokens,
@@ -738,16 +760,19 @@ def test_responses_calls_continuing_stored_state_are_incomplete():
     assert "prompt template pmpt_1" in normalize_spendlog(row).incomplete
 
 
-def test_passthrough_tenant_falls_back_to_the_bodys_end_user():
-    """Without any LiteLLM team, org, key or user, the tenant is what the body's normalizer
-    takes: Anthropic ``metadata.user_id``, Responses ``safety_identifier``."""
-    for path, user in ((SPEND_ANTHROPIC, "user-17"), (SPEND_RESPONSES, "user-17")):
+def test_passthrough_end_user_falls_back_to_the_bodys():
+    """Without LiteLLM's ``end_user``, the end user is what the body's normalizer takes
+    (Anthropic ``metadata.user_id``, Responses ``safety_identifier``); neither is ever the
+    tenant, which is None without a team, org or key."""
+    for path in (SPEND_ANTHROPIC, SPEND_RESPONSES):
         row = spendlog(1, path, team_id="", organization_id="", api_key="", user="", end_user="")
         row["metadata"]["user_api_key_team_id"] = None
-        assert normalize_spendlog(row).tenant == user
+        out = normalize_spendlog(row)
+        assert (out.tenant, out.end_user) == (None, "user-17"), path.name
         row["proxy_server_request"].pop("metadata", None)
         row["proxy_server_request"].pop("safety_identifier", None)
-        assert normalize_spendlog(row).tenant is None
+        out = normalize_spendlog(row)
+        assert (out.tenant, out.end_user) == (None, None), path.name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -455,20 +455,28 @@ def test_anthropic_blocks_tools_and_markers():
         check_message(msg, i)
 
 
-def test_anthropic_tenant_and_session():
-    """metadata.user_id is the end user: the tenant only when nothing else names one; the
-    session comes from the gateway's metadata, never from the body."""
+def test_anthropic_tenant_end_user_and_session():
+    """metadata.user_id is the end user, never the tenant (Anthropic caches per organization /
+    workspace): with nothing else logged the tenant is None (one domain). The tenant is a
+    gateway's tenant key, else ``workspace_id``; the session comes from the gateway's metadata,
+    never from the body."""
     body = anthropic_body()
     bare = normalize_anthropic(body)
-    assert (bare.tenant, bare.session_id) == ("end-user-9", None)
-    assert normalize_anthropic(dict(body, workspace_id="wrkspc_1")).tenant == "wrkspc_1"
+    assert (bare.tenant, bare.end_user, bare.session_id) == (None, "end-user-9", None)
+    in_workspace = normalize_anthropic(dict(body, workspace_id="wrkspc_1"))
+    assert (in_workspace.tenant, in_workspace.end_user) == ("wrkspc_1", "end-user-9")
     gateway = normalize_anthropic(
         {
             "request": dict(body, workspace_id="wrkspc_1"),
-            "metadata": {"session_id": "s-1", "team_id": "x", "tenant": "team-b"},
+            "metadata": {"session_id": "s-1", "team_id": "x", "tenant": "team-b", "user": "g-1"},
         }
     )
-    assert (gateway.tenant, gateway.session_id) == ("team-b", "s-1")
+    # the body's own metadata.user_id wins over a gateway's user key
+    assert (gateway.tenant, gateway.end_user, gateway.session_id) == ("team-b", "end-user-9", "s-1")
+    no_user = normalize_anthropic({"request": dict(body, metadata={}), "metadata": {"user": "g-1"}})
+    assert (no_user.tenant, no_user.end_user) == (None, "g-1")
+    with pytest.raises(InputError, match="user_id must be a string"):
+        normalize_anthropic(dict(body, metadata={"user_id": {"id": 1}}))
 
 
 def test_anthropic_requests_differing_only_in_markers_share_content(tmp_path, write_jsonl):
@@ -634,8 +642,19 @@ def test_responses_session_tenant_and_cache_key():
     base = responses_body(prompt_cache_key="shared-key", safety_identifier="u-1", user="u-old")
     bare = normalize_responses(base)
     assert bare.session_id is None  # prompt_cache_key is shared by sessions: never one
-    assert bare.tenant == "u-1"  # end-user id, only because nothing else names a tenant
-    assert normalize_responses(dict(base, safety_identifier=None)).tenant == "u-old"
+    # safety_identifier (else the `user` it replaces) is the end user, never the tenant: with no
+    # tenant/org key logged the tenant is None (one domain, as OpenAI caches per organization)
+    assert (bare.tenant, bare.end_user) == (None, "u-1")
+    old_user = normalize_responses(dict(base, safety_identifier=None))
+    assert (old_user.tenant, old_user.end_user) == (None, "u-old")
+    echoed = normalize_responses(  # only the Response echoes the end user
+        {
+            "request": responses_body(),
+            "response": {"id": "resp_1", "safety_identifier": "u-r", "user": "u-r-old"},
+        }
+    )
+    assert (echoed.tenant, echoed.end_user) == (None, "u-r")
+    assert normalize_responses(responses_body()).end_user is None
     wrapped = normalize_responses(
         {
             "request": dict(base, metadata={"session_id": "s-body"}),
@@ -643,7 +662,9 @@ def test_responses_session_tenant_and_cache_key():
             "response": {"id": "resp_1", "created_at": int(T0), "model": "gpt-5-2025"},
         }
     )
-    assert (wrapped.session_id, wrapped.tenant) == ("s-body", TENANT)
+    assert (wrapped.session_id, wrapped.tenant, wrapped.end_user) == ("s-body", TENANT, "u-1")
+    with pytest.raises(InputError, match="safety_identifier must be a string"):
+        normalize_responses(dict(base, safety_identifier=["u"]))
     assert (wrapped.request_id, wrapped.ts, wrapped.model) == ("resp_1", int(T0), "gpt-5")
 
 

@@ -10,7 +10,7 @@ enums as integers), and the instrumentations' own output.
 Fixtures (``tests/fixtures/otel``, written from ``conversations.calls()`` by
 ``make_fixtures.py``, whose docstring says how to rerun it and what is post-processed: span
 start and log times set to the calls' ts, the conversation id and user set the documented
-ways):
+ways: the end user's ``user.id`` by a span processor and a log record processor):
 
 - produced by the real libraries: ``genai-openai.jsonl`` (opentelemetry-instrumentation-genai-
   openai 1.3b0, content on spans), ``genai-openai-events.*`` (content on the operation-details
@@ -102,7 +102,8 @@ CHAT = {
 def test_fixture_ingests_field_by_field(tmp_path, name):
     """Real genai-openai spans and details events, and the hand-made spec forms: every call
     comes back with its messages, tools, model, ns start time, response id, conversation id,
-    tenant (resource or span ``tenant.id``) and usage (cache reads and writes), 0 rejects."""
+    tenant (resource or span ``tenant.id``), end user (``user.id``) and usage (cache reads and
+    writes), 0 rejects."""
     cs = calls()
     con, report = ingest_one(tmp_path, FIXTURES / name)
     assert (report.format, report.requests, report.rejected) == ("otel-genai", len(cs), 0)
@@ -198,10 +199,11 @@ def test_spans_without_content_are_incomplete_with_usage(tmp_path):
     got = stored_requests(con)
     for s, c in zip(got, sorted(cs, key=lambda c: c.ts), strict=True):
         assert s.messages is None and s.incomplete.startswith("no gen_ai.input.messages")
-        assert (s.request_id, s.session_id, s.tenant, s.model) == (
+        assert (s.request_id, s.session_id, s.tenant, s.end_user, s.model) == (
             c.request_id,
             c.session_id,
             c.tenant,
+            c.user,
             c.model,
         )
         assert (s.observed_prompt_tokens, s.observed_cached_tokens, s.cache_write_tokens) == (
@@ -231,10 +233,11 @@ def test_openai_v2_latest_records_no_cache_counts(tmp_path):
     got = stored_requests(con)
     for s, c in zip(got, sorted(cs, key=lambda c: c.ts), strict=True):
         assert s.messages == c.openai_messages() and s.tools is None
-        assert (s.request_id, s.session_id, s.tenant, s.model) == (
+        assert (s.request_id, s.session_id, s.tenant, s.end_user, s.model) == (
             c.request_id,
             c.session_id,
             c.tenant,
+            c.user,
             c.model,
         )
         assert (s.observed_prompt_tokens, s.output_tokens) == (c.prompt_tokens, c.output_tokens)
@@ -248,21 +251,22 @@ def test_openai_v2_legacy_events_and_spans(tmp_path):
     the messages only (model, usage, session and tools are on the span); the spans, without
     content, are incomplete requests whose cache counts are unknown."""
     cs = sorted(calls(), key=lambda c: c.ts)
-    con, report = ingest_one(tmp_path, FIXTURES / "openai-v2-legacy.logs.jsonl")
+    con, report = ingest_one(tmp_path, FIXTURES / "openai-v2-legacy.logs.jsonl.gz")
     assert (report.format, report.requests, report.rejected) == ("otel-genai", 12, 0)
     assert report.lines == 6  # two calls' events per line, grouped by span id
     got = stored_requests(con)
     for s, c in zip(got, cs, strict=True):
         assert s.messages == c.openai_messages() and s.tools is None
-        assert abs(s.ts - c.ts) < 1e-6 and s.tenant == c.tenant
+        assert abs(s.ts - c.ts) < 1e-6 and (s.tenant, s.end_user) == (c.tenant, c.user)
         assert s.model is None and s.session_id is None and s.observed_prompt_tokens is None
         assert len(s.request_id) == 16  # the span id
     ideal_ref, _ = hit_rates(_no_tools_reference(tmp_path), tmp_path)
-    assert hit_rates(FIXTURES / "openai-v2-legacy.logs.jsonl", tmp_path) == (ideal_ref, None)
+    assert hit_rates(FIXTURES / "openai-v2-legacy.logs.jsonl.gz", tmp_path) == (ideal_ref, None)
 
     con, report = ingest_one(tmp_path, FIXTURES / "openai-v2-legacy.traces.jsonl")
     spans = stored_requests(con)
     assert [s.request_id for s in spans] == [c.request_id for c in cs]
+    assert [(s.tenant, s.end_user) for s in spans] == [(c.tenant, c.user) for c in cs]
     assert all(s.incomplete and s.observed_cached_tokens is None for s in spans)
     assert [s.observed_prompt_tokens for s in spans] == [c.prompt_tokens for c in cs]
 
@@ -444,12 +448,24 @@ def test_timestamps_are_nanoseconds():
 
 def test_identity_fallbacks():
     """Without a response id the span id names the request; ``session.id`` stands in for the
-    conversation id; the tenant falls back to the end user only without ``tenant.id``."""
+    conversation id; ``user.id`` (else ``enduser.id``) is the end user, never the tenant: a span
+    naming only a user has tenant None (one domain); ``tenant.id`` (span, then resource) is the
+    tenant."""
     out = one(span_line({**CHAT, "session.id": "s", "user.id": "u"}))
-    assert (out.request_id, out.session_id, out.tenant) == ("00f067aa0ba902b7", "s", "u")
+    assert (out.request_id, out.session_id, out.tenant, out.end_user) == (
+        "00f067aa0ba902b7",
+        "s",
+        None,
+        "u",
+    )
+    assert one(span_line({**CHAT, "enduser.id": "e"})).end_user == "e"
+    assert one(span_line({**CHAT, "enduser.id": "e", "user.id": "u"})).end_user == "u"
+    assert one(span_line(CHAT)).end_user is None
     line = span_line({**CHAT, "user.id": "u"})
-    line["resourceSpans"][0]["resource"] = {"attributes": MAKE._kv({"tenant.id": "team-a"})}
-    assert one(line).tenant == "team-a"
+    line["resourceSpans"][0]["resource"] = {
+        "attributes": MAKE._kv({"tenant.id": "team-a", "user.id": "r"})
+    }
+    assert (one(line).tenant, one(line).end_user) == ("team-a", "u")  # the span's user first
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,6 +492,7 @@ HOSTILE = [
     span_line({**CHAT, "gen_ai.usage.input_tokens": 1.5}),
     span_line({**CHAT, "gen_ai.operation.name": 3}),
     span_line({**CHAT, "gen_ai.conversation.id": [1]}),
+    span_line({**CHAT, "user.id": [1]}),
     span_line(CHAT, startTimeUnixNano="soon"),
     span_line(CHAT, startTimeUnixNano=True),
     {

@@ -92,6 +92,7 @@ def test_openai_chat_bare_body(con, write_jsonl):
     # without blank lines, the xxh3-128 of its bytes) and the line
     assert row["request_id"] == f"{xxhash.xxh3_128_hexdigest(path.read_bytes())[:12]}:1"
     assert row["ts"] is None and row["session_id"] is None and row["tenant"] is None
+    assert row["end_user"] is None
     assert row["tools_key"] is None and row["prompt_key"] is None and row["hash_ids"] is None
     assert row["observed_prompt_tokens"] is None and row["observed_cached_tokens"] is None
     assert messages_of(con, row) == messages
@@ -145,6 +146,7 @@ def test_openai_chat_in_gateway_record(con, write_jsonl):
     assert row["ts"] == pytest.approx(T0 + 0.25, abs=1e-6)
     assert row["session_id"] == "sess-42"
     assert row["tenant"] == "acme"
+    assert row["end_user"] == "u-7"  # the gateway's user: kept, never the tenant
     assert row["request_id"] == "chatcmpl-AbC123"
     assert row["model"] == "gpt-4o-2024-08-06"
     assert row["observed_prompt_tokens"] == 1834
@@ -154,6 +156,34 @@ def test_openai_chat_in_gateway_record(con, write_jsonl):
     assert messages_of(con, row) == messages
     assert row["tools_key"] is not None
     assert body(con, row["tools_key"]) == [WEATHER_TOOL]
+
+
+def test_end_user_is_never_the_tenant(con, write_jsonl):
+    """OpenAI caches per organization, so the end user (the chat body's ``user``, else a
+    gateway's ``user``/``user_id``/``end_user``) is stored as ``end_user`` and never as the
+    tenant: a record naming only a user has tenant None (one domain). The body's own ``user``
+    wins over the gateway's; a user that is not a string is a reject naming the field."""
+    messages = [{"role": "user", "content": "hi"}]
+    records = [
+        {"model": "m", "messages": messages, "user": "u-body"},
+        {"request": {"model": "m", "messages": messages}, "metadata": {"user_id": "u-meta"}},
+        {"request": {"model": "m", "messages": messages}, "end_user": "u-outer"},
+        {
+            "request": {"model": "m", "messages": messages, "user": "u-body"},
+            "metadata": {"user": "u-meta", "org_id": "org-1"},
+        },
+        {"model": "m", "messages": messages, "user": {"id": "u"}},
+    ]
+    (report,) = ingest_files(con, [write_jsonl("users.jsonl", records)])
+    assert (report.requests, report.rejected) == (4, 1)
+    assert [(r["tenant"], r["end_user"]) for r in requests_of(con)] == [
+        (None, "u-body"),
+        (None, "u-meta"),
+        (None, "u-outer"),
+        ("org-1", "u-body"),
+    ]
+    reason = con.execute("SELECT reason FROM rejects").fetchone()[0]
+    assert "user must be a string" in reason
 
 
 def test_gateway_request_logged_as_json_string(con, write_jsonl):

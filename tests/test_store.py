@@ -35,7 +35,14 @@ def _log(tmp_path, name: str, with_id: bool, n: int = 6):
 
 _V3_COLUMNS = {
     "files": ("records", "skipped", "redacted"),
-    "requests": ("item", "cache_write_tokens", "cache_control", "truncated", "incomplete"),
+    "requests": (
+        "item",
+        "cache_write_tokens",
+        "cache_control",
+        "truncated",
+        "incomplete",
+        "end_user",
+    ),
     "rejects": ("item", "skipped"),
 }
 

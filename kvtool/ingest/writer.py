@@ -134,6 +134,7 @@ _REQUEST_SCHEMA = pa.schema(
         ("cache_control", pa.string()),
         ("truncated", pa.bool_()),
         ("incomplete", pa.string()),
+        ("end_user", pa.string()),
     ]
 )
 _SYNTHETIC = 16  # index of the synthetic-id flag in a buffered row (after line and raw)
@@ -252,6 +253,7 @@ class _FileWriter:
                 orjson.dumps(rec.cache_control).decode() if rec.cache_control else None,
                 rec.truncated,
                 rec.incomplete,
+                rec.end_user,
             )
         )
         if len(self.rows) >= BATCH:

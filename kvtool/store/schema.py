@@ -10,11 +10,13 @@ Tables (one row each):
   ``cache_write_tokens`` and ``cache_control`` (JSON markers: where a provider was asked to cache)
   are kept as logged; ``truncated`` (the logger cut long strings) and ``incomplete`` (why the
   logged prompt cannot be rebuilt, e.g. a Responses ``previous_response_id``) keep a request
-  out of prefix analysis, and every report counts it. Messages, tool catalogs and completion
-  prompts are stored once each in ``contents`` and referenced by 64-bit content keys, so agent
-  logs that resend the same history every turn take space proportional to their distinct
-  content. ``synthetic_id`` is true
-  when the log carried no request id and kvtool made one (``<digest[:12]>:<line>``).
+  out of prefix analysis, and every report counts it. ``tenant`` is the cache-isolation domain
+  (organization, team, project, API-key hash: block hashes are seeded by it), ``end_user`` the
+  end user the log names (kept, never an isolation domain: providers cache per organization).
+  Messages, tool catalogs and completion prompts are stored once each in ``contents`` and
+  referenced by 64-bit content keys, so agent logs that resend the same history every turn take
+  space proportional to their distinct content. ``synthetic_id`` is true when the log carried
+  no request id and kvtool made one (``<digest[:12]>:<line>``).
 - ``contents``: distinct content by key (``kind``: 'message', 'tools' or 'prompt'; ``body``: JSON).
 - ``rejects``: an input record that did not become a request, with file, line, item, reason and
   raw text; ``skipped`` rows are records outside the format's scope, not errors.
@@ -105,7 +107,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cache_write_tokens BIGINT,
     cache_control VARCHAR,
     truncated BOOLEAN NOT NULL DEFAULT false,
-    incomplete VARCHAR
+    incomplete VARCHAR,
+    end_user VARCHAR
 );
 CREATE TABLE IF NOT EXISTS contents (
     key BIGINT NOT NULL,
@@ -274,6 +277,7 @@ ALTER TABLE requests ADD COLUMN cache_write_tokens BIGINT;
 ALTER TABLE requests ADD COLUMN cache_control VARCHAR;
 ALTER TABLE requests ADD COLUMN truncated BOOLEAN DEFAULT false;
 ALTER TABLE requests ADD COLUMN incomplete VARCHAR;
+ALTER TABLE requests ADD COLUMN end_user VARCHAR;
 UPDATE requests SET item = 0, truncated = false;
 ALTER TABLE rejects ADD COLUMN item INTEGER DEFAULT 0;
 ALTER TABLE rejects ADD COLUMN skipped BOOLEAN DEFAULT false;

@@ -32,10 +32,11 @@ Usage: ``input_tokens`` excludes cache reads (``cache_read_input_tokens`` -> cac
 writes (``cache_creation_input_tokens`` -> cache-write tokens); the prompt is their sum (read by
 ``openai.read_usage``, which reads usage by what its keys mean). Time: the gateway record's (the
 Message object has none). Session: gateway metadata only (the Messages body has no session
-field). Tenant: a gateway's tenant/org key, else the request's ``workspace_id`` (the workspace a
-multi-workspace key acts in); ``metadata.user_id`` is documented as the end user ("an external
-identifier for the user who is associated with the request"), so it is the tenant only when the
-record has nothing else.
+field). Tenant (the cache-isolation domain): a gateway's tenant/org key, else the request's
+``workspace_id`` (the workspace a multi-workspace key acts in); None when neither is logged (one
+domain). End user: ``metadata.user_id`` (documented as "an external identifier for the user who
+is associated with the request"), else a gateway's user key; never the tenant (Anthropic caches
+per organization/workspace, not per end user).
 """
 
 from __future__ import annotations
@@ -206,9 +207,10 @@ def normalize_anthropic(rec: dict) -> Normalized:
     out.cache_control = built.markers or None
     common(env, out, body_keys=False)
     if out.tenant is None:
-        meta = body.get("metadata")
-        user = meta.get("user_id") if isinstance(meta, dict) else None
-        out.tenant = str_or_none(body.get("workspace_id") or user, "tenant")
+        out.tenant = str_or_none(body.get("workspace_id"), "workspace_id") or None
+    meta = body.get("metadata")
+    user = meta.get("user_id") if isinstance(meta, dict) else None
+    out.end_user = str_or_none(user, "metadata.user_id") or out.end_user
     return out
 
 

@@ -23,6 +23,7 @@ from kvtool.errors import InputError
 
 SESSION_KEYS = ("session_id", "conversation_id", "thread_id", "session", "trace_id")
 TENANT_KEYS = ("tenant", "tenant_id", "org_id", "organization")
+END_USER_KEYS = ("user", "user_id", "end_user")  # a gateway's or an OpenAI body's end user
 ID_KEYS = ("request_id", "id", "custom_id")
 INT64_LIMIT = 2**63  # counts are stored as DuckDB BIGINT
 HASH_BLOCK_LIMIT = 2**31  # files.hash_block_size is a DuckDB INTEGER
@@ -46,6 +47,8 @@ class Normalized:
     placed by index into ``messages`` / ``tools`` as normalized: ``{"message": i, "part": j}``
     (``part`` None for a message whose content is a string), ``{"message": i, "tool_call": k}``,
     ``{"tool": k}``, or ``{"auto": True}`` (a request-level marker: the provider places it).
+    ``tenant`` is the cache-isolation domain (organization, team, project or API-key hash; None
+    when the log names none: one domain), never the end user, who is ``end_user``.
     ``truncated``: the logger cut strings of the prompt; ``incomplete``: why the prompt cannot
     be rebuilt from the log."""
 
@@ -68,6 +71,7 @@ class Normalized:
     cache_control: list[dict] | None = None
     truncated: bool = False
     incomplete: str | None = None
+    end_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

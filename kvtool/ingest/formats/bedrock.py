@@ -10,9 +10,13 @@ counts ``input.inputTokenCount``, ``input.cacheReadInputTokenCount``,
 
 - Tokens: ``inputTokenCount`` EXCLUDES cache reads and writes, so the prompt is input + read +
   write; a cache count the record leaves out is read as 0.
-- Tenant: ``accountId``. Bedrock isolates its prompt cache per AWS account, so every principal
-  (``identity.arn``) of an account shares one cache; the account of ``identity.arn`` when
-  ``accountId`` is missing.
+- Tenant (the cache-isolation domain): ``accountId``. Bedrock isolates its prompt cache per
+  AWS account, so every principal (``identity.arn``) of an account shares one cache; the
+  account of ``identity.arn`` when ``accountId`` is missing; None without either.
+- End user: the log has no end-user field; ``requestMetadata`` (free key/value tags the caller
+  sets) is read under a user key (``user``, ``user_id``, ``end_user``), else what the body
+  names (an Anthropic body's ``metadata.user_id``); None otherwise. The IAM principal
+  (``identity.arn``) is not an end user and is not read as one.
 - Session: only what the caller tagged in ``requestMetadata`` (Converse's ``requestMetadata``,
   InvokeModel's ``X-Amzn-Bedrock-Request-Metadata`` header) under a session key (``session_id``,
   ``conversation_id``, ...); nothing else in the log is a session, so InvokeModel records (and
@@ -54,12 +58,14 @@ import orjson
 from kvtool.errors import InputError
 from kvtool.ingest.formats.anthropic import normalize_anthropic
 from kvtool.ingest.formats.base import (
+    END_USER_KEYS,
     INT64_LIMIT,
     SESSION_KEYS,
     Format,
     Normalized,
     Skip,
     first,
+    first_item,
     int_or_none,
     parse_timestamp,
     set_usage,
@@ -164,6 +170,11 @@ def _session(rec: dict) -> str | None:
     return str_or_none(first((_section(rec, "requestMetadata"),), SESSION_KEYS), "session id")
 
 
+def _end_user(rec: dict) -> str | None:
+    key, user = first_item((_section(rec, "requestMetadata"),), END_USER_KEYS)
+    return str_or_none(user, f"requestMetadata.{key}")
+
+
 def _usage(out: Normalized, inp: dict, output: dict) -> None:
     """Bedrock's counts in kvtool's convention: prompt = input + cache read + cache write."""
     fresh = int_or_none(inp.get("inputTokenCount"), "input.inputTokenCount")
@@ -228,6 +239,7 @@ def normalize_bedrock(line: object) -> Normalized:
     out.model = model
     out.tenant = _tenant(rec)
     out.session_id = _session(rec)
+    out.end_user = _end_user(rec) or out.end_user
     _usage(out, inp, output)
     return out
 

@@ -10,10 +10,11 @@ bodies, read by the ``openai`` and ``anthropic`` normalizers; the body's shape d
 ClickHouse's UTC ``YYYY-MM-DD hh:mm:ss.fff``; a number, off-schema, is read as JavaScript epoch
 milliseconds), the model (``request_model``, ``model``, the body's, ``response_model``), the
 session (the ``Helicone-Session-Id`` entry of ``request_properties`` / ``properties``).
-Tenant: a custom property named tenant/team/org/organization (``Helicone-Property-Team: ...``;
-Helicone's records carry no org or key field), else the body's ``cache_salt`` or metadata
-tenant, else ``request_user_id`` (``Helicone-User-Id``: the end user, used only when nothing
-else is logged).
+Tenant (the cache-isolation domain): a custom property named tenant/team/org/organization
+(``Helicone-Property-Team: ...``; Helicone's records carry no org or key field), else the body's
+``cache_salt`` or metadata tenant; None when none is logged (one domain). End user:
+``request_user_id`` (``Helicone-User-Id``), else the body's (chat ``user``, Anthropic
+``metadata.user_id``); never the tenant.
 
 Usage (the trap): Helicone's ``prompt_tokens`` column is the prompt *minus* the cached part
 (OpenAI: ``prompt_tokens - cached_tokens - audio_tokens``; Anthropic: ``input_tokens``, which
@@ -151,8 +152,9 @@ def normalize_helicone(rec: dict) -> Normalized:
     session = str_or_none(props.get(SESSION_PROPERTY), "Helicone-Session-Id property")
     out.session_id = session or out.session_id
     tenant = next((props[k] for k in TENANT_PROPERTIES if props.get(k) not in (None, "")), None)
+    out.tenant = str_or_none(tenant, "tenant property") or out.tenant or None
     user = str_or_none(rec.get("request_user_id"), "request_user_id")
-    out.tenant = str_or_none(tenant, "tenant property") or out.tenant or user or None
+    out.end_user = user or out.end_user or None
     for key in ("request_model", "model"):
         model = str_or_none(rec.get(key), key)
         if model:

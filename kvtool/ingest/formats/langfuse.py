@@ -15,8 +15,9 @@ Shapes read (field names from Langfuse's own code: ``fern/apis/server/definition
 
 Fields: ``id`` (request id), ``startTime`` (ISO; a number, off-schema, is read as JavaScript
 epoch milliseconds), ``sessionId`` (no fallback to ``traceId``: a trace is one run, not a
-conversation), tenant = ``projectId`` (the Langfuse project: the org/key-like domain the export
-has), else ``userId`` (the end user, only when no project is logged).
+conversation), tenant = ``projectId`` (the Langfuse project: the only org/key-like domain the
+export has; None when not logged: one domain), end user = ``userId`` (the observation's, else
+its trace's; never the tenant).
 
 Input: a list of OpenAI chat messages, an object with ``messages`` and ``tools`` /
 ``functions`` (the OpenAI integration logs that when tools are passed), or a string (a
@@ -330,9 +331,8 @@ def normalize_langfuse(rec: dict) -> Normalized:
         json_value(_get(rec, "startTime", "start_time")), "startTime", unit="ms"
     )
     out.session_id = str_or_none(_get(rec, "sessionId", "session_id"), "sessionId") or None
-    project = str_or_none(_get(rec, "projectId", "project_id"), "projectId")
-    user = str_or_none(_get(rec, "userId", "user_id"), "userId")
-    out.tenant = project or user or None
+    out.tenant = str_or_none(_get(rec, "projectId", "project_id"), "projectId") or None
+    out.end_user = str_or_none(_get(rec, "userId", "user_id"), "userId") or None
     out.model = str_or_none(_get(rec, "model", "providedModelName", "provided_model_name"), "model")
     value = rec.get("input")
     if value is None:

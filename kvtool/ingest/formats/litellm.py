@@ -66,9 +66,15 @@ without ``request_correlation_in_logs``, has no logged sessions (analyze infers 
 
 Tenant (the cache-isolation domain): the team (``metadata.user_api_key_team_id`` /
 ``metadata.team_id``; SpendLogs ``team_id``), else the organization, else the virtual key's hash
-(``metadata.user_api_key_hash``; SpendLogs ``api_key``), else the key's internal user; only
-without any of those the end user (``end_user``), and last what the body's own normalizer
-takes (Anthropic ``metadata.user_id``, Responses ``safety_identifier``).
+(``metadata.user_api_key_hash``; SpendLogs ``api_key``), else what the body's own normalizer
+takes (a gateway tenant key, vLLM ``cache_salt``, Anthropic ``workspace_id``); None when none is
+logged (one domain). Users are never the tenant: neither the end user nor the key's internal
+user (``metadata.user_api_key_user_id``; SpendLogs ``user``), as providers cache per
+organization. End user: ``end_user`` (payload and SpendLogs; the proxy takes it from a
+customer-id header or the body's ``user``, ``metadata.user_id`` or ``safety_identifier``:
+``get_end_user_id_from_request_body`` in ``litellm/proxy/auth/auth_utils.py``), else the
+payload's ``metadata.user_api_key_end_user_id``, else what the logged body carries (chat
+``user``, Anthropic ``metadata.user_id``, Responses ``safety_identifier``/``user``).
 
 Skipped (valid, out of scope, counted): calls of other types (embeddings, ...), failed calls, and
 calls served from LiteLLM's own response cache (``cache_hit``: the model never saw them; this is
@@ -216,14 +222,9 @@ def _session(explicit: tuple[Any, ...], fallback: Any, what: str) -> str | None:
     return found
 
 
-def _tenant(team: Any, org: Any, key: Any, owner: Any, end_user: Any) -> str | None:
-    for value, what in (
-        (team, "team id"),
-        (org, "organization id"),
-        (key, "api key hash"),
-        (owner, "user id"),
-        (end_user, "end_user"),
-    ):
+def _tenant(team: Any, org: Any, key: Any) -> str | None:
+    """The first of team, organization and key hash that is logged (users never are tenants)."""
+    for value, what in ((team, "team id"), (org, "organization id"), (key, "api key hash")):
         found = _text(value, what)
         if found is not None:
             return found
@@ -310,6 +311,7 @@ def _prompt(kind: str, body: dict) -> Normalized:
         out = Normalized(kind="chat", messages_checked=False)
         out.messages = check_openai_messages(body.get("messages"))
         out.tools = check_tools(body.get("tools"))
+        out.end_user = _text(body.get("user"), "user")
     else:
         tools = body.get("tools")
         shape = _tool_shape(tools)
@@ -331,7 +333,7 @@ def _prompt(kind: str, body: dict) -> Normalized:
 def _payload_body(kind: str, messages: Any, params: dict) -> dict:
     """The request body of a payload, as far as it is logged (see the module docstring)."""
     if kind == "chat":
-        return {"messages": messages, "tools": params.get("tools")}
+        return {"messages": messages, "tools": params.get("tools"), "user": params.get("user")}
     if kind == "responses":
         body = {"instructions": params.get("instructions"), "input": messages}
         body.update((k, params[k]) for k in RESPONSES_PARAMETERS if k in params)
@@ -372,10 +374,13 @@ def normalize_payload(rec: dict) -> Normalized:
             first((meta,), TEAM_KEYS),
             meta.get("user_api_key_org_id"),
             meta.get("user_api_key_hash"),
-            meta.get("user_api_key_user_id"),
-            rec.get("end_user") or meta.get("user_api_key_end_user_id"),
         )
         or out.tenant
+    )
+    out.end_user = (
+        _text(rec.get("end_user"), "end_user")
+        or _text(meta.get("user_api_key_end_user_id"), "metadata.user_api_key_end_user_id")
+        or out.end_user
     )
     model = _text(rec.get("model"), "model") or _text(rec.get("model_group"), "model_group")
     out.model = model or out.model
@@ -466,11 +471,10 @@ def normalize_spendlog(rec: dict) -> Normalized:
             rec.get("team_id") or meta.get("user_api_key_team_id"),
             rec.get("organization_id") or meta.get("user_api_key_org_id"),
             rec.get("api_key"),
-            rec.get("user"),
-            rec.get("end_user"),
         )
         or out.tenant
     )
+    out.end_user = _text(rec.get("end_user"), "end_user") or out.end_user
     out.model = (
         _text(rec.get("model"), "model")
         or _text(body.get("model"), "proxy_server_request.model")

@@ -3,8 +3,13 @@ completions, and the pieces every gateway-shaped format shares (``envelope``, ``
 ``read_usage``). Batch API input lines are ``batch``'s (they route to Responses too).
 
 A gateway record may wrap the request body in ``request`` (an object or a JSON string) or
-``body`` and carry the response in ``response``; id, time, session, tenant and usage are looked
-for in the record, its metadata, the body and the response.
+``body`` and carry the response in ``response``; id, time, session, tenant, end user and usage
+are looked for in the record, its metadata, the body and the response.
+
+Tenant (the cache-isolation domain): vLLM's ``cache_salt`` in the body, else a tenant/org key
+(``tenant``, ``tenant_id``, ``org_id``, ``organization``) of the record, its metadata or the
+body; None when none is logged (one domain), never the end user. End user: the body's ``user``
+(OpenAI's end-user field), else ``user``/``user_id``/``end_user`` of the record or its metadata.
 
 Timestamps: ``created`` and ``created_at`` are OpenAI's names for epoch **seconds** (chat
 completion ``created``, Response ``created_at``) and are read as seconds wherever they appear;
@@ -33,6 +38,7 @@ import orjson
 
 from kvtool.errors import InputError
 from kvtool.ingest.formats.base import (
+    END_USER_KEYS,
     ID_KEYS,
     INT64_LIMIT,
     SESSION_KEYS,
@@ -93,9 +99,10 @@ def record_time(env: Envelope) -> float | None:
 
 
 def common(env: Envelope, out: Normalized, *, body_keys: bool = True) -> None:
-    """Fill id, time, session, tenant, model and usage from wherever the envelope carries them.
-    ``body_keys``: whether the body and its ``metadata`` may carry session and tenant keys (a
-    gateway's or vLLM's extras); False where the body's schema has no such field (Anthropic)."""
+    """Fill id, time, session, tenant, end user, model and usage from wherever the envelope
+    carries them. ``body_keys``: whether the body and its ``metadata`` may carry session, tenant
+    and end-user keys (OpenAI's ``user``, a gateway's or vLLM's extras); False where the body's
+    schema has no such field (Anthropic). The body's own keys come first for the end user."""
     rec, body, resp = env.outer, env.body, env.response
     metas = dicts(rec.get("metadata"), body.get("metadata") if body_keys else None)
     places = (rec, *metas, body) if body_keys else (rec, *metas)
@@ -104,6 +111,8 @@ def common(env: Envelope, out: Normalized, *, body_keys: bool = True) -> None:
     out.session_id = str_or_none(first(places, SESSION_KEYS), "session id")
     salt = body.get("cache_salt") if body_keys else None
     out.tenant = str_or_none(salt or first(places, TENANT_KEYS), "tenant")
+    key, user = first_item((body, *places) if body_keys else places, END_USER_KEYS)
+    out.end_user = str_or_none(user, key or "end user")
     out.model = str_or_none(body.get("model") or resp.get("model") or rec.get("model"), "model")
     usage = resp.get("usage") if resp else None
     if usage is None:

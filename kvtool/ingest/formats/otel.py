@@ -24,9 +24,10 @@ too; 64-bit integers as decimal strings or numbers; attribute values as ``AnyVal
   rates still count it. Time: ``startTimeUnixNano`` (ns). Id: ``gen_ai.response.id``, else the
   span id. Session: ``gen_ai.conversation.id``, else ``session.id``. Model:
   ``gen_ai.request.model``, else ``gen_ai.response.model``.
-- Tenant: the GenAI conventions have no tenant attribute; ``tenant.id`` (span, then resource
-  attribute: the usual custom attribute) is read, else the end user (``user.id``,
-  ``enduser.id``) as the fallback the lead decided for sources without a tenant.
+- Tenant (the cache-isolation domain): the GenAI conventions have no tenant attribute;
+  ``tenant.id`` (span, then resource attribute: the usual custom attribute) is read; None
+  without it (one domain). End user: ``user.id``, else ``enduser.id`` (both end-user ids in
+  the semantic-conventions registry; span, then resource attribute); never the tenant.
 - Usage: ``gen_ai.usage.input_tokens`` is the whole prompt (it includes cached tokens);
   ``gen_ai.usage.cache_read.input_tokens`` the cached part; cache writes are
   ``gen_ai.usage.cache_creation.input_tokens`` (semantic-conventions) or
@@ -456,9 +457,8 @@ def _identity(out: Normalized, attrs: dict, resource: dict, item: dict) -> None:
     span_id = str_or_none(_get(item, "spanId"), "spanId")
     out.request_id = _first_str((attrs,), ("gen_ai.response.id",)) or span_id or None
     out.session_id = _first_str((attrs,), ("gen_ai.conversation.id", "session.id"))
-    out.tenant = _first_str((attrs, resource), ("tenant.id",)) or _first_str(
-        (attrs, resource), ("user.id", "enduser.id")
-    )
+    out.tenant = _first_str((attrs, resource), ("tenant.id",))
+    out.end_user = _first_str((attrs, resource), ("user.id", "enduser.id"))
     out.model = _first_str((attrs,), ("gen_ai.request.model", "gen_ai.response.model"))
 
 

@@ -32,10 +32,11 @@ key, else the Response's ``created_at`` (epoch seconds).
 
 Session: ``conversation`` (a string or ``{"id": ...}``, in the body or the Response), else a
 session key of the gateway metadata or the body's ``metadata``. ``prompt_cache_key`` is never
-a session: one key is shared by every session that shares a prefix. Tenant: a gateway's
-tenant/org key (or vLLM's ``cache_salt``); the API documents ``safety_identifier`` (and the
-``user`` field it replaces) as an end-user id, so it is the tenant only when the record has
-nothing else.
+a session: one key is shared by every session that shares a prefix. Tenant (the
+cache-isolation domain): a gateway's tenant/org key (or vLLM's ``cache_salt``); None when none
+is logged (one domain). End user: ``safety_identifier`` (body, else Response), else the
+``user`` field it replaces (body, gateway metadata, Response): the API documents both as
+end-user ids, so neither is ever the tenant (OpenAI caches per organization).
 
 A request whose prompt is partly stored server-side cannot be rebuilt from the log and is
 marked ``incomplete`` (kept out of prefix analysis and counted): ``previous_response_id`` or
@@ -247,9 +248,13 @@ def normalize_responses(rec: dict) -> Normalized:
     )
     if conversation:
         out.session_id = conversation
-    if out.tenant is None:
-        user = body.get("safety_identifier") or resp.get("safety_identifier")
-        out.tenant = str_or_none(user or body.get("user") or resp.get("user"), "tenant")
+    out.end_user = (
+        str_or_none(body.get("safety_identifier"), "safety_identifier")
+        or str_or_none(resp.get("safety_identifier"), "response.safety_identifier")
+        or out.end_user
+        or str_or_none(resp.get("user"), "response.user")
+        or None
+    )
     out.incomplete = _incomplete(body, resp, conversation) or items.incomplete
     return out
 
