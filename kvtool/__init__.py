@@ -17,7 +17,7 @@ from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
 # the attribute ``kvtool.check``, and the function defined afterwards must be what stays bound.
 from kvtool.check import CheckResult, Policy
 from kvtool.check import check as run_check
-from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, ingest_paths
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 
@@ -43,36 +43,25 @@ def ingest(
     fingerprints are kept (docs/redaction.md). A database is redacted or not, never both:
     ``InputError`` when this ingest would mix them, or use another tokenizer than the database's.
     ``tokenizer`` is only used with ``redact``."""
-    from kvtool.store.fingerprints import redaction_spec
     from kvtool.store.tokenizations import mark_used
-    from kvtool.tokenize import load_tokenizer
-    from kvtool.tokenize.redact import check_not_mixed, redact_ingest
+    from kvtool.tokenize.redact import ingest_logs
 
     progress = progress or NullProgress()
     try:
         with open_db(db) as con:
-            check_not_mixed(con, redact)
-            if not redact:
-                return ingest_paths(
-                    con,
-                    paths,
-                    fmt=fmt,
-                    hash_block_size=hash_block_size,
-                    max_line_bytes=max_line_bytes,
-                    progress=progress,
-                )
-            bundle = load_tokenizer(tokenizer or redaction_spec(con))
-            done = redact_ingest(
+            done = ingest_logs(
                 con,
                 paths,
-                bundle,
+                redact=redact,
+                tokenizer=tokenizer or None,
                 fmt=fmt,
                 hash_block_size=hash_block_size,
                 max_line_bytes=max_line_bytes,
                 progress=progress,
             )
             if done.tokenize is not None:
-                mark_used(con, done.signature, bundle.spec)
+                assert done.signature is not None and done.spec is not None
+                mark_used(con, done.signature, done.spec)
             return done.files
     finally:
         progress.close()

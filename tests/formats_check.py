@@ -1,16 +1,28 @@
 """Checks the format tests share: the store's accounting invariant, the stored requests read back
-field by field, and comparison with the conversation set (``conversations.calls()``)."""
+field by field, comparison with the conversation set (``conversations.calls()``), a fixture
+folder's ``make_fixtures.py`` as a module, and the hostile-input helpers (every path into a
+JSON value, a copy with one value replaced, "reads or refuses in one line")."""
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import orjson
-from conversations import Call, openai_chat_record
+from conversations import Call, calls, openai_chat_record
 
 from kvtool import analyze
+from kvtool.errors import InputError
+from kvtool.ingest.formats import Normalized, Skip
 from kvtool.store import connect
+
+# wrong-typed and out-of-range values for fuzzing a record's fields
+BAD_VALUES = [1.5, -1, 2**70, True, [], {}, "", "x", "2026-13-45", [1, 2], math.nan, {"a": [1]}]
 
 
 def assert_accounted(con) -> None:
@@ -127,6 +139,16 @@ def hit_rates(path: Path, tmp_path: Path, fmt: str | None = None) -> tuple[float
     return result["ideal_hit_rate"], result["observed_hit_rate"]
 
 
+def assert_hit_rates_match_reference(path: Path, tmp_path: Path) -> None:
+    """Analyzing ``path`` gives the reference's ideal hit rate exactly, and the observed hit
+    rate sum(cached) / sum(prompt) of the calls (from the format's own cached-token field)."""
+    cs = calls()
+    ideal_ref, _ = hit_rates(reference_file(tmp_path, cs), tmp_path)
+    ideal, observed = hit_rates(path, tmp_path)
+    assert ideal == ideal_ref
+    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+
+
 def ingest_one(tmp_path: Path, path: Path, fmt: str | None = None):
     """Ingest ``path`` into a fresh database; returns (connection, its FileReport)."""
     from kvtool.ingest import ingest_files
@@ -134,3 +156,66 @@ def ingest_one(tmp_path: Path, path: Path, fmt: str | None = None):
     con = connect(tmp_path / f"ingest-{path.name}.duckdb")
     (report,) = ingest_files(con, [path], fmt=fmt)
     return con, report
+
+
+def fixture_module(folder: Path, name: str) -> ModuleType:
+    """``folder/make_fixtures.py`` loaded as the module ``name`` (fixture folders are no
+    packages)."""
+    spec = importlib.util.spec_from_file_location(name, folder / "make_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def json_paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    """Every path to a value inside a JSON value (object keys and list indices), depth first,
+    a parent before its children; the value itself (the empty path) is not one."""
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out += json_paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            out += json_paths(inner, (*prefix, i))
+    return out
+
+
+def replaced(value: object, path: tuple, new: object) -> object:
+    """A deep copy of ``value`` with the value at ``path`` replaced by ``new``."""
+    if not path:
+        return new
+    out = copy.deepcopy(value)
+    target = out
+    for key in path[:-1]:
+        target = target[key]  # type: ignore[index]
+    target[path[-1]] = new  # type: ignore[index]
+    return out
+
+
+def reads_or_refuses(normalize: Callable[[object], Normalized], rec: object) -> Normalized | None:
+    """``normalize(rec)``: a ``Normalized``, or None when it raised ``InputError`` or ``Skip``
+    with a one-line reason; any other exception fails the test."""
+    try:
+        out = normalize(rec)
+    except (InputError, Skip) as exc:
+        assert "\n" not in str(exc)
+        return None
+    assert isinstance(out, Normalized)
+    return out
+
+
+def assert_split_reads_or_refuses(
+    split: Callable[[object], Iterable[object]],
+    normalize: Callable[[object], Normalized],
+    rec: object,
+) -> None:
+    """A line's record split (``Format.records``) refuses in one line or yields records that
+    each read or refuse (``reads_or_refuses``)."""
+    try:
+        subs = list(split(rec))
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    for sub in subs:
+        reads_or_refuses(normalize, sub)

@@ -7,7 +7,8 @@ import copy
 import orjson
 import pytest
 
-from kvtool.analyze.diff import CAUSES, Req, first_difference, json_difference, lcp
+from kvtool.analyze.diff import CAUSES, Req, first_difference, json_difference
+from kvtool.textscan import lcp
 
 SYSTEM = (
     "You are Atlas, a coding agent for Example Corp.\n\n"

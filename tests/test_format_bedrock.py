@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import importlib.util
 import math
 from pathlib import Path
 
@@ -40,17 +39,21 @@ import pytest
 from conversations import calls
 from formats_check import (
     assert_accounted,
+    assert_hit_rates_match_reference,
     assert_matches_calls,
+    fixture_module,
     hit_rates,
     ingest_one,
-    reference_file,
+    json_paths,
+    reads_or_refuses,
+    replaced,
     stored_requests,
     write_jsonl,
 )
 
 from kvtool import analyze
 from kvtool.errors import InputError
-from kvtool.ingest.formats import Normalized, Skip
+from kvtool.ingest.formats import Skip
 from kvtool.ingest.formats.bedrock import normalize_bedrock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bedrock"
@@ -58,14 +61,7 @@ CONVERSE = FIXTURES / "converse.jsonl"
 INVOKE = FIXTURES / "invoke-anthropic.jsonl"
 
 
-def _make_module():
-    spec = importlib.util.spec_from_file_location("bedrock_fixtures", FIXTURES / "make_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make = _make_module()
+make = fixture_module(FIXTURES, "bedrock_fixtures")
 
 
 def fixture_records(path: Path) -> list[dict]:
@@ -167,12 +163,8 @@ def test_contradicted_format_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("path", [CONVERSE, INVOKE], ids=["converse", "invoke"])
 def test_hit_rates_match_the_reference(tmp_path, path):
-    cs = calls()
-    ideal_ref, _ = hit_rates(reference_file(tmp_path, cs), tmp_path)
-    ideal, observed = hit_rates(path, tmp_path)
-    assert ideal == ideal_ref
     # observed from Bedrock's own counts: read / (input + read + write)
-    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    assert_hit_rates_match_reference(path, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,38 +523,14 @@ def test_cloudwatch_event_that_is_not_a_log_record(tmp_path):
 BAD_VALUES = (None, True, -1, 2**64 - 1, 1.5, float("nan"), "x", [], {}, [None], {"x": None})
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _paths(item, (*prefix, i))
-
-
-def _replaced(rec, path, value):
-    out = copy.deepcopy(rec)
-    target = out
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return out
-
-
 @pytest.mark.parametrize("path", [CONVERSE, INVOKE], ids=["converse", "invoke"])
 def test_fuzzed_records_fail_cleanly(path):
     rec = fixture_records(path)[3]
     outcomes = set()
-    for where in list(_paths(rec))[1:]:
+    for where in json_paths(rec):
         for bad in BAD_VALUES:
-            try:
-                result = normalize_bedrock(_replaced(rec, where, bad))
-            except (InputError, Skip):
-                outcomes.add("refused")
-            else:
-                assert isinstance(result, Normalized)
-                outcomes.add("read")
+            result = reads_or_refuses(normalize_bedrock, replaced(rec, where, bad))
+            outcomes.add("refused" if result is None else "read")
     assert outcomes == {"refused", "read"}
     for bad in BAD_VALUES:
         with pytest.raises((InputError, Skip)):

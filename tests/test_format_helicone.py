@@ -14,16 +14,18 @@ the CLI's ``convertToCSVRow`` writes it and read by kvtool's CSV reader.
 
 from __future__ import annotations
 
-import importlib.util
-import math
 from pathlib import Path
 
 import orjson
 import pytest
 from conversations import calls
 from formats_check import (
+    BAD_VALUES,
     assert_accounted,
+    assert_hit_rates_match_reference,
     assert_matches_calls,
+    assert_split_reads_or_refuses,
+    fixture_module,
     hit_rates,
     ingest_one,
     reference_file,
@@ -32,19 +34,11 @@ from formats_check import (
 )
 
 from kvtool.errors import InputError
-from kvtool.ingest.formats.base import Normalized, Skip
+from kvtool.ingest.formats.base import Skip
 from kvtool.ingest.formats.helicone import NOT_EXPORTED, helicone_records, normalize_helicone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "helicone"
 NAMES = ["anthropic.jsonl", "query-pages.jsonl", "requests.jsonl"]
-
-
-def _make_fixtures():
-    path = FIXTURES / "make_fixtures.py"
-    spec = importlib.util.spec_from_file_location("helicone_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def request(**fields) -> dict:
@@ -73,7 +67,7 @@ def request(**fields) -> dict:
 
 
 def test_committed_fixtures_are_what_the_script_writes():
-    built = _make_fixtures().build()
+    built = fixture_module(FIXTURES, "helicone_fixtures").build()
     assert sorted(built) == sorted([*NAMES, "export.csv"])
     for name, data in built.items():
         assert (FIXTURES / name).read_bytes() == data, name
@@ -139,11 +133,7 @@ def test_explicit_format_and_a_contradicted_one(tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hit_rates_match_the_reference(tmp_path, name):
-    cs = calls()
-    ideal_ref, _ = hit_rates(reference_file(tmp_path, cs), tmp_path)
-    ideal, observed = hit_rates(FIXTURES / name, tmp_path)
-    assert ideal == ideal_ref
-    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    assert_hit_rates_match_reference(FIXTURES / name, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +260,6 @@ def test_records_of_pages():
 # ---------------------------------------------------------------------------------------------
 # hostile input
 
-BAD_VALUES = [1.5, -1, 2**70, True, [], {}, "", "x", "2026-13-45", [1, 2], math.nan, {"a": [1]}]
 FIELDS = [
     "request_body",
     "response_body",
@@ -294,19 +283,7 @@ FIELDS = [
 @pytest.mark.parametrize("field", FIELDS)
 def test_wrong_types_give_one_line_reasons(field):
     for bad in BAD_VALUES:
-        rec = request(**{field: bad})
-        try:
-            subs = list(helicone_records(rec))
-        except InputError as exc:
-            assert "\n" not in str(exc)
-            continue
-        for sub in subs:
-            try:
-                out = normalize_helicone(sub)
-            except (InputError, Skip) as exc:
-                assert "\n" not in str(exc)
-            else:
-                assert isinstance(out, Normalized)
+        assert_split_reads_or_refuses(helicone_records, normalize_helicone, request(**{field: bad}))
 
 
 def test_out_of_range_counts_and_times_are_rejected(tmp_path):

@@ -16,25 +16,25 @@ usage keys).
 
 from __future__ import annotations
 
-import importlib.util
-import math
 from pathlib import Path
 
 import orjson
 import pytest
 from conversations import calls
 from formats_check import (
+    BAD_VALUES,
     assert_accounted,
+    assert_hit_rates_match_reference,
     assert_matches_calls,
-    hit_rates,
+    assert_split_reads_or_refuses,
+    fixture_module,
     ingest_one,
-    reference_file,
     stored_requests,
     write_jsonl,
 )
 
 from kvtool.errors import InputError
-from kvtool.ingest.formats.base import Normalized, Skip
+from kvtool.ingest.formats.base import Skip
 from kvtool.ingest.formats.langfuse import langfuse_records, normalize_langfuse
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langfuse"
@@ -44,15 +44,6 @@ SKIPPED = {
     "traces.jsonl": {"observation type TOOL": 6},
     "blob-observations-v2.jsonl": {},
 }
-
-
-def _make_fixtures():
-    spec = importlib.util.spec_from_file_location(
-        "langfuse_fixtures", FIXTURES / "make_fixtures.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def generation(**fields) -> dict:
@@ -75,7 +66,7 @@ def generation(**fields) -> dict:
 
 
 def test_committed_fixtures_are_what_the_script_writes():
-    built = _make_fixtures().build()
+    built = fixture_module(FIXTURES, "langfuse_fixtures").build()
     assert sorted(built) == sorted(SKIPPED)
     for name, data in built.items():
         assert (FIXTURES / name).read_bytes() == data, name
@@ -127,11 +118,7 @@ def test_explicit_format_and_a_contradicted_one(tmp_path):
 def test_hit_rates_match_the_reference(tmp_path, name):
     """The ideal hit rate equals the OpenAI chat reference's exactly; the observed one is the
     logged cache reads over the whole prompts (input + every input detail)."""
-    cs = calls()
-    ideal_ref, _ = hit_rates(reference_file(tmp_path, cs), tmp_path)
-    ideal, observed = hit_rates(FIXTURES / name, tmp_path)
-    assert ideal == ideal_ref
-    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    assert_hit_rates_match_reference(FIXTURES / name, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +363,6 @@ def test_observation_without_input_is_stored_incomplete(tmp_path):
 # hostile input
 
 
-BAD_VALUES = [1.5, -1, 2**70, True, [], {}, "", "x", "2026-13-45", [1, 2], math.nan, {"a": [1]}]
 FIELDS = [
     "type",
     "id",
@@ -398,19 +384,9 @@ def test_wrong_types_give_one_line_reasons(field):
     """Every wrong-typed field either still reads or raises InputError/Skip (one line, naming
     the field), through the record split too; never another exception."""
     for bad in BAD_VALUES:
-        rec = generation(**{field: bad})
-        try:
-            subs = list(langfuse_records(rec))
-        except InputError as exc:
-            assert "\n" not in str(exc)
-            continue
-        for sub in subs:
-            try:
-                out = normalize_langfuse(sub)
-            except (InputError, Skip) as exc:
-                assert "\n" not in str(exc)
-            else:
-                assert isinstance(out, Normalized)
+        assert_split_reads_or_refuses(
+            langfuse_records, normalize_langfuse, generation(**{field: bad})
+        )
 
 
 def test_wrong_typed_counts_name_their_key():

@@ -43,14 +43,17 @@ from formats_check import (
     assert_matches_calls,
     hit_rates,
     ingest_one,
+    json_paths,
+    reads_or_refuses,
     reference_file,
+    replaced,
     stored_requests,
     write_jsonl,
 )
 
 from kvtool import analyze
 from kvtool.errors import InputError
-from kvtool.ingest.formats import Normalized, Skip
+from kvtool.ingest.formats import Skip
 from kvtool.ingest.formats.litellm import (
     GENERATED_ID,
     NO_BODY,
@@ -819,22 +822,14 @@ SPENDLOG_FIELDS = (
 )
 
 
-def _only_input_errors(normalize, rec: dict) -> None:
-    try:
-        out = normalize(rec)
-    except (InputError, Skip):
-        return
-    assert isinstance(out, Normalized)
-
-
 def test_fuzz_wrong_types_never_crash():
     base_payload, base_row = payload(1), spendlog(1)
     for field in PAYLOAD_FIELDS:
         for value in WRONG:
-            _only_input_errors(normalize_payload, {**copy.deepcopy(base_payload), field: value})
+            reads_or_refuses(normalize_payload, {**copy.deepcopy(base_payload), field: value})
     for field in SPENDLOG_FIELDS:
         for value in WRONG:
-            _only_input_errors(normalize_spendlog, {**copy.deepcopy(base_row), field: value})
+            reads_or_refuses(normalize_spendlog, {**copy.deepcopy(base_row), field: value})
     nested = (
         ("metadata", "usage_object"),
         ("metadata", "requester_metadata"),
@@ -845,12 +840,12 @@ def test_fuzz_wrong_types_never_crash():
         for value in WRONG:
             rec = copy.deepcopy(base_payload)
             rec[outer][inner] = value
-            _only_input_errors(normalize_payload, rec)
+            reads_or_refuses(normalize_payload, rec)
     for key in ("messages", "tools", "litellm_session_id", "metadata", "model"):
         for value in WRONG:
             row = copy.deepcopy(base_row)
             row["proxy_server_request"][key] = value
-            _only_input_errors(normalize_spendlog, row)
+            reads_or_refuses(normalize_spendlog, row)
     deep: dict = {}
     for _ in range(400):  # deeper than JSON output allows
         deep = {"x": deep}
@@ -861,34 +856,10 @@ def test_fuzz_wrong_types_never_crash():
     for value in WRONG:
         rec = copy.deepcopy(base_payload)
         rec["metadata"]["usage_object"]["prompt_tokens_details"] = value
-        _only_input_errors(normalize_payload, rec)
+        reads_or_refuses(normalize_payload, rec)
         rec = copy.deepcopy(base_payload)
         rec["metadata"]["usage_object"]["prompt_tokens_details"]["cached_tokens"] = value
-        _only_input_errors(normalize_payload, rec)
-
-
-def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
-    """Every path to a value inside a JSON value (objects and lists)."""
-    out = [prefix] if prefix else []
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else ()
-    )
-    for key, inner in items:
-        out += _paths(inner, (*prefix, key))
-    return out
-
-
-def _replaced(rec: dict, path: tuple, new: object) -> dict:
-    out = copy.deepcopy(rec)
-    target = out
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = new
-    return out
+        reads_or_refuses(normalize_payload, rec)
 
 
 FUZZED = ("messages", "model_parameters", "proxy_server_request", "response")
@@ -909,8 +880,8 @@ FUZZED = ("messages", "model_parameters", "proxy_server_request", "response")
 def test_fuzz_passthrough_records_never_crash(normalize, rec):
     """A wrong-typed value anywhere in the prompt parts, the usage or the top level gives a
     request or a one-line ``InputError`` (or ``Skip``), never another exception."""
-    paths = [p for p in _paths(rec) if len(p) == 1 or p[0] in FUZZED]
-    paths += [("metadata", "usage_object", *p) for p in _paths(rec["metadata"]["usage_object"])]
+    paths = [p for p in json_paths(rec) if len(p) == 1 or p[0] in FUZZED]
+    paths += [("metadata", "usage_object", *p) for p in json_paths(rec["metadata"]["usage_object"])]
     for path in paths:
         for value in WRONG:
-            _only_input_errors(normalize, _replaced(rec, path, value))
+            reads_or_refuses(normalize, replaced(rec, path, value))

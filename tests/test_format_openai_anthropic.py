@@ -20,10 +20,12 @@ import pytest
 from conversations import TENANT, calls
 from formats_check import (
     assert_accounted,
+    assert_hit_rates_match_reference,
     assert_matches_calls,
-    hit_rates,
     ingest_one,
+    json_paths,
     reference_file,
+    replaced,
     stored_requests,
 )
 
@@ -122,11 +124,7 @@ def test_anthropic_fixture_markers_stored(tmp_path):
 
 @pytest.mark.parametrize(("path", "fmt"), FIXTURE_FORMATS)
 def test_hit_rates_equal_the_reference(tmp_path, path, fmt):
-    cs = calls()
-    ideal, observed = hit_rates(path, tmp_path)
-    ref_ideal, _ = hit_rates(reference_file(tmp_path, cs), tmp_path)
-    assert ideal == ref_ideal
-    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    assert_hit_rates_match_reference(path, tmp_path)
 
 
 def test_wrong_format_choice_is_refused_in_one_line(tmp_path):
@@ -727,26 +725,6 @@ def test_responses_instructions_echoed_as_items():
 ODD = [None, 0, -1, 1.5, 1e30, True, "x", "", [], [1], {}, {"type": 5}]
 
 
-def paths(value: object, prefix: tuple = ()) -> list[tuple]:
-    """Every path into a JSON value (object keys and list indices)."""
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths(v, (*prefix, i))
-    return out
-
-
-def replaced(value: object, path: tuple, new: object) -> object:
-    if not path:
-        return new
-    copy = list(value) if isinstance(value, list) else dict(value)  # type: ignore[arg-type]
-    copy[path[0]] = replaced(copy[path[0]], path[1:], new)
-    return copy
-
-
 @pytest.mark.parametrize(
     ("normalize", "record"),
     [
@@ -760,7 +738,7 @@ def replaced(value: object, path: tuple, new: object) -> object:
 )
 def test_wrong_types_anywhere_give_input_error_or_a_valid_request(normalize, record):
     outcomes = {"ok": 0, "rejected": 0}
-    for path, odd in itertools.product(paths(record)[1:], ODD):  # a line is always an object
+    for path, odd in itertools.product(json_paths(record), ODD):  # a line is always an object
         try:
             out = normalize(replaced(record, path, odd))
         except InputError as exc:
@@ -778,7 +756,7 @@ def test_wrong_types_anywhere_give_input_error_or_a_valid_request(normalize, rec
 
 def test_fuzzed_file_is_accounted_line_by_line(tmp_path, write_jsonl):
     base = records(ANTHROPIC)[2]
-    lines = [replaced(base, p, odd) for p in paths(base)[1:60] for odd in ODD[:6]]
+    lines = [replaced(base, p, odd) for p in json_paths(base)[:59] for odd in ODD[:6]]
     lines = [dict(r, request_id=f"f{i}") if isinstance(r, dict) else r for i, r in enumerate(lines)]
     lines.append(dict(base, request_id="good"))
     con, report = ingest_one(tmp_path, write_jsonl("f.jsonl", lines), "anthropic")

@@ -24,7 +24,6 @@ ways: the end user's ``user.id`` by a span processor and a log record processor)
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
 import orjson
@@ -32,7 +31,9 @@ import pytest
 from conversations import calls, openai_chat_record
 from formats_check import (
     assert_accounted,
+    assert_hit_rates_match_reference,
     assert_matches_calls,
+    fixture_module,
     hit_rates,
     ingest_one,
     reference_file,
@@ -49,17 +50,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "otel"
 FULL = ("genai-openai.jsonl", "spec-forms.jsonl.gz", "genai-openai-events.logs.jsonl.gz")
 
 
-def _make_fixtures():
-    """``make_fixtures.py`` as a module (its spec-form writer needs no OpenTelemetry library)."""
-    spec = importlib.util.spec_from_file_location(
-        "otel_make_fixtures", FIXTURES / "make_fixtures.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MAKE = _make_fixtures()
+MAKE = fixture_module(FIXTURES, "otel_make_fixtures")  # its spec-form writer needs no OTel library
 normalize = normalizer("otel-genai", 512)
 
 
@@ -138,11 +129,7 @@ def test_hit_rates_match_the_reference(tmp_path, name):
     """The same calls give the OpenAI chat reference's ideal hit rate exactly; the observed one
     comes from ``gen_ai.usage.cache_read.input_tokens`` over ``input_tokens`` (which includes
     the cached tokens)."""
-    cs = calls()
-    ideal_ref, _ = hit_rates(reference_file(tmp_path, cs), tmp_path)
-    ideal, observed = hit_rates(FIXTURES / name, tmp_path)
-    assert ideal == ideal_ref
-    assert observed == sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    assert_hit_rates_match_reference(FIXTURES / name, tmp_path)
 
 
 def test_detection_and_explicit_format(tmp_path):
@@ -199,18 +186,23 @@ def test_spans_without_content_are_incomplete_with_usage(tmp_path):
     got = stored_requests(con)
     for s, c in zip(got, sorted(cs, key=lambda c: c.ts), strict=True):
         assert s.messages is None and s.incomplete.startswith("no gen_ai.input.messages")
-        assert (s.request_id, s.session_id, s.tenant, s.end_user, s.model) == (
-            c.request_id,
-            c.session_id,
-            c.tenant,
-            c.user,
-            c.model,
-        )
+        _assert_identity(s, c)
         assert (s.observed_prompt_tokens, s.observed_cached_tokens, s.cache_write_tokens) == (
             c.prompt_tokens,
             c.cached_tokens,
             c.cache_write_tokens,
         )
+
+
+def _assert_identity(s, c) -> None:
+    """The stored request's ids, tenant, end user and model are the call's."""
+    assert (s.request_id, s.session_id, s.tenant, s.end_user, s.model) == (
+        c.request_id,
+        c.session_id,
+        c.tenant,
+        c.user,
+        c.model,
+    )
 
 
 def _no_tools_reference(tmp_path: Path) -> Path:
@@ -233,13 +225,7 @@ def test_openai_v2_latest_records_no_cache_counts(tmp_path):
     got = stored_requests(con)
     for s, c in zip(got, sorted(cs, key=lambda c: c.ts), strict=True):
         assert s.messages == c.openai_messages() and s.tools is None
-        assert (s.request_id, s.session_id, s.tenant, s.end_user, s.model) == (
-            c.request_id,
-            c.session_id,
-            c.tenant,
-            c.user,
-            c.model,
-        )
+        _assert_identity(s, c)
         assert (s.observed_prompt_tokens, s.output_tokens) == (c.prompt_tokens, c.output_tokens)
         assert s.observed_cached_tokens is None and s.cache_write_tokens is None
     ideal_ref, _ = hit_rates(_no_tools_reference(tmp_path), tmp_path)

@@ -32,6 +32,7 @@ from kvtool.generate import generate
 from kvtool.simulate import simulate
 from kvtool.store import connect
 from kvtool.store.fingerprints import PrefixPair, RequestFp, staging_db
+from kvtool.textscan import lcp
 from kvtool.tokenize import default_tokenizer_path
 from kvtool.tokenize.redact.elements import (
     SCHEMA_KEYS,
@@ -41,7 +42,7 @@ from kvtool.tokenize.redact.elements import (
     text_fp,
     tool_fp,
 )
-from kvtool.tokenize.redact.heads import head_table, lcp
+from kvtool.tokenize.redact.heads import head_table
 from kvtool.tokenize.redact.prefixes import prefix_pairs, sequence_key
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from kvtool.analyze.json_order import Reordered, json_reordered
-from kvtool.analyze.volatile import (
+from kvtool.textscan import (
     Span,
     VolatileChange,
     hazards,

@@ -38,10 +38,11 @@ from typing import Protocol
 import numpy as np
 import orjson
 
-from kvtool.analyze.diff import CAUSES, Difference, Req, first_difference, lcp
+from kvtool.analyze.diff import CAUSES, Difference, Req, first_difference
 from kvtool.store import Connection
 from kvtool.store.requests import RequestRow, content_keys, load_contents, request_rows
 from kvtool.store.runs import StoredBreak, replace_breaks
+from kvtool.textscan import lcp
 from kvtool.tokenize import PromptIds, PromptTokens, tokenizer_signature
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
@@ -93,6 +94,22 @@ class Break:
     path: str
     detail: str
     diff: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, r: RequestRow, p: RequestRow, found: PairBreak, diff: dict) -> Break:
+        """The break of request ``r`` from its predecessor ``p`` that ``compare`` found."""
+        return cls(
+            req_id=r.req_id,
+            pred_req_id=p.req_id,
+            request_id=r.request_id,
+            predecessor_id=p.request_id,
+            position=found.position,
+            tokens_lost=found.tokens_lost,
+            cause=found.difference.cause,
+            path=found.difference.path,
+            detail=found.difference.detail,
+            diff=diff,
+        )
 
     def example(self) -> dict:
         return {
@@ -443,21 +460,7 @@ def detect_breaks(
             progress(done, len(pairs))
         if found is None:
             continue
-        diff = found.difference
-        out.append(
-            Break(
-                req_id=r.req_id,
-                pred_req_id=p.req_id,
-                request_id=r.request_id,
-                predecessor_id=p.request_id,
-                position=found.position,
-                tokens_lost=found.tokens_lost,
-                cause=diff.cause,
-                path=diff.path,
-                detail=diff.detail,
-                diff=break_text(bundle, pp, rp, found),
-            )
-        )
+        out.append(Break.of(r, p, found, break_text(bundle, pp, rp, found)))
     return out
 
 

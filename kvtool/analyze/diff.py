@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from kvtool.analyze.json_order import json_reordered
-from kvtool.textscan import fold_text, volatile_change
+from kvtool.textscan import fold_text, lcp, volatile_change
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
+
+_T = TypeVar("_T")
 
 CAUSES = (
     "model_changed",
@@ -72,20 +75,6 @@ class Difference:
     detail: str
     region: str
     index: int = -1
-
-
-def lcp(a: str, b: str) -> int:
-    """Length of the common prefix of two strings (binary search over C-speed slice compares)."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:  # invariant: a[:lo] == b[:lo] and a[:hi] != b[:hi]
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -161,33 +150,59 @@ def _tool_name(tool: Any) -> str | None:
     return fn.get("name") if isinstance(fn, dict) else tool.get("name")
 
 
-def _tools_difference(ta: list, tb: list) -> Difference | None:
-    texts_a = [_json_text(t) for t in ta]
-    texts_b = [_json_text(t) for t in tb]
+@dataclass(frozen=True)
+class ToolChange:
+    """Where two tool catalogs first differ: at ``index``, a tool was added, removed or moved
+    there from ``was`` (``tools_reordered``), or the tool there is the same tool, edited
+    (``tool_schema_edited``; the caller finds what changed)."""
+
+    cause: str
+    index: int
+    was: int = -1
+
+
+def tool_change(
+    ta: Sequence[_T], tb: Sequence[_T], key: Callable[[_T], Any], name: Callable[[_T], Any]
+) -> ToolChange | None:
+    """The first difference of two tool catalogs: tools with equal ``key`` are equal, tools
+    with equal ``name`` are the same tool (``name`` is only called when neither catalog ends
+    first). None when the catalogs are equal."""
+    keys_a, keys_b = [key(t) for t in ta], [key(t) for t in tb]
     j = 0
-    while j < min(len(ta), len(tb)) and texts_a[j] == texts_b[j]:
+    while j < min(len(ta), len(tb)) and keys_a[j] == keys_b[j]:
         j += 1
     if j == len(ta) == len(tb):
         return None
-    names_a = [_tool_name(t) for t in ta]
-    names_b = [_tool_name(t) for t in tb]
     if j == len(ta):
-        return Difference("tool_added", f"tools[{j}]", f"tool {names_b[j]!r} added", "tools", j)
+        return ToolChange("tool_added", j)
     if j == len(tb):
-        return Difference("tool_removed", f"tools[{j}]", f"tool {names_a[j]!r} removed", "tools", j)
+        return ToolChange("tool_removed", j)
+    names_a, names_b = [name(t) for t in ta], [name(t) for t in tb]
     na, nb = names_a[j], names_b[j]
     if na != nb:
         if na not in names_b:
-            return Difference("tool_removed", f"tools[{j}]", f"tool {na!r} removed", "tools", j)
+            return ToolChange("tool_removed", j)
         if nb not in names_a:
-            return Difference("tool_added", f"tools[{j}]", f"tool {nb!r} added", "tools", j)
-        return Difference(
-            "tools_reordered",
-            f"tools[{j}]",
-            f"tool {nb!r} moved to position {j} (was {names_a.index(nb)})",
-            "tools",
-            j,
-        )
+            return ToolChange("tool_added", j)
+        return ToolChange("tools_reordered", j, names_a.index(nb))
+    return ToolChange("tool_schema_edited", j)
+
+
+def _tools_difference(ta: list, tb: list) -> Difference | None:
+    change = tool_change(ta, tb, _json_text, _tool_name)
+    if change is None:
+        return None
+    j = change.index
+    if change.cause == "tool_added":
+        nb = _tool_name(tb[j])
+        return Difference("tool_added", f"tools[{j}]", f"tool {nb!r} added", "tools", j)
+    na = _tool_name(ta[j])
+    if change.cause == "tool_removed":
+        return Difference("tool_removed", f"tools[{j}]", f"tool {na!r} removed", "tools", j)
+    if change.cause == "tools_reordered":
+        nb = _tool_name(tb[j])
+        detail = f"tool {nb!r} moved to position {j} (was {change.was})"
+        return Difference("tools_reordered", f"tools[{j}]", detail, "tools", j)
     where = json_difference(ta[j], tb[j])
     sub, kind = where if where is not None else ("", "value")
     path = f"tools[{j}]{sub}"

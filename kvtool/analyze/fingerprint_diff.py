@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kvtool.analyze.diff import Difference
+from kvtool.analyze.diff import Difference, tool_change
 from kvtool.store.fingerprints import MessageFp, PrefixPair, RequestFp, TextFp, ToolFp
 
 TextLookup = Callable[[int], TextFp]
@@ -135,30 +135,16 @@ def _path_text(path: list[_Step]) -> str:
 
 
 def _tools_difference(ta: list[ToolFp], tb: list[ToolFp], texts: TextLookup) -> Difference | None:
-    j = 0
-    while j < min(len(ta), len(tb)) and ta[j].fp == tb[j].fp:
-        j += 1
-    if j == len(ta) == len(tb):
+    change = tool_change(ta, tb, lambda t: t.fp, lambda t: t.name)
+    if change is None:
         return None
-    names_a = [t.name for t in ta]
-    names_b = [t.name for t in tb]
-    if j == len(ta):
-        return Difference("tool_added", f"tools[{j}]", f"tool {j} added", "tools", j)
-    if j == len(tb):
-        return Difference("tool_removed", f"tools[{j}]", f"tool {j} removed", "tools", j)
-    na, nb = names_a[j], names_b[j]
-    if na != nb:
-        if na not in names_b:
-            return Difference("tool_removed", f"tools[{j}]", f"tool {j} removed", "tools", j)
-        if nb not in names_a:
-            return Difference("tool_added", f"tools[{j}]", f"tool {j} added", "tools", j)
-        return Difference(
-            "tools_reordered",
-            f"tools[{j}]",
-            f"tool {names_a.index(nb)} moved to position {j}",
-            "tools",
-            j,
-        )
+    j = change.index
+    if change.cause == "tools_reordered":
+        detail = f"tool {change.was} moved to position {j}"
+        return Difference("tools_reordered", f"tools[{j}]", detail, "tools", j)
+    if change.cause != "tool_schema_edited":
+        what = "added" if change.cause == "tool_added" else "removed"
+        return Difference(change.cause, f"tools[{j}]", f"tool {j} {what}", "tools", j)
     where = _tree_difference(ta[j].tree, tb[j].tree, [])
     sub, kind = where if where is not None else ([], "value")
     path = f"tools[{j}]{_path_text(sub)}"

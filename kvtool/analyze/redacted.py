@@ -280,22 +280,8 @@ def detect_breaks(
             progress(done, len(pairs))
         if found is None:
             continue
-        diff = found.difference
         text = dict(EMPTY_DIFF)
-        if diff.cause == "model_changed":
+        if found.difference.cause == "model_changed":
             text.update(removed=p.model or "", added=r.model or "")
-        out.append(
-            Break(
-                req_id=r.req_id,
-                pred_req_id=p.req_id,
-                request_id=r.request_id,
-                predecessor_id=p.request_id,
-                position=found.position,
-                tokens_lost=found.tokens_lost,
-                cause=diff.cause,
-                path=diff.path,
-                detail=diff.detail,
-                diff=text,
-            )
-        )
+        out.append(Break.of(r, p, found, text))
     return out

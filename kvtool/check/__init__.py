@@ -5,7 +5,7 @@
 - ``render``: terminal text, GitHub Actions annotations, JUnit XML.
 
 The gate reaches analyze only through its public break API (``kvtool.analyze.breaks``) and the
-volatile scan (``kvtool.analyze.volatile.hazards``). docs/ci.md is the user's page.
+volatile scan (``kvtool.textscan.hazards``). docs/ci.md is the user's page.
 """
 
 from kvtool.check.baseline import Baseline, resolve_baseline

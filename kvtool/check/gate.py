@@ -30,13 +30,13 @@ from pathlib import Path
 import orjson
 
 from kvtool.analyze.breaks import Prompts, break_text, compare, detect_breaks, lost_tokens
-from kvtool.analyze.volatile import hazards
 from kvtool.check.baseline import resolve_baseline
 from kvtool.errors import InputError, OptionError
 from kvtool.ingest import ingest_file
 from kvtool.store import Connection, open_db
 from kvtool.store.files import first_reject
 from kvtool.store.requests import RequestRow, request_rows
+from kvtool.textscan import hazards
 from kvtool.tokenize import TokenizerBundle, tokenize_requests
 from kvtool.tokenize.template import content_text
 from kvtool.traffic import load_workload

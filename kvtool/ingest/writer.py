@@ -68,6 +68,12 @@ def content_key(data: bytes) -> int:
     return as_bigint(xxhash.xxh3_64_intdigest(data))
 
 
+def duplicate_reason(rid: str, where: str) -> str:
+    """The reject reason of a request id seen before, first ``where`` ('line N' of the same file,
+    else the earlier file and line)."""
+    return f"duplicate request id {rid[:60]!r} (first at {where})"
+
+
 def _reason_class(reason: str) -> str:
     """A reject reason without its specifics (quoted values, indexes, parentheses, details after
     a colon)."""
@@ -92,6 +98,21 @@ class FileReport:
     records: int | None = None
     out_of_scope: int = 0
     out_of_scope_reasons: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def already_ingested(cls, path: str, known: FileRow) -> FileReport:
+        """The report of a file whose bytes the database already holds as ``known``."""
+        return cls(
+            path,
+            known.file_id,
+            known.format,
+            known.lines,
+            known.requests,
+            known.rejected,
+            skipped=True,
+            records=known.records,
+            out_of_scope=known.skipped,
+        )
 
     def to_json(self) -> dict:
         return {
@@ -214,7 +235,7 @@ class _FileWriter:
             rid = f"{PENDING}{line}" if item == 0 else f"{PENDING}{line}.{item}"
         first = self.lines_of.get(rid)
         if first is not None:
-            reason = f"duplicate request id {rid[:60]!r} (first at line {first})"
+            reason = duplicate_reason(rid, f"line {first}")
             self.reject(line, reason, raw, duplicate=True, item=item)
             return
         message_keys = tools_key = prompt_key = None
@@ -270,7 +291,7 @@ class _FileWriter:
             if where is None:
                 kept.append(row)
             else:
-                reason = f"duplicate request id {row[2][:60]!r} (first at {where})"
+                reason = duplicate_reason(row[2], where)
                 self.reject(row[0], reason, row[1], duplicate=True, item=row[_SYNTHETIC + 1])
         self.rows = kept
 
@@ -455,18 +476,7 @@ def ingest_file(
                     ),
                 )
         except _AlreadyIngested as done:
-            k = done.known
-            return FileReport(
-                name,
-                k.file_id,
-                k.format,
-                k.lines,
-                k.requests,
-                k.rejected,
-                skipped=True,
-                records=k.records,
-                out_of_scope=k.skipped,
-            )
+            return FileReport.already_ingested(name, done.known)
     return FileReport(
         name,
         file_id,

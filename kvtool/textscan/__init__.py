@@ -1,9 +1,10 @@
 """What kvtool finds in prompt text, without any other kvtool stage: volatile spans (timestamps
-and ids, ``volatile``) and whitespace folding (``fold``). Both break analysis (on text) and a
-redacted ingest (which keeps only fingerprints of these findings) use them.
+and ids, ``volatile``), whitespace folding (``fold``) and common prefixes (``prefix``). Both break
+analysis (on text) and a redacted ingest (which keeps only fingerprints of these findings) use them.
 """
 
 from kvtool.textscan.fold import fold_text
+from kvtool.textscan.prefix import lcp
 from kvtool.textscan.volatile import (
     Span,
     VolatileChange,
@@ -19,6 +20,7 @@ __all__ = [
     "fold_text",
     "hazards",
     "id_spans",
+    "lcp",
     "timestamp_spans",
     "volatile_change",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvtool.errors import NotFoundError
-from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options, ingest_paths
+from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options
 from kvtool.progress import Progress
 from kvtool.store import Connection
 from kvtool.store.files import all_file_ids, request_kinds
@@ -34,7 +34,7 @@ from kvtool.tokenize import (
     tokenize_requests,
     tokenizer_signature,
 )
-from kvtool.tokenize.redact import check_not_mixed, check_tokenizer, redact_ingest
+from kvtool.tokenize.redact import check_tokenizer, ingest_logs
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}  # the TTLs reuse is measured at
@@ -81,28 +81,17 @@ def load_traffic(
     if tokenizer is None and redacted_spec is not None:
         tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
     if paths:
-        check_not_mixed(con, redact)
-        if redact:
-            bundle = load_tokenizer(tokenizer)
-            done = redact_ingest(
-                con,
-                paths,
-                bundle,
-                fmt=fmt,
-                hash_block_size=hash_block_size,
-                max_line_bytes=max_line_bytes,
-                progress=progress,
-            )
-            reports, tok_report = done.files, done.tokenize
-        else:
-            reports = ingest_paths(
-                con,
-                paths,
-                fmt=fmt,
-                hash_block_size=hash_block_size,
-                max_line_bytes=max_line_bytes,
-                progress=progress,
-            )
+        done = ingest_logs(
+            con,
+            paths,
+            redact=redact,
+            tokenizer=tokenizer,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            max_line_bytes=max_line_bytes,
+            progress=progress,
+        )
+        reports, tok_report = done.files, done.tokenize
         file_ids = sorted({r.file_id for r in reports})
     else:
         file_ids = all_file_ids(con)

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from kvtool.errors import InputError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, ingest_paths
+from kvtool.ingest.writer import duplicate_reason
 from kvtool.progress import Progress
 from kvtool.store import Connection, atomic, next_id
 from kvtool.store.files import (
@@ -77,7 +78,7 @@ from kvtool.store.tokenizations import (
     write_render_failures,
 )
 from kvtool.tokenize.chains import TokenizeReport, tokenize_requests, tokenizer_signature
-from kvtool.tokenize.loader import TokenizerBundle
+from kvtool.tokenize.loader import TokenizerBundle, load_tokenizer
 from kvtool.tokenize.plans import Plan, PromptTokens, encode_pieces, request_plans
 from kvtool.tokenize.redact.elements import (
     Texts,
@@ -106,12 +107,14 @@ def redacted_reason(reason: str) -> str:
 
 @dataclass
 class RedactReport:
-    """What one redacted ingest did: a report per file (as ``ingest_paths`` gives them) and the
-    in-memory tokenize pass (None when nothing new needed one)."""
+    """What one redacted ingest did: a report per file (as ``ingest_paths`` gives them), the
+    in-memory tokenize pass (None when nothing new needed one), and the tokenizer's signature and
+    spec. ``ingest_logs`` without redaction gives only ``files``."""
 
     files: list[FileReport]
     tokenize: TokenizeReport | None
-    signature: str
+    signature: str | None
+    spec: str | None = None
 
 
 def check_not_mixed(con: Connection, redact: bool) -> None:
@@ -139,6 +142,43 @@ def check_tokenizer(con: Connection, signature: str, spec: str) -> None:
             f"redacted at ingest with tokenizer {redaction_spec(con) or stored[0]}; "
             f"re-ingest to use {spec}"
         )
+
+
+def ingest_logs(
+    con: Connection,
+    paths: list[str | Path],
+    *,
+    redact: bool,
+    tokenizer: str | None,
+    fmt: str | None,
+    hash_block_size: int,
+    progress: Progress,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> RedactReport:
+    """``ingest_paths``, or with ``redact`` ``redact_ingest`` with ``tokenizer`` (None: the one
+    the database was redacted with, else the default); ``InputError`` first when this ingest
+    would mix redacted and unredacted files."""
+    check_not_mixed(con, redact)
+    if not redact:
+        reports = ingest_paths(
+            con,
+            paths,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            max_line_bytes=max_line_bytes,
+            progress=progress,
+        )
+        return RedactReport(reports, None, None)
+    bundle = load_tokenizer(tokenizer if tokenizer is not None else redaction_spec(con))
+    return redact_ingest(
+        con,
+        paths,
+        bundle,
+        fmt=fmt,
+        hash_block_size=hash_block_size,
+        max_line_bytes=max_line_bytes,
+        progress=progress,
+    )
 
 
 def redact_ingest(
@@ -193,7 +233,7 @@ def redact_ingest(
                 assert tok is not None
                 _fingerprint(con, mem, bundle, signature, tok.mode, batch)
             _copy(con, mem, file_ids, signature, batch, texty)
-        return RedactReport(reports, tok, signature)
+        return RedactReport(reports, tok, signature, bundle.spec)
     finally:
         mem.close()
 
@@ -210,19 +250,7 @@ def _drop_known(con: Connection, mem: Connection, reports: list[FileReport]) -> 
         known = find_file(con, row.digest)
         if known is not None:
             delete_file(mem, report.file_id)
-            out.append(
-                FileReport(
-                    report.path,
-                    known.file_id,
-                    known.format,
-                    known.lines,
-                    known.requests,
-                    known.rejected,
-                    skipped=True,
-                    records=known.records,
-                    out_of_scope=known.skipped,
-                )
-            )
+            out.append(FileReport.already_ingested(report.path, known))
             continue
         out.append(_drop_known_ids(con, mem, report, row))
     return out
@@ -236,18 +264,14 @@ def _drop_known_ids(
     dupes = [r for r in rows if r.request_id in seen]
     if not dupes:
         return report
+    why = {d.req_id: duplicate_reason(d.request_id, seen[d.request_id]) for d in dupes}
     insert_rejects(
-        mem,
-        [
-            Reject(row.file_id, row.path, d.line, _duplicate(d.request_id, seen[d.request_id]),
-                   None, d.item)
-            for d in dupes
-        ],
-    )  # fmt: skip
+        mem, [Reject(row.file_id, row.path, d.line, why[d.req_id], None, d.item) for d in dupes]
+    )
     drop_requests(mem, row.file_id, [d.req_id for d in dupes])
     reasons = dict(report.reasons)
     for d in dupes:
-        short = redacted_reason(_duplicate(d.request_id, seen[d.request_id]))
+        short = redacted_reason(why[d.req_id])
         reasons[short] = reasons.get(short, 0) + 1
     return replace(
         report,
@@ -255,11 +279,6 @@ def _drop_known_ids(
         rejected=report.rejected + len(dupes),
         reasons=reasons,
     )
-
-
-def _duplicate(rid: str, where: str) -> str:
-    """The reject reason of a request id the database already holds (as the writer words it)."""
-    return f"duplicate request id {rid[:60]!r} (first at {where})"
 
 
 class _Fingerprints:
@@ -415,68 +434,63 @@ _REQUEST_FP = pa.schema(
 )
 
 
+_INTS = pa.list_(pa.int64())
+_MESSAGE_FP = pa.schema(
+    [
+        ("fp", pa.int64()),
+        ("role", pa.string()),
+        ("content", pa.int64()),
+        ("call_names", _INTS),
+        ("call_args", _INTS),
+        ("call_json", _INTS),
+    ]
+)
+_TOOL_FP = pa.schema([("fp", pa.int64()), ("name", pa.int64()), ("tree", pa.string())])
+_TEXT_FP = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("length", pa.int64()),
+        ("fold", pa.int64()),
+        ("fold_plain", pa.int64()),
+        ("cuts", _INTS),
+        ("prefixes", _INTS),
+        ("timestamps", _INTS),
+        ("ids", _INTS),
+        ("json", _INTS),
+        ("json_hashes", _INTS),
+    ]
+)
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    """``rows`` (one tuple per row, in the schema's column order) as a table of ``schema``."""
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays(
+        [pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)], schema=schema
+    )
+
+
+def _flat(pairs: tuple) -> list[int]:
+    return [v for pair in pairs for v in pair]
+
+
 def _write(
     con: Connection, out: list[tuple], message_rows: dict, tool_rows: dict, texts: Texts
 ) -> None:
-    cols = list(zip(*out, strict=True)) if out else [[] for _ in _REQUEST_FP]
-    insert_fingerprints(
-        con,
-        "fp_requests",
-        pa.Table.from_arrays(
-            [pa.array(c, f.type) for c, f in zip(cols, _REQUEST_FP, strict=True)],
-            schema=_REQUEST_FP,
-        ),
-    )
-    m = list(message_rows.values())
-    insert_fingerprints(
-        con,
-        "fp_messages",
-        pa.table(
-            {
-                "fp": pa.array([x.fp for x in m], pa.int64()),
-                "role": pa.array([x.role for x in m], pa.string()),
-                "content": pa.array([x.content for x in m], pa.int64()),
-                "call_names": pa.array([list(x.call_names) for x in m], pa.list_(pa.int64())),
-                "call_args": pa.array([list(x.call_args) for x in m], pa.list_(pa.int64())),
-                "call_json": pa.array([list(x.call_json) for x in m], pa.list_(pa.int64())),
-            }
-        ),
-    )
-    t = list(tool_rows.values())
-    insert_fingerprints(
-        con,
-        "fp_tools",
-        pa.table(
-            {
-                "fp": pa.array([x.fp for x in t], pa.int64()),
-                "name": pa.array([x.name for x in t], pa.int64()),
-                "tree": pa.array([orjson.dumps(x.tree).decode() for x in t], pa.string()),
-            }
-        ),
-    )
-    x = list(texts.rows.values())
-
-    def flat(pairs: tuple) -> list[int]:
-        return [v for pair in pairs for v in pair]
-
-    insert_fingerprints(
-        con,
-        "fp_texts",
-        pa.table(
-            {
-                "id": pa.array([r.id for r in x], pa.int64()),
-                "length": pa.array([r.length for r in x], pa.int64()),
-                "fold": pa.array([r.fold for r in x], pa.int64()),
-                "fold_plain": pa.array([r.fold_plain for r in x], pa.int64()),
-                "cuts": pa.array([list(r.cuts) for r in x], pa.list_(pa.int64())),
-                "prefixes": pa.array([list(r.prefixes) for r in x], pa.list_(pa.int64())),
-                "timestamps": pa.array([flat(r.timestamps) for r in x], pa.list_(pa.int64())),
-                "ids": pa.array([flat(r.ids) for r in x], pa.list_(pa.int64())),
-                "json": pa.array([flat(r.json) for r in x], pa.list_(pa.int64())),
-                "json_hashes": pa.array([list(r.json_hashes) for r in x], pa.list_(pa.int64())),
-            }
-        ),
-    )
+    insert_fingerprints(con, "fp_requests", _table(out, _REQUEST_FP))
+    messages = [
+        (m.fp, m.role, m.content, list(m.call_names), list(m.call_args), list(m.call_json))
+        for m in message_rows.values()
+    ]
+    insert_fingerprints(con, "fp_messages", _table(messages, _MESSAGE_FP))
+    tools = [(t.fp, t.name, orjson.dumps(t.tree).decode()) for t in tool_rows.values()]
+    insert_fingerprints(con, "fp_tools", _table(tools, _TOOL_FP))
+    text_rows = [
+        (r.id, r.length, r.fold, r.fold_plain, list(r.cuts), list(r.prefixes), _flat(r.timestamps),
+         _flat(r.ids), _flat(r.json), list(r.json_hashes))
+        for r in texts.rows.values()
+    ]  # fmt: skip
+    insert_fingerprints(con, "fp_texts", _table(text_rows, _TEXT_FP))
 
 
 def _copy(
