@@ -1,6 +1,6 @@
 """Hosted providers' prompt-caching rules and prices, as versioned data with sources and dates
-(``data/<provider>.json``), and their loader. Nothing here simulates a provider's cache yet;
-see docs/providers.md."""
+(``data/<provider>.json``), and their loader. The data only: ``kvtool.simulate.providers``
+simulates the providers' caches from it (docs/providers.md)."""
 
 from kvtool.providers.load import SCHEMA_VERSION, load_provider, provider_names
 from kvtool.providers.model import (

@@ -30,8 +30,9 @@ class Source:
 @dataclass(frozen=True)
 class Ttl:
     """One cache lifetime a provider offers. ``seconds`` is the idle time after which an entry
-    goes (None: not documented, best effort); ``max_seconds`` a hard cap since the last use,
-    when documented; ``refresh_on_hit``: a hit restarts the clock."""
+    goes (None: not documented, best effort); ``max_seconds`` a hard cap on an entry's life
+    since it was written, hits or not, when documented; ``refresh_on_hit``: a hit restarts the
+    idle clock."""
 
     name: str
     seconds: int | None

@@ -6,7 +6,9 @@
 - ``sweep``: the one-pass LRU curve (Mattson's stack distances);
 - ``result``: ``SimulateResult`` and its points, ``to_json()`` (the ``--json`` object) and
   ``points_frame()``;
-- ``run``: ``simulate()``, which loads the traffic, runs every configuration and stores the run.
+- ``run``: ``simulate()``, which loads the traffic, runs every configuration and stores the run;
+- ``providers``: ``predict_provider``, a hosted provider's automatic prefix caching and bill
+  (OpenAI, DeepSeek, Gemini implicit; not yet behind a command).
 
 Counting follows docs/architecture.md ("Block identity", "Cached tokens").
 """

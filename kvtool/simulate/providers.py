@@ -1,0 +1,271 @@
+"""What a hosted provider with automatic prefix caching would have cached, request by request,
+and the bill with and without it (OpenAI, DeepSeek, Gemini implicit caching; the rules and
+prices are ``kvtool.providers`` data, docs/providers.md).
+
+Semantics, per request r in processing order (timestamp order; a request without a timestamp
+happens when the previous one did), with prompt n tokens and full 16-token blocks b_1..b_m
+(b_k names the prefix of k·16 tokens, keyed by model and tenant, so nothing is shared across
+them):
+
+- **Retained**: a prefix b_k is in the cache at time t if an earlier request wrote it, it was
+  last used at u with ``t − u ≤ idle`` and written at w with ``t − w ≤ max_lifetime``. A bound
+  that is None never expires (best-effort retention: DeepSeek, Gemini implicit).
+- **Hit**: the longest retained prefix b_1..b_h (stopping at the first prefix not retained),
+  ``16·h`` tokens, rounded down to the provider's increment (OpenAI 128, DeepSeek 64), and 0
+  when that or n is below the model's minimum cacheable length. The match is at 16-token
+  resolution: with an increment that is not a multiple of 16 (Gemini: 1) a hit can come out
+  up to 15 tokens short of the provider's token-exact match.
+- **Refresh and write**: after r, every prefix of r is retained. The prefixes of the hit are
+  touched (last use = t) when the TTL refreshes on a hit, and keep their write time; every
+  other prefix of r (new, expired, or cut off by the rounding) is written at t.
+- **Bill** in US dollars: ``predicted_write_tokens`` (the prompt rounded down to the increment,
+  minus the hit; 0 below the minimum) at the model's cache-write price for the TTL, the hit at
+  the cached-input price, the rest of the prompt at the input price, output at the output
+  price; without caching, the whole prompt at the input price. Where the provider has peak
+  hours (DeepSeek), a request outside them (weekends included) is billed at the off-peak rates
+  and its write at the off-peak input price times the entry's write multiplier.
+
+Not modelled here: Anthropic's breakpoints, OpenAI's routing (``prompt_cache_key``, overflow
+above about 15 requests per minute), DeepSeek's cached output, long-prompt tariffs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvtool.errors import OptionError
+from kvtool.providers import ModelPrices, ProviderRules, min_cacheable_tokens, model_prices
+from kvtool.traffic.blocks import block_streams
+from kvtool.traffic.workload import Workload
+
+PER_MTOK = 1e-6
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A provider's rules and the retention to simulate. ``ttl`` names one of the provider's
+    TTLs (None: its default); ``idle_seconds`` / ``max_seconds`` replace the TTL's idle time
+    and hard cap (needed where the data has none: best effort). Validated on creation."""
+
+    rules: ProviderRules
+    ttl: str | None = None
+    idle_seconds: float | None = None
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rules.automatic:
+            raise OptionError("rules", f"{self.rules.name} has no automatic prefix caching")
+        names = [t.name for t in self.rules.ttls]
+        if self.ttl is not None and self.ttl not in names:
+            raise OptionError("ttl", f"{self.ttl!r} is not one of {self.rules.name}'s {names}")
+        for param in ("idle_seconds", "max_seconds"):
+            value = getattr(self, param)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise OptionError(param, f"must be a positive number of seconds, not {value}")
+
+    @property
+    def retention(self) -> Retention:
+        """The TTL simulated, with the overrides applied."""
+        ttl = self.rules.ttl(self.ttl or self.rules.default_ttl)
+        idle = self.idle_seconds if self.idle_seconds is not None else ttl.seconds
+        cap = self.max_seconds if self.max_seconds is not None else ttl.max_seconds
+        return Retention(ttl.name, idle, cap, ttl.refresh_on_hit)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The retention simulated: the provider's TTL ``name`` with its idle time and hard cap
+    since the write, in seconds (None: never expires), and whether a hit refreshes it."""
+
+    name: str
+    idle_seconds: float | None
+    max_seconds: float | None
+    refresh_on_hit: bool
+
+
+@dataclass(frozen=True)
+class PredictedRequest:
+    """One request's prediction: tokens and dollars (``bill_predicted`` with caching,
+    ``bill_no_cache`` without)."""
+
+    req_id: int
+    model: str | None
+    prompt_tokens: int
+    predicted_cached_tokens: int
+    predicted_write_tokens: int
+    min_cacheable_tokens: int
+    bill_no_cache: float
+    bill_predicted: float
+
+
+@dataclass(frozen=True)
+class ProviderTotals:
+    """Sums over the trace; ``predicted_hit_rate`` = cached / prompt tokens (0 when empty)."""
+
+    prompt_tokens: int
+    predicted_cached_tokens: int
+    predicted_write_tokens: int
+    predicted_hit_rate: float
+    bill_no_cache: float
+    bill_predicted: float
+    fallback_models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProviderPrediction:
+    """Per-request columns (numpy arrays, processing order) and their totals. ``ttl`` is the
+    retention simulated; ``fallback_models`` in the totals are logged names priced by the
+    provider's fallback entry (a guess)."""
+
+    provider: str
+    ttl: Retention
+    req_ids: np.ndarray
+    models: list[str | None]
+    prompt_tokens: np.ndarray
+    predicted_cached_tokens: np.ndarray
+    predicted_write_tokens: np.ndarray
+    min_cacheable_tokens: np.ndarray
+    bill_no_cache: np.ndarray
+    bill_predicted: np.ndarray
+    totals: ProviderTotals
+
+    def request(self, i: int) -> PredictedRequest:
+        """Request i (in processing order) as a named row."""
+        return PredictedRequest(
+            req_id=int(self.req_ids[i]),
+            model=self.models[i],
+            prompt_tokens=int(self.prompt_tokens[i]),
+            predicted_cached_tokens=int(self.predicted_cached_tokens[i]),
+            predicted_write_tokens=int(self.predicted_write_tokens[i]),
+            min_cacheable_tokens=int(self.min_cacheable_tokens[i]),
+            bill_no_cache=float(self.bill_no_cache[i]),
+            bill_predicted=float(self.bill_predicted[i]),
+        )
+
+    def requests(self) -> list[PredictedRequest]:
+        return [self.request(i) for i in range(len(self.req_ids))]
+
+
+def arrival_times(ts: np.ndarray) -> np.ndarray:
+    """Timestamps with each unknown one replaced by the latest earlier one (0 before any)."""
+    t = np.where(np.isnan(ts), -np.inf, ts)
+    t = np.maximum.accumulate(t) if len(t) else t
+    return np.where(np.isneginf(t), 0.0, t)
+
+
+def cached_prefix_blocks(wl: Workload, spec: ProviderSpec) -> np.ndarray:
+    """Per request, the number of its 16-token prefixes found retained (before rounding)."""
+    ttl = spec.retention
+    idle = math.inf if ttl.idle_seconds is None else float(ttl.idle_seconds)
+    cap = math.inf if ttl.max_seconds is None else float(ttl.max_seconds)
+    offsets, blocks = block_streams(wl, wl.base)
+    n_nodes = len(wl.parent)
+    last_use = np.full(n_nodes, -np.inf)
+    written = np.full(n_nodes, -np.inf)
+    times = arrival_times(wl.ts)
+    hits = np.zeros(wl.n, np.int64)
+    for i in range(wl.n):
+        path = blocks[offsets[i] : offsets[i + 1]]
+        if len(path) == 0:
+            continue
+        t = times[i]
+        seen = written[path]
+        alive = (seen > -np.inf) & (t - last_use[path] <= idle) & (t - seen <= cap)
+        h = len(path) if alive.all() else int(np.argmin(alive))
+        hits[i] = h
+        used = path[:h]
+        if ttl.refresh_on_hit:
+            last_use[used] = t
+        rest = path[h:]
+        last_use[rest] = t
+        written[rest] = t
+    return hits
+
+
+def off_peak_mask(rules: ProviderRules, ts: np.ndarray) -> np.ndarray:
+    """Requests billed at off-peak rates: the provider has peak hours (UTC, Monday to Friday)
+    and the request is outside them. Unknown timestamps are billed at peak rates."""
+    if rules.peak_hours_utc is None:
+        return np.zeros(len(ts), bool)
+    known = ~np.isnan(ts)
+    secs = np.where(known, ts, 0.0)
+    day = np.floor(secs / 86400.0)
+    hour = np.floor((secs - day * 86400.0) / 3600.0)
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    peak = np.zeros(len(ts), bool)
+    for r in rules.peak_hours_utc:
+        peak |= (hour >= r.start) & (hour < r.end)
+    return known & ~(peak & (weekday < 5))
+
+
+def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
+    """Predicted cache reads, writes and bills of every request of ``wl`` (module docstring)."""
+    rules = spec.rules
+    ttl = spec.retention
+    inc = rules.increment_tokens
+    n = wl.n_tokens.astype(np.int64)
+    matched = np.minimum(cached_prefix_blocks(wl, spec) * wl.base, n)
+    names = sorted({m or "" for m in wl.models})
+    minimum = {m: min_cacheable_tokens(rules, m or None) for m in names}
+    match = {m: model_prices(rules, m or None) for m in names}
+    min_tok = np.array([minimum[m or ""] for m in wl.models], np.int64)
+    eligible = n >= min_tok
+    cached = (matched // inc) * inc
+    cached = np.where(eligible & (cached >= min_tok), cached, 0)
+    cacheable = np.where(eligible, (n // inc) * inc, 0)
+    written = np.maximum(cacheable - cached, 0)
+
+    def rate(field: str) -> np.ndarray:
+        return np.array([getattr(match[m or ""].prices, field) for m in wl.models], float)
+
+    price_in, price_cached, price_out = rate("input"), rate("cached_input"), rate("output")
+    write_mult = np.array(
+        [_write_multiplier(match[m or ""].prices, ttl.name) for m in wl.models], float
+    )
+    off = off_peak_mask(rules, wl.ts)
+    if off.any():
+        for i in np.flatnonzero(off):
+            low = match[wl.models[i] or ""].prices.off_peak
+            if low is not None:
+                price_in[i], price_cached[i], price_out[i] = low.input, low.cached_input, low.output
+    out = wl.output_tokens.astype(np.int64)
+    no_cache = (n * price_in + out * price_out) * PER_MTOK
+    with_cache = (
+        (n - cached - written) * price_in
+        + written * price_in * write_mult
+        + cached * price_cached
+        + out * price_out
+    ) * PER_MTOK
+    total_prompt = int(n.sum())
+    total_cached = int(cached.sum())
+    totals = ProviderTotals(
+        prompt_tokens=total_prompt,
+        predicted_cached_tokens=total_cached,
+        predicted_write_tokens=int(written.sum()),
+        predicted_hit_rate=total_cached / total_prompt if total_prompt else 0.0,
+        bill_no_cache=float(no_cache.sum()),
+        bill_predicted=float(with_cache.sum()),
+        fallback_models=tuple(m for m in names if match[m].fallback),
+    )
+    return ProviderPrediction(
+        provider=rules.name,
+        ttl=ttl,
+        req_ids=wl.req_ids,
+        models=list(wl.models),
+        prompt_tokens=n,
+        predicted_cached_tokens=cached,
+        predicted_write_tokens=written,
+        min_cacheable_tokens=min_tok,
+        bill_no_cache=no_cache,
+        bill_predicted=with_cache,
+        totals=totals,
+    )
+
+
+def _write_multiplier(prices: ModelPrices, ttl: str) -> float:
+    """The entry's cache-write price for ``ttl`` over its input price (1 when input is free)."""
+    write = prices.cache_write[ttl]
+    return write / prices.input if prices.input > 0 else 1.0
