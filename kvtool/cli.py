@@ -330,6 +330,21 @@ def simulate_cmd(
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
     redact: RedactOption = False,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Also predict a hosted provider's cache and bill: openai, deepseek, gemini."
+        ),
+    ] = None,
+    provider_ttl: Annotated[
+        str | None, typer.Option(help="The provider's TTL to simulate (default: its default).")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="JSON file overriding the provider's caching rules.")
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option(help="JSON file overriding the provider's prices.")
+    ] = None,
     html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -373,6 +388,10 @@ def simulate_cmd(
             hash_block_size=hash_block_size,
             progress=_progress(json_out),
             redact=redact,
+            provider=provider,
+            provider_ttl=provider_ttl,
+            rules=rules,
+            prices=prices,
         ).to_json()
 
     out = _run(go)

@@ -377,3 +377,19 @@ def test_nothing_refers_to_design_md():
 def test_room_lookup(module: str, label: str | None):
     room = room_of(module)
     assert (room.label if room else None) == label
+
+
+def test_tests_import_their_helpers_as_a_clean_clone_runs_them():
+    """``make test`` runs pytest from the venv, where the repository root is not on sys.path:
+    helper modules of tests/ are imported by their own name (``from workloads import ...``),
+    never as ``tests.<module>``."""
+    import re
+
+    tests_dir = Path(__file__).parent
+    bad = [
+        f"{p.name}:{i}"
+        for p in sorted(tests_dir.glob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.match(r"\s*(from|import) tests(\.|\s)", line)
+    ]
+    assert bad == []

@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from workloads import token_workload
 
 from kvtool.errors import OptionError
 from kvtool.providers import load_provider
@@ -26,7 +27,6 @@ from kvtool.simulate.providers import (
     off_peak_mask,
     predict_provider,
 )
-from tests.workloads import token_workload
 
 
 def toks(start: int, n: int) -> list[int]:

@@ -30,7 +30,13 @@ def render_simulation(console: Console, s: dict) -> None:
         )
     if "points" in s:
         _render_sweep(console, s)
-        return
+    else:
+        _render_point(console, s)
+    if s.get("provider") is not None:
+        _render_provider(console, s["provider"])
+
+
+def _render_point(console: Console, s: dict) -> None:
     t = Table(title="simulated cache", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -81,3 +87,24 @@ def _render_sweep(console: Console, s: dict) -> None:
         for k, v in sw["capacity_for_share_of_ideal"].items()
     )
     console.print(f"knee at {num(sw['knee'])} {unit}; capacity for {need}")
+
+
+def _render_provider(console: Console, p: dict) -> None:
+    """The provider's predicted cache and bill beside the logged ones."""
+    t = Table(title=Text(f"provider {p['name']} (TTL {p['ttl']})"), title_justify="left")
+    for col in ("", "predicted", "logged"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row("cached tokens", num(p["predicted_cached_tokens"]), num(p["observed_cached_tokens"]))
+    t.add_row("token hit rate", pct(p["predicted_hit_rate"]), pct(p["observed_hit_rate"]))
+    bill = p["bill"]
+    t.add_row(
+        "bill $ (no cache " + money(bill["no_cache"]) + ")",
+        money(bill["predicted"]),
+        money(bill["observed"]),
+    )
+    t.add_row("requests within 2 points of the log", "", pct(p["request_agreement"]))
+    console.print(t)
+    if p["fallback_models"]:
+        console.print(
+            Text(f"note: priced as the provider's fallback: {', '.join(p['fallback_models'])}")
+        )

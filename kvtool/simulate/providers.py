@@ -201,6 +201,32 @@ def off_peak_mask(rules: ProviderRules, ts: np.ndarray) -> np.ndarray:
     return known & ~(peak & (weekday < 5))
 
 
+@dataclass(frozen=True)
+class RequestRates:
+    """Per request (processing order), $ per million tokens: input, cached input and output
+    (off-peak rates where they apply), and the cache-write price over the input price."""
+
+    input: np.ndarray
+    cached_input: np.ndarray
+    output: np.ndarray
+    write_multiplier: np.ndarray
+
+
+def request_rates(rules: ProviderRules, wl: Workload, ttl: str) -> RequestRates:
+    """The prices each request of ``wl`` is billed at, with the write price of TTL ``ttl``."""
+    match = {m: model_prices(rules, m or None) for m in {m or "" for m in wl.models}}
+    prices = [match[m or ""].prices for m in wl.models]
+    price_in = np.array([p.input for p in prices], float)
+    price_cached = np.array([p.cached_input for p in prices], float)
+    price_out = np.array([p.output for p in prices], float)
+    write_mult = np.array([_write_multiplier(p, ttl) for p in prices], float)
+    for i in np.flatnonzero(off_peak_mask(rules, wl.ts)):
+        low = prices[i].off_peak
+        if low is not None:
+            price_in[i], price_cached[i], price_out[i] = low.input, low.cached_input, low.output
+    return RequestRates(price_in, price_cached, price_out, write_mult)
+
+
 def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
     """Predicted cache reads, writes and bills of every request of ``wl`` (module docstring)."""
     rules = spec.rules
@@ -218,19 +244,9 @@ def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
     cacheable = np.where(eligible, (n // inc) * inc, 0)
     written = np.maximum(cacheable - cached, 0)
 
-    def rate(field: str) -> np.ndarray:
-        return np.array([getattr(match[m or ""].prices, field) for m in wl.models], float)
-
-    price_in, price_cached, price_out = rate("input"), rate("cached_input"), rate("output")
-    write_mult = np.array(
-        [_write_multiplier(match[m or ""].prices, ttl.name) for m in wl.models], float
-    )
-    off = off_peak_mask(rules, wl.ts)
-    if off.any():
-        for i in np.flatnonzero(off):
-            low = match[wl.models[i] or ""].prices.off_peak
-            if low is not None:
-                price_in[i], price_cached[i], price_out[i] = low.input, low.cached_input, low.output
+    rates = request_rates(rules, wl, ttl.name)
+    price_in, price_cached, price_out = rates.input, rates.cached_input, rates.output
+    write_mult = rates.write_multiplier
     out = wl.output_tokens.astype(np.int64)
     no_cache = (n * price_in + out * price_out) * PER_MTOK
     with_cache = (

@@ -16,12 +16,15 @@ import numpy as np
 from kvtool.jsonview import JsonView
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
+from kvtool.simulate.providers import ProviderPrediction, ProviderSpec, request_rates
 from kvtool.tiers.spec import Tier
+from kvtool.traffic.workload import Workload
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MONTH_S = 30 * 86400
+AGREEMENT = 0.02  # a request agrees when its predicted and logged hit rates differ by at most this
 FRACTIONS = (0.5, 0.9, 0.99)  # the shares of the ideal hit rate a sweep reports capacities for
 
 
@@ -175,12 +178,102 @@ class Sweep:
         )
 
 
+@dataclass(frozen=True)
+class ProviderBill:
+    """Dollars over the trace: without caching, with the predicted cache, and with the logged
+    cached tokens (None when no request logs them; a request that does not log them counts
+    at its predicted bill)."""
+
+    no_cache: float
+    predicted: float
+    observed: float | None
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    """A hosted provider's predicted cache next to the logged one (docs/simulate.md). The
+    observed figures cover the requests that log prompt and cached tokens (None: none do)."""
+
+    name: str
+    ttl: str
+    predicted_cached_tokens: int
+    predicted_hit_rate: float
+    observed_cached_tokens: int | None
+    observed_hit_rate: float | None
+    request_agreement: float | None
+    bill: ProviderBill
+    fallback_models: tuple[str, ...]
+
+    @classmethod
+    def of(cls, wl: Workload, spec: ProviderSpec, pred: ProviderPrediction) -> ProviderReport:
+        """``pred`` (``predict_provider(wl, spec)``, same request order) against ``wl``'s logs.
+
+        Observed bill per logged request, what the provider charged: the logged prompt tokens,
+        of which the logged cached tokens (at most the prompt) at the cached-input price, the
+        prompt rounded down to the increment minus them written at the
+        TTL's write price (0 below the minimum), the rest at the input price, output at the
+        output price, as the prediction bills its own hit."""
+        totals = pred.totals
+        logged = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
+        obs_cached_tokens = obs_rate = agreement = observed_bill = None
+        if logged.any():
+            obs_prompt = wl.observed_prompt[logged]
+            obs_cached = wl.observed_cached[logged]
+            obs_cached_tokens = int(obs_cached.sum())
+            total = float(obs_prompt.sum())
+            obs_rate = obs_cached_tokens / total if total else None
+            n = pred.prompt_tokens[logged].astype(float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                want = np.where(obs_prompt > 0, obs_cached / obs_prompt, 0.0)
+                got = np.where(n > 0, pred.predicted_cached_tokens[logged] / n, 0.0)
+            agreement = float(np.mean(np.abs(got - want) <= AGREEMENT + 1e-12))
+            observed_bill = float(pred.bill_predicted[~logged].sum()) + float(
+                _logged_bill(wl, spec, pred, logged).sum()
+            )
+        return cls(
+            name=pred.provider,
+            ttl=pred.ttl.name,
+            predicted_cached_tokens=totals.predicted_cached_tokens,
+            predicted_hit_rate=totals.predicted_hit_rate,
+            observed_cached_tokens=obs_cached_tokens,
+            observed_hit_rate=obs_rate,
+            request_agreement=agreement,
+            bill=ProviderBill(totals.bill_no_cache, totals.bill_predicted, observed_bill),
+            fallback_models=totals.fallback_models,
+        )
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["fallback_models"] = list(self.fallback_models)
+        return out
+
+
+def _logged_bill(
+    wl: Workload, spec: ProviderSpec, pred: ProviderPrediction, logged: np.ndarray
+) -> np.ndarray:
+    """The dollars of each logged request at its logged cached tokens (``ProviderReport.of``)."""
+    rates = request_rates(spec.rules, wl, pred.ttl.name)
+    inc = spec.rules.increment_tokens
+    n = wl.observed_prompt[logged].astype(np.int64)
+    cached = np.minimum(wl.observed_cached[logged].astype(np.int64), n)
+    eligible = n >= pred.min_cacheable_tokens[logged]
+    written = np.where(eligible, np.maximum((n // inc) * inc - cached, 0), 0)
+    out = wl.output_tokens[logged].astype(np.int64)
+    return (
+        (n - cached - written) * rates.input[logged]
+        + written * rates.input[logged] * rates.write_multiplier[logged]
+        + cached * rates.cached_input[logged]
+        + out * rates.output[logged]
+    ) * 1e-6
+
+
 @dataclass(frozen=True, eq=False)
 class SimulateResult(JsonView):
     """One ``simulate`` run: the resolved ``config`` (``block_size`` and ``prefill_tps`` set),
     the tier options as given, the model and KV size used, the traffic's totals, the ideal
     (infinite-cache) hit rate at this block size, one ``SimPoint`` per configuration (``sweep``
-    is None exactly when there is one) and the ``sim_runs`` row (``run_id``)."""
+    is None exactly when there is one), the ``sim_runs`` row (``run_id``) and, with a provider,
+    its predicted and logged cache (``provider``)."""
 
     config: SimConfig
     tier_gb: str
@@ -198,6 +291,7 @@ class SimulateResult(JsonView):
     points: tuple[SimPoint, ...]
     sweep: Sweep | None = None
     run_id: int | None = None
+    provider: ProviderReport | None = None
 
     @property
     def point(self) -> SimPoint:
@@ -234,6 +328,8 @@ class SimulateResult(JsonView):
         else:
             out["sweep"] = asdict(self.sweep)
             out["points"] = [p.to_json() for p in self.points]
+        if self.provider is not None:
+            out["provider"] = self.provider.to_json()
         out["run_id"] = self.run_id
         return out
 

@@ -17,10 +17,12 @@ import numpy as np
 
 from kvtool.errors import NotFoundError, OptionError
 from kvtool.progress import NullProgress, Progress
+from kvtool.providers import load_provider
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
 from kvtool.simulate.policies import POLICIES
-from kvtool.simulate.result import SimPoint, SimulateResult, Sweep
+from kvtool.simulate.providers import ProviderSpec, predict_provider
+from kvtool.simulate.result import ProviderReport, SimPoint, SimulateResult, Sweep
 from kvtool.simulate.sweep import LRUCurve, lru_curve
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.store.runs import insert_sim_run
@@ -52,13 +54,20 @@ def simulate(
     hash_block_size: int = 512,
     progress: Progress | None = None,
     redact: bool = False,
+    provider: str | None = None,
+    provider_ttl: str | None = None,
+    rules: str | Path | None = None,
+    prices: str | Path | None = None,
 ) -> SimulateResult:
     """Simulate the traffic of ``paths`` (everything in ``db`` when None) on the tiers of
     ``tier_gb``; ``blocks`` gives the first tier's capacity in blocks instead (several values:
     a sweep). Stores the run in ``sim_runs``. Raises ``OptionError`` (naming the parameter),
     ``NotFoundError`` (an unknown ``model``) or ``WorkloadError`` for unusable input.
-    ``redact``: ingest ``paths`` without prompt text (docs/redaction.md)."""
+    ``redact``: ingest ``paths`` without prompt text (docs/redaction.md). ``provider`` (with
+    its TTL ``provider_ttl`` and the override files ``rules`` and ``prices``) adds that hosted
+    provider's predicted cache and bill (``SimulateResult.provider``; docs/providers.md)."""
     config = config or SimConfig()
+    spec = _provider_spec(provider, provider_ttl, rules, prices)
     specs = apply_overrides(parse_tier_gb(tier_gb), tier_overrides or [])
     if blocks is not None and (not blocks or any(b < 0 for b in blocks)):
         raise OptionError("blocks", "needs capacities >= 0")
@@ -97,6 +106,9 @@ def simulate(
             grid = _grid(specs, blocks, swept, B, kv)
             points = _points(wl, grid, config, kv, duration, progress)
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
+            report = None
+            if spec is not None:
+                report = ProviderReport.of(wl, spec, predict_provider(wl, spec))
             result = SimulateResult(
                 config=config,
                 tier_gb=tier_gb,
@@ -118,6 +130,7 @@ def simulate(
                     if len(points) == 1
                     else Sweep.of(points, swept or 0, blocks is not None, ideal_rate)
                 ),
+                provider=report,
             )
             body = result.to_json()
             run_id = insert_sim_run(
@@ -131,6 +144,25 @@ def simulate(
             return replace(result, run_id=run_id)
     finally:
         progress.close()
+
+
+def _provider_spec(
+    name: str | None, ttl: str | None, rules: str | Path | None, prices: str | Path | None
+) -> ProviderSpec | None:
+    """The provider to predict (None: none), checked before any log is read. Providers with
+    explicit breakpoints only (Anthropic) are refused for now."""
+    if name is None:
+        for param, value in (("provider_ttl", ttl), ("rules", rules), ("prices", prices)):
+            if value is not None:
+                raise OptionError(param, "needs provider")
+        return None
+    loaded = load_provider(name, rules_file=rules, prices_file=prices)
+    if loaded.explicit_breakpoints:
+        raise OptionError("provider", f"{name}: explicit breakpoints are not simulated yet")
+    try:
+        return ProviderSpec(loaded, ttl=ttl)
+    except OptionError as exc:
+        raise OptionError("provider_ttl", exc.message) from None
 
 
 def _preset_prefill_tps(model_name: str | None) -> float:

@@ -1,0 +1,120 @@
+"""``kvtool simulate --provider``: the ``provider`` JSON object (docs/simulate.md, "Provider
+JSON keys") on the shared conversation set written as OpenAI chat gateway records
+(tests/conversations.py; the usage schema is OpenAI's: ``usage.prompt_tokens`` is the whole prompt,
+``usage.prompt_tokens_details.cached_tokens`` the cached part). Prices are the shipped OpenAI data
+(kvtool/providers/data/openai.json); the logged model is unknown to it, so the fallback entry
+prices it."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from conversations import MODEL, calls
+from formats_check import reference_file
+from test_docs import DOCS, documented_keys
+from typer.testing import CliRunner
+
+from kvtool.cli import app
+from kvtool.providers import load_provider, model_prices
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, ["simulate", "--blocks", "300", *args])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("provider")
+    log = reference_file(tmp, calls())
+    db = str(tmp / "kv.duckdb")
+    r = _invoke([str(log), "--db", db, "--provider", "openai", "--json"])
+    assert r.exit_code == 0, r.output
+    plain = _invoke(["--db", db, "--json"])
+    assert plain.exit_code == 0, plain.output
+    return {"tmp": tmp, "log": log, "db": db, "out": orjson.loads(r.stdout),
+            "plain": orjson.loads(plain.stdout)}  # fmt: skip
+
+
+def test_provider_keys_are_the_documented_ones(run):
+    out, plain = run["out"], run["plain"]
+    assert "provider" not in plain
+    assert set(out) - set(plain) == {"provider"}
+    p = out["provider"]
+    assert set(p) == documented_keys(DOCS / "simulate.md", "## Provider JSON keys")
+    assert set(p["bill"]) == {"no_cache", "predicted", "observed"}
+    assert "shortfall" not in p
+    assert p["name"] == "openai" and p["ttl"] == "in_memory"
+    assert p["fallback_models"] == [MODEL]
+
+
+def test_observed_numbers_are_the_logged_ones(run):
+    p = run["out"]["provider"]
+    cs = calls()
+    assert p["observed_cached_tokens"] == sum(c.cached_tokens for c in cs)
+    assert p["observed_hit_rate"] == pytest.approx(
+        sum(c.cached_tokens for c in cs) / sum(c.prompt_tokens for c in cs)
+    )
+    assert 0.0 <= p["request_agreement"] <= 1.0
+    assert 0 <= p["predicted_cached_tokens"] <= run["out"]["prompt_tokens"]
+    assert p["predicted_hit_rate"] == pytest.approx(
+        p["predicted_cached_tokens"] / run["out"]["prompt_tokens"]
+    )
+    # OpenAI caches in 128-token increments from 1,024 tokens
+    assert p["predicted_cached_tokens"] % 128 == 0
+
+
+def test_bill_arithmetic_by_hand(run):
+    """The fallback entry writes at the input price (no surcharge), so caching only changes the
+    price of the cached tokens: input → cached input."""
+    out, p = run["out"], run["out"]["provider"]
+    prices = model_prices(load_provider("openai"), MODEL).prices
+    assert prices.cache_write["in_memory"] == prices.input
+    cs = calls()
+    output = sum(c.output_tokens for c in cs)
+    no_cache = (out["prompt_tokens"] * prices.input + output * prices.output) / 1e6
+    saving = prices.input - prices.cached_input
+    assert p["bill"]["no_cache"] == pytest.approx(no_cache, rel=1e-12)
+    assert p["bill"]["predicted"] == pytest.approx(
+        no_cache - p["predicted_cached_tokens"] * saving / 1e6, rel=1e-12
+    )
+    # observed: what the provider charged, at the logged prompt and cached tokens
+    assert all(c.cached_tokens <= c.prompt_tokens for c in cs)
+    charged = sum(
+        c.prompt_tokens * prices.input - c.cached_tokens * saving + c.output_tokens * prices.output
+        for c in cs
+    )
+    assert p["bill"]["observed"] == pytest.approx(charged / 1e6, rel=1e-12)
+    assert p["bill"]["observed"] != pytest.approx(no_cache)
+
+
+def test_terminal_prints_the_provider_table(run):
+    r = _invoke(["--db", run["db"], "--provider", "openai"])
+    assert r.exit_code == 0, r.output
+    assert "provider openai" in r.stdout and "bill $" in r.stdout
+
+
+def test_anthropic_is_refused_in_one_line(run):
+    r = _invoke(["--db", run["db"], "--provider", "anthropic", "--json"])
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1
+    assert "anthropic: explicit breakpoints are not simulated yet" in lines[0]
+
+
+def test_bad_rules_file_is_one_line(run):
+    bad = run["tmp"] / "rules.json"
+    bad.write_text('{"rules": {"increment_tokens": {"value": "many"}}}')
+    r = _invoke(["--db", run["db"], "--provider", "openai", "--rules", str(bad), "--json"])
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0]
+
+
+def test_provider_options_need_provider_and_a_known_ttl(run):
+    r = _invoke(["--db", run["db"], "--provider-ttl", "24h"])
+    assert r.exit_code == 2 and "--provider-ttl needs provider" in r.output
+    r = _invoke(["--db", run["db"], "--provider", "openai", "--provider-ttl", "1w"])
+    assert r.exit_code == 2 and "--provider-ttl" in r.output
+    r = _invoke(["--db", run["db"], "--provider", "openai", "--provider-ttl", "24h", "--json"])
+    assert r.exit_code == 0, r.output
+    assert orjson.loads(r.stdout)["provider"]["ttl"] == "24h"
