@@ -594,7 +594,7 @@ def validate_cmd(
         render_replay(Console(), out)
 
 
-CHECK_FORMATS = ("text", "github", "junit", "json")
+CHECK_FORMATS = ("text", "github", "junit", "json", "sarif")
 
 
 @app.command(name="check")
@@ -642,6 +642,7 @@ def check_cmd(
         parse_max_loss,
         render_check,
     )
+    from kvtool.check.sarif import sarif_json
 
     if out_format not in CHECK_FORMATS:
         _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
@@ -675,6 +676,7 @@ def check_cmd(
         text = {
             "github": github_annotations,
             "junit": junit_xml,
+            "sarif": sarif_json,
             "json": lambda r: orjson.dumps(r.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n",
         }[out_format](result)
         if output is None:

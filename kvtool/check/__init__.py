@@ -2,7 +2,8 @@
 
 - ``gate``: the policy, the three checks (baseline, consistency, volatile) and their findings;
 - ``baseline``: where the baseline fixtures come from (a file, ``git:REF``, ``git:REF:PATH``);
-- ``render``: terminal text, GitHub Actions annotations, JUnit XML.
+- ``render``: terminal text, GitHub Actions annotations, JUnit XML;
+- ``sarif``: SARIF 2.1.0 for code-scanning annotations.
 
 The gate reaches analyze only through its public break API (``kvtool.analyze.breaks``) and the
 volatile scan (``kvtool.textscan.hazards``). docs/ci.md is the user's page.
