@@ -48,12 +48,16 @@ PER_MTOK = 1e-6
 class ProviderSpec:
     """A provider's rules and the retention to simulate. ``ttl`` names one of the provider's
     TTLs (None: its default); ``idle_seconds`` / ``max_seconds`` replace the TTL's idle time
-    and hard cap (needed where the data has none: best effort). Validated on creation."""
+    and hard cap (needed where the data has none: best effort); ``no_expiry`` keeps every
+    entry forever and ``no_minimum`` caches prompts of any length (the what-if steps of the
+    shortfall waterfall). Validated on creation."""
 
     rules: ProviderRules
     ttl: str | None = None
     idle_seconds: float | None = None
     max_seconds: float | None = None
+    no_expiry: bool = False
+    no_minimum: bool = False
 
     def __post_init__(self) -> None:
         if not self.rules.automatic:
@@ -70,9 +74,15 @@ class ProviderSpec:
     def retention(self) -> Retention:
         """The TTL simulated, with the overrides applied."""
         ttl = self.rules.ttl(self.ttl or self.rules.default_ttl)
+        if self.no_expiry:
+            return Retention(ttl.name, None, None, ttl.refresh_on_hit)
         idle = self.idle_seconds if self.idle_seconds is not None else ttl.seconds
         cap = self.max_seconds if self.max_seconds is not None else ttl.max_seconds
         return Retention(ttl.name, idle, cap, ttl.refresh_on_hit)
+
+    def min_tokens(self, model: str | None) -> int:
+        """The shortest prompt cached for ``model`` (0 with ``no_minimum``)."""
+        return 0 if self.no_minimum else min_cacheable_tokens(self.rules, model)
 
 
 @dataclass(frozen=True)
@@ -235,7 +245,7 @@ def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
     n = wl.n_tokens.astype(np.int64)
     matched = np.minimum(cached_prefix_blocks(wl, spec) * wl.base, n)
     names = sorted({m or "" for m in wl.models})
-    minimum = {m: min_cacheable_tokens(rules, m or None) for m in names}
+    minimum = {m: spec.min_tokens(m or None) for m in names}
     match = {m: model_prices(rules, m or None) for m in names}
     min_tok = np.array([minimum[m or ""] for m in wl.models], np.int64)
     eligible = n >= min_tok
