@@ -15,7 +15,7 @@ from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
 
 # Imported before ``def check`` below on purpose: loading the ``kvtool.check`` package binds it as
 # the attribute ``kvtool.check``, and the function defined afterwards must be what stays bound.
-from kvtool.check import CheckResult, Policy
+from kvtool.check import CheckResult, Policy, ProviderGate
 from kvtool.check import check as run_check
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport
 from kvtool.progress import NullProgress, Progress
@@ -74,10 +74,17 @@ def check(
     tokenizer: str | None = None,
     policy: Policy | None = None,
     fmt: str | None = None,
+    provider: ProviderGate | None = None,
 ) -> CheckResult:
-    """The CI gate on prompt fixtures; see ``kvtool.check`` and docs/ci.md."""
+    """The CI gate on prompt fixtures; see ``kvtool.check`` and docs/ci.md. ``provider``:
+    count and price losses by a hosted provider's rules (``kvtool.check.ProviderGate``)."""
     from kvtool.tokenize import load_tokenizer
 
     return run_check(
-        Path(candidate), load_tokenizer(tokenizer), baseline=baseline, policy=policy, fmt=fmt
+        Path(candidate),
+        load_tokenizer(tokenizer),
+        baseline=baseline,
+        policy=policy,
+        fmt=fmt,
+        provider=provider,
     )

@@ -55,13 +55,16 @@ PathsArgument = Annotated[
 TokenizerOption = Annotated[
     str | None,
     typer.Option(
-        help="tokenizer.json, model directory or cached hub id (default: deepseek-v4; without "
-        "paths: the one the database was tokenized with)."
+        help="deepseek-v4, o200k (OpenAI's), tokenizer.json, model directory or cached hub id "
+        "(default: deepseek-v4; without paths: the one the database was tokenized with)."
     ),
 ]
 FixtureTokenizerOption = Annotated[
     str | None,
-    typer.Option(help="tokenizer.json, model directory or cached hub id (default: deepseek-v4)."),
+    typer.Option(
+        help="deepseek-v4, o200k (OpenAI's), tokenizer.json, model directory or cached hub id "
+        "(default: deepseek-v4)."
+    ),
 ]
 HtmlOption = Annotated[
     Path | None,
@@ -164,8 +167,8 @@ def ingest(
     tokenizer: Annotated[
         str | None,
         typer.Option(
-            help="With --redact: tokenizer.json, model directory or cached hub id (default: the "
-            "database's, else deepseek-v4)."
+            help="With --redact: deepseek-v4, o200k (OpenAI's), tokenizer.json, model directory "
+            "or cached hub id (default: the database's, else deepseek-v4)."
         ),
     ] = None,
     json_out: JsonOption = False,
@@ -333,11 +336,16 @@ def simulate_cmd(
     provider: Annotated[
         str | None,
         typer.Option(
-            help="Also predict a hosted provider's cache and bill: openai, deepseek, gemini."
+            help="Also predict a hosted provider's cache and bill: openai, deepseek, gemini, "
+            "anthropic."
         ),
     ] = None,
     provider_ttl: Annotated[
-        str | None, typer.Option(help="The provider's TTL to simulate (default: its default).")
+        str | None,
+        typer.Option(
+            help="The provider's TTL to simulate (default: its default); anthropic: the TTL of "
+            "markers that name none."
+        ),
     ] = None,
     rules: Annotated[
         Path | None, typer.Option(help="JSON file overriding the provider's caching rules.")
@@ -631,11 +639,33 @@ def check_cmd(
             "--input-format", help=f"Fixture format instead of detection: {', '.join(FORMATS)}."
         ),
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Count only tokens this hosted provider caches, and price the loss: "
+            "anthropic, deepseek, gemini, openai."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="--provider: the model of fixtures that name none (prices, minimum)."),
+    ] = None,
+    calls_per_month: Annotated[
+        float | None,
+        typer.Option(help="--provider: calls of each fixture per month, for dollars per month."),
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="JSON file overriding the provider's caching rules.")
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option(help="JSON file overriding the provider's prices.")
+    ] = None,
 ) -> None:
     """Fail (exit 1) when a prompt change would break the cached prefix in production."""
     from kvtool.check import (
         CheckResult,
         Policy,
+        ProviderGate,
         check,
         github_annotations,
         junit_xml,
@@ -643,6 +673,7 @@ def check_cmd(
         render_check,
     )
     from kvtool.check.sarif import sarif_json
+    from kvtool.providers import load_provider
 
     if out_format not in CHECK_FORMATS:
         _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
@@ -661,8 +692,24 @@ def check_cmd(
             allow=tuple(allow or ()),
             volatile=not no_volatile,
         )
+        gate = None
+        if provider is not None:
+            gate = ProviderGate(
+                load_provider(provider, rules_file=rules, prices_file=prices),
+                model=model,
+                calls_per_month=calls_per_month,
+            )
+        elif any(v is not None for v in (model, calls_per_month, rules, prices)):
+            raise OptionError(
+                "provider", "is needed by --model, --calls-per-month, --rules and --prices"
+            )
         return check(
-            candidate, load_tokenizer(tokenizer), baseline=baseline, policy=policy, fmt=input_format
+            candidate,
+            load_tokenizer(tokenizer),
+            baseline=baseline,
+            policy=policy,
+            fmt=input_format,
+            provider=gate,
         )
 
     result = _run(go)

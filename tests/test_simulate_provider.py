@@ -42,7 +42,7 @@ def test_provider_keys_are_the_documented_ones(run):
     p = out["provider"]
     assert set(p) == documented_keys(DOCS / "simulate.md", "## Provider JSON keys")
     assert set(p["bill"]) == {"no_cache", "predicted", "observed"}
-    assert "shortfall" not in p
+    assert p["shortfall"]["predicted"]["tokens"] == p["predicted_cached_tokens"]
     assert p["name"] == "openai" and p["ttl"] == "in_memory"
     assert p["fallback_models"] == [MODEL]
 
@@ -93,12 +93,14 @@ def test_terminal_prints_the_provider_table(run):
     assert "provider openai" in r.stdout and "bill $" in r.stdout
 
 
-def test_anthropic_is_refused_in_one_line(run):
+def test_anthropic_caches_nothing_without_cache_control(run):
+    # OpenAI chat logs carry no cache_control markers: Anthropic would have cached nothing
+    # (tests/test_provider_anthropic.py has the breakpoint rules)
     r = _invoke(["--db", run["db"], "--provider", "anthropic", "--json"])
-    assert r.exit_code == 2
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1
-    assert "anthropic: explicit breakpoints are not simulated yet" in lines[0]
+    assert r.exit_code == 0, r.output
+    p = orjson.loads(r.stdout)["provider"]
+    assert p["name"] == "anthropic" and p["predicted_cached_tokens"] == 0
+    assert p["bill"]["predicted"] == pytest.approx(p["bill"]["no_cache"])
 
 
 def test_bad_rules_file_is_one_line(run):
@@ -118,3 +120,22 @@ def test_provider_options_need_provider_and_a_known_ttl(run):
     r = _invoke(["--db", run["db"], "--provider", "openai", "--provider-ttl", "24h", "--json"])
     assert r.exit_code == 0, r.output
     assert orjson.loads(r.stdout)["provider"]["ttl"] == "24h"
+
+
+def test_token_counts_say_whose_tokenizer_counted(run):
+    """The default tokenizer is DeepSeek-V4's, not OpenAI's: approximate, naming o200k; with
+    ``--tokenizer o200k`` the tokenizer is OpenAI's, but the logged model is not one tiktoken
+    maps to o200k_base, so the counts stay approximate and say why."""
+    counts = run["out"]["provider"]["token_counts"]
+    assert counts["exact"] is False
+    assert (counts["tokenizer"], counts["provider_tokenizer"]) == ("deepseek-v4", "o200k")
+    assert "use --tokenizer o200k" in counts["expected_error"]
+    db = str(run["tmp"] / "o200k.duckdb")
+    r = _invoke([str(run["log"]), "--db", db, "--provider", "openai", "--tokenizer", "o200k",
+                 "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    counts = orjson.loads(r.stdout)["provider"]["token_counts"]
+    assert counts["exact"] is False and counts["tokenizer"] == "o200k"
+    assert "not confirmed for " + MODEL.lower() in counts["expected_error"]
+    text = _invoke(["--db", run["db"], "--provider", "openai"])
+    assert "token counts: approximate: counted with deepseek-v4" in " ".join(text.stdout.split())

@@ -33,6 +33,7 @@ def _log(tmp_path, name: str, with_id: bool, n: int = 6):
     return path
 
 
+_V4_COLUMNS = {"requests": ("cache_key",)}
 _V3_COLUMNS = {
     "files": ("records", "skipped", "redacted"),
     "requests": (
@@ -47,15 +48,26 @@ _V3_COLUMNS = {
 }
 
 
+def _downgrade(path, columns: dict[str, tuple[str, ...]], version: int) -> None:
+    """Drop ``columns`` (by table) of a database file and record schema ``version``."""
+    con = duckdb.connect(str(path))
+    for table, names in columns.items():
+        for column in names:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+    con.close()
+
+
+def _downgrade_to_v3(path) -> None:
+    """Rewrite a current database file into schema version 3: no routing keys."""
+    _downgrade(path, _V4_COLUMNS, 3)
+
+
 def _downgrade_to_v2(path) -> None:
     """Rewrite a current database file into schema version 2: no multi-record lines, skipped
     records, cache-write counts, cache markers, truncated/incomplete flags or redaction."""
-    con = duckdb.connect(str(path))
-    for table, columns in _V3_COLUMNS.items():
-        for column in columns:
-            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    con.close()
+    _downgrade_to_v3(path)
+    _downgrade(path, _V3_COLUMNS, 2)
 
 
 def _downgrade_to_v1(path) -> None:
@@ -123,6 +135,32 @@ def test_version_2_file_is_migrated_and_keeps_its_chains(tmp_path):
     keep = ("requests", "prompt_tokens", "cached_tokens", "ideal_hit_rate", "top_prefixes")
     assert {k: after[k] for k in keep} == {k: fresh[k] for k in keep}
     assert before["requests"] == 6 and after["requests"] == 8
+
+
+def test_version_3_file_is_migrated_and_keeps_its_chains(tmp_path):
+    """Version 4 only adds ``requests.cache_key``: a version-3 file keeps its requests and
+    chains (cache keys NULL), and a later ingest stores the key in the migrated column."""
+    db = tmp_path / "v3.duckdb"
+    logged = _log(tmp_path, "ids.jsonl", with_id=True)
+    before = analyze([logged], db=db)
+    _downgrade_to_v3(db)
+
+    con = connect(db)
+    assert one(con, "SELECT value FROM meta WHERE key = 'schema_version'") == (str(SCHEMA_VERSION),)
+    assert one(con, "SELECT count(*), count(cache_key) FROM requests") == (6, 0)
+    assert one(con, "SELECT count(*) FROM chains") == (6,)
+    keyed = tmp_path / "keyed.jsonl"
+    body = {**_chat(9, with_id=True), "id": "k9"}
+    body["request"]["prompt_cache_key"] = "tenant-a/faq"
+    keyed.write_bytes(orjson.dumps(body) + b"\n")
+    (report,) = ingest_files(con, [keyed])
+    assert report.requests == 1
+    assert one(con, "SELECT cache_key FROM requests WHERE request_id = 'k9'") == ("tenant-a/faq",)
+    con.close()
+
+    after = analyze(None, db=db)
+    assert after["tokenization"]["requests"] == 1  # only the new request was tokenized
+    assert before["requests"] == 6 and after["requests"] == 7
 
 
 def test_newer_schema_is_refused(tmp_path):

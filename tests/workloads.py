@@ -8,9 +8,10 @@ from kvtool.tokenize import chain_blocks
 from kvtool.traffic.workload import Workload, tree_from_paths
 
 
-def token_workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
+def token_workload(seqs: list[list[int]], sessions=None, ts=None, cache_keys=None) -> Workload:
     """A tokenized workload of token sequences in this order (base blocks of 16; ts 10 s apart
-    unless given), built with the real chain hashing and block tree."""
+    unless given; no cache keys unless given), built with the real chain hashing and block
+    tree."""
     chains = [chain_blocks(np.asarray(s, np.uint32), 12345).view(np.int64) for s in seqs]
     n = len(seqs)
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in chains])]).astype(np.int64)
@@ -30,4 +31,5 @@ def token_workload(seqs: list[list[int]], sessions=None, ts=None) -> Workload:
         base=16,
         kind="tokens",
         models=[None] * n,
+        cache_keys=list(cache_keys) if cache_keys is not None else [None] * n,
     )

@@ -2,6 +2,7 @@
 
 - ``gate``: the policy, the three checks (baseline, consistency, volatile) and their findings;
 - ``baseline``: where the baseline fixtures come from (a file, ``git:REF``, ``git:REF:PATH``);
+- ``provider``: losses counted by a hosted provider's rules and priced (``--provider``);
 - ``render``: terminal text, GitHub Actions annotations, JUnit XML;
 - ``sarif``: SARIF 2.1.0 for code-scanning annotations.
 
@@ -20,6 +21,7 @@ from kvtool.check.gate import (
     check,
     parse_max_loss,
 )
+from kvtool.check.provider import ProviderGate, ProviderLoss
 from kvtool.check.render import diff_markup, github_annotations, junit_xml, render_check
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "FixtureRef",
     "MaxLoss",
     "Policy",
+    "ProviderGate",
+    "ProviderLoss",
     "check",
     "diff_markup",
     "github_annotations",

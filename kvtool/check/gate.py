@@ -9,9 +9,13 @@ each producing ``Finding``s:
   order) and compared with analyze's break logic as a continuation: the tokens the candidate no
   longer shares with the baseline, in full blocks, are *lost*. A pair fails when more than
   ``max_loss`` tokens (or percent of the baseline's cacheable tokens) are lost, or when the
-  shared prefix falls below ``min_stable_tokens``.
+  shared prefix falls below ``min_stable_tokens``. With a hosted provider
+  (``kvtool.check.provider``), lost and shared tokens are those the provider would have cached
+  (its minimum, its rounding, its markers) and the loss is priced in dollars; a pair whose
+  baseline the provider caches nothing of passes with a note.
 - **consistency**: breaks among the fixtures of one file (analyze's predecessor rules): several
-  renders of the same logical prompt that do not share their prefix.
+  renders of the same logical prompt that do not share their prefix (with a provider: a break
+  that costs nothing by its rules is a note).
 - **volatile**: timestamps and ids that look volatile by themselves inside the stable head (system
   messages and tool schemas), i.e. before the first per-request message; each (field, kind) once.
 
@@ -31,6 +35,7 @@ import orjson
 
 from kvtool.analyze.breaks import Prompts, break_text, compare, detect_breaks, lost_tokens
 from kvtool.check.baseline import resolve_baseline
+from kvtool.check.provider import ProviderCounter, ProviderGate, ProviderLoss
 from kvtool.errors import InputError, OptionError
 from kvtool.ingest import ingest_file
 from kvtool.store import Connection, open_db
@@ -110,10 +115,12 @@ class Finding:
     other_request_id: str | None = None
     other_line: int | None = None
     diff: dict = field(default_factory=dict)
+    provider: ProviderLoss | None = None
 
     @property
     def message(self) -> str:
-        """One human sentence: what broke, where, and what it costs."""
+        """One human sentence: what broke, where, and what it costs (with a provider: its
+        tokens and dollars, and whether the price is a guess)."""
         where = f"at token {self.position} " if self.position is not None else ""
         if self.check == "volatile":
             return (
@@ -123,10 +130,12 @@ class Finding:
         against = (
             "the baseline" if self.check == "baseline" else f"request {self.other_request_id!r}"
         )
-        return (
-            f"{self.cause} {where}({self.path}) vs {against}: {self.detail}; "
-            f"{self.tokens_lost:,} cached tokens lost"
-        )
+        text = f"{self.cause} {where}({self.path}) vs {against}: {self.detail}; "
+        p = self.provider
+        if p is None:
+            return text + f"{self.tokens_lost:,} cached tokens lost"
+        text += f"{self.tokens_lost:,} cached tokens lost at {p.provider} ({p.cost})"
+        return text + (f"; {p.price_note}" if p.price_note else "")
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,8 @@ class FixtureRef:
 @dataclass
 class CheckResult:
     """What the gate found. ``passed`` when there are no findings; ``to_json`` is the
-    ``--format json`` contract (docs/ci.md)."""
+    ``--format json`` contract (docs/ci.md). With a ``provider``, ``provider_losses`` holds
+    every pair it counted (failing or not; not those it caches nothing of, which are notes)."""
 
     candidate: str
     baseline: str | None
@@ -153,10 +163,32 @@ class CheckResult:
     unmatched_baseline: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    provider: ProviderGate | None = None
+    provider_losses: list[ProviderLoss] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.findings
+
+    def provider_json(self) -> dict | None:
+        """The ``provider`` object of the JSON: the provider, its data's date, the model for
+        fixtures without one, and the losses summed over the pairs counted (one call each)."""
+        if self.provider is None:
+            return None
+        losses = self.provider_losses
+        per_call = sum(p.usd_per_call for p in losses)
+        n = self.provider.calls_per_month
+        return {
+            "name": self.provider.rules.name,
+            "as_of": self.provider.rules.as_of,
+            "model": self.provider.model,
+            "calls_per_month": n,
+            "pairs": len(losses),
+            "tokens_lost": sum(p.tokens_lost for p in losses),
+            "usd_per_call": per_call,
+            "usd_per_month": None if n is None else per_call * n,
+            "price_guess": any(p.price_fallback for p in losses),
+        }
 
     def to_json(self) -> dict:
         return {
@@ -170,6 +202,7 @@ class CheckResult:
             "unmatched_candidates": self.unmatched_candidates,
             "unmatched_baseline": self.unmatched_baseline,
             "notes": self.notes,
+            "provider": self.provider_json(),
             "findings": [{**asdict(f), "message": f.message} for f in self.findings],
         }
 
@@ -247,27 +280,51 @@ def _pairs(
     return list(zip(base.rows[:n], cand.rows[:n], strict=True))
 
 
+def _note(fx: _Fixtures, row: RequestRow, text: str) -> str:
+    return f"{fx.label}:{row.line} {row.request_id!r}: {text}"
+
+
 def _compare(
-    cand: _Fixtures, base: _Fixtures, bundle: TokenizerBundle, policy: Policy, result: CheckResult
+    cand: _Fixtures,
+    base: _Fixtures,
+    bundle: TokenizerBundle,
+    policy: Policy,
+    result: CheckResult,
+    gate: ProviderGate | None,
 ) -> None:
-    """The baseline check."""
+    """The baseline check; with a provider ``gate``, counted by its rules (``check.provider``):
+    a pair whose baseline it caches nothing of passes with a note."""
     B = policy.block_size
     specials = tuple(bundle.added_tokens)
-    for b_row, c_row in _pairs(cand, base, result):
+    pairs = _pairs(cand, base, result)
+    counter = None if gate is None else ProviderCounter(gate, base.con, base.prompts)
+    if counter is not None:
+        counter.load_markers([b_row for b_row, _ in pairs])
+    for b_row, c_row in pairs:
         result.compared += 1
         b, c = base.prompts.get(b_row), cand.prompts.get(c_row)
         found = compare(b, c, continues=True, block_size=B, specials=specials)
         shared = b.ids.end if found is None else found.position
-        cacheable = lost_tokens(b.ids.end, 0, len(c.ids.ids), B)
-        lost = 0 if found is None else found.tokens_lost
+        loss = None
+        if counter is None:  # kvtool's own cache: full blocks of B tokens
+            cacheable, stable = lost_tokens(b.ids.end, 0, len(c.ids.ids), B), shared
+            lost = 0 if found is None else found.tokens_lost
+            longest, what = b.ids.end, "shared prefix"
+        else:
+            why = counter.caches_nothing(b_row, b)
+            if why is not None:
+                result.notes.append(_note(cand, c_row, why))
+                continue
+            loss = counter.loss(b_row, b, c, b.ids.end, shared)
+            result.provider_losses.append(loss)
+            cacheable, stable, lost = loss.cacheable_tokens, loss.kept_tokens, loss.tokens_lost
+            longest, what = cacheable, f"prefix {counter.rules.name} caches"
         too_much = (
             lost > 0 and 100 * lost > policy.max_loss_pct * cacheable
             if policy.max_loss_pct is not None
             else lost > policy.max_loss
         )
-        too_short = policy.min_stable_tokens > 0 and (
-            b.ids.end >= policy.min_stable_tokens > shared
-        )
+        too_short = policy.min_stable_tokens > 0 and (longest >= policy.min_stable_tokens > stable)
         if not (too_much or too_short):
             continue
         if found is None:  # a prefix that is short by itself cannot be explained by a diff
@@ -275,7 +332,7 @@ def _compare(
         diff = found.difference
         detail = diff.detail
         if too_short:
-            detail += f"; shared prefix {shared:,} < --min-stable-tokens {policy.min_stable_tokens}"
+            detail += f"; {what} {stable:,} < --min-stable-tokens {policy.min_stable_tokens}"
         result.findings.append(
             Finding(
                 check="baseline",
@@ -291,17 +348,46 @@ def _compare(
                 other_request_id=b_row.request_id,
                 other_line=b_row.line,
                 diff=break_text(bundle, b, c, found),
+                provider=loss,
             )
         )
 
 
 def _consistency(
-    fx: _Fixtures, bundle: TokenizerBundle, policy: Policy, result: CheckResult
+    fx: _Fixtures,
+    bundle: TokenizerBundle,
+    policy: Policy,
+    result: CheckResult,
+    gate: ProviderGate | None,
 ) -> None:
-    """The consistency check: analyze's breaks among the fixtures of one file."""
+    """The consistency check: analyze's breaks among the fixtures of one file. With a provider
+    ``gate``, a break costing nothing by its rules is a note instead of a finding."""
+    B = policy.block_size
     wl = load_workload(fx.con, [fx.file_id], fx.signature)
     lines = {r.req_id: r.line for r in fx.rows}
-    for b in detect_breaks(fx.con, wl, bundle, fx.mode, policy.block_size, signature=fx.signature):
+    rows = {r.req_id: r for r in fx.rows}
+    counter = None if gate is None else ProviderCounter(gate, fx.con, fx.prompts)
+    if counter is not None:
+        counter.load_markers(fx.rows)
+    for b in detect_breaks(fx.con, wl, bundle, fx.mode, B, signature=fx.signature):
+        loss = None
+        if counter is not None:
+            p_row, r_row = rows[b.pred_req_id], rows[b.req_id]
+            p, r = fx.prompts.get(p_row), fx.prompts.get(r_row)
+            why = counter.caches_nothing(p_row, p)
+            if why is None:
+                # analyze reused p's head only, unless the pair continues (then all of p): the
+                # one of the two that gives analyze's count (the head on a tie)
+                head = lost_tokens(p.ids.head_end, b.position, len(r.ids.ids), B)
+                inside = b.position < p.ids.head_end and head == b.tokens_lost
+                reusable = p.ids.head_end if inside else p.ids.end
+                loss = counter.loss(p_row, p, r, reusable, b.position)
+                result.provider_losses.append(loss)
+                if loss.tokens_lost == 0:
+                    why = f"{b.cause} at token {b.position:,} costs nothing at {counter.rules.name}"
+            if why is not None:
+                result.notes.append(_note(fx, r_row, why))
+                continue
         result.findings.append(
             Finding(
                 check="consistency",
@@ -312,11 +398,12 @@ def _consistency(
                 path=b.path,
                 detail=b.detail,
                 position=b.position,
-                tokens_lost=b.tokens_lost,
+                tokens_lost=b.tokens_lost if loss is None else loss.tokens_lost,
                 shared_tokens=b.position,
                 other_request_id=b.predecessor_id,
                 other_line=lines[b.pred_req_id],
                 diff=b.diff,
+                provider=loss,
             )
         )
 
@@ -360,15 +447,21 @@ def check(
     baseline: str | None = None,
     policy: Policy | None = None,
     fmt: str | None = None,
+    provider: ProviderGate | None = None,
 ) -> CheckResult:
     """Run the gate on ``candidate`` (see the module docstring); ``baseline`` is a file,
-    ``git:REF`` or ``git:REF:PATH`` (``kvtool.check.baseline``). Raises ``InputError`` for
+    ``git:REF`` or ``git:REF:PATH`` (``kvtool.check.baseline``); ``provider``: count losses by a
+    hosted provider's rules and prices (``kvtool.check.provider``). Raises ``InputError`` for
     fixtures or a baseline that cannot be read, ``OptionError`` for a bad baseline spec."""
     policy = policy or Policy()
     with open_db(":memory:") as cand_con, open_db(":memory:") as base_con:
         cand = _load(cand_con, candidate, str(candidate), bundle, fmt)
         result = CheckResult(
-            candidate=str(candidate), baseline=None, policy=policy, fixtures=len(cand.rows)
+            candidate=str(candidate),
+            baseline=None,
+            policy=policy,
+            fixtures=len(cand.rows),
+            provider=provider,
         )
         result.fixture_refs = [FixtureRef(line=r.line, request_id=r.request_id) for r in cand.rows]
         if baseline is not None:
@@ -381,8 +474,8 @@ def check(
                     )
                 else:
                     base = _load(base_con, found.path, found.label, bundle, fmt)
-                    _compare(cand, base, bundle, policy, result)
-        _consistency(cand, bundle, policy, result)
+                    _compare(cand, base, bundle, policy, result, provider)
+        _consistency(cand, bundle, policy, result, provider)
         if policy.volatile:
             _volatile(cand, policy, result)
     return result

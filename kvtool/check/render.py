@@ -25,6 +25,19 @@ def render_check(console: Console, result: CheckResult) -> None:
         + (f" (paired by {result.paired_by})" if result.paired_by else ""),
         emoji=False,
     )
+    summary = result.provider_json()
+    if summary is not None:
+        money = f"${summary['usd_per_call']:.6f} per call"
+        if summary["usd_per_month"] is not None:
+            money += f", ${summary['usd_per_month']:,.2f} per month"
+        guess = " (prices partly guessed: see the findings)" if summary["price_guess"] else ""
+        console.print(
+            f"counted by {escape(summary['name'])}'s caching rules (data of "
+            f"{escape(summary['as_of'])}): {summary['pairs']} pair(s), "
+            f"{summary['tokens_lost']:,} tokens lost, {money}{guess}",
+            highlight=False,
+            emoji=False,
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", emoji=False)
     if result.unmatched_baseline:

@@ -2,7 +2,9 @@
 
 Invariants: one ``reportingDescriptor`` (rule) per break cause found, ids in sorted order; one
 result per finding, ``ruleId`` = its cause, ``ruleIndex`` its rule's position, level ``error``
-(every finding fails the gate); the gate's notes are ``note``-level tool execution notifications.
+(every finding fails the gate; with ``--provider`` its properties add ``provider``,
+``usdPerCall``, ``usdPerMonth`` when known and ``priceGuess``); the gate's notes (among them a
+pair below the provider's minimum) are ``note``-level tool execution notifications, not results.
 Artifact URIs are relative to the working directory when the fixture lies under it (code scanning
 resolves them against the repository root), with ``/`` separators and percent-encoding. Output is
 JSON, so control characters in fixture text come out escaped (``\\u001b``), never raw.
@@ -67,6 +69,12 @@ def _result(f: Finding, rule_index: int) -> dict:
         props["position"] = f.position
     if f.check != "volatile":
         props["tokensLost"] = f.tokens_lost
+    if f.provider is not None:
+        props["provider"] = f.provider.provider
+        props["usdPerCall"] = f.provider.usd_per_call
+        if f.provider.usd_per_month is not None:
+            props["usdPerMonth"] = f.provider.usd_per_month
+        props["priceGuess"] = f.provider.price_fallback
     return {
         "ruleId": f.cause,
         "ruleIndex": rule_index,

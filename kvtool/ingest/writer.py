@@ -156,6 +156,7 @@ _REQUEST_SCHEMA = pa.schema(
         ("truncated", pa.bool_()),
         ("incomplete", pa.string()),
         ("end_user", pa.string()),
+        ("cache_key", pa.string()),
     ]
 )
 _SYNTHETIC = 16  # index of the synthetic-id flag in a buffered row (after line and raw)
@@ -275,6 +276,7 @@ class _FileWriter:
                 rec.truncated,
                 rec.incomplete,
                 rec.end_user,
+                rec.cache_key,
             )
         )
         if len(self.rows) >= BATCH:

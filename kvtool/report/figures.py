@@ -3,11 +3,13 @@ return (docs/commands/report.md). Every axis has a title with its unit; rates ar
 
 from __future__ import annotations
 
+import html
 import math
 from datetime import UTC, datetime
 
 import plotly.graph_objects as go
 
+from kvtool.report.waterfall import WaterfallRow, waterfall_rows
 from kvtool.traffic import REUSE_WINDOWS
 
 TEMPLATE = "plotly_white"
@@ -388,3 +390,38 @@ def replay_agreement(validations: list[dict]) -> go.Figure:
         barmode="group",
         yaxis_range=[0, 100],
     )
+
+
+def _signed_dollars(r: WaterfallRow) -> str:
+    """A level's dollars, or a step's with the way it moves the level (− lost, + gained)."""
+    sign = "" if r.kind == "level" or r.dollars == 0 else "−" if r.dollars > 0 else "+"
+    return f"{sign}${abs(r.dollars):,.4f}"
+
+
+def shortfall_waterfall(provider: dict) -> go.Figure:
+    """A provider's shortfall waterfall (``provider.shortfall``): one bar per level and step,
+    the breaks step as one bar per cause (they sum to it); dollars at the cached-token value
+    in the labels. Labels from input are HTML-escaped (plotly reads tags in text)."""
+    sf = provider["shortfall"]
+    by_cause = bool(sf["breaks"] and sf["breaks"]["by_cause"])
+    rows = [r for r in waterfall_rows(sf) if not (by_cause and r.key == "breaks")]
+    measure = [
+        "absolute" if k == 0 else "total" if r.kind == "level" else "relative"
+        for k, r in enumerate(rows)
+    ]
+    fig = go.Figure(
+        go.Waterfall(
+            x=[html.escape(f"breaks: {r.label}" if r.kind == "cause" else r.label) for r in rows],
+            y=[r.tokens if r.kind == "level" else -r.tokens for r in rows],
+            measure=measure,
+            text=[_signed_dollars(r) for r in rows],
+            textposition="outside",
+            decreasing={"marker": {"color": COLORS[3]}},
+            increasing={"marker": {"color": COLORS[2]}},
+            totals={"marker": {"color": COLORS[0]}},
+            connector={"line": {"color": "#999"}},
+            hovertemplate="%{x}: %{y:,} tokens (%{text})<extra></extra>",
+        )
+    )
+    title = html.escape(f"Shortfall: ideal cached tokens → {provider['name']} ({provider['ttl']})")
+    return _layout(fig, title, "", "cached tokens", showlegend=False)

@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from kvtool.report import figures
 from kvtool.report.format import DASH, money, num, pct
+from kvtool.report.waterfall import waterfall_rows
 from kvtool.store import check_output
 
 _ENV = jinja2.Environment(
@@ -228,7 +229,34 @@ def simulation_section(runs: list[dict]) -> Section | None:
             {1, 2, 3, 4},
         )
     )
+    for r in runs:
+        provider = r.get("provider") or {}
+        if provider.get("shortfall") is not None:
+            sec.charts.append(
+                Chart(f"shortfall_{r['run_id']}", figures.shortfall_waterfall(provider))
+            )
+            sec.tables.append(shortfall_table(r["run_id"], provider))
+            sec.notes += [f"run {r['run_id']}: {n}" for n in provider["shortfall"]["notes"]]
     return sec
+
+
+def shortfall_table(run_id: int | None, provider: dict) -> Table:
+    """A provider's shortfall waterfall as a table: each level and step (a step's cached
+    tokens and dollars are what it takes away)."""
+    rows = [
+        [
+            {"level": "", "step": "− ", "cause": "  − breaks: "}[r.kind] + r.label,
+            _n(r.tokens),
+            f"${r.dollars:,.4f}",
+        ]
+        for r in waterfall_rows(provider["shortfall"])
+    ]
+    return Table(
+        f"Run {run_id}: shortfall on {provider['name']} (TTL {provider['ttl']}), ideal → provider",
+        ["", "cached tokens", "$ at the cached-token discount"],
+        rows,
+        {1, 2},
+    )
 
 
 def replay_section(validations: list[dict]) -> Section | None:

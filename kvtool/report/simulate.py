@@ -10,6 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from kvtool.report.format import money, num, pct, seconds
+from kvtool.report.waterfall import WaterfallRow, waterfall_rows
+
+BAR_WIDTH = 24  # characters of the widest waterfall bar (the table fits 80 columns)
 
 
 def render_simulation(console: Console, s: dict) -> None:
@@ -108,3 +111,77 @@ def _render_provider(console: Console, p: dict) -> None:
         console.print(
             Text(f"note: priced as the provider's fallback: {', '.join(p['fallback_models'])}")
         )
+    counts = p.get("token_counts")
+    if counts is not None:
+        console.print(Text(f"token counts: {counts['expected_error']}"))
+    if p.get("shortfall") is not None:
+        _render_shortfall(console, p["shortfall"])
+    if p.get("advice") is not None:
+        _render_advice(console, p["advice"])
+
+
+def _render_advice(console: Console, advice: list[dict]) -> None:
+    """The breakpoint advisor's changes, in the order they apply, each re-simulated: its hit
+    rate before and after and its saving per trace and per month (the description holds
+    logged text: it reaches rich as ``Text``)."""
+    if not advice:
+        console.print(Text("breakpoint advice: none (no change re-simulated lowers the bill)"))
+        return
+    t = Table(title=Text("breakpoint advice (re-simulated)"), title_justify="left")
+    for col in ("change", "hit rate", "saving $/trace", "saving $/month"):
+        t.add_column(col, justify="left" if col == "change" else "right")
+    for a in advice:
+        where = "".join(
+            f"\n  at {b['where']}" + ("" if b["tokens"] is None else f" (token {b['tokens']:,})")
+            for b in a["breakpoints"]
+        )
+        if a["example_request"] is not None:
+            where += f"\n  (token offsets in request {a['example_request']})"
+        t.add_row(
+            Text(a["description"] + where),
+            f"{pct(a['hit_rate_before'])} → {pct(a['hit_rate_after'])}",
+            f"${a['saving_per_trace']:,.4f}",
+            money(a["saving_per_month"]),
+        )
+    console.print(t)
+    notes = {a["note"] for a in advice if a["note"]}
+    for note in sorted(notes):
+        console.print(Text(f"note: {note}"))
+
+
+def _render_shortfall(console: Console, sf: dict) -> None:
+    """The waterfall from the ideal cached tokens down to the provider's: one row per level
+    (a solid bar) and step (its span, shaded; a gain hatched), dollars at the cached-token
+    discount."""
+    rows = waterfall_rows(sf)
+    scale = max([1, *(max(r.before, r.after) for r in rows)])
+    t = Table(
+        title="shortfall: ideal cached tokens → the provider's ($: cached-token value)",
+        title_justify="left",
+        box=None,
+    )
+    t.add_column("")
+    t.add_column("tokens", justify="right")
+    t.add_column("$", justify="right")
+    t.add_column("")
+    for r in rows:
+        sign = "" if r.kind == "level" or r.tokens == 0 else "−" if r.tokens > 0 else "+"
+        indent = {"level": "", "step": "  ", "cause": "    "}[r.kind]
+        t.add_row(
+            Text(indent + r.label),
+            f"{sign}{abs(r.tokens):,}",
+            f"{sign}${abs(r.dollars):,.4f}",
+            _bar(r, scale),
+        )
+    console.print(t)
+    for note in sf["notes"]:
+        console.print(Text(f"note: {note}"))
+
+
+def _bar(r: WaterfallRow, scale: int) -> Text:
+    """The row's span on a ``BAR_WIDTH``-character token axis."""
+    lo, hi = (round(BAR_WIDTH * v / scale) for v in sorted((r.before, r.after)))
+    if r.kind == "level":
+        return Text("█" * hi, style="bold")
+    char, style = ("▒", "red") if r.tokens >= 0 else ("░", "green")
+    return Text(" " * lo + char * max(hi - lo, 1 if r.tokens else 0), style=style)

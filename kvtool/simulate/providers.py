@@ -18,6 +18,20 @@ them):
 - **Refresh and write**: after r, every prefix of r is retained. The prefixes of the hit are
   touched (last use = t) when the TTL refreshes on a hit, and keep their write time; every
   other prefix of r (new, expired, or cut off by the rounding) is written at t.
+- **Routing** (providers with ``routing_prefix_tokens``: OpenAI): each machine has its own
+  cache, so "retained" above means retained on the machine r is sent to. r's *route* is its
+  first ``R = routing_prefix_tokens`` tokens (the prefix of ⌊R/B⌋ base blocks, at least one;
+  the whole prompt's full blocks when it has fewer), its cache key (``prompt_cache_key``; None
+  is one key) and its model; the tenant is in the block hashes. Within a route, r goes to the
+  lowest machine m = 0, 1, ... that took fewer than ``overflow_rpm`` of the route's requests
+  in the 60 s before r (``t − s < 60``), so each machine takes at most ``overflow_rpm`` per
+  minute and the rest overflow to the next. Machine m of one route shares no cache with any
+  other route or machine. A request without a timestamp goes to machine 0 and is not counted
+  (a rate needs times). ``ProviderSpec.routing=False`` puts every request on one machine.
+- **Generated output** (providers with ``caches_output``: DeepSeek): after r's prefixes, the
+  blocks its output adds (``output_cache.output_paths``: seen where a later request of the
+  session sends the answer back) are retained too, written at t unless already retained
+  (then touched), on r's machine.
 - **Bill** in US dollars: ``predicted_write_tokens`` (the prompt rounded down to the increment,
   minus the hit; 0 below the minimum) at the model's cache-write price for the TTL, the hit at
   the cached-input price, the rest of the prompt at the input price, output at the output
@@ -25,23 +39,28 @@ them):
   hours (DeepSeek), a request outside them (weekends included) is billed at the off-peak rates
   and its write at the off-peak input price times the entry's write multiplier.
 
-Not modelled here: Anthropic's breakpoints, OpenAI's routing (``prompt_cache_key``, overflow
-above about 15 requests per minute), DeepSeek's cached output, long-prompt tariffs.
+Not modelled here: Anthropic's breakpoints, long-prompt tariffs; routing is the documented
+rule made deterministic (docs/providers.md, "OpenAI routing"): a real router hashes, so two
+routes can share a machine, and an overflow request may meet a machine that another route's
+overflow warmed.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from kvtool.errors import OptionError
 from kvtool.providers import ModelPrices, ProviderRules, min_cacheable_tokens, model_prices
+from kvtool.simulate.output_cache import output_paths
 from kvtool.traffic.blocks import block_streams
 from kvtool.traffic.workload import Workload
 
 PER_MTOK = 1e-6
+ROUTING_WINDOW_S = 60.0  # overflow_rpm counts the requests of this many seconds
 
 
 @dataclass(frozen=True)
@@ -50,7 +69,8 @@ class ProviderSpec:
     TTLs (None: its default); ``idle_seconds`` / ``max_seconds`` replace the TTL's idle time
     and hard cap (needed where the data has none: best effort); ``no_expiry`` keeps every
     entry forever and ``no_minimum`` caches prompts of any length (the what-if steps of the
-    shortfall waterfall). Validated on creation."""
+    shortfall waterfall); ``routing=False`` sends every request to one machine (no per-machine
+    caches, no overflow; only matters where the provider routes). Validated on creation."""
 
     rules: ProviderRules
     ttl: str | None = None
@@ -58,6 +78,7 @@ class ProviderSpec:
     max_seconds: float | None = None
     no_expiry: bool = False
     no_minimum: bool = False
+    routing: bool = True
 
     def __post_init__(self) -> None:
         if not self.rules.automatic:
@@ -166,32 +187,120 @@ def arrival_times(ts: np.ndarray) -> np.ndarray:
     return np.where(np.isneginf(t), 0.0, t)
 
 
+@dataclass(frozen=True)
+class Routing:
+    """Where each request (processing order) is sent: ``route`` (a dense id of its routing
+    prefix, cache key and model), ``machine`` (0, 1, ... within the route: above 0 it
+    overflowed) and ``cache`` (a dense id of the (route, machine) pair: requests of different
+    ``cache`` ids never share a cached block). All zeros where the provider does not route."""
+
+    route: np.ndarray
+    machine: np.ndarray
+    cache: np.ndarray
+
+
+def routing(wl: Workload, spec: ProviderSpec) -> Routing:
+    """Route and machine of every request of ``wl`` under ``spec`` (module docstring)."""
+    offsets, blocks = block_streams(wl, wl.base)
+    return _routing(wl, spec, offsets, blocks)
+
+
+def _routing(wl: Workload, spec: ProviderSpec, offsets: np.ndarray, blocks: np.ndarray) -> Routing:
+    rules = spec.rules
+    prefix_tokens, rpm = rules.routing_prefix_tokens, rules.overflow_rpm
+    if not spec.routing or prefix_tokens is None or wl.n == 0:
+        zeros = np.zeros(wl.n, np.int64)
+        return Routing(zeros, zeros, zeros)
+    k = max(prefix_tokens // wl.base, 1)
+    counts = np.diff(offsets)
+    at = np.where(counts >= k, offsets[:-1] + k - 1, offsets[1:] - 1)
+    head = np.full(wl.n, -1, np.int64)  # -1: no full block, one route per key and model
+    head[counts > 0] = blocks[at[counts > 0]]
+    keys = _codes(wl.cache_keys)
+    models = _codes(wl.models)
+    _, route = np.unique(np.stack([head, keys, models], axis=1), axis=0, return_inverse=True)
+    route = route.reshape(-1).astype(np.int64)
+    machine = _machines(route, wl.ts, math.inf if rpm is None else rpm)
+    _, cache = np.unique(np.stack([route, machine], axis=1), axis=0, return_inverse=True)
+    return Routing(route, machine, cache.reshape(-1).astype(np.int64))
+
+
+def _codes(values: list[str | None]) -> np.ndarray:
+    """A small integer per distinct value; None is -1."""
+    code = {v: k for k, v in enumerate(sorted({v for v in values if v is not None}))}
+    return np.array([-1 if v is None else code[v] for v in values], np.int64)
+
+
+def _machines(route: np.ndarray, ts: np.ndarray, rpm: float) -> np.ndarray:
+    """Per request, the lowest machine of its route that took fewer than ``rpm`` of the
+    route's requests in the ``ROUTING_WINDOW_S`` seconds before it; requests without a
+    timestamp go to machine 0 uncounted."""
+    machine = np.zeros(len(route), np.int64)
+    recent: dict[int, list[deque[float]]] = {}
+    for i in np.flatnonzero(~np.isnan(ts)):
+        t = float(ts[i])
+        queues = recent.setdefault(int(route[i]), [])
+        m = 0
+        while True:
+            if m == len(queues):
+                queues.append(deque())
+            q = queues[m]
+            while q and t - q[0] >= ROUTING_WINDOW_S:
+                q.popleft()
+            if len(q) < rpm:
+                q.append(t)
+                break
+            m += 1
+        machine[i] = m
+    return machine
+
+
 def cached_prefix_blocks(wl: Workload, spec: ProviderSpec) -> np.ndarray:
-    """Per request, the number of its 16-token prefixes found retained (before rounding)."""
+    """Per request, the number of its 16-token prefixes found retained on the machine it is
+    routed to (before rounding). A cached entry is a (machine, block) pair: the tree's nodes
+    are renumbered densely per ``Routing.cache`` id, so the loop stays on integer arrays."""
     ttl = spec.retention
     idle = math.inf if ttl.idle_seconds is None else float(ttl.idle_seconds)
     cap = math.inf if ttl.max_seconds is None else float(ttl.max_seconds)
     offsets, blocks = block_streams(wl, wl.base)
-    n_nodes = len(wl.parent)
-    last_use = np.full(n_nodes, -np.inf)
-    written = np.full(n_nodes, -np.inf)
+    cache = _routing(wl, spec, offsets, blocks).cache
+    outputs = output_paths(wl) if spec.rules.caches_output else None
+    out_offsets = outputs.offsets if outputs is not None else np.zeros(wl.n + 1, np.int64)
+    out_nodes = outputs.nodes if outputs is not None else np.zeros(0, np.int64)
+    # (cache id, node) pairs -> dense entry ids, prompt blocks first, then output blocks
+    span = len(wl.parent)
+    pairs = np.concatenate(
+        [
+            np.repeat(cache, np.diff(offsets)) * span + blocks,
+            np.repeat(cache, np.diff(out_offsets)) * span + out_nodes,
+        ]
+    )
+    uniq, entry = np.unique(pairs, return_inverse=True)
+    entry = entry.reshape(-1)
+    paths, outs = entry[: len(blocks)], entry[len(blocks) :]
+    last_use = np.full(len(uniq), -np.inf)
+    written = np.full(len(uniq), -np.inf)
     times = arrival_times(wl.ts)
     hits = np.zeros(wl.n, np.int64)
     for i in range(wl.n):
-        path = blocks[offsets[i] : offsets[i + 1]]
-        if len(path) == 0:
-            continue
         t = times[i]
-        seen = written[path]
-        alive = (seen > -np.inf) & (t - last_use[path] <= idle) & (t - seen <= cap)
-        h = len(path) if alive.all() else int(np.argmin(alive))
-        hits[i] = h
-        used = path[:h]
-        if ttl.refresh_on_hit:
-            last_use[used] = t
-        rest = path[h:]
-        last_use[rest] = t
-        written[rest] = t
+        path = paths[offsets[i] : offsets[i + 1]]
+        if len(path):
+            seen = written[path]
+            alive = (seen > -np.inf) & (t - last_use[path] <= idle) & (t - seen <= cap)
+            h = len(path) if alive.all() else int(np.argmin(alive))
+            hits[i] = h
+            if ttl.refresh_on_hit:
+                last_use[path[:h]] = t
+            rest = path[h:]
+            last_use[rest] = t
+            written[rest] = t
+        out = outs[out_offsets[i] : out_offsets[i + 1]]
+        if len(out):
+            seen = written[out]
+            kept = (seen > -np.inf) & (t - last_use[out] <= idle) & (t - seen <= cap)
+            written[out[~kept]] = t
+            last_use[out] = t
     return hits
 
 
@@ -246,7 +355,6 @@ def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
     matched = np.minimum(cached_prefix_blocks(wl, spec) * wl.base, n)
     names = sorted({m or "" for m in wl.models})
     minimum = {m: spec.min_tokens(m or None) for m in names}
-    match = {m: model_prices(rules, m or None) for m in names}
     min_tok = np.array([minimum[m or ""] for m in wl.models], np.int64)
     eligible = n >= min_tok
     cached = (matched // inc) * inc
@@ -255,18 +363,36 @@ def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
     written = np.maximum(cacheable - cached, 0)
 
     rates = request_rates(rules, wl, ttl.name)
-    price_in, price_cached, price_out = rates.input, rates.cached_input, rates.output
-    write_mult = rates.write_multiplier
+    write_cost = written * rates.input * rates.write_multiplier
+    return priced_prediction(spec, wl, min_tok, cached, written, write_cost, rates)
+
+
+def priced_prediction(
+    spec: ProviderSpec,
+    wl: Workload,
+    min_tok: np.ndarray,
+    cached: np.ndarray,
+    written: np.ndarray,
+    write_cost: np.ndarray,
+    rates: RequestRates,
+) -> ProviderPrediction:
+    """The prediction of per-request ``cached`` (read) and ``written`` tokens, whose writes
+    cost ``write_cost`` ($ per million tokens times tokens): the rest of each prompt at the
+    input price, the reads at the cached-input price, output at the output price; without
+    caching, the whole prompt at the input price. Shared by every provider engine."""
+    rules = spec.rules
+    n = wl.n_tokens.astype(np.int64)
     out = wl.output_tokens.astype(np.int64)
-    no_cache = (n * price_in + out * price_out) * PER_MTOK
+    no_cache = (n * rates.input + out * rates.output) * PER_MTOK
     with_cache = (
-        (n - cached - written) * price_in
-        + written * price_in * write_mult
-        + cached * price_cached
-        + out * price_out
+        (n - cached - written) * rates.input
+        + write_cost
+        + cached * rates.cached_input
+        + out * rates.output
     ) * PER_MTOK
     total_prompt = int(n.sum())
     total_cached = int(cached.sum())
+    names = sorted({m or "" for m in wl.models})
     totals = ProviderTotals(
         prompt_tokens=total_prompt,
         predicted_cached_tokens=total_cached,
@@ -274,11 +400,11 @@ def predict_provider(wl: Workload, spec: ProviderSpec) -> ProviderPrediction:
         predicted_hit_rate=total_cached / total_prompt if total_prompt else 0.0,
         bill_no_cache=float(no_cache.sum()),
         bill_predicted=float(with_cache.sum()),
-        fallback_models=tuple(m for m in names if match[m].fallback),
+        fallback_models=tuple(m for m in names if model_prices(rules, m or None).fallback),
     )
     return ProviderPrediction(
         provider=rules.name,
-        ttl=ttl,
+        ttl=spec.retention,
         req_ids=wl.req_ids,
         models=list(wl.models),
         prompt_tokens=n,

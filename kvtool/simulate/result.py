@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kvtool.jsonview import JsonView
+from kvtool.providers.tokens import TokenCounts
+from kvtool.simulate.advisor import Advice
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.providers import ProviderPrediction, ProviderSpec, request_rates
+from kvtool.simulate.shortfall import Shortfall, logged_usage
 from kvtool.tiers.spec import Tier
 from kvtool.traffic.workload import Workload
 
@@ -192,7 +195,11 @@ class ProviderBill:
 @dataclass(frozen=True)
 class ProviderReport:
     """A hosted provider's predicted cache next to the logged one (docs/simulate.md). The
-    observed figures cover the requests that log prompt and cached tokens (None: none do)."""
+    observed figures cover the requests that log prompt and cached tokens (None: none do);
+    ``shortfall`` is the waterfall from the ideal down to them (``kvtool.simulate.shortfall``);
+    ``advice`` the breakpoint advisor's changes (``kvtool.simulate.advisor``; None for a
+    provider without explicit breakpoints); ``token_counts`` whether the prompt tokens are the
+    provider's own count or approximate (``kvtool.providers.tokens``)."""
 
     name: str
     ttl: str
@@ -203,18 +210,32 @@ class ProviderReport:
     request_agreement: float | None
     bill: ProviderBill
     fallback_models: tuple[str, ...]
+    shortfall: Shortfall
+    advice: tuple[Advice, ...] | None = None
+    token_counts: TokenCounts | None = None
 
     @classmethod
-    def of(cls, wl: Workload, spec: ProviderSpec, pred: ProviderPrediction) -> ProviderReport:
-        """``pred`` (``predict_provider(wl, spec)``, same request order) against ``wl``'s logs.
+    def of(
+        cls,
+        wl: Workload,
+        spec: ProviderSpec,
+        pred: ProviderPrediction,
+        shortfall: Shortfall,
+        writes: np.ndarray | None = None,
+    ) -> ProviderReport:
+        """``pred`` (``predict_provider(wl, spec)``, same request order) against ``wl``'s logs,
+        with its ``shortfall``. ``writes``: the logged cache-write tokens per request (NaN: not
+        logged), for a provider with explicit breakpoints.
 
         Observed bill per logged request, what the provider charged: the logged prompt tokens,
         of which the logged cached tokens (at most the prompt) at the cached-input price, the
         prompt rounded down to the increment minus them written at the
         TTL's write price (0 below the minimum), the rest at the input price, output at the
-        output price, as the prediction bills its own hit."""
+        output price, as the prediction bills its own hit. With ``writes`` (explicit
+        breakpoints: only what a breakpoint writes is written) the written tokens are the
+        logged ones, else the predicted ones, at most the prompt minus the logged cached."""
         totals = pred.totals
-        logged = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
+        logged = logged_usage(wl)
         obs_cached_tokens = obs_rate = agreement = observed_bill = None
         if logged.any():
             obs_prompt = wl.observed_prompt[logged]
@@ -228,7 +249,7 @@ class ProviderReport:
                 got = np.where(n > 0, pred.predicted_cached_tokens[logged] / n, 0.0)
             agreement = float(np.mean(np.abs(got - want) <= AGREEMENT + 1e-12))
             observed_bill = float(pred.bill_predicted[~logged].sum()) + float(
-                _logged_bill(wl, spec, pred, logged).sum()
+                _logged_bill(wl, spec, pred, logged, writes).sum()
             )
         return cls(
             name=pred.provider,
@@ -240,16 +261,24 @@ class ProviderReport:
             request_agreement=agreement,
             bill=ProviderBill(totals.bill_no_cache, totals.bill_predicted, observed_bill),
             fallback_models=totals.fallback_models,
+            shortfall=shortfall,
         )
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["fallback_models"] = list(self.fallback_models)
+        out["shortfall"] = self.shortfall.to_json()
+        out["advice"] = None if self.advice is None else [a.to_json() for a in self.advice]
+        out["token_counts"] = None if self.token_counts is None else self.token_counts.to_json()
         return out
 
 
 def _logged_bill(
-    wl: Workload, spec: ProviderSpec, pred: ProviderPrediction, logged: np.ndarray
+    wl: Workload,
+    spec: ProviderSpec,
+    pred: ProviderPrediction,
+    logged: np.ndarray,
+    writes: np.ndarray | None,
 ) -> np.ndarray:
     """The dollars of each logged request at its logged cached tokens (``ProviderReport.of``)."""
     rates = request_rates(spec.rules, wl, pred.ttl.name)
@@ -258,6 +287,11 @@ def _logged_bill(
     cached = np.minimum(wl.observed_cached[logged].astype(np.int64), n)
     eligible = n >= pred.min_cacheable_tokens[logged]
     written = np.where(eligible, np.maximum((n // inc) * inc - cached, 0), 0)
+    if writes is not None:
+        guess = pred.predicted_write_tokens[logged].astype(np.int64)
+        logged_writes = writes[logged]
+        told = np.nan_to_num(logged_writes).astype(np.int64)
+        written = np.minimum(np.where(np.isnan(logged_writes), guess, told), n - cached)
     out = wl.output_tokens[logged].astype(np.int64)
     return (
         (n - cached - written) * rates.input[logged]

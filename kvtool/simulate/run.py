@@ -11,6 +11,7 @@ engine. Each run is stored in ``sim_runs`` with the JSON it returns.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,15 @@ import numpy as np
 from kvtool.errors import NotFoundError, OptionError
 from kvtool.progress import NullProgress, Progress
 from kvtool.providers import load_provider
+from kvtool.providers.tokens import token_counts
+from kvtool.simulate.advisor import advise_breakpoints
+from kvtool.simulate.anthropic import predict_anthropic
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.providers import ProviderSpec, predict_provider
 from kvtool.simulate.result import ProviderReport, SimPoint, SimulateResult, Sweep
+from kvtool.simulate.shortfall import Predictor, break_losses, shortfall
 from kvtool.simulate.sweep import LRUCurve, lru_curve
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.store.runs import insert_sim_run
@@ -38,6 +43,7 @@ from kvtool.traffic import (
     passes,
     runs,
 )
+from kvtool.traffic.breakpoints import load_breakpoints, logged_cache_writes
 
 
 def simulate(
@@ -108,7 +114,30 @@ def simulate(
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
-                report = ProviderReport.of(wl, spec, predict_provider(wl, spec))
+                explicit = spec.rules.explicit_breakpoints
+                # explicit breakpoints: the markers placed on the prompts, once for the engine
+                # and the advisor; otherwise automatic prefix caching
+                marks = load_breakpoints(con, traffic, progress) if explicit else None
+                predict: Predictor = (
+                    partial(predict_anthropic, wl, marks=marks)
+                    if marks is not None
+                    else partial(predict_provider, wl)
+                )
+                pred = predict(spec)
+                losses = break_losses(con, traffic, progress)
+                waterfall = shortfall(wl, spec, predict, pred, losses)
+                writes = logged_cache_writes(con, traffic) if explicit else None
+                report = replace(
+                    ProviderReport.of(wl, spec, pred, waterfall, writes),
+                    advice=(
+                        advise_breakpoints(con, traffic, spec, marks) if marks is not None else None
+                    ),
+                    token_counts=token_counts(
+                        spec.rules,
+                        traffic.bundle.name if traffic.bundle else "the trace's own counts",
+                        (m for m in wl.models if m),
+                    ),
+                )
             result = SimulateResult(
                 config=config,
                 tier_gb=tier_gb,
@@ -149,16 +178,13 @@ def simulate(
 def _provider_spec(
     name: str | None, ttl: str | None, rules: str | Path | None, prices: str | Path | None
 ) -> ProviderSpec | None:
-    """The provider to predict (None: none), checked before any log is read. Providers with
-    explicit breakpoints only (Anthropic) are refused for now."""
+    """The provider to predict (None: none), checked before any log is read."""
     if name is None:
         for param, value in (("provider_ttl", ttl), ("rules", rules), ("prices", prices)):
             if value is not None:
                 raise OptionError(param, "needs provider")
         return None
     loaded = load_provider(name, rules_file=rules, prices_file=prices)
-    if loaded.explicit_breakpoints:
-        raise OptionError("provider", f"{name}: explicit breakpoints are not simulated yet")
     try:
         return ProviderSpec(loaded, ttl=ttl)
     except OptionError as exc:

@@ -194,11 +194,11 @@ _ORDER = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"  # processing order
 def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
     """Hash-trace requests of ``file_ids`` in processing order (timestamp, then file and line):
     req_id, ts, session_id, model, n_tokens, output_tokens, observed_prompt_tokens,
-    observed_cached_tokens, blocks (the hash ids), file_id, tenant."""
+    observed_cached_tokens, blocks (the hash ids), file_id, tenant, cache_key."""
     return con.sql(
         f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
                    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                   r.hash_ids AS blocks, r.file_id, r.tenant
+                   r.hash_ids AS blocks, r.file_id, r.tenant, r.cache_key
             FROM requests r WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}"""
     ).to_arrow_table()
 
@@ -206,15 +206,41 @@ def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
 def chain_request_table(con: Connection, file_ids: list[int], signature: str) -> pa.Table:
     """Tokenized requests of ``file_ids`` in processing order, with their chain for
     ``signature``: req_id, ts, session_id, model, n_tokens, output_tokens,
-    observed_prompt_tokens, observed_cached_tokens, last_block."""
+    observed_prompt_tokens, observed_cached_tokens, last_block, cache_key."""
     return con.sql(
         f"""SELECT r.req_id, r.ts, r.session_id, r.model, c.n_tokens,
                    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                   c.last_block
+                   c.last_block, r.cache_key
             FROM requests r JOIN chains c ON c.req_id = r.req_id AND c.tokenizer = ?
             WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}""",
         params=[signature],
     ).to_arrow_table()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLog:
+    """What a request logged about a provider's explicit cache: its ``cache_control`` markers
+    as ingest stored them (``Normalized.cache_control``; empty: none) and its cache-write
+    tokens (None: not logged), with its prompt row."""
+
+    prompt: PromptRow
+    markers: tuple[dict, ...]
+    cache_write_tokens: int | None
+
+
+def cache_logs(con: Connection, req_ids: list[int]) -> list[CacheLog]:
+    """``CacheLog`` of each of ``req_ids``, in that order (every id must be stored)."""
+    sel = pa.table({"req_id": pa.array(req_ids, pa.int64())})
+    with temp_table(con, "_kv_sel", sel):
+        rows = con.execute(
+            f"""SELECT {_PROMPT_COLUMNS}, r.cache_control, r.cache_write_tokens
+                FROM requests r JOIN _kv_sel s ON s.req_id = r.req_id"""
+        ).fetchall()
+    by_id = {
+        t[0]: CacheLog(_prompt(t[:7]), tuple(orjson.loads(t[7]) if t[7] else ()), t[8])
+        for t in rows
+    }
+    return [by_id[i] for i in req_ids]
 
 
 @dataclass(frozen=True, slots=True)

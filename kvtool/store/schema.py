@@ -12,7 +12,9 @@ Tables (one row each):
   logged prompt cannot be rebuilt, e.g. a Responses ``previous_response_id``) keep a request
   out of prefix analysis, and every report counts it. ``tenant`` is the cache-isolation domain
   (organization, team, project, API-key hash: block hashes are seeded by it), ``end_user`` the
-  end user the log names (kept, never an isolation domain: providers cache per organization).
+  end user the log names (kept, never an isolation domain: providers cache per organization),
+  ``cache_key`` the routing key the request sent (OpenAI's ``prompt_cache_key``: it picks the
+  machine whose cache the request meets, never an isolation domain or a session).
   Messages, tool catalogs and completion prompts are stored once each in ``contents`` and
   referenced by 64-bit content keys, so agent logs that resend the same history every turn take
   space proportional to their distinct content. ``synthetic_id`` is true when the log carried
@@ -65,7 +67,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -108,7 +110,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cache_control VARCHAR,
     truncated BOOLEAN NOT NULL DEFAULT false,
     incomplete VARCHAR,
-    end_user VARCHAR
+    end_user VARCHAR,
+    cache_key VARCHAR
 );
 CREATE TABLE IF NOT EXISTS contents (
     key BIGINT NOT NULL,
@@ -283,7 +286,12 @@ ALTER TABLE rejects ADD COLUMN item INTEGER DEFAULT 0;
 ALTER TABLE rejects ADD COLUMN skipped BOOLEAN DEFAULT false;
 UPDATE rejects SET item = 0, skipped = false;
 """
-MIGRATIONS = {1: _MIGRATE_1, 2: _MIGRATE_2}
+# version 3 -> 4: requests keep the routing key they sent (``cache_key``, OpenAI's
+# ``prompt_cache_key``); NULL for requests ingested before. Nothing stored before changes meaning.
+_MIGRATE_3 = """
+ALTER TABLE requests ADD COLUMN cache_key VARCHAR;
+"""
+MIGRATIONS = {1: _MIGRATE_1, 2: _MIGRATE_2, 3: _MIGRATE_3}
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int | None:

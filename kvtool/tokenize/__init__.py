@@ -1,8 +1,9 @@
 """Tokenize: chat template -> token ids -> block chain hashes.
 
-``loader`` (tokenizers, offline), ``template`` (chat templates), ``segments`` (the segment cache),
-``hashing`` (block identity, prefix trie), ``plans`` (prompts as pieces; rebuilding a stored
-request's ids), ``chains`` (the tokenize pass and its stored decision).
+``loader`` (tokenizers, offline; ``tiktoken_bpe``: OpenAI's bundled o200k_base), ``template``
+(chat templates), ``segments`` (the segment cache), ``hashing`` (block identity, prefix trie),
+``plans`` (prompts as pieces; rebuilding a stored request's ids), ``chains`` (the tokenize pass
+and its stored decision).
 """
 
 from kvtool.tokenize.chains import TokenizeReport, tokenize_requests, tokenizer_signature

@@ -1,4 +1,5 @@
-"""Find and load a tokenizer: the bundled default, a tokenizer.json, a model directory or a hub id.
+"""Find and load a tokenizer: the bundled default, OpenAI's bundled ``o200k`` (``o200k_base``,
+``kvtool.tokenize.tiktoken_bpe``), a tokenizer.json, a model directory or a hub id.
 
 Nothing is ever downloaded: a hub id resolves only from the local Hugging Face cache.
 """
@@ -19,8 +20,11 @@ from tokenizers import Tokenizer
 
 from kvtool.errors import InputError, NotFoundError
 from kvtool.tokenize.segments import SegmentEncoder
+from kvtool.tokenize.tiktoken_bpe import o200k_source, o200k_tokenizer
 
 DEFAULT_TOKENIZER = "deepseek-v4"
+O200K_TOKENIZER = "o200k"  # OpenAI's o200k_base (GPT-4o to GPT-5.x), bundled
+BUILTIN_TOKENIZERS = (DEFAULT_TOKENIZER, O200K_TOKENIZER)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class TokenizerBundle:
     special_tokens: dict[str, str]  # bos_token, eos_token, ... as tokenizer_config.json names them
     added_tokens: tuple[str, ...]  # every added token's content; segmentation splits at these
     signature: str
-    spec: str  # what it was loaded from: 'deepseek-v4', an absolute path or a hub id
+    spec: str  # what it was loaded from: 'deepseek-v4', 'o200k', an absolute path or a hub id
 
     @cached_property
     def encoder(self) -> SegmentEncoder:
@@ -150,14 +154,18 @@ def _from_transformers(repo_id: str) -> tuple[Tokenizer, str | None, dict[str, s
 
 
 def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
-    """Load ``spec``: None or 'deepseek-v4' (bundled), a tokenizer.json path, a directory holding
+    """Load ``spec``: None or 'deepseek-v4' (bundled), 'o200k' (bundled: OpenAI's o200k_base,
+    rendered with kvtool's OpenAI chat format), a tokenizer.json path, a directory holding
     tokenizer.json (+ tokenizer_config.json), or a hub id cached locally. ``NotFoundError`` when
     ``spec`` names nothing that loads offline, ``InputError`` for an unreadable
     tokenizer_config.json or chat template."""
     spec = spec or DEFAULT_TOKENIZER
     template: str | None = None
     specials: dict[str, str] = {}
-    if spec == DEFAULT_TOKENIZER:
+    if spec == O200K_TOKENIZER:
+        tok = o200k_tokenizer()
+        data = o200k_source()
+    elif spec == DEFAULT_TOKENIZER:
         path = default_tokenizer_path()
         template, specials = _read_config(path.parent)
         tok = Tokenizer.from_file(str(path))
@@ -190,7 +198,7 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
             data = tok.to_str().encode()
     added = tuple(t.content for t in tok.get_added_tokens_decoder().values())
     digest = xxhash.xxh3_64_hexdigest(data + (template or "").encode())
-    name = spec if spec == DEFAULT_TOKENIZER else Path(spec).name or spec
-    if spec != DEFAULT_TOKENIZER and Path(spec).expanduser().exists():
+    name = spec if spec in BUILTIN_TOKENIZERS else Path(spec).name or spec
+    if spec not in BUILTIN_TOKENIZERS and Path(spec).expanduser().exists():
         spec = str(Path(spec).expanduser().resolve())
     return TokenizerBundle(name, tok, template, specials, added, f"{name}:{digest}", spec)

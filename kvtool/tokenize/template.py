@@ -4,7 +4,8 @@ The default template (docs/tokenization.md) renders a chat request as independen
 one head piece (BOS, leading system/developer messages, tool catalog), one piece per remaining
 message, and the generation prompt. Each piece starts with a special token, so BPE never merges
 across piece boundaries and a request's token ids are the concatenation of its pieces' ids.
-``render_prompt`` joins the same pieces into the full prompt text.
+``render_prompt`` joins the same pieces into the full prompt text. With OpenAI's ``o200k``
+tokenizer the pieces follow OpenAI's chat format (``OpenAIChatFormat``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ class DefaultTemplate:
     @classmethod
     def for_tokenizer(cls, bundle: TokenizerBundle) -> DefaultTemplate:
         added = set(bundle.added_tokens)
+        if set(OPENAI_MARKERS) <= added:
+            return OpenAIChatFormat()
         if {"<｜User｜>", "<｜Assistant｜>", "<｜tool▁output▁begin｜>"} <= added:
             markers = DEEPSEEK
         elif {"<|im_start|>", "<|im_end|>"} <= added:
@@ -158,6 +161,133 @@ class DefaultTemplate:
     @property
     def generation(self) -> str:
         return self.m.generation
+
+
+OPENAI_MARKERS = ("<|start|>", "<|message|>", "<|end|>")
+
+
+class OpenAIChatFormat(DefaultTemplate):
+    """OpenAI's chat format as its published token counts imply (the cookbook "How to count
+    tokens with tiktoken": 3 tokens per message, +1 per name, +3 priming the reply), in
+    harmony's markers. Invariants: a message is ``<|start|>{role}<|message|>{text}<|end|>``,
+    i.e. 3 marker tokens + role + text; a name is written after the role on a line of its own
+    (``{role}\n{name}``): 1 token for the newline + the name's, whatever the name (OpenAI allows
+    ``[a-zA-Z0-9_-]``); the generation prompt is ``<|start|>assistant<|message|>`` (3 tokens);
+    every piece starts with ``<|start|>``. Not published, so approximate: the tool
+    catalog (harmony's TypeScript ``namespace functions``, appended to the last leading system
+    message or a system message of its own) and assistant tool calls (one ``assistant
+    to=functions.{name}`` message each, arguments as logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            Markers(
+                style="openai",
+                bos="",
+                system=("<|start|>system<|message|>", "<|end|>"),
+                user=("<|start|>user<|message|>", "<|end|>"),
+                assistant=("<|start|>assistant<|message|>", "<|end|>"),
+                tool=("<|start|>tool<|message|>", "<|end|>"),
+                calls=("", "<|start|>assistant to=functions.", "<|message|>", "<|end|>"),
+                calls_close="",
+                generation="<|start|>assistant<|message|>",
+            ),
+            "",
+        )
+
+    @staticmethod
+    def render(role: object, name: object, text: str) -> str:
+        """One message: the logged role (``user`` when it is not a string) and name, if any."""
+        role = role if isinstance(role, str) else "user"
+        author = f"{role}\n{name}" if isinstance(name, str) and name else role
+        return f"<|start|>{author}<|message|>{text}<|end|>"
+
+    def head(self, systems: list[dict], tools: list | None) -> str:
+        catalog = tool_catalog(tools) if tools else ""
+        if not systems:
+            return self.render("system", None, catalog) if catalog else ""
+        out = []
+        for i, m in enumerate(systems):
+            text = content_text(m.get("content"))
+            if catalog and i == len(systems) - 1:
+                text = f"{text}\n\n{catalog}" if text else catalog
+            out.append(self.render(m.get("role"), m.get("name"), text))
+        return "".join(out)
+
+    def message(self, msg: dict) -> str:
+        text = content_text(msg.get("content"))
+        calls = (msg.get("tool_calls") or []) if msg.get("role") == "assistant" else []
+        if not calls:
+            return self.render(msg.get("role"), msg.get("name"), text)
+        m = self.m
+        out = self.render("assistant", msg.get("name"), text) if text else ""
+        for call in calls:
+            fn = call.get("function") if isinstance(call, dict) else None
+            fn = fn if isinstance(fn, dict) else {}
+            args = _arguments(fn.get("arguments", ""))
+            out += f"{m.calls[1]}{fn.get('name', '')}{m.calls[2]}{args}{m.calls[3]}"
+        return out
+
+
+TS_DEPTH = 8  # array item types nested deeper than this are written as any
+
+
+def _ts_type(schema: object, depth: int = 0) -> str:
+    """A JSON schema as the TypeScript type harmony's tool catalog writes."""
+    if not isinstance(schema, dict) or depth > TS_DEPTH:
+        return "any"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return " | ".join(json.dumps(v, ensure_ascii=False) for v in enum)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(_ts_type({"type": k}, depth + 1) for k in kind)
+    if kind == "array":
+        return f"{_ts_type(schema.get('items'), depth + 1)}[]"
+    names = {
+        "string": "string",
+        "integer": "number",
+        "number": "number",
+        "boolean": "boolean",
+        "object": "object",
+    }
+    return names.get(kind, "any") if isinstance(kind, str) else "any"
+
+
+def _ts_function(fn: dict) -> str:
+    params = fn.get("parameters")
+    props = params.get("properties") if isinstance(params, dict) else None
+    required = params.get("required") if isinstance(params, dict) else None
+    required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
+    lines = [f"// {fn['description']}"] if isinstance(fn.get("description"), str) else []
+    if not isinstance(props, dict) or not props:
+        return "\n".join([*lines, f"type {fn.get('name')} = () => any;"])
+    lines.append(f"type {fn.get('name')} = (_: {{")
+    for key, schema in props.items():
+        if isinstance(schema, dict) and isinstance(schema.get("description"), str):
+            lines.append(f"// {schema['description']}")
+        line = f"{key}{'' if key in required else '?'}: {_ts_type(schema)},"
+        if isinstance(schema, dict) and "default" in schema:
+            line += f" // default: {json.dumps(schema['default'], ensure_ascii=False)}"
+        lines.append(line)
+    lines.append("}) => any;")
+    return "\n".join(lines)
+
+
+def tool_catalog(tools: list) -> str:
+    """Function tools (Chat Completions' ``{"function": {...}}`` or the Responses API's flat
+    shape) in harmony's ``namespace functions`` form; any other tool as its JSON line."""
+    parts = []
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) and isinstance(tool, dict) and tool.get("type") == "function":
+            fn = tool
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            parts.append(_ts_function(fn))
+        else:
+            parts.append(orjson.dumps(tool).decode())
+    body = "\n\n".join(parts)
+    head = "# Tools\n\n## functions\n\nnamespace functions {"
+    return f"{head}\n\n{body}\n\n}} // namespace functions"
 
 
 SYSTEM_ROLES = frozenset({"system", "developer"})

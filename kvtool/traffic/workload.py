@@ -35,7 +35,8 @@ class Workload:
     ``end[i]`` is request i's last full block (a node index, -1 when it has no full block);
     ``parent[v]`` is node v's previous block (-1 for a first block) and ``depth[v]`` its 0-based
     position, so request i has ``depth[end[i]] + 1`` full blocks. ``ts`` is NaN where unknown;
-    ``session`` holds the logged session id or None."""
+    ``session`` holds the logged session id or None, ``cache_keys`` the logged routing key
+    (OpenAI's ``prompt_cache_key``) or None."""
 
     req_ids: np.ndarray
     ts: np.ndarray
@@ -50,6 +51,7 @@ class Workload:
     base: int
     kind: str  # 'tokens' or 'hash'
     models: list[str | None]
+    cache_keys: list[str | None]
 
     @property
     def n(self) -> int:
@@ -223,4 +225,5 @@ def load_workload(con: Connection, file_ids: list[int], signature: str | None) -
         base=base,
         kind=kind,
         models=table.column("model").to_pylist(),
+        cache_keys=table.column("cache_key").to_pylist(),
     )

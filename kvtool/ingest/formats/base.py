@@ -50,7 +50,9 @@ class Normalized:
     ``tenant`` is the cache-isolation domain (organization, team, project or API-key hash; None
     when the log names none: one domain), never the end user, who is ``end_user``.
     ``truncated``: the logger cut strings of the prompt; ``incomplete``: why the prompt cannot
-    be rebuilt from the log."""
+    be rebuilt from the log. ``cache_key``: the provider's routing key as logged (OpenAI's
+    ``prompt_cache_key``, at most ``CACHE_KEY_LIMIT`` characters): it steers which machine's
+    cache a request meets, never an isolation domain and never a session."""
 
     kind: str
     request_id: str | None = None
@@ -72,6 +74,7 @@ class Normalized:
     truncated: bool = False
     incomplete: str | None = None
     end_user: str | None = None
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,21 @@ def str_or_none(value: Any, what: str) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise InputError(f"{what} must be a string, got {type(value).__name__}")
+
+
+CACHE_KEY_LIMIT = 1024  # characters of a logged prompt_cache_key
+
+
+def cache_key_or_none(value: Any, what: str) -> str | None:
+    """None (also for ""), or a string of at most ``CACHE_KEY_LIMIT`` characters; anything else
+    raises ``InputError`` naming ``what``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > CACHE_KEY_LIMIT:
+        raise InputError(f"{what} is longer than {CACHE_KEY_LIMIT} characters ({len(value)})")
+    return value
 
 
 def int_or_none(value: Any, what: str) -> int | None:

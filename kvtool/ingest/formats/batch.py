@@ -9,9 +9,10 @@ normalizer (``openai``, ``responses``). Any other endpoint (``/v1/embeddings``,
 ``/v1/moderations``, ...) is a reject naming the url; so is a line without a url (the API
 requires one).
 
-A batch line carries no time, session, tenant or end user of its own (only what its body has:
-a chat body's ``user``, a Responses body's ``safety_identifier``/``user`` are the end user,
-never the tenant) and no usage: the results file holds that.
+A batch line carries no time, session, tenant or end user of its own, only what its body has
+(a chat body's ``user``, a Responses body's ``safety_identifier``/``user`` are the end user,
+never the tenant; a body's ``prompt_cache_key`` is the request's ``cache_key``), and no usage:
+the results file holds that.
 """
 
 from __future__ import annotations

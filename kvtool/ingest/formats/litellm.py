@@ -74,7 +74,9 @@ organization. End user: ``end_user`` (payload and SpendLogs; the proxy takes it 
 customer-id header or the body's ``user``, ``metadata.user_id`` or ``safety_identifier``:
 ``get_end_user_id_from_request_body`` in ``litellm/proxy/auth/auth_utils.py``), else the
 payload's ``metadata.user_api_key_end_user_id``, else what the logged body carries (chat
-``user``, Anthropic ``metadata.user_id``, Responses ``safety_identifier``/``user``).
+``user``, Anthropic ``metadata.user_id``, Responses ``safety_identifier``/``user``). Cache key
+(OpenAI's ``prompt_cache_key``, chat and Responses calls): the SpendLogs body's, the
+payload's ``model_parameters.prompt_cache_key``; never the tenant or the session.
 
 Skipped (valid, out of scope, counted): calls of other types (embeddings, ...), failed calls, and
 calls served from LiteLLM's own response cache (``cache_hit``: the model never saw them; this is
@@ -106,6 +108,7 @@ from kvtool.ingest.formats.base import (
     Format,
     Normalized,
     Skip,
+    cache_key_or_none,
     first,
     int_or_none,
     parse_timestamp,
@@ -142,6 +145,7 @@ BODY_KEYS = {  # what the API's normalizer is given from a logged body
         "safety_identifier",
         "user",
         "metadata",
+        "prompt_cache_key",
     ),
 }
 NATIVE_TOOLS = {"anthropic": None, "responses": "function"}  # see ``_tool_shape``
@@ -151,6 +155,7 @@ RESPONSES_PARAMETERS = (
     "previous_response_id",
     "safety_identifier",
     "user",
+    "prompt_cache_key",
 )
 GENERATED_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TRUNCATION_MARK = b"(litellm_truncated skipped "
@@ -312,6 +317,7 @@ def _prompt(kind: str, body: dict) -> Normalized:
         out.messages = check_openai_messages(body.get("messages"))
         out.tools = check_tools(body.get("tools"))
         out.end_user = _text(body.get("user"), "user")
+        out.cache_key = cache_key_or_none(body.get("prompt_cache_key"), "prompt_cache_key")
     else:
         tools = body.get("tools")
         shape = _tool_shape(tools)
@@ -333,7 +339,8 @@ def _prompt(kind: str, body: dict) -> Normalized:
 def _payload_body(kind: str, messages: Any, params: dict) -> dict:
     """The request body of a payload, as far as it is logged (see the module docstring)."""
     if kind == "chat":
-        return {"messages": messages, "tools": params.get("tools"), "user": params.get("user")}
+        keys = ("tools", "user", "prompt_cache_key")
+        return {"messages": messages, **{k: params.get(k) for k in keys}}
     if kind == "responses":
         body = {"instructions": params.get("instructions"), "input": messages}
         body.update((k, params[k]) for k in RESPONSES_PARAMETERS if k in params)

@@ -10,6 +10,9 @@ Tenant (the cache-isolation domain): vLLM's ``cache_salt`` in the body, else a t
 (``tenant``, ``tenant_id``, ``org_id``, ``organization``) of the record, its metadata or the
 body; None when none is logged (one domain), never the end user. End user: the body's ``user``
 (OpenAI's end-user field), else ``user``/``user_id``/``end_user`` of the record or its metadata.
+Cache key: the body's ``prompt_cache_key`` (chat completions, completions and Responses take
+it), else the one a Response echoes; it steers routing only, so it is never the tenant, the end
+user or the session.
 
 Timestamps: ``created`` and ``created_at`` are OpenAI's names for epoch **seconds** (chat
 completion ``created``, Response ``created_at``) and are read as seconds wherever they appear;
@@ -20,7 +23,7 @@ Usage is read by what its keys mean, never by the body's format (gateways log on
 usage next to another's body):
 
 - ``prompt_tokens`` (chat completions): the whole prompt; ``prompt_tokens_details.cached_tokens``
-  and ``.cache_write_tokens`` are parts of it;
+  (else DeepSeek's ``prompt_cache_hit_tokens``) and ``.cache_write_tokens`` are parts of it;
 - ``input_tokens`` with ``input_tokens_details`` (Responses): the whole prompt, cached
   (``cached_tokens``) and cache-written (``cache_write_tokens``) tokens included;
 - ``input_tokens`` with ``cache_read_input_tokens`` / ``cache_creation_input_tokens``
@@ -46,6 +49,7 @@ from kvtool.ingest.formats.base import (
     TIME_KEYS,
     Format,
     Normalized,
+    cache_key_or_none,
     dicts,
     first,
     first_item,
@@ -99,10 +103,11 @@ def record_time(env: Envelope) -> float | None:
 
 
 def common(env: Envelope, out: Normalized, *, body_keys: bool = True) -> None:
-    """Fill id, time, session, tenant, end user, model and usage from wherever the envelope
-    carries them. ``body_keys``: whether the body and its ``metadata`` may carry session, tenant
-    and end-user keys (OpenAI's ``user``, a gateway's or vLLM's extras); False where the body's
-    schema has no such field (Anthropic). The body's own keys come first for the end user."""
+    """Fill id, time, session, tenant, end user, model, cache key and usage from wherever the
+    envelope carries them. ``body_keys``: whether the body and its ``metadata`` may carry
+    session, tenant, end-user and cache keys (OpenAI's ``user`` and ``prompt_cache_key``, a
+    gateway's or vLLM's extras); False where the body's schema has no such field (Anthropic).
+    The body's own keys come first for the end user."""
     rec, body, resp = env.outer, env.body, env.response
     metas = dicts(rec.get("metadata"), body.get("metadata") if body_keys else None)
     places = (rec, *metas, body) if body_keys else (rec, *metas)
@@ -114,6 +119,10 @@ def common(env: Envelope, out: Normalized, *, body_keys: bool = True) -> None:
     key, user = first_item((body, *places) if body_keys else places, END_USER_KEYS)
     out.end_user = str_or_none(user, key or "end user")
     out.model = str_or_none(body.get("model") or resp.get("model") or rec.get("model"), "model")
+    if body_keys:
+        out.cache_key = cache_key_or_none(
+            body.get("prompt_cache_key"), "prompt_cache_key"
+        ) or cache_key_or_none(resp.get("prompt_cache_key"), "response.prompt_cache_key")
     usage = resp.get("usage") if resp else None
     if usage is None:
         usage = rec.get("usage")
@@ -140,8 +149,12 @@ def _set_whole(out: Normalized, usage: dict, details: dict, whole: str, output: 
     where = f"usage.{whole}_details"
     prompt = _count(usage, whole, "usage")
     cached = _count(details, "cached_tokens", where)
+    field = f"{where}.cached_tokens"
+    if cached is None:  # DeepSeek's own field (its newer responses carry both)
+        cached = _count(usage, "prompt_cache_hit_tokens", "usage")
+        field = "usage.prompt_cache_hit_tokens"
     if prompt is not None and cached is not None and cached > prompt:  # rates stay <= 1
-        raise InputError(f"{where}.cached_tokens {cached} exceeds usage.{whole} {prompt}")
+        raise InputError(f"{field} {cached} exceeds usage.{whole} {prompt}")
     set_usage(
         out,
         prompt=prompt,

@@ -32,7 +32,8 @@ key, else the Response's ``created_at`` (epoch seconds).
 
 Session: ``conversation`` (a string or ``{"id": ...}``, in the body or the Response), else a
 session key of the gateway metadata or the body's ``metadata``. ``prompt_cache_key`` is never
-a session: one key is shared by every session that shares a prefix. Tenant (the
+a session: one key is shared by every session that shares a prefix; it is kept as the request's
+``cache_key`` (body, else the Response's echo), which the provider engine routes by. Tenant (the
 cache-isolation domain): a gateway's tenant/org key (or vLLM's ``cache_salt``); None when none
 is logged (one domain). End user: ``safety_identifier`` (body, else Response), else the
 ``user`` field it replaces (body, gateway metadata, Response): the API documents both as

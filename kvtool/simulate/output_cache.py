@@ -1,0 +1,112 @@
+"""The blocks a request's generated output adds to a provider's cache (DeepSeek persists a prefix
+unit at the end of the model output, docs/providers.md "Generated tokens").
+
+A log holds the output's token count, not its tokens. The tokens are known only where a later
+request sends the answer back: request j *continues* request i when j comes later in processing
+order, belongs to the same session (both unknown counts as the same), and its path passes
+through i's last full block to a deeper one, so j carries all of i's full prompt blocks and
+then more. The first such j is i's successor; its blocks after i's path, up to the end of i's
+output, are i's output blocks.
+
+Invariants, at the workload's base block size B (16 for tokenized logs), with ``d_i`` the depth
+of i's last full block and ``n_i``, ``o_i`` its prompt and output tokens:
+
+- i's output blocks are the successor's blocks at depths ``d_i + 1 .. min(d_j, c_i)`` with
+  ``c_i = ⌊(n_i + o_i) / B⌋ − 1``: only blocks that end within the prompt plus the output
+  (floor), and never more than the successor carries;
+- a request with no full block, or without a successor, adds nothing;
+- slack: the successor renders the answer with the template's assistant markers (DeepSeek:
+  the end-of-sentence token after the answer). The provider's ``completion_tokens`` counts a
+  generated end token, so no slack is added; where a template adds a marker the model did not
+  generate, the cap can be up to one block short (never long);
+- what cannot be seen: an answer the client edits before sending it back, but that keeps i's
+  whole prompt ahead of it (reasoning dropped from a thinking model's turn, a rewritten
+  answer), is taken as i's output. An edit inside i's prompt (a rewritten earlier turn) breaks
+  the continuation, and then nothing is added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvtool.traffic.blocks import block_streams
+from kvtool.traffic.workload import Workload
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Per request (processing order), the block nodes its output adds to the cache, shallowest
+    first: ``nodes[offsets[i]:offsets[i + 1]]``; ``successor[i]`` is the request whose blocks
+    they are (-1: none, and no nodes)."""
+
+    nodes: np.ndarray
+    offsets: np.ndarray
+    successor: np.ndarray
+
+    def of(self, i: int) -> np.ndarray:
+        """Request i's output blocks."""
+        return self.nodes[self.offsets[i] : self.offsets[i + 1]]
+
+
+def _session_codes(sessions: list[str | None]) -> np.ndarray:
+    """A small integer per distinct session; unknown sessions share code 0."""
+    names = sorted({s for s in sessions if s is not None})
+    code = {s: k + 1 for k, s in enumerate(names)}
+    return np.array([code.get(s, 0) if s is not None else 0 for s in sessions], np.int64)
+
+
+def successors(wl: Workload, offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Per request, the first later request of its session that continues it (-1: none), from
+    the base-size block streams ``offsets``/``blocks`` (``block_streams(wl, wl.base)``)."""
+    n = wl.n
+    succ = np.full(n, -1, np.int64)
+    if n == 0 or len(blocks) == 0:
+        return succ
+    sess = _session_codes(wl.session)
+    n_sess = int(sess.max()) + 1
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    is_end = np.zeros(len(wl.parent), bool)
+    is_end[wl.end[wl.end >= 0]] = True
+    # (node, request) pairs where the request passes through a request's end node to a deeper one
+    interior = is_end[blocks] & (blocks != wl.end[owner])
+    node, req = blocks[interior], owner[interior]
+    key = node * n_sess + sess[req]
+    uniq, rank = np.unique(key, return_inverse=True)
+    composite = np.sort(rank.astype(np.int64) * n + req)
+    has = wl.end >= 0
+    mine = np.flatnonzero(has)
+    my_key = wl.end[mine] * n_sess + sess[mine]
+    pos = np.searchsorted(uniq, my_key)
+    found = pos < len(uniq)
+    found[found] = uniq[pos[found]] == my_key[found]
+    mine, pos = mine[found], pos[found]
+    # the first pair of the same key whose request comes after i
+    at = np.searchsorted(composite, pos * n + mine, side="right")
+    ok = at < len(composite)
+    ok[ok] = composite[at[ok]] // n == pos[ok]
+    succ[mine[ok]] = composite[at[ok]] % n
+    return succ
+
+
+def output_paths(wl: Workload) -> OutputPaths:
+    """The blocks each request's output adds to the cache (module docstring). One sort of the
+    (node, request) pairs of the workload's block streams; no loop over requests."""
+    offsets, blocks = block_streams(wl, wl.base)
+    succ = successors(wl, offsets, blocks)
+    n = wl.n
+    has = succ >= 0
+    depth_i = np.full(n, -1, np.int64)
+    depth_i[wl.end >= 0] = wl.depth[wl.end[wl.end >= 0]]
+    cap = (wl.n_tokens.astype(np.int64) + wl.output_tokens.astype(np.int64)) // wl.base - 1
+    depth_j = np.full(n, -1, np.int64)
+    depth_j[has] = depth_i[succ[has]]
+    last = np.minimum(depth_j, cap)
+    counts = np.where(has, np.maximum(last - depth_i, 0), 0)
+    out_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    total = int(out_offsets[-1])
+    # successor j's block at depth d sits at blocks[offsets[j] + d]
+    first = np.where(has, offsets[np.maximum(succ, 0)] + depth_i + 1, 0)
+    idx = np.repeat(first - out_offsets[:-1], counts) + np.arange(total, dtype=np.int64)
+    return OutputPaths(nodes=blocks[idx], offsets=out_offsets, successor=succ)
