@@ -139,3 +139,13 @@ def test_token_counts_say_whose_tokenizer_counted(run):
     assert "not confirmed for " + MODEL.lower() in counts["expected_error"]
     text = _invoke(["--db", run["db"], "--provider", "openai"])
     assert "token counts: approximate: counted with deepseek-v4" in " ".join(text.stdout.split())
+
+
+def test_an_unknown_kv_shape_says_the_provider_does_not_need_it(run):
+    """The logged model (``acme-chat-1``) has no KV shape, so the default ``--tier-gb hbm=80``
+    cannot be sized: one line, exit 2, saying that any model or --blocks will do."""
+    r = CliRunner().invoke(app, ["simulate", "--db", run["db"], "--provider", "openai"])
+    assert r.exit_code == 2
+    message = " ".join(r.output.split())
+    assert "KV size per token is unknown" in message
+    assert "the provider's figures do not depend on the self-hosted tiers" in message

@@ -109,7 +109,16 @@ def simulate(
             ideal_rate, ideal_cached = _ideal(wl, B)
             known = wl.ts[~np.isnan(wl.ts)]
             duration = float(known.max() - known.min()) if len(known) > 1 else None
-            grid = _grid(specs, blocks, swept, B, kv)
+            try:
+                grid = _grid(specs, blocks, swept, B, kv)
+            except OptionError as exc:
+                if spec is None or exc.param != "model":
+                    raise
+                raise OptionError(
+                    "model",
+                    f"{exc.message}; the provider's figures do not depend on the self-hosted "
+                    "tiers simulated next to them: any built-in model or --blocks N will do",
+                ) from None
             points = _points(wl, grid, config, kv, duration, progress)
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
