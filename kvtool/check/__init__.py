@@ -4,7 +4,9 @@
 - ``baseline``: where the baseline fixtures come from (a file, ``git:REF``, ``git:REF:PATH``);
 - ``provider``: losses counted by a hosted provider's rules and priced (``--provider``);
 - ``render``: terminal text, GitHub Actions annotations, JUnit XML;
-- ``sarif``: SARIF 2.1.0 for code-scanning annotations.
+- ``sarif``: SARIF 2.1.0 for code-scanning annotations;
+- ``pytest_plugin`` (opt-in) and ``prompt_baselines``: the ``prompt_cache`` pytest fixture and
+  its committed baseline files.
 
 The gate reaches analyze only through its public break API (``kvtool.analyze.breaks``) and the
 volatile scan (``kvtool.textscan.hazards``). docs/ci.md is the user's page.
