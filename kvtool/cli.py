@@ -44,6 +44,12 @@ PARAM_OPTIONS = {
 }
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file holding ingested requests.")]
+RulesOption = Annotated[
+    Path | None, typer.Option(help="JSON file overriding the provider's caching rules.")
+]
+PricesOption = Annotated[
+    Path | None, typer.Option(help="JSON file overriding the provider's prices.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
 FormatOption = Annotated[
     str | None,
@@ -347,12 +353,8 @@ def simulate_cmd(
             "markers that name none."
         ),
     ] = None,
-    rules: Annotated[
-        Path | None, typer.Option(help="JSON file overriding the provider's caching rules.")
-    ] = None,
-    prices: Annotated[
-        Path | None, typer.Option(help="JSON file overriding the provider's prices.")
-    ] = None,
+    rules: RulesOption = None,
+    prices: PricesOption = None,
     html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -654,12 +656,8 @@ def check_cmd(
         float | None,
         typer.Option(help="--provider: calls of each fixture per month, for dollars per month."),
     ] = None,
-    rules: Annotated[
-        Path | None, typer.Option(help="JSON file overriding the provider's caching rules.")
-    ] = None,
-    prices: Annotated[
-        Path | None, typer.Option(help="JSON file overriding the provider's prices.")
-    ] = None,
+    rules: RulesOption = None,
+    prices: PricesOption = None,
 ) -> None:
     """Fail (exit 1) when a prompt change would break the cached prefix in production."""
     from kvtool.check import (
