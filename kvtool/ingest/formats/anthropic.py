@@ -45,23 +45,10 @@ from typing import Any
 
 from kvtool.errors import InputError
 from kvtool.ingest.formats.base import Format, Normalized, str_or_none
-from kvtool.ingest.formats.chat import openai_tool, openai_tool_call
+from kvtool.ingest.formats.chat import cache_marker, openai_tool, openai_tool_call
 from kvtool.ingest.formats.openai import Built, Parts, common, envelope, request_body
 
 TOOL_KEYS = frozenset({"name", "description", "input_schema", "cache_control", "type"})
-
-
-def cache_marker(block: dict, where: str) -> dict | None:
-    """``{"type", "ttl"}`` of a block's ``cache_control``, or None when it has none."""
-    value = block.get("cache_control")
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
-        raise InputError(f"{where}.cache_control must be an object with a string 'type'")
-    ttl = value.get("ttl")
-    if ttl is not None and not isinstance(ttl, str):
-        raise InputError(f"{where}.cache_control.ttl must be a string")
-    return {"type": value["type"], "ttl": ttl}
 
 
 def _block(value: Any, where: str) -> dict:

@@ -3,6 +3,7 @@ normalized output passes (formats convert to this shape first)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,6 +11,74 @@ import orjson
 from kvtool.errors import InputError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def cache_marker(block: dict, where: str) -> dict | None:
+    """``{"type", "ttl"}`` of a block's ``cache_control``, or None when it has none."""
+    value = block.get("cache_control")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise InputError(f"{where}.cache_control must be an object with a string 'type'")
+    ttl = value.get("ttl")
+    if ttl is not None and not isinstance(ttl, str):
+        raise InputError(f"{where}.cache_control.ttl must be a string")
+    return {"type": value["type"], "ttl": ttl}
+
+
+@dataclass(frozen=True)
+class ChatMarkers:
+    """OpenAI-shaped messages and tools with their ``cache_control`` taken out, and the markers
+    that held them (``Normalized.cache_control``)."""
+
+    messages: list
+    tools: list | None
+    markers: list[dict]
+
+
+def take_chat_markers(messages: list, tools: list | None) -> ChatMarkers:
+    """``cache_control`` as OpenAI-shaped requests carry it for Anthropic, Gemini and Bedrock
+    models (LiteLLM's convention): on a content part (marker ``{"message": i, "part": j}``),
+    on a message itself (``{"message": i, "part": None}``: its end) and on a tool
+    (``{"tool": k}``). The marker leaves the stored content, as it does for Anthropic's own
+    format, so two prompts that differ only in markers are the same prompt. Messages and tools
+    without a marker are kept as they are (the same objects)."""
+    markers: list[dict] = []
+    out_messages = list(messages)
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            continue  # check_openai_messages names it
+        where = f"messages[{i}]"
+        content = msg.get("content")
+        new = msg
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and "cache_control" in part for part in content
+        ):
+            parts = []
+            for j, part in enumerate(content):
+                here = f"{where}.content[{j}]"
+                mark = cache_marker(part, here) if isinstance(part, dict) else None
+                if mark is not None:
+                    markers.append({"message": i, "part": j, **mark})
+                    part = {k: v for k, v in part.items() if k != "cache_control"}
+                parts.append(part)
+            new = {**msg, "content": parts}
+        mark = cache_marker(msg, where)
+        if mark is not None:
+            markers.append({"message": i, "part": None, **mark})
+            new = {k: v for k, v in new.items() if k != "cache_control"}
+        out_messages[i] = new
+    out_tools = tools
+    if tools:
+        out_tools = list(tools)
+        for k, tool in enumerate(tools):
+            mark = cache_marker(tool, f"tools[{k}]") if isinstance(tool, dict) else None
+            if mark is not None:
+                markers.append({"tool": k, **mark})
+                out_tools[k] = {key: v for key, v in tool.items() if key != "cache_control"}
+    if not markers:
+        return ChatMarkers(messages, tools, [])
+    return ChatMarkers(out_messages, out_tools, markers)
 
 
 def check_content(content: Any, where: str) -> None:

@@ -116,7 +116,7 @@ from kvtool.ingest.formats.base import (
     shown,
     str_or_none,
 )
-from kvtool.ingest.formats.chat import check_openai_messages, check_tools
+from kvtool.ingest.formats.chat import check_openai_messages, check_tools, take_chat_markers
 from kvtool.ingest.formats.responses import function_tools, normalize_responses
 
 CALL_KINDS = {  # call_type -> the API of its request body
@@ -314,8 +314,11 @@ def _prompt(kind: str, body: dict) -> Normalized:
     ``truncated`` when LiteLLM cut a string of the prompt's fields."""
     if kind == "chat":
         out = Normalized(kind="chat", messages_checked=False)
-        out.messages = check_openai_messages(body.get("messages"))
-        out.tools = check_tools(body.get("tools"))
+        found = take_chat_markers(
+            check_openai_messages(body.get("messages")), check_tools(body.get("tools"))
+        )
+        out.messages, out.tools = found.messages, found.tools
+        out.cache_control = found.markers or None
         out.end_user = _text(body.get("user"), "user")
         out.cache_key = cache_key_or_none(body.get("prompt_cache_key"), "prompt_cache_key")
     else:

@@ -58,7 +58,7 @@ from kvtool.ingest.formats.base import (
     set_usage,
     str_or_none,
 )
-from kvtool.ingest.formats.chat import check_openai_messages, check_tools
+from kvtool.ingest.formats.chat import check_openai_messages, check_tools, take_chat_markers
 
 EPOCH_SECONDS_KEYS = frozenset({"created", "created_at"})  # OpenAI objects: epoch seconds
 
@@ -248,8 +248,11 @@ def normalize_openai_chat(rec: dict) -> Normalized:
     out = Normalized(kind="chat", messages_checked=False)
     if "messages" not in env.body:
         raise InputError("no 'messages' in the request body")
-    out.messages = check_openai_messages(env.body["messages"])
-    out.tools = check_tools(env.body.get("tools"))
+    found = take_chat_markers(
+        check_openai_messages(env.body["messages"]), check_tools(env.body.get("tools"))
+    )
+    out.messages, out.tools = found.messages, found.tools
+    out.cache_control = found.markers or None
     common(env, out)
     return out
 
