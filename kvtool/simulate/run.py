@@ -24,6 +24,7 @@ from kvtool.simulate.advisor import advise_breakpoints
 from kvtool.simulate.anthropic import predict_anthropic
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
+from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.providers import ProviderSpec, predict_provider
 from kvtool.simulate.result import ProviderReport, SimPoint, SimulateResult, Sweep
@@ -125,12 +126,19 @@ def simulate(
             if spec is not None:
                 explicit = spec.rules.explicit_breakpoints
                 # explicit breakpoints: the markers placed on the prompts, once for the engine
-                # and the advisor; otherwise automatic prefix caching
-                marks = load_breakpoints(con, traffic, progress) if explicit else None
+                # and the advisor; explicit caches (Gemini): the markers where there is prompt
+                # text to place them on, else implicit caching only; otherwise automatic
+                # prefix caching
+                gemini = has_explicit_caches(spec.rules) and not (
+                    wl.kind == "hash" or traffic.bundle is None or traffic.redacted
+                )
+                marks = load_breakpoints(con, traffic, progress) if explicit or gemini else None
                 predict: Predictor = (
-                    partial(predict_anthropic, wl, marks=marks)
-                    if marks is not None
-                    else partial(predict_provider, wl)
+                    partial(predict_provider, wl)
+                    if marks is None
+                    else partial(predict_gemini, wl, marks=marks)
+                    if gemini
+                    else partial(predict_anthropic, wl, marks=marks)
                 )
                 pred = predict(spec)
                 losses = break_losses(con, traffic, progress)
@@ -139,7 +147,9 @@ def simulate(
                 report = replace(
                     ProviderReport.of(wl, spec, pred, waterfall, writes),
                     advice=(
-                        advise_breakpoints(con, traffic, spec, marks) if marks is not None else None
+                        advise_breakpoints(con, traffic, spec, marks)
+                        if explicit and marks is not None
+                        else None
                     ),
                     token_counts=token_counts(
                         spec.rules,
