@@ -359,6 +359,7 @@ def simulate_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Hit rate, prefill saved, TTFT and dollars of a cache tiering on your traffic."""
+    from kvtool.analyze import break_losses
     from kvtool.report.simulate import render_simulation
     from kvtool.simulate import SimConfig, simulate
     from kvtool.tiers.spec import parse_duration
@@ -402,6 +403,7 @@ def simulate_cmd(
             provider_ttl=provider_ttl,
             rules=rules,
             prices=prices,
+            breaks=break_losses,
         ).to_json()
 
     out = _run(go)

@@ -24,14 +24,15 @@ from test_docs import DOCS, documented_keys
 from typer.testing import CliRunner
 from workloads import token_workload
 
-from kvtool.analyze import analyze
+from kvtool.analyze import analyze, break_losses
 from kvtool.cli import app
 from kvtool.providers import load_provider
 from kvtool.report import html
 from kvtool.report.simulate import render_simulation
 from kvtool.simulate import simulate
 from kvtool.simulate.providers import ProviderSpec, predict_provider
-from kvtool.simulate.shortfall import BreakLosses, shortfall
+from kvtool.simulate.shortfall import shortfall
+from kvtool.traffic import BreakLosses
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "traces" / "demo-agent.jsonl.gz"
@@ -190,7 +191,7 @@ def chat_log(tmp_path_factory) -> dict:
     ]
     log = write_jsonl(tmp / "chat.jsonl", records)
     db = tmp / "kv.duckdb"
-    out = simulate([log], db=db, blocks=[100], provider="openai").to_json()
+    out = simulate([log], db=db, blocks=[100], provider="openai", breaks=break_losses).to_json()
     return {"db": db, "out": out, "log": log}
 
 
@@ -219,12 +220,17 @@ def test_a_real_log_breaks_by_cause_and_adds_up(chat_log):
 def demo(tmp_path_factory) -> dict:
     """The demo trace on DeepSeek, its rules as shipped (the database is reused)."""
     db = tmp_path_factory.mktemp("demo") / "kv.duckdb"
-    return {"db": db, "out": simulate([DEMO], db=db, blocks=[100], provider="deepseek")}
+    return {
+        "db": db,
+        "out": simulate([DEMO], db=db, blocks=[100], provider="deepseek", breaks=break_losses),
+    }
 
 
 @pytest.mark.parametrize("provider", ["openai", "deepseek", "gemini"])
 def test_demo_trace_adds_up(demo, provider):
-    out = simulate(None, db=demo["db"], blocks=[100], provider=provider).to_json()
+    out = simulate(
+        None, db=demo["db"], blocks=[100], provider=provider, breaks=break_losses
+    ).to_json()
     sf = out["provider"]["shortfall"]
     assert_adds_up(sf)
     assert sf["infinite_cache"]["tokens"] == out["ideal_cached_tokens"]
@@ -235,7 +241,12 @@ def test_demo_trace_adds_up(demo, provider):
 
 def test_redacted_database_gives_the_same_breaks(demo, tmp_path):
     hidden = simulate(
-        [DEMO], db=tmp_path / "b.duckdb", blocks=[100], provider="deepseek", redact=True
+        [DEMO],
+        db=tmp_path / "b.duckdb",
+        blocks=[100],
+        provider="deepseek",
+        redact=True,
+        breaks=break_losses,
     )
     a, b = demo["out"]["provider"]["shortfall"], hidden["provider"]["shortfall"]
     assert_adds_up(b)
@@ -243,8 +254,26 @@ def test_redacted_database_gives_the_same_breaks(demo, tmp_path):
     assert b["predicted"] == a["predicted"]
 
 
+def test_without_a_break_finder_the_waterfall_starts_at_the_infinite_cache(chat_log):
+    """The library call without ``breaks`` (simulate never imports analyze): no break step, the
+    ideal is the infinite cache, everything below is the same."""
+    out = simulate(None, db=chat_log["db"], blocks=[100], provider="openai").to_json()
+    sf, full = out["provider"]["shortfall"], chat_log["out"]["provider"]["shortfall"]
+    assert sf["breaks"] is None and full["breaks"]["tokens"] > 0
+    assert sf["ideal"] == sf["infinite_cache"] == full["infinite_cache"]
+    assert any("no break finder was given" in n for n in sf["notes"])
+    assert {k: sf[k] for k in STEPS} == {k: full[k] for k in STEPS}
+    assert_adds_up(sf)
+
+
 def test_hash_trace_has_no_breaks(tmp_path):
-    out = simulate([MOONCAKE], db=tmp_path / "kv.duckdb", blocks=[100], provider="deepseek")
+    out = simulate(
+        [MOONCAKE],
+        db=tmp_path / "kv.duckdb",
+        blocks=[100],
+        provider="deepseek",
+        breaks=break_losses,
+    )
     sf = out["provider"]["shortfall"]
     assert sf["breaks"] is None
     assert sf["ideal"] == sf["infinite_cache"]

@@ -16,6 +16,7 @@ import numpy as np
 from kvtool.analyze import redacted
 from kvtool.analyze.breaks import BreakSummary, detect_breaks, store_breaks, summarize_breaks
 from kvtool.analyze.distributions import prefix_tree, prompt_lengths, reuse_gaps, timeline
+from kvtool.analyze.losses import break_losses
 from kvtool.analyze.prefix import (
     Prefix,
     assign_sessions,
@@ -64,6 +65,7 @@ __all__ = [
     "WorkloadError",
     "WorkloadSummary",
     "analyze",
+    "break_losses",
     "summarize",
 ]
 

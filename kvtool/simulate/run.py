@@ -28,13 +28,14 @@ from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.providers import ProviderSpec, predict_provider
 from kvtool.simulate.result import ProviderReport, SimPoint, SimulateResult, Sweep
-from kvtool.simulate.shortfall import Predictor, break_losses, shortfall
+from kvtool.simulate.shortfall import Predictor, shortfall
 from kvtool.simulate.sweep import LRUCurve, lru_curve
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.store.runs import insert_sim_run
 from kvtool.tiers.kv import lookup
 from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes, parse_tier_gb
 from kvtool.traffic import (
+    BreakFinder,
     Workload,
     base_hit_blocks,
     block_streams,
@@ -65,6 +66,7 @@ def simulate(
     provider_ttl: str | None = None,
     rules: str | Path | None = None,
     prices: str | Path | None = None,
+    breaks: BreakFinder | None = None,
 ) -> SimulateResult:
     """Simulate the traffic of ``paths`` (everything in ``db`` when None) on the tiers of
     ``tier_gb``; ``blocks`` gives the first tier's capacity in blocks instead (several values:
@@ -72,7 +74,9 @@ def simulate(
     ``NotFoundError`` (an unknown ``model``) or ``WorkloadError`` for unusable input.
     ``redact``: ingest ``paths`` without prompt text (docs/redaction.md). ``provider`` (with
     its TTL ``provider_ttl`` and the override files ``rules`` and ``prices``) adds that hosted
-    provider's predicted cache and bill (``SimulateResult.provider``; docs/providers.md)."""
+    provider's predicted cache and bill (``SimulateResult.provider``; docs/providers.md);
+    ``breaks`` finds what prompt breaks lost for its shortfall waterfall (the command line
+    passes ``kvtool.analyze.break_losses``; None: the waterfall starts at the infinite cache)."""
     config = config or SimConfig()
     spec = _provider_spec(provider, provider_ttl, rules, prices)
     specs = apply_overrides(parse_tier_gb(tier_gb), tier_overrides or [])
@@ -141,7 +145,7 @@ def simulate(
                     else partial(predict_anthropic, wl, marks=marks)
                 )
                 pred = predict(spec)
-                losses = break_losses(con, traffic, progress)
+                losses = breaks(con, traffic, progress) if breaks is not None else None
                 waterfall = shortfall(wl, spec, predict, pred, losses)
                 writes = logged_cache_writes(con, traffic) if explicit else None
                 report = replace(

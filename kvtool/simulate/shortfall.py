@@ -6,7 +6,8 @@ Levels, per request i (processing order), each the one before it with one more r
 provider applied; the step between two levels is their difference, named after that rule:
 
 1. ``ideal``: an infinite cache with no prompt breaks, ``infinite + breaks``;
-   step ``breaks``: the tokens analyze's breaks lost (by cause, at the same block size);
+   step ``breaks``: the tokens prompt breaks lost (by cause, at the same block size; analyze's,
+   passed in as ``kvtool.traffic.BreakLosses``);
 2. ``infinite_cache``: the infinite-cache hits at the workload's block size (16 for text
    logs, a hash trace's own), as analyze and simulate report them (``kvtool.traffic``);
    step ``placement``: the provider's breakpoints, lookback and increments (negative where the
@@ -35,57 +36,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kvtool.analyze import redacted
-from kvtool.analyze.breaks import Break, detect_breaks
-from kvtool.progress import Progress
 from kvtool.simulate.providers import (
     PER_MTOK,
     ProviderPrediction,
     ProviderSpec,
     request_rates,
 )
-from kvtool.store import Connection
-from kvtool.traffic import Traffic, Workload, base_hit_blocks, ideal_hits, passes, runs
+from kvtool.traffic import BreakLosses, Workload, base_hit_blocks, ideal_hits, passes, runs
 
 Predictor = Callable[[ProviderSpec], ProviderPrediction]
 """A provider's engine on one workload: ``predict_provider`` or ``predict_anthropic`` with the
 workload (and breakpoints) bound."""
-
-
-@dataclass(frozen=True)
-class BreakLosses:
-    """The tokens analyze's breaks lost at the workload's block size: per cause, an int array
-    over the workload's requests (processing order) and the number of breaks. Only causes with
-    a break appear."""
-
-    tokens: dict[str, np.ndarray]
-    counts: dict[str, int]
-
-    @classmethod
-    def of(cls, wl: Workload, breaks: list[Break]) -> BreakLosses:
-        index = {int(r): i for i, r in enumerate(wl.req_ids)}
-        tokens: dict[str, np.ndarray] = {}
-        counts: dict[str, int] = {}
-        for b in breaks:
-            lost = tokens.setdefault(b.cause, np.zeros(wl.n, np.int64))
-            lost[index[b.req_id]] += b.tokens_lost
-            counts[b.cause] = counts.get(b.cause, 0) + 1
-        return cls(tokens, counts)
-
-
-def break_losses(con: Connection, traffic: Traffic, progress: Progress) -> BreakLosses | None:
-    """analyze's breaks of ``traffic`` at its block size (on fingerprints for a redacted
-    database); None for a hash trace, which has no prompt text to diff."""
-    wl = traffic.wl
-    if traffic.bundle is None or traffic.signature is None:
-        return None
-    progress.stage("breaks", None)
-    step = lambda d, t: progress.update(d, t)  # noqa: E731
-    if traffic.redacted:
-        found = redacted.detect_breaks(con, wl, traffic.signature, wl.base, step)
-    else:
-        found = detect_breaks(con, wl, traffic.bundle, traffic.mode, wl.base, step)
-    return BreakLosses.of(wl, found)
 
 
 def logged_usage(wl: Workload) -> np.ndarray:
@@ -176,7 +137,7 @@ def shortfall(
 ) -> Shortfall:
     """The waterfall of ``predicted`` (``predict(spec)``) on ``wl``; ``predict`` runs once more
     per level in between (output and routing levels only where the provider has them).
-    ``losses``: analyze's breaks (None: not analyzed)."""
+    ``losses``: what prompt breaks lost (None: not analyzed)."""
     rates = request_rates(spec.rules, wl, predicted.ttl.name)
     value = (rates.input - rates.cached_input) * PER_MTOK
 
@@ -200,7 +161,8 @@ def shortfall(
     lost = np.zeros(wl.n, np.int64)
     if losses is None:
         notes.append(
-            "breaks not analyzed: a hash trace has no prompt text; the ideal is the infinite cache"
+            "breaks not analyzed (a hash trace has no prompt text to diff, or no break finder "
+            "was given): the ideal is the infinite cache"
         )
     else:
         by_cause = {}

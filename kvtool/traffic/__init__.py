@@ -4,7 +4,8 @@
 requests as integer arrays in processing order (timestamp order, ties by file and line) and
 their block tree, whose node ids name equal prefixes. ``block_streams`` turns the tree into each
 request's full blocks at a block size; ``kv_shape_name`` sizes them in bytes; ``ideal`` gives
-the tree's runs and passes and the infinite-cache hits that analyze and simulate both report.
+the tree's runs and passes and the infinite-cache hits that analyze and simulate both report;
+``BreakLosses`` what prompt breaks cost, as analyze hands it to simulate's shortfall waterfall.
 """
 
 from kvtool.traffic.blocks import block_streams
@@ -26,9 +27,12 @@ from kvtool.traffic.load import (
     kv_shape_name,
     load_traffic,
 )
+from kvtool.traffic.losses import BreakFinder, BreakLosses
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 __all__ = [
+    "BreakFinder",
+    "BreakLosses",
     "PRICE_INPUT",
     "REUSE_WINDOWS",
     "Hits",
