@@ -15,7 +15,7 @@ volatile check still runs: a timestamp in the system prompt is never accepted th
 
 Opt-in, not autoloaded: ``pytest_plugins = ["kvtool.check.pytest_plugin"]`` in the root
 conftest.py (or ``-p kvtool.check.pytest_plugin``). Loading it imports the ``kvtool`` package
-(about 0.4 s), which a ``pytest11`` entry point would impose on every pytest run wherever kvtool
+(about 0.3 s), which a ``pytest11`` entry point would impose on every pytest run wherever kvtool
 is installed. Loading only adds the option, the ini keys and the marker; the tokenizer is loaded
 once per session, at the first ``prompt_cache.check``.
 """

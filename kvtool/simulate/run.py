@@ -137,13 +137,10 @@ def simulate(
                     wl.kind == "hash" or traffic.bundle is None or traffic.redacted
                 )
                 marks = load_breakpoints(con, traffic, progress) if explicit or gemini else None
-                predict: Predictor = (
-                    partial(predict_provider, wl)
-                    if marks is None
-                    else partial(predict_gemini, wl, marks=marks)
-                    if gemini
-                    else partial(predict_anthropic, wl, marks=marks)
-                )
+                predict: Predictor = partial(predict_provider, wl)
+                if marks is not None:
+                    engine = predict_gemini if gemini else predict_anthropic
+                    predict = partial(engine, wl, marks=marks)
                 pred = predict(spec)
                 losses = breaks(con, traffic, progress) if breaks is not None else None
                 waterfall = shortfall(wl, spec, predict, pred, losses)
