@@ -61,15 +61,16 @@ PathsArgument = Annotated[
 TokenizerOption = Annotated[
     str | None,
     typer.Option(
-        help="deepseek-v4, o200k (OpenAI's), tokenizer.json, model directory or cached hub id "
-        "(default: deepseek-v4; without paths: the one the database was tokenized with)."
+        help="deepseek-v4, deepseek-v4-api (DeepSeek's own chat encoding), o200k (OpenAI's), "
+        "tokenizer.json, model directory or cached hub id (default: deepseek-v4; without paths: "
+        "the one the database was tokenized with)."
     ),
 ]
 FixtureTokenizerOption = Annotated[
     str | None,
     typer.Option(
-        help="deepseek-v4, o200k (OpenAI's), tokenizer.json, model directory or cached hub id "
-        "(default: deepseek-v4)."
+        help="deepseek-v4, deepseek-v4-api (DeepSeek's own chat encoding), o200k (OpenAI's), "
+        "tokenizer.json, model directory or cached hub id (default: deepseek-v4)."
     ),
 ]
 HtmlOption = Annotated[
@@ -173,8 +174,9 @@ def ingest(
     tokenizer: Annotated[
         str | None,
         typer.Option(
-            help="With --redact: deepseek-v4, o200k (OpenAI's), tokenizer.json, model directory "
-            "or cached hub id (default: the database's, else deepseek-v4)."
+            help="With --redact: deepseek-v4, deepseek-v4-api (DeepSeek's own chat encoding), "
+            "o200k (OpenAI's), tokenizer.json, model directory or cached hub id (default: the "
+            "database's, else deepseek-v4)."
         ),
     ] = None,
     json_out: JsonOption = False,

@@ -318,9 +318,9 @@ def test_labels_per_provider():
     other = token_counts(openai, "deepseek-v4", ["gpt-4o"])
     assert not other.exact and other.provider_tokenizer == "o200k"
     assert "--tokenizer o200k" in other.expected_error
-    # DeepSeek: its own tokenizer, but not its chat encoding
+    # DeepSeek: its own vocabulary, but not its chat encoding (test_deepseek_v4_format.py)
     deepseek = token_counts(load_provider("deepseek"), "deepseek-v4", ["deepseek-chat"])
-    assert not deepseek.exact and deepseek.provider_tokenizer == "deepseek-v4"
+    assert not deepseek.exact and deepseek.provider_tokenizer == "deepseek-v4-api"
     assert "14%" in deepseek.expected_error
     for name in ("anthropic", "gemini"):
         label = token_counts(load_provider(name), "o200k", [])

@@ -34,7 +34,7 @@ from kvtool.tokenize.hashing import PrefixTrie, root_seed
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.plans import Pieces, encode_pieces, request_plans
 from kvtool.tokenize.segments import SegmentEncoder
-from kvtool.tokenize.template import DefaultTemplate, HFTemplate, make_template, render_prompt
+from kvtool.tokenize.template import DefaultTemplate, Template, make_template, render_prompt
 
 CHAIN_VERSION = "c2"  # c2: hub templates see tool-call arguments as objects, as vLLM passes them
 VERIFY_SAMPLE = 4  # requests checked against one-call tokenization per pass
@@ -70,7 +70,7 @@ class TokenizeReport:
         return out
 
 
-def _signature(bundle: TokenizerBundle, template: DefaultTemplate | HFTemplate) -> str:
+def _signature(bundle: TokenizerBundle, template: Template) -> str:
     return f"{bundle.signature}/{template.id}/{CHAIN_VERSION}"
 
 
@@ -124,7 +124,7 @@ def _tokenize(
     con: Connection,
     rows: list[PromptRow],
     signature: str,
-    template: DefaultTemplate | HFTemplate,
+    template: Template,
     encoder: SegmentEncoder,
     mode: str,
     report: TokenizeReport,
@@ -189,7 +189,7 @@ def _tokenize(
 def _checked_mode(
     con: Connection,
     sample: list[PromptRow],
-    template: DefaultTemplate | HFTemplate,
+    template: Template,
     encoder: SegmentEncoder,
     mode: str,
     report: TokenizeReport,

@@ -24,7 +24,9 @@ from kvtool.tokenize.tiktoken_bpe import o200k_source, o200k_tokenizer
 
 DEFAULT_TOKENIZER = "deepseek-v4"
 O200K_TOKENIZER = "o200k"  # OpenAI's o200k_base (GPT-4o to GPT-5.x), bundled
-BUILTIN_TOKENIZERS = (DEFAULT_TOKENIZER, O200K_TOKENIZER)
+# the default's vocabulary in DeepSeek-V4's own chat encoding (kvtool.tokenize.deepseek_v4)
+DEEPSEEK_API_TOKENIZER = "deepseek-v4-api"
+BUILTIN_TOKENIZERS = (DEFAULT_TOKENIZER, O200K_TOKENIZER, DEEPSEEK_API_TOKENIZER)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class TokenizerBundle:
     special_tokens: dict[str, str]  # bos_token, eos_token, ... as tokenizer_config.json names them
     added_tokens: tuple[str, ...]  # every added token's content; segmentation splits at these
     signature: str
-    spec: str  # what it was loaded from: 'deepseek-v4', 'o200k', an absolute path or a hub id
+    spec: str  # what it was loaded from: a builtin name, an absolute path or a hub id
+    chat_format: str | None = None  # a model's published encoding to render with (not jinja)
 
     @cached_property
     def encoder(self) -> SegmentEncoder:
@@ -154,8 +157,9 @@ def _from_transformers(repo_id: str) -> tuple[Tokenizer, str | None, dict[str, s
 
 
 def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
-    """Load ``spec``: None or 'deepseek-v4' (bundled), 'o200k' (bundled: OpenAI's o200k_base,
-    rendered with kvtool's OpenAI chat format), a tokenizer.json path, a directory holding
+    """Load ``spec``: None or 'deepseek-v4' (bundled), 'deepseek-v4-api' (the same, rendered
+    with DeepSeek-V4's own chat encoding), 'o200k' (bundled: OpenAI's o200k_base, rendered with
+    kvtool's OpenAI chat format), a tokenizer.json path, a directory holding
     tokenizer.json (+ tokenizer_config.json), or a hub id cached locally. ``NotFoundError`` when
     ``spec`` names nothing that loads offline, ``InputError`` for an unreadable
     tokenizer_config.json or chat template."""
@@ -165,7 +169,7 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
     if spec == O200K_TOKENIZER:
         tok = o200k_tokenizer()
         data = o200k_source()
-    elif spec == DEFAULT_TOKENIZER:
+    elif spec in (DEFAULT_TOKENIZER, DEEPSEEK_API_TOKENIZER):
         path = default_tokenizer_path()
         template, specials = _read_config(path.parent)
         tok = Tokenizer.from_file(str(path))
@@ -201,4 +205,7 @@ def load_tokenizer(spec: str | None = None) -> TokenizerBundle:
     name = spec if spec in BUILTIN_TOKENIZERS else Path(spec).name or spec
     if spec not in BUILTIN_TOKENIZERS and Path(spec).expanduser().exists():
         spec = str(Path(spec).expanduser().resolve())
-    return TokenizerBundle(name, tok, template, specials, added, f"{name}:{digest}", spec)
+    chat_format = "deepseek-v4" if spec == DEEPSEEK_API_TOKENIZER else None
+    return TokenizerBundle(
+        name, tok, template, specials, added, f"{name}:{digest}", spec, chat_format
+    )

@@ -21,7 +21,7 @@ from kvtool.tokenize.segments import TOKEN_DTYPE, SegmentEncoder
 from kvtool.tokenize.template import (
     SYSTEM_ROLES,
     DefaultTemplate,
-    HFTemplate,
+    Template,
     make_template,
     render_head,
     render_prompt,
@@ -77,7 +77,7 @@ class Plan:
 def request_plans(
     rows: list[PromptRow],
     bodies: dict[int, object],
-    template: DefaultTemplate | HFTemplate,
+    template: Template,
     pieces: Pieces,
     mode: str,
     conversations: set[tuple],

@@ -323,7 +323,21 @@ def template_message(exc: BaseException) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-class HFTemplate:
+class WholeTemplate:
+    """A template that renders a whole request at once (no pieces): a tokenizer's own chat
+    template, or a model's published encoding. ``id`` names it in the tokenize signature."""
+
+    id: str
+
+    def render(self, messages: list[dict], tools: list | None, generation: bool = True) -> str:
+        """The prompt text; ``InputError`` (one line) for a request it cannot render."""
+        raise NotImplementedError
+
+
+Template = DefaultTemplate | WholeTemplate
+
+
+class HFTemplate(WholeTemplate):
     """A Hugging Face chat template rendered with jinja2 the way transformers renders it.
     Invariant: ``render`` raises only ``InputError`` (the template's message, one line) for a
     request the template refuses or cannot render; the source must parse (``InputError``)."""
@@ -383,15 +397,22 @@ def _arguments_as_objects(msg: dict) -> dict:
     return {**msg, "tool_calls": out}
 
 
-def make_template(bundle: TokenizerBundle) -> DefaultTemplate | HFTemplate:
-    """The tokenizer's chat template when it has one, else the default template."""
+def make_template(bundle: TokenizerBundle) -> Template:
+    """The bundle's chat format when it names one (``deepseek-v4``: DeepSeek-V4's encoding),
+    else the tokenizer's chat template when it has one, else the default template."""
+    if bundle.chat_format is not None:
+        from kvtool.tokenize.deepseek_v4 import FORMAT, DeepSeekV4Format  # builds on this module
+
+        if bundle.chat_format != FORMAT:
+            raise InputError(f"unknown chat format {bundle.chat_format!r}")
+        return DeepSeekV4Format()
     if bundle.chat_template:
         return HFTemplate(bundle.chat_template, bundle.special_tokens)
     return DefaultTemplate.for_tokenizer(bundle)
 
 
 def render_prompt(
-    template: DefaultTemplate | HFTemplate,
+    template: Template,
     messages: list[dict],
     tools: list | None,
     generation: bool = True,
@@ -399,7 +420,7 @@ def render_prompt(
     """The full prompt text of a chat request (what a server tokenizes in one call); without
     the generation prompt when ``generation`` is False. ``InputError`` when a tokenizer's own
     template raises for this request (see ``HFTemplate``)."""
-    if isinstance(template, HFTemplate):
+    if isinstance(template, WholeTemplate):
         return template.render(messages, tools, generation)
     systems, rest = split_leading_systems(messages)
     return (
@@ -409,9 +430,7 @@ def render_prompt(
     )
 
 
-def render_head(
-    template: DefaultTemplate | HFTemplate, messages: list[dict], tools: list | None
-) -> str:
+def render_head(template: Template, messages: list[dict], tools: list | None) -> str:
     """The text of the request's head: its leading system/developer messages and tool catalog,
     as the template renders them before the first conversation message ('' when the template
     cannot render a head alone)."""
