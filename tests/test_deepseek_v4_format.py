@@ -162,3 +162,15 @@ def test_labels_for_deepseek():
     assert not default.exact and "--tokenizer deepseek-v4-api" in default.expected_error
     other = token_counts(deepseek, "o200k", ["deepseek-v4-pro"])
     assert not other.exact and "--tokenizer deepseek-v4-api" in other.expected_error
+
+
+def test_previews_show_deepseeks_prose_as_one_label(api):
+    text = render_prompt(DeepSeekV4Format(), [{"role": "user", "content": "hi"}], [READ])
+    ids = api.tokenizer.encode(text, add_special_tokens=False).ids
+    preview = api.preview(ids)
+    assert PLACEHOLDER not in preview
+    assert "\n\n[DeepSeek tool text: 202 tokens]\n\n{" in preview
+    assert preview.endswith(
+        "}\n\n[DeepSeek tool text: 18 tokens]<｜User｜>hi<｜Assistant｜></think>"
+    )
+    assert api.preview(ids[:5]).endswith("[DeepSeek tool text: 3 tokens]")  # a cut run: its part

@@ -268,7 +268,7 @@ def _with_text(con: Connection, traffic: Traffic, p: Prefix) -> TopPrefix:
         return TopPrefix(p, None, None)
     rid = int(traffic.wl.req_ids[p.first_request])
     ids = request_token_ids(con, traffic.bundle, rid, traffic.mode)
-    text = traffic.bundle.tokenizer.decode(ids[: p.tokens].tolist(), skip_special_tokens=False)
+    text = traffic.bundle.preview(ids[: p.tokens].tolist())
     return TopPrefix(p, *_preview(text))
 
 
@@ -282,6 +282,6 @@ def _label_tree(con: Connection, traffic: Traffic, tree: list[dict]) -> None:
             rid = node["req_id"]
             if rid not in token_ids:
                 token_ids[rid] = request_token_ids(con, traffic.bundle, rid, traffic.mode)
-            node["text"] = traffic.bundle.tokenizer.decode(
-                token_ids[rid][node["start"] : node["end"]].tolist(), skip_special_tokens=False
+            node["text"] = traffic.bundle.preview(
+                token_ids[rid][node["start"] : node["end"]].tolist()
             )

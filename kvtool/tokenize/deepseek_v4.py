@@ -19,7 +19,8 @@ a serving engine applies it to an OpenAI-shaped request (vLLM's ``deepseek_v4`` 
   function (``json.dumps`` defaults, key order as logged), a blank line and DeepSeek's closing
   sentence. DeepSeek's prose is not reproduced: each part is rendered as as many placeholder
   tokens as DeepSeek's text has (``PREAMBLE_TOKENS``, ``CLOSING_TOKENS``, counted with
-  DeepSeek-V4's tokenizer in that position), which keeps both the count and the prefix.
+  DeepSeek-V4's tokenizer in that position), which keeps both the count and the prefix
+  (``TokenizerBundle.preview`` shows each run as one label).
 
 Not modelled: thinking mode (the ``<think>`` after the last user turn instead of ``</think>``
 is the same count; with tools, thinking mode also keeps each earlier turn's reasoning, which
@@ -33,13 +34,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kvtool.tokenize.loader import PLACEHOLDER
 from kvtool.tokenize.template import WholeTemplate, content_text
 
 FORMAT = "deepseek-v4"  # TokenizerBundle.chat_format of the deepseek-v4-api tokenizer
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 USER, ASSISTANT, THINK_END = "<｜User｜>", "<｜Assistant｜>", "</think>"
 DSML = "｜DSML｜"
-PLACEHOLDER = "<｜place▁holder▁no▁0｜>"  # an added token of DeepSeek-V4's vocabulary: 1 token
 # DeepSeek-V4 tokens of its tool instructions before the schemas and of its closing sentence
 # after them (measured on encoding_dsv4.py's text; docs/providers.md, "Token counts")
 PREAMBLE_TOKENS = 202

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,9 @@ DEFAULT_TOKENIZER = "deepseek-v4"
 O200K_TOKENIZER = "o200k"  # OpenAI's o200k_base (GPT-4o to GPT-5.x), bundled
 # the default's vocabulary in DeepSeek-V4's own chat encoding (kvtool.tokenize.deepseek_v4)
 DEEPSEEK_API_TOKENIZER = "deepseek-v4-api"
+# one added token of DeepSeek-V4's vocabulary; deepseek-v4-api renders DeepSeek's prose with it
+PLACEHOLDER = "<｜place▁holder▁no▁0｜>"
+PLACEHOLDER_RUN = re.compile(f"(?:{re.escape(PLACEHOLDER)})+")
 BUILTIN_TOKENIZERS = (DEFAULT_TOKENIZER, O200K_TOKENIZER, DEEPSEEK_API_TOKENIZER)
 
 
@@ -42,6 +46,16 @@ class TokenizerBundle:
     signature: str
     spec: str  # what it was loaded from: a builtin name, an absolute path or a hub id
     chat_format: str | None = None  # a model's published encoding to render with (not jinja)
+
+    def preview(self, ids: list[int]) -> str:
+        """``ids`` decoded for a person, special tokens kept; a run of the placeholder tokens
+        that stand for DeepSeek's tool text (``deepseek-v4-api``) is one short label."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if self.chat_format is None:
+            return text
+        return PLACEHOLDER_RUN.sub(
+            lambda m: f"[DeepSeek tool text: {len(m.group()) // len(PLACEHOLDER)} tokens]", text
+        )
 
     @cached_property
     def encoder(self) -> SegmentEncoder:
