@@ -45,7 +45,8 @@ browser: $(CHROMIUM)
 
 test: $(STAMP) $(VLLM_ENV)/.installed $(CHROMIUM)
 	$(BIN)/ruff check kvtool tests bench examples
-	KVTOOL_VLLM_PYTHON=$(VLLM_ENV)/bin/python KVTOOL_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
+	KVTOOL_VLLM_PYTHON=$(VLLM_ENV)/bin/python KVTOOL_CHROMIUM=$(CHROMIUM) KVTOOL_LAUNCH_TIMEOUT=15m \
+		$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/analyze_throughput.py

@@ -36,6 +36,7 @@ app = typer.Typer(
 # command has no option of the parameter's own name.
 PARAM_OPTIONS = {
     "fmt": "input_format",
+    "launch_timeout_s": "launch_timeout",
     "num_blocks": "kv_blocks",
     "output": "out",
     "timeout_s": "timeout",
@@ -102,6 +103,13 @@ RedactOption = Annotated[
         help="Store no prompt text: tokenize now, keep hashes and fingerprints (redaction.md).",
     ),
 ]
+WarmupOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Warm-up the cache sees but the figures do not count: a fraction of the requests "
+        "(0.5: the first half) or a duration from the first request (30m, 2h, 90s).",
+    ),
+]
 
 
 def _fail(message: str) -> NoReturn:
@@ -157,6 +165,17 @@ def _print_json(value: object) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+def _warn(warnings: list[str]) -> None:
+    """Files mostly rejected (``FileReport.warning``): each said on stderr after the command's
+    output, and the run fails (exit 2): a run of rejects never ends in a quiet success."""
+    for warning in warnings:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold yellow]kvtool: warning:[/] {escape(warning)}", highlight=False
+        )
+    if warnings:
+        raise typer.Exit(2)
+
+
 @app.command()
 def ingest(
     paths: Annotated[
@@ -203,6 +222,7 @@ def ingest(
         _print_json({"db": str(db), "files": [r.to_json() for r in reports]})
     else:
         render_ingest(Console(), reports)
+    _warn([r.warning for r in reports if r.warning])
 
 
 @app.command(name="analyze")
@@ -218,6 +238,7 @@ def analyze_cmd(
     top: Annotated[int, typer.Option(help="How many top prefixes to list.")] = 10,
     price_input: BreakPriceOption = PRICE_INPUT,
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
+    warmup: WarmupOption = None,
     redact: RedactOption = False,
     html: HtmlOption = None,
     json_out: JsonOption = False,
@@ -241,6 +262,7 @@ def analyze_cmd(
             charts=html is not None,
             progress=_progress(json_out),
             redact=redact,
+            warmup=warmup,
         ).to_json()
     )
     if json_out:
@@ -251,6 +273,7 @@ def analyze_cmd(
         from kvtool.report import html as page
 
         _wrote(_run(lambda: page.write_analysis(html, summary)))
+    _warn(summary["warnings"])
 
 
 @app.command()
@@ -268,13 +291,29 @@ def generate(
             help="Sessions per break cause to inject (agent only); truth in <out>.truth.json."
         ),
     ] = 0,
+    breaker_mode: Annotated[
+        str,
+        typer.Option(
+            help="How each breaker fires: once (from its step on), recurring (alternating "
+            "broken and clean forms, A B A B: every call breaks) or stable (never: the baseline "
+            "that prices the breaks)."
+        ),
+    ] = "once",
     json_out: JsonOption = False,
 ) -> None:
     """Write a synthetic OpenAI-format log with exactly known properties (and <out>.truth.json)."""
     from kvtool.generate import generate as gen
 
     truth = _run(
-        lambda: gen(kind, sessions, seed, out, session_ids=not no_session_ids, breakers=breakers)
+        lambda: gen(
+            kind,
+            sessions,
+            seed,
+            out,
+            session_ids=not no_session_ids,
+            breakers=breakers,
+            breaker_mode=breaker_mode,
+        )
     )
     if json_out:
         _print_json(truth.to_json())
@@ -340,6 +379,7 @@ def simulate_cmd(
     tokenizer: TokenizerOption = None,
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
+    warmup: WarmupOption = None,
     redact: RedactOption = False,
     provider: Annotated[
         str | None,
@@ -387,6 +427,7 @@ def simulate_cmd(
             replicas=replicas,
             routing=routing,
             shared_lower=shared_lower,
+            warmup=warmup,
         )
         return simulate(
             paths or None,
@@ -417,6 +458,7 @@ def simulate_cmd(
         from kvtool.report import html as page
 
         _wrote(_run(lambda: page.write_simulation(html, out)))
+    _warn(out["warnings"])
 
 
 @app.command(name="report")
@@ -522,6 +564,10 @@ def replay_cmd(
     offload: Annotated[
         str, typer.Option(help="KV offloading backend for a dram tier: native or lmcache.")
     ] = "native",
+    launch_timeout: Annotated[
+        str,
+        typer.Option(help="How long --launch waits for the server's /health: 900s, 15m."),
+    ] = "600s",
     block_size: Annotated[
         int | None, typer.Option(help="The server's KV block size (--launch: 32).")
     ] = None,
@@ -545,6 +591,7 @@ def replay_cmd(
     """Send the trace to a real vLLM and compare what it cached with the simulation."""
     from kvtool.replay import LaunchConfig, replay
     from kvtool.report.replay import render_replay
+    from kvtool.tiers.spec import parse_duration
 
     def go() -> dict:
         launched = None
@@ -564,6 +611,7 @@ def replay_cmd(
                 model=launch_model,
                 tier_gb=tier_gb,
                 offload=offload,
+                launch_timeout_s=parse_duration(launch_timeout, param="launch_timeout_s"),
             )
         return replay(
             paths or None,

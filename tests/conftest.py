@@ -60,6 +60,26 @@ def vllm_python() -> str:
     return VLLM_PYTHON
 
 
+@pytest.fixture(scope="session")
+def launch_timeout_s() -> float:
+    """How long a vLLM the tests launch may take to answer /health: KVTOOL_LAUNCH_TIMEOUT (a
+    duration: 900, 900s, 15m) for a loaded machine, else kvtool's default (--launch-timeout)."""
+    from kvtool.errors import OptionError
+    from kvtool.replay.server import LAUNCH_TIMEOUT_S
+    from kvtool.tiers.spec import parse_duration
+
+    text = os.environ.get("KVTOOL_LAUNCH_TIMEOUT")
+    if text is None:
+        return LAUNCH_TIMEOUT_S
+    try:
+        seconds = parse_duration(text, param="KVTOOL_LAUNCH_TIMEOUT")
+    except OptionError as exc:
+        pytest.fail(str(exc))
+    if seconds <= 0:
+        pytest.fail(f"KVTOOL_LAUNCH_TIMEOUT {text!r}: must be a positive duration")
+    return seconds
+
+
 # Headless Chromium for the report's browser test: Debian's package (`make test` installs it and
 # sets KVTOOL_CHROMIUM), driven by Playwright. When KVTOOL_CHROMIUM is set a missing browser is an
 # error; otherwise (a bare `pytest`) the browser tests skip.

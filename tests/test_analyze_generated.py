@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
@@ -254,3 +254,94 @@ def test_options_are_validated_before_anything_runs(tmp_path, option, param):
     assert not (tmp_path / "x.duckdb").exists()
     with pytest.raises(OptionError, match="^block_size must be a positive multiple of 16, got 40$"):
         AnalyzeOptions(block_size=40)
+
+
+# ----------------------------------------------------------------- breaks: recall and their cost
+
+
+@pytest.fixture(scope="module")
+def breaker_modes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """The same agent sessions with breakers=3 (every cause, 3 sessions each) in each breaker
+    mode, analyzed: (truth, per-request frame indexed by request id, stored breaks)."""
+    root = tmp_path_factory.mktemp("modes")
+    out = {}
+    for mode in ("stable", "once", "recurring"):
+        log = root / f"{mode}.jsonl"
+        truth = generate("agent", 34, 9, log, steps=(3, 6), breakers=3, breaker_mode=mode)
+        db = root / f"{mode}.duckdb"
+        frame = analyze([log], db=db).requests_frame()
+        con = connect(db)
+        ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
+        breaks = con.execute(
+            """SELECT r.request_id, p.request_id, b.cause, b.tokens_lost
+               FROM breaks b JOIN requests r ON r.req_id = b.req_id
+               JOIN requests p ON p.req_id = b.pred_req_id"""
+        ).fetchall()
+        con.close()
+        frame.index = [ids[int(r)] for r in frame["req_id"]]
+        out[mode] = (truth, frame, breaks)
+    return out
+
+
+def _session(request_id: str) -> str:
+    return request_id.rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize("mode", ["once", "recurring"])
+def test_breaks_recall_and_precision_per_cause(breaker_modes, mode):
+    """Every injected break found with its cause and predecessor, nothing else (recall and
+    precision of each cause >= 0.95; here exactly 1), recurring ones included."""
+    truth, _, breaks = breaker_modes[mode]
+    expected = {(b["request_id"], b["predecessor_id"], b["cause"]) for b in truth.breaks}
+    found = {row[:3] for row in breaks}
+    for cause in {c for _, _, c in expected | found}:
+        want = {e for e in expected if e[2] == cause}
+        got = {f for f in found if f[2] == cause}
+        assert len(want & got) >= 0.95 * len(want), (cause, sorted(want - got))
+        assert len(want & got) >= 0.95 * len(got), (cause, sorted(got - want))
+    assert found == expected
+    per_session = Counter(_session(r) for r, *_ in breaks)
+    if mode == "recurring":  # every call from the break on
+        k = {_session(b["request_id"]): int(b["request_id"][-3:]) for b in truth.breaks[::-1]}
+        for s, n in per_session.items():
+            assert n == truth.requests_per_session[f"agent-s{s[-5:]}"] - k[s] > 1
+
+
+@pytest.mark.parametrize("mode", ["once", "recurring"])
+def test_tokens_lost_are_what_the_stable_traffic_saves(breaker_modes, mode):
+    """The invariant of break attribution, for every breaker kind (a session each), once and
+    recurring: the tokens analyze attributes to a session's breaks equal the extra tokens the
+    session recomputes compared with the same session whose breaking field stayed stable (the
+    generator's stable mode), within a block per request from the first break on (block
+    rounding of prompts the break lengthened or shortened). Recomputed tokens (prompt - cached)
+    equal the cached tokens' difference whenever a break keeps the prompt's length."""
+    truth, frame, breaks = breaker_modes[mode]
+    _, stable, _ = breaker_modes["stable"]
+    assert list(stable.index) == list(frame.index)  # the same requests, in the same order
+    extra = (frame["n_tokens"] - frame["cached_tokens"]) - (
+        stable["n_tokens"] - stable["cached_tokens"]
+    )
+    lost: Counter = Counter()
+    for rid, _, _, tokens in breaks:
+        lost[_session(rid)] += tokens
+    first: dict[str, int] = {}
+    kinds: dict[str, str] = {}
+    for b in truth.breaks:
+        s = _session(b["request_id"])
+        first.setdefault(s, int(b["request_id"][-3:]))
+        kinds.setdefault(s, f"{b['cause']}/{b['variant']}")
+    assert len(set(kinds.values())) == 24  # 3 sessions per cause: 24 variants
+    sessions = Counter(_session(rid) for rid in frame.index)
+    by_session: Counter = Counter()
+    slack: Counter = Counter()
+    for rid, value in extra.items():
+        by_session[_session(rid)] += int(value)
+    for s in sessions:
+        if s not in first:
+            assert by_session[s] == 0 and lost[s] == 0, s
+            continue
+        slack[s] = 16 * (sessions[s] - first[s])
+        assert abs(lost[s] - by_session[s]) <= slack[s], (kinds[s], lost[s], by_session[s])
+    total = sum(lost.values())
+    assert total > 10 * sum(slack.values())  # the bound is tight next to what is lost
+    assert total == pytest.approx(sum(by_session.values()), rel=0.01)

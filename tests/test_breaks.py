@@ -89,9 +89,22 @@ def test_json_contract_totals_and_examples(broken):
             assert ex["diff"]["removed"] != ex["diff"]["added"]
 
 
+def _appended(p: list[dict], r: list[dict]) -> int:
+    """The messages r appended to p: its trailing run of messages p lacks, at most what r grew
+    by; when r did not grow, the first of them stands for what it replaced."""
+    run = 0
+    while run < len(r) and r[len(r) - 1 - run] not in p:
+        run += 1
+    grow = len(r) - len(p)
+    return min(run, grow) if grow > 0 else max(0, run - 1)
+
+
 def test_positions_and_losses_match_one_call_tokenization(broken):
-    """Every break's token position and loss, recomputed from whole-prompt tokenization."""
+    """Every break's token position and loss, recomputed from whole-prompt tokenization: the
+    blocks of p's part as r renders it (with p's generation prompt where r repeats it), less
+    those r found cached anyway (at least those before the break)."""
     db, summary, _ = broken
+    cached = dict(summary.requests_frame()[["req_id", "cached_tokens"]].to_numpy().tolist())
     bundle = load_tokenizer(None)
     template = make_template(bundle)
     con = duckdb.connect(str(db), read_only=True)
@@ -119,9 +132,25 @@ def test_positions_and_losses_match_one_call_tokenization(broken):
         mismatch = np.flatnonzero(p_ids[:m] != r_ids[:m])
         expected = 0 if cause == "model_changed" else int(mismatch[0])
         assert position == expected, cause
-        cap = (len(r_ids) - 1) // B
-        assert lost == B * (min(p_end // B, cap) - min(expected // B, cap)), cause
+        r_end = len(ids(render_prompt(template, _kept(pmsgs, rmsgs), rtools, generation=False)))
+        assert lost == _lost(p_ids, p_end, r_ids, r_end, expected, cached[r_id], B), cause
     con.close()
+
+
+def _kept(p: list[dict], r: list[dict]) -> list[dict]:
+    """r's messages that stand for p's (r less those it appended)."""
+    return r[: len(r) - _appended(p, r)]
+
+
+def _lost(p_ids, p_end: int, r_ids, r_end: int, position: int, cached: int, B: int) -> int:
+    """The blocks of p's part as r renders it (up to ``r_end``, then p's generation prompt as
+    far as r repeats it) that r did not find cached, at block size B."""
+    tail = p_ids[p_end:]
+    same = np.flatnonzero(tail != r_ids[r_end : r_end + len(tail)][: len(tail)])
+    end = r_end + (int(same[0]) if len(same) else min(len(tail), len(r_ids) - r_end))
+    cap = (len(r_ids) - 1) // B
+    assert cached >= B * min(position // B, cap)  # what precedes the break is cached
+    return B * (min(end // B, cap) - min(max(position, cached) // B, cap))
 
 
 def test_clean_logs_with_stable_dates_and_ids_have_no_breaks(tmp_path, write_jsonl):
@@ -274,20 +303,91 @@ def test_breaks_through_a_hub_chat_template(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     bodies = dict(con.execute("SELECT key, any_value(body) FROM contents GROUP BY 1").fetchall())
 
-    def prompt(req_id: int, generation: bool = True) -> list[int]:
+    cached = dict(summary.requests_frame()[["req_id", "cached_tokens"]].to_numpy().tolist())
+
+    def request(req_id: int) -> tuple[list[dict], list | None]:
         keys, tools_key = con.execute(
             "SELECT message_keys, tools_key FROM requests WHERE req_id = ?", [req_id]
         ).fetchall()[0]
         tools = json.loads(bodies[tools_key]) if tools_key is not None else None
-        text = render_prompt(hf, [json.loads(bodies[k]) for k in keys], tools, generation)
-        return bundle.tokenizer.encode(text, add_special_tokens=False).ids
+        return [json.loads(bodies[k]) for k in keys], tools
+
+    def ids(messages: list[dict], tools: list | None, generation: bool = True) -> np.ndarray:
+        text = render_prompt(hf, messages, tools, generation)
+        return np.array(bundle.tokenizer.encode(text, add_special_tokens=False).ids)
 
     for _, _, cause, _, position, lost, r_id, p_id in rows:
-        a, b = np.array(prompt(p_id)), np.array(prompt(r_id))
+        (pm, pt), (rm, rt) = request(p_id), request(r_id)
+        a, b = ids(pm, pt), ids(rm, rt)
         m = min(len(a), len(b))
         first = int(np.flatnonzero(a[:m] != b[:m])[0]) if cause != "model_changed" else 0
         assert position == first, cause
-        cap = (len(b) - 1) // 16
-        p_end = len(prompt(p_id, generation=False))
-        assert lost == 16 * (min(p_end // 16, cap) - min(first // 16, cap)), cause
+        p_end, r_end = len(ids(pm, pt, False)), len(ids(_kept(pm, rm), rt, False))
+        assert lost == _lost(a, p_end, b, r_end, first, cached[r_id], 16), cause
     con.close()
+
+
+def _agent_session(tools_a: list, tools_b: list, steps: int, session: str = "s") -> list[dict]:
+    """One growing tool-calling session whose request i sends ``tools_a`` (even i) or
+    ``tools_b`` (odd i)."""
+    system = {"role": "system", "content": "You are a careful agent. " + "Rule one. " * 60}
+    history = [system, {"role": "user", "content": f"Fix the failing test in {session}."}]
+    out = []
+    for i in range(steps):
+        request = {"model": "m", "messages": list(history), "tools": tools_b if i % 2 else tools_a}
+        stamp = f"2026-11-01T10:{len(out):02d}:00Z"
+        out.append({"id": f"{session}-{i}", "timestamp": stamp, "session_id": session,
+                    "request": request})  # fmt: skip
+        args = f'{{"path": "src/m{i}.py"}}'
+        call = {"id": f"c{i}", "type": "function", "function": {"name": "read", "arguments": args}}
+        history += [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"c{i}", "content": f"line {i}: " + "x = 1\n" * 40},
+        ]
+    return out
+
+
+def test_a_break_that_alternates_costs_every_request_the_turn_before_it(tmp_path, write_jsonl):
+    """Tool schemas serialized in two key orders, A B A B: every request from the second breaks
+    its immediate predecessor (json_key_order), and loses what the cache would have given a
+    stable session, i.e. the turn its predecessor added, not only the first flip."""
+    props = {"path": {"type": "string", "description": "File to read."},
+             "limit": {"type": "integer", "description": "Lines to read at most."}}  # fmt: skip
+    a = [{"type": "function", "function": {"name": "read", "description": "Read a file.",
+          "parameters": {"type": "object", "properties": props}}}]  # fmt: skip
+    b = [{"type": "function", "function": {**a[0]["function"], "parameters": {
+          "type": "object", "properties": dict(reversed(props.items()))}}}]  # fmt: skip
+    flipping = analyze([write_jsonl("ab.jsonl", _agent_session(a, b, 8))], db=tmp_path / "ab.db")
+    stable = analyze([write_jsonl("aa.jsonl", _agent_session(a, a, 8))], db=tmp_path / "aa.db")
+    rows = _stored(tmp_path / "ab.db")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (f"s-{i}", f"s-{i - 1}", "json_key_order") for i in range(1, 8)
+    ]
+    assert stable["break_summary"]["breaks"] == 0
+    extra = stable["cached_tokens"] - flipping["cached_tokens"]  # same lengths: cached = missed
+    lost = flipping["break_summary"]["tokens_lost"]
+    assert abs(lost - extra) <= 16 * 7 and lost > 0.9 * extra > 0
+    f, g = flipping.requests_frame(), stable.requests_frame()
+    for (*_, lost_i, _, _), i in zip(rows, range(1, 8), strict=True):
+        gap = int(g["cached_tokens"][i] - f["cached_tokens"][i])
+        assert abs(lost_i - gap) <= 16, i  # request by request
+        if i >= 2:  # it reuses request i - 2 (its own order): only request i - 1's turn is lost
+            turn = int(g["cached_tokens"][i] - g["cached_tokens"][i - 1])
+            assert abs(lost_i - turn) <= 16 and turn > 200, i
+
+
+def test_two_threads_in_one_session_are_not_breaks(tmp_path, write_jsonl):
+    """A session id shared by two interleaved conversations (sub-agents): a request is compared
+    with its own thread, not with the other thread's request just before it."""
+    tools = [{"type": "function", "function": {"name": "read", "parameters": {}}}]
+    one, two = _agent_session(tools, tools, 4, "x"), _agent_session(tools, tools, 4, "y")
+    records = []
+    for i, (r1, r2) in enumerate(zip(one, two, strict=True)):
+        for j, r in enumerate((r1, r2)):
+            r["session_id"] = "shared"
+            r["timestamp"] = f"2026-11-01T10:{2 * i + j:02d}:00Z"
+            records.append(r)
+    s = analyze([write_jsonl("threads.jsonl", records)], db=tmp_path / "t.db")
+    assert s["ideal_hit_rate"] > 0.5
+    # only the second thread's opening, which rewrites the first thread's task
+    assert [r[:3] for r in _stored(tmp_path / "t.db")] == [("y-0", "x-0", "history_edited")]

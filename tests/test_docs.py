@@ -119,7 +119,7 @@ def test_json_md_keys_are_what_the_commands_print(demo, tmp_path):
     ingest = _json(["ingest", str(log), "--db", str(tmp_path / "i.duckdb"), "--json"])
     assert set(ingest) | set(ingest["files"][0]) == keys("ingest --json") | {
         "path", "file_id", "format", "lines", "records", "requests", "rejected",
-        "reject_reasons", "skipped", "skip_reasons", "already_ingested",
+        "reject_reasons", "skipped", "skip_reasons", "already_ingested", "warning",
     }  # fmt: skip
     assert set(ingest) == {"db", "files"}
     export = _json(["export", "--db", db, "-o", str(tmp_path / "m.jsonl"), "--json"])

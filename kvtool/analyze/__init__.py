@@ -33,7 +33,7 @@ from kvtool.analyze.result import (
     TopPrefix,
     WorkloadSummary,
 )
-from kvtool.errors import WorkloadError
+from kvtool.errors import OptionError, WorkloadError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, Connection, DbArg, open_db
@@ -43,11 +43,14 @@ from kvtool.tokenize import request_token_ids
 from kvtool.traffic import (
     PRICE_INPUT,
     Traffic,
+    Window,
     Workload,
     base_hit_blocks,
     ideal_hits,
     kv_shape_name,
     load_traffic,
+    measurement_window,
+    parse_warmup,
     passes,
     runs,
 )
@@ -89,10 +92,13 @@ def summarize(
     kv_bytes_per_token: int | None = None,
     charts: bool = False,
     top: int = 10,
+    window: Window | None = None,
 ) -> WorkloadSummary:
     """The workload's figures at ``block_size`` (no I/O): ``WorkloadSummary`` with the ``top``
-    most valuable prefixes and, with ``charts``, the report's distributions. ``WorkloadError``
-    when ``block_size`` is not a multiple of the workload's base block size."""
+    most valuable prefixes and, with ``charts``, the report's distributions. With a ``window``
+    (``kvtool.traffic.measurement_window``) the cache sees every request and the figures count
+    the requests after its warm-up. ``WorkloadError`` when ``block_size`` is not a multiple of
+    the workload's base block size."""
     if block_size % wl.base:
         raise WorkloadError(
             f"block_size {block_size} is not a multiple of the trace's block size {wl.base}"
@@ -101,22 +107,27 @@ def summarize(
     ps = passes(wl, rs)
     sessions = assign_sessions(wl, infer_parents(wl, rs, ps))
     base_hits = base_hit_blocks(wl, rs, ps)
-    sizes = (wl.base,) if wl.kind == "hash" else tuple(sorted({*BLOCK_SIZES, block_size}))
-    prompt_tokens = int(wl.n_tokens.sum())
+    # a hash trace's ids cannot be split: its own block size and the one asked for (a multiple)
+    listed = (wl.base,) if wl.kind == "hash" else BLOCK_SIZES
+    sizes = tuple(sorted({*listed, block_size}))
+    first = 0 if window is None else window.start  # requests first.. are counted
+    prompt_tokens = int(wl.n_tokens[first:].sum())
     by_size = {}
     for B in sizes:
         hits_b = ideal_hits(wl, rs, ps, base_hits, B)
-        by_size[str(B)] = _ratio(int(hits_b.cached_tokens.sum()), prompt_tokens)
+        by_size[str(B)] = _ratio(int(hits_b.cached_tokens[first:].sum()), prompt_tokens)
         if B == block_size:
             hits = hits_b
-    cached = int(hits.cached_tokens.sum())
+    cached = int(hits.cached_tokens[first:].sum())
     split = within_session(ps, sessions.code)
     within_blocks = np.bincount(
         ps.req[split.within], hits.cached_blocks[split.within], minlength=wl.n
     ).astype(np.int64)
-    within = int(within_blocks.sum()) * block_size
+    within = int(within_blocks[first:].sum()) * block_size
     distinct = working_set_blocks(rs, ps, hits.k)
     observed = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
+    observed[:first] = False
+    codes = sessions.code[first:]
     obs_prompt = float(wl.observed_prompt[observed].sum())
     chart_data = None
     if charts:
@@ -127,18 +138,18 @@ def summarize(
             "prefix_tree": prefix_tree(wl, rs, ps, split.sessions_per_run),
         }
     return WorkloadSummary(
-        requests=wl.n,
-        sessions=int(len(np.unique(sessions.code))),
-        sessions_inferred=sessions.inferred,
+        requests=wl.n - first,
+        sessions=int(len(np.unique(codes))),
+        sessions_inferred=int(len(np.unique(codes[codes < 0]))),
         prompt_tokens=prompt_tokens,
-        output_tokens=int(wl.output_tokens.sum()),
+        output_tokens=int(wl.output_tokens[first:].sum()),
         block_size=block_size,
         cached_tokens=cached,
         ideal_hit_rate=_ratio(cached, prompt_tokens),
         ideal_hit_rate_by_block_size=by_size,
         within_session_tokens=within,
         cross_session_tokens=cached - within,
-        reuse_within=reuse_within(ps, hits, wl.ts),
+        reuse_within=reuse_within(ps, hits, wl.ts, first),
         working_set_tokens=distinct * block_size,
         kv_bytes_per_token=kv_bytes_per_token,
         working_set_gb=(
@@ -162,7 +173,9 @@ def summarize(
             output_tokens=wl.output_tokens,
             observed_prompt_tokens=wl.observed_prompt,
             observed_cached_tokens=wl.observed_cached,
+            first_counted=first,
         ),
+        window=window,
     )
 
 
@@ -182,17 +195,21 @@ def analyze(
     charts: bool = False,
     progress: Progress | None = None,
     redact: bool = False,
+    warmup: str | float | None = None,
 ) -> AnalyzeResult:
     """Ingest ``paths`` (all files in the database when None), tokenize, and analyze: the
     keyword parameters are the fields of ``AnalyzeOptions`` (validated before the database is
     opened). ``db`` is a path or an open connection (left open). ``redact``: ingest ``paths``
     without prompt text (docs/redaction.md); a redacted database is analyzed from its
     fingerprints, and the result holds no prompt text (no previews, labels or diff text).
+    ``warmup``: the cache sees the requests of the warm-up, the figures count the rest
+    (``AnalyzeOptions``; the result's ``warmup`` key says which).
 
     Raises a ``KvtoolError`` for input or options that cannot be analyzed (the CLI turns it into
-    one line and exit code 2): ``OptionError`` naming the parameter, ``WorkloadError`` for
-    traffic that cannot be analyzed (nothing ingested, mixed kinds, a block size that does not
-    fit a hash trace)."""
+    one line and exit code 2): ``OptionError`` naming the parameter (also a ``block_size`` that
+    is not a multiple of a hash trace's own), ``WorkloadError`` for traffic that cannot be
+    analyzed (nothing ingested, mixed kinds). A file of ``paths`` whose records were mostly
+    rejected is analyzed, and named in the result's ``warnings``."""
     options = AnalyzeOptions(
         tokenizer=tokenizer,
         fmt=fmt,
@@ -204,6 +221,7 @@ def analyze(
         price_input=price_input,
         examples=examples,
         charts=charts,
+        warmup=warmup,
     )
     progress = progress or NullProgress()
     try:
@@ -235,7 +253,13 @@ def _analyze(
     model_name, kv_bytes = kv_shape_name(opts.model, wl)
     # hash traces: their own block size; text logs: vLLM's GPU default
     block_size = opts.block_size or (wl.base if wl.kind == "hash" else 16)
-    summary = summarize(wl, block_size, kv_bytes, opts.charts, opts.top)
+    if block_size % wl.base:  # a hash trace's ids cannot be split into smaller blocks
+        raise OptionError(
+            "block_size", f"{block_size} is not a multiple of the trace's block size {wl.base}"
+        )
+    warmup = None if opts.warmup is None else parse_warmup(opts.warmup)
+    window = measurement_window(wl, warmup)
+    summary = summarize(wl, block_size, kv_bytes, opts.charts, opts.top, window)
     if summary.charts is not None:
         _label_tree(con, traffic, summary.charts["prefix_tree"])
     breaks = None
@@ -247,13 +271,18 @@ def _analyze(
         else:
             found = detect_breaks(con, wl, traffic.bundle, traffic.mode, block_size, step)
         store_breaks(con, traffic.signature, block_size, wl.req_ids, found)
+        if window.start:  # every break is stored; the summary counts the window's
+            counted = set(wl.req_ids[window.start :].tolist())
+            found = [b for b in found if b.req_id in counted]
         breaks = summarize_breaks(found, summary.prompt_tokens, opts.price_input, opts.examples)
     return AnalyzeResult(
         **summary.figures(),
         rejected_lines=rejected_lines(con, traffic.file_ids),
+        warnings=traffic.warnings,
         model=model_name,
         tokenizer=traffic.signature,
         trace_kind=wl.kind,
+        hash_identity=wl.hash_identity,
         top_prefixes=[_with_text(con, traffic, p) for p in summary.prefixes],
         files=file_rows(con, traffic.file_ids),
         tokenization=traffic.tok_report,

@@ -2,8 +2,11 @@
 what it cost.
 
 For every request r, its predecessor p is chosen in processing order:
-- **within a session** (logged session id): the earlier request of the session with the longest
-  common prefix of elements (model, tool catalog, messages), the latest on ties;
+- **within a session** (logged session id): the immediate predecessor, the previous request of
+  the session, when r carries on its conversation (same first conversation message, so a request
+  that flips back to an older variant, A after B, is still compared with B); otherwise (another
+  thread of the session, or no conversation message) the earlier request of the session with
+  the longest common prefix of elements (model, tool catalog, messages), the latest on ties;
 - **without a session id**, a request whose head (model, system messages, tools) and first two
   conversation messages equal an earlier request's continues that conversation (the latest one);
 - **otherwise** (first request of a session, or a new conversation) p is the earlier request of
@@ -12,11 +15,20 @@ For every request r, its predecessor p is chosen in processing order:
 
 r *breaks* when it diverges from p before the reusable part of p ended: p's whole prompt (up to
 its generation prompt) for continuations, p's head otherwise (another conversation's messages
-were never reusable). The break position is the first differing token; the cause and the field
-path come from the structured diff (``kvtool.analyze.diff``). Tokens lost at block size B:
-``B * (min(W // B, c) - min(t // B, c))`` with W the reusable length, t the position and
-``c = (n_r - 1) // B`` r's cacheable blocks. A model change breaks at token 0 (the model is part of
-every block's identity).
+were never reusable). The break position t is the first differing token; the cause and the field
+path come from the structured diff (``kvtool.analyze.diff``).
+
+Tokens lost are what a stable prompt would have kept, less what the cache still gave r: at block
+size B, ``B * (min(W // B, c) - min(max(t, h) // B, c))`` with ``c = (n_r - 1) // B`` r's
+cacheable blocks, ``h`` r's ideal (infinite-cache) cached tokens in the workload (what r reuses
+anyway, e.g. an older request of the same variant), and ``W`` where p's reusable part ends *in
+r's own rendering* (``carried_end``): r's head for a head break, else r up to the messages that
+stand for p's (r less the messages it appended, ``appended``) and p's generation prompt as far
+as r repeats it. So the breaks of a session cost the tokens it recomputes because of them,
+compared with the same session whose changed field had held r's value (within a block per
+request, block rounding): a request that returns to an older variant loses only what its
+predecessor added; content r inserted counts (a stable prompt had it cached), content r dropped
+does not. A model change breaks at token 0 (the model is part of every block's identity).
 
 The public break API (what ``kvtool.check`` uses): ``Prompts`` turns stored rows into ``Prompt``s
 (content and token ids), ``compare`` says whether and where one prompt breaks from another
@@ -25,20 +37,21 @@ position; ``detect_breaks`` runs the predecessor rules over a workload (``Break`
 ``store_breaks`` / ``summarize_breaks`` store them and summarize them (a ``BreakSummary``).
 Rows are read and breaks written through ``kvtool.store`` only. ``choose_predecessors`` takes
 the heads through ``Heads``, so that a redacted database (no text) runs the same rules on its
-fingerprints (``kvtool.analyze.redacted``).
+fingerprints (``kvtool.analyze.redacted``), and so do ``reused_tokens`` and ``appended``.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 import orjson
 
 from kvtool.analyze.diff import CAUSES, Difference, Req, first_difference
+from kvtool.errors import InputError
 from kvtool.store import Connection
 from kvtool.store.requests import RequestRow, content_keys, load_contents, request_rows
 from kvtool.store.runs import StoredBreak, replace_breaks
@@ -46,7 +59,7 @@ from kvtool.textscan import lcp
 from kvtool.tokenize import PromptIds, PromptTokens, tokenizer_signature
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
-from kvtool.traffic import Workload
+from kvtool.traffic import Workload, base_hit_blocks, ideal_hits, passes, runs
 
 CONTEXT_TOKENS = 8  # tokens of context shown before and after a break
 RESYNC_WINDOW = 64  # how far to look for the point where the two prompts agree again
@@ -82,7 +95,8 @@ class PairBreak:
 @dataclass
 class Break:
     """One break of a workload: request ``req_id`` diverged from ``pred_req_id`` at token
-    ``position``; ``diff`` is the decoded text around it (``break_text``)."""
+    ``position``; ``diff`` is the decoded text around it (``break_text``); ``continues``: r
+    continued p (all of p was reusable), else only p's head was."""
 
     req_id: int
     pred_req_id: int
@@ -94,9 +108,12 @@ class Break:
     path: str
     detail: str
     diff: dict = field(default_factory=dict)
+    continues: bool = True
 
     @classmethod
-    def of(cls, r: RequestRow, p: RequestRow, found: PairBreak, diff: dict) -> Break:
+    def of(
+        cls, r: RequestRow, p: RequestRow, found: PairBreak, diff: dict, *, continues: bool
+    ) -> Break:
         """The break of request ``r`` from its predecessor ``p`` that ``compare`` found."""
         return cls(
             req_id=r.req_id,
@@ -109,6 +126,7 @@ class Break:
             path=found.difference.path,
             detail=found.difference.detail,
             diff=diff,
+            continues=continues,
         )
 
     def example(self) -> dict:
@@ -280,7 +298,7 @@ class TextHeads:
         return _head_key(row, self.prompts, self.cache)
 
     def n_system(self, row: RequestRow) -> int:
-        return self.prompts.req(row).n_system
+        return len(self.prompts.system_keys(row))
 
     def best(self, row: RequestRow, key: Hashable) -> int | None:
         return self.index.best(row.tenant, str(key))
@@ -298,6 +316,14 @@ def predecessors(rows: list[RequestRow], prompts: Prompts) -> list[Predecessor]:
     return choose_predecessors(rows, TextHeads(prompts))
 
 
+def _opening(row: RequestRow, heads: Heads) -> Hashable | None:
+    """The key of a chat row's first conversation message (after its system messages)."""
+    if row.kind != "chat":
+        return None
+    n = heads.n_system(row)
+    return row.message_keys[n] if n < len(row.message_keys) else None
+
+
 def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecessor]:
     """``predecessors`` with the heads' text (or what stands in for it) behind ``heads``."""
     members: dict[str, list[int]] = {}
@@ -312,11 +338,14 @@ def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecesso
         if session:
             last = session[-1]
             if not extends(rows[last], row):
-                best, best_n = last, -1
-                for j in reversed(session):
-                    n = _element_lcp(rows[j].elements, row.elements)
-                    if n > best_n:
-                        best, best_n = j, n
+                opening = _opening(row, heads)
+                best = last
+                if opening is None or opening != _opening(rows[last], heads):
+                    best_n = -1  # another thread of the session: the closest earlier request
+                    for j in reversed(session):
+                        n = _element_lcp(rows[j].elements, row.elements)
+                        if n > best_n:
+                            best, best_n = j, n
                 pred, continues = best, True
         else:
             conv = None
@@ -405,6 +434,58 @@ def lost_tokens(reusable: int, position: int, n_tokens: int, block_size: int) ->
     return block_size * max(0, min(reusable // block_size, cap) - min(position // block_size, cap))
 
 
+def reused_tokens(wl: Workload, block_size: int) -> dict[int, int]:
+    """Each request's ideal (infinite-cache) cached tokens at ``block_size``, by req_id: what
+    the cache gave it in this workload, whatever broke."""
+    rs = runs(wl)
+    ps = passes(wl, rs)
+    hits = ideal_hits(wl, rs, ps, base_hit_blocks(wl, rs, ps), block_size)
+    return dict(zip(wl.req_ids.tolist(), hits.cached_tokens.tolist(), strict=True))
+
+
+def appended(p_messages: Sequence[Hashable], r_messages: Sequence[Hashable]) -> int:
+    """How many of r's last messages r appended to p's conversation: the trailing run of
+    messages p does not hold, at most the count r grew by; when r did not grow (it replaced
+    some, e.g. a compaction), the first of that run stands for what it replaced."""
+    have = set(p_messages)
+    run = 0
+    for key in reversed(r_messages):
+        if key in have:
+            break
+        run += 1
+    grow = len(r_messages) - len(p_messages)
+    return min(run, grow) if grow > 0 else max(0, run - 1)
+
+
+def carried_end(
+    prompts: Prompts, p: RequestRow, r: RequestRow, pp: Prompt, rp: Prompt, *, continues: bool
+) -> int | None:
+    """Where p's reusable part ends in r's own rendering (``W`` of the module docstring; ``pp``
+    and ``rp`` are the rows' prompts): r's head for a head break, else r up to the messages
+    that stand for p's, and as much of p's generation prompt as r renders there (a stable r
+    would reuse it); None for completions (p's own end counts)."""
+    if rp.req.messages is None or p.kind != "chat":
+        return None
+    if not continues:
+        return rp.ids.head_end
+    k = appended(p.message_keys, r.message_keys)
+    end = rp.ids.end
+    if k:
+        kept = replace(r.prompt, message_keys=r.message_keys[: len(r.message_keys) - k])
+        try:
+            end = min(prompts.tokens.get(kept, prompts.load([r])).end, end)
+        except InputError:  # the template refuses the shorter conversation: p's own end counts
+            return None
+    # p's generation prompt, as far as r renders the same tokens there
+    return end + _first_mismatch(pp.ids.ids[pp.ids.end :], rp.ids.ids[end:])
+
+
+def reusable_end(p: Prompt, *, continues: bool) -> int:
+    """Where the reusable part of ``p`` ends: all of it (up to its generation prompt) for a
+    request that continues it or a completion, else its head."""
+    return p.ids.end if continues or p.req.messages is None else p.ids.head_end
+
+
 def compare(
     p: Prompt,
     r: Prompt,
@@ -416,7 +497,9 @@ def compare(
     """Whether, where and why ``r`` breaks from ``p`` (None: it does not). ``continues``: r is
     meant to continue p (same session or conversation), so all of p was reusable; otherwise only
     p's head was (and a difference in the conversation messages is no break). ``specials``:
-    special-token strings, ignored when deciding that two texts differ only in rendering."""
+    special-token strings, ignored when deciding that two texts differ only in rendering. The
+    tokens lost are priced on the pair alone (p's reusable part, from the position);
+    ``detect_breaks`` prices a workload's breaks in r's rendering, net of what r reused."""
     diff = first_difference(p.req, r.req, specials)
     if diff is None:
         return None
@@ -426,7 +509,7 @@ def compare(
         return None  # an unrelated completion prompt, not another render of the same one
     # the model is part of every block's identity: a model change shares nothing
     position = 0 if diff.cause == "model_changed" else _first_mismatch(p.ids.ids, r.ids.ids)
-    reusable = p.ids.end if continues or p.req.messages is None else p.ids.head_end
+    reusable = reusable_end(p, continues=continues)
     if position >= reusable or position >= r.ids.end:
         return None
     lost = lost_tokens(reusable, position, len(r.ids.ids), block_size)
@@ -443,24 +526,32 @@ def detect_breaks(
     *,
     signature: str | None = None,
 ) -> list[Break]:
-    """Every break of the workload's requests (processing order), with its diff text. The rows
-    are those with a chain for ``signature`` (default: the one ``bundle`` writes)."""
+    """Every break of the workload's requests (processing order), with its diff text and its
+    tokens lost (the module docstring). The rows are those with a chain for ``signature``
+    (default: the one ``bundle`` writes)."""
     signature = signature or tokenizer_signature(bundle)
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = Prompts(con, bundle, mode)
     pairs = predecessors(rows, prompts)
     prompts.load(rows[k] for pair in pairs for k in (pair.index, pair.pred))  # one query
     specials = tuple(bundle.added_tokens)
+    reused = reused_tokens(wl, block_size) if pairs else {}
     out = []
     for done, pair in enumerate(pairs, 1):
         r, p = rows[pair.index], rows[pair.pred]
         pp, rp = prompts.get(p), prompts.get(r)
         found = compare(pp, rp, continues=pair.continues, block_size=block_size, specials=specials)
+        if found is not None:
+            carried = carried_end(prompts, p, r, pp, rp, continues=pair.continues)
+            end = reusable_end(pp, continues=pair.continues) if carried is None else carried
+            at = max(found.position, reused[r.req_id])
+            found = replace(found, tokens_lost=lost_tokens(end, at, len(rp.ids.ids), block_size))
         if progress:
             progress(done, len(pairs))
         if found is None:
             continue
-        out.append(Break.of(r, p, found, break_text(bundle, pp, rp, found)))
+        text = break_text(bundle, pp, rp, found)
+        out.append(Break.of(r, p, found, text, continues=pair.continues))
     return out
 
 

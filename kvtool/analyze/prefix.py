@@ -56,16 +56,18 @@ class ReuseGaps:
     tokens: np.ndarray
 
 
-def reuse_gap_tokens(ps: Passes, hits: Hits, ts: np.ndarray) -> ReuseGaps:
-    use = hits.cached_blocks > 0
+def reuse_gap_tokens(ps: Passes, hits: Hits, ts: np.ndarray, first: int = 0) -> ReuseGaps:
+    """The cached stretches of requests ``first..`` (the counted ones after a warm-up)."""
+    use = (hits.cached_blocks > 0) & (ps.req >= first)
     gap = ts[ps.req[use]] - ts[ps.prev[use]]
     return ReuseGaps(gap, hits.cached_blocks[use].astype(np.int64) * hits.B)
 
 
-def reuse_within(ps: Passes, hits: Hits, ts: np.ndarray) -> dict[str, float | None]:
-    """Share of cached tokens whose most recent earlier use was within each window (of those with
-    known times); None when no cached block has known times."""
-    gaps = reuse_gap_tokens(ps, hits, ts)
+def reuse_within(ps: Passes, hits: Hits, ts: np.ndarray, first: int = 0) -> dict[str, float | None]:
+    """Share of the cached tokens of requests ``first..`` whose most recent earlier use (by any
+    request) was within each window (of those with known times); None when no cached block has
+    known times."""
+    gaps = reuse_gap_tokens(ps, hits, ts, first)
     known = ~np.isnan(gaps.seconds)
     if not known.any():
         return {k: None for k in REUSE_WINDOWS}

@@ -30,8 +30,10 @@ from kvtool.analyze.breaks import (
     SIMILAR,
     Break,
     PairBreak,
+    appended,
     choose_predecessors,
     lost_tokens,
+    reused_tokens,
 )
 from kvtool.analyze.fingerprint_diff import Elements, first_difference
 from kvtool.errors import InputError
@@ -239,10 +241,45 @@ def _tree_texts(node: list, out: set[int]) -> None:
             _tree_texts(child, out)
 
 
+def _carried(prompts: RedactedPrompts, p: RequestRow, r: RequestRow, continues: bool) -> int:
+    """``breaks.carried_end`` from the pieces' ends (p's own end without them): r up to the
+    pieces of the messages that stand for p's, then as many of p's generation-prompt pieces as
+    r repeats there (equal, or the last one a prefix of r's piece)."""
+    pf, rf = prompts.fps[p.req_id], prompts.fps[r.req_id]
+    reusable = pf.end if continues or pf.messages is None else pf.head_end
+    if rf.messages is None or pf.messages is None:
+        return reusable
+    if not continues:
+        return rf.head_end
+    if rf.piece_ends is None or pf.piece_ends is None or rf.piece_fps is None:
+        return reusable
+    at = len(r.message_keys) - appended(p.message_keys, r.message_keys) - rf.n_system
+    if not 0 <= at < len(rf.piece_ends):
+        return reusable
+    end = min(rf.piece_ends[at], rf.end)
+    i, j = len(pf.messages) - pf.n_system + 1, at + 1  # p's generation prompt; r's next piece
+    while i < len(pf.piece_fps) and j < len(rf.piece_fps):
+        a, b = pf.piece_fps[i], rf.piece_fps[j]
+        size = pf.piece_ends[i] - pf.piece_ends[i - 1]
+        if a == b or PrefixPair("piece", a, b) in prompts.el.prefixes:
+            end += size
+        if a != b:
+            break
+        i, j = i + 1, j + 1
+    return end
+
+
 def compare(
-    prompts: RedactedPrompts, p: RequestRow, r: RequestRow, *, continues: bool, block_size: int
+    prompts: RedactedPrompts,
+    p: RequestRow,
+    r: RequestRow,
+    *,
+    continues: bool,
+    block_size: int,
+    reused: int = 0,
 ) -> PairBreak | None:
-    """``breaks.compare`` for two redacted requests."""
+    """``breaks.compare`` for two redacted requests, priced as ``breaks.detect_breaks`` prices
+    them (``reused``: r's ideal cached tokens)."""
     pf, rf = prompts.fps[p.req_id], prompts.fps[r.req_id]
     diff = first_difference(pf, rf, p.model, r.model, prompts.el)
     if diff is None:
@@ -256,7 +293,8 @@ def compare(
     pos = Position(0, 0, exact=0) if changed else prompts.position(p, r)
     if pos.at_least(reusable) or pos.at_least(rf.end):
         return None
-    lost = lost_tokens(reusable, pos.value, r.n_tokens, block_size)
+    end = _carried(prompts, p, r, continues)
+    lost = lost_tokens(end, max(pos.value, reused), r.n_tokens, block_size)
     return PairBreak(difference=diff, position=pos.value, tokens_lost=lost)
 
 
@@ -272,10 +310,18 @@ def detect_breaks(
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = RedactedPrompts(con, signature, rows, wl)
     pairs = choose_predecessors(rows, prompts.heads)
+    reused = reused_tokens(wl, block_size) if pairs else {}
     out = []
     for done, pair in enumerate(pairs, 1):
         r, p = rows[pair.index], rows[pair.pred]
-        found = compare(prompts, p, r, continues=pair.continues, block_size=block_size)
+        found = compare(
+            prompts,
+            p,
+            r,
+            continues=pair.continues,
+            block_size=block_size,
+            reused=reused[r.req_id],
+        )
         if progress:
             progress(done, len(pairs))
         if found is None:
@@ -283,5 +329,5 @@ def detect_breaks(
         text = dict(EMPTY_DIFF)
         if found.difference.cause == "model_changed":
             text.update(removed=p.model or "", added=r.model or "")
-        out.append(Break.of(r, p, found, text))
+        out.append(Break.of(r, p, found, text, continues=pair.continues))
     return out

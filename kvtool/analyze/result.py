@@ -3,9 +3,10 @@
 
 Invariants: ``to_json()`` is the ``--json`` contract of docs/analyze.md, key for key and in the
 same order; the per-request arrays (``RequestFigures``) are the ones the figures were summed
-from, so ``requests_frame()`` sums to the totals (``cached_tokens``, ``within_session_tokens``,
-``prompt_tokens``, ``output_tokens``). An ``AnalyzeResult`` is also a read-only mapping: its
-JSON view, ``result["ideal_hit_rate"]`` is ``result.to_json()["ideal_hit_rate"]``.
+from, so ``requests_frame()``'s counted rows (all of them without a warm-up) sum to the totals
+(``cached_tokens``, ``within_session_tokens``, ``prompt_tokens``, ``output_tokens``). An
+``AnalyzeResult`` is also a read-only mapping: its JSON view, ``result["ideal_hit_rate"]`` is
+``result.to_json()["ideal_hit_rate"]``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kvtool.jsonview import JsonView
 from kvtool.store.files import FileRow
 from kvtool.store.requests import UnusablePrompts
 from kvtool.tokenize import TokenizeReport
-from kvtool.traffic import PRICE_INPUT
+from kvtool.traffic import PRICE_INPUT, Window, parse_warmup
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,9 @@ class AnalyzeOptions:
     positive multiple of 16; None: 16 for text logs, a hash trace's own block size), ``model``
     (KV sizing: a built-in name or a config.json path; None: the logs' most common model),
     ``top`` prefixes listed, breaks priced at ``price_input`` $ per million input tokens with
-    ``examples`` per cause, and ``charts`` (the report's distributions)."""
+    ``examples`` per cause, and ``charts`` (the report's distributions). ``warmup`` (a fraction
+    of the requests such as 0.5 or ``'0.5'``, or a duration such as ``'30m'``; None: none): the
+    cache sees those requests, the figures do not count them (``kvtool.traffic.parse_warmup``)."""
 
     tokenizer: str | None = None
     fmt: str | None = None
@@ -53,6 +56,7 @@ class AnalyzeOptions:
     price_input: float = PRICE_INPUT
     examples: int = 3
     charts: bool = False
+    warmup: str | float | None = None
 
     def __post_init__(self) -> None:
         if self.block_size is not None and (self.block_size <= 0 or self.block_size % 16):
@@ -69,6 +73,8 @@ class AnalyzeOptions:
                 raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.price_input) and self.price_input >= 0):
             raise OptionError("price_input", f"must be finite and >= 0, got {self.price_input}")
+        if self.warmup is not None:
+            parse_warmup(self.warmup)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,8 @@ class RequestFigures:
     ``session`` is the logged session id or None; ``session_code`` the analysis's session
     (logged ids 0, 1, ...; inferred sessions -1, -2, ...). ``cached_tokens`` are ideal-cache
     hits; ``within_session_tokens`` the part of them last used by the same session. ``ts`` is
-    seconds (NaN: unknown); ``observed_*`` are the logged usage (NaN: not logged)."""
+    seconds (NaN: unknown); ``observed_*`` are the logged usage (NaN: not logged). Every request
+    is listed; the figures count rows ``first_counted..`` (after the warm-up; 0 without one)."""
 
     req_id: np.ndarray
     ts: np.ndarray
@@ -90,9 +97,10 @@ class RequestFigures:
     output_tokens: np.ndarray
     observed_prompt_tokens: np.ndarray
     observed_cached_tokens: np.ndarray
+    first_counted: int = 0
 
     def frame(self) -> pd.DataFrame:
-        """One row per request, in processing order."""
+        """One row per request, in processing order; ``counted`` is False for the warm-up."""
         import pandas as pd
 
         return pd.DataFrame(
@@ -109,6 +117,7 @@ class RequestFigures:
                 "output_tokens": self.output_tokens,
                 "observed_prompt_tokens": self.observed_prompt_tokens,
                 "observed_cached_tokens": self.observed_cached_tokens,
+                "counted": np.arange(len(self.req_id)) >= self.first_counted,
             }
         )
 
@@ -119,7 +128,9 @@ class WorkloadSummary:
     where their denominator is 0; ``working_set_gb`` and ``kv_bytes_per_token`` are None for an
     unknown model; ``charts`` (the report's distributions, docs/report.md) is None unless asked
     for. ``prefixes`` are the most valuable shared prefixes, best first; ``per_request`` the
-    arrays every total is a sum of."""
+    arrays every total is a sum of. ``window``: the requests counted after a warm-up (None: all);
+    the request, session, token and hit figures count only those, while the cache, the working
+    set, the top prefixes and the charts cover every request."""
 
     requests: int
     sessions: int
@@ -142,6 +153,7 @@ class WorkloadSummary:
     charts: dict | None = field(default=None, repr=False)
     prefixes: list[Prefix] = field(default_factory=list, repr=False)
     per_request: RequestFigures = field(repr=False)
+    window: Window | None = field(default=None, repr=False)
 
     _JSON_FIGURES = (
         "requests",
@@ -167,6 +179,7 @@ class WorkloadSummary:
     def to_json(self) -> dict:
         """The workload figures of the ``--json`` object (and ``charts`` when computed)."""
         out = {k: getattr(self, k) for k in self._JSON_FIGURES}
+        out["warmup"] = None if self.window is None else self.window.to_json()
         if self.charts is not None:
             out["charts"] = self.charts
         return out
@@ -175,7 +188,7 @@ class WorkloadSummary:
         """A pandas DataFrame, one row per request in processing order (``RequestFigures``):
         req_id, ts, session, session_code, session_inferred, n_tokens, cached_tokens,
         within_session_tokens, cross_session_tokens, output_tokens, observed_prompt_tokens,
-        observed_cached_tokens."""
+        observed_cached_tokens, counted (False for the warm-up)."""
         return self.per_request.frame()
 
     def figures(self) -> dict[str, Any]:
@@ -207,9 +220,11 @@ class TopPrefix:
 @dataclass(kw_only=True, eq=False)
 class AnalyzeResult(WorkloadSummary, JsonView):
     """What ``analyze`` returns: the workload figures plus what the database adds: the files
-    (``files``, ``rejected_lines``), the ``model`` the KV size is for, the ``tokenizer``
-    signature (None for hash traces), ``trace_kind`` ('tokens' or 'hash'), ``top_prefixes`` with
-    their text, the tokenize pass (``tokenization``; None when nothing was tokenized, e.g. hash
+    (``files``, ``rejected_lines``; ``warnings``: one line per file this run ingested whose
+    records were mostly rejected, ``FileReport.warning``), the ``model`` the KV size is for, the
+    ``tokenizer`` signature (None for hash traces), ``trace_kind`` ('tokens' or 'hash') and
+    ``hash_identity`` (what names a hash trace's block: 'path'; None for text), ``top_prefixes``
+    with their text, the tokenize pass (``tokenization``; None when nothing was tokenized, e.g. hash
     traces), the prefix breaks (``breaks``; None without text) and the requests left out because
     their logged prompt is truncated or incomplete (``unusable_prompts``).
 
@@ -218,9 +233,11 @@ class AnalyzeResult(WorkloadSummary, JsonView):
     ``breaks`` attribute. Two results are equal when their JSON views are."""
 
     rejected_lines: int
+    warnings: list[str]
     model: str | None
     tokenizer: str | None
     trace_kind: str
+    hash_identity: str | None
     top_prefixes: list[TopPrefix]
     files: list[FileRow]
     tokenization: TokenizeReport | None
@@ -230,9 +247,11 @@ class AnalyzeResult(WorkloadSummary, JsonView):
     def to_json(self) -> dict:
         out = super().to_json()
         out["rejected_lines"] = self.rejected_lines
+        out["warnings"] = list(self.warnings)
         out["model"] = self.model
         out["tokenizer"] = self.tokenizer
         out["trace_kind"] = self.trace_kind
+        out["hash_identity"] = self.hash_identity
         out["top_prefixes"] = [p.to_json() for p in self.top_prefixes]
         out["files"] = [
             {

@@ -376,11 +376,8 @@ def _consistency(
             p, r = fx.prompts.get(p_row), fx.prompts.get(r_row)
             why = counter.caches_nothing(p_row, p)
             if why is None:
-                # analyze reused p's head only, unless the pair continues (then all of p): the
-                # one of the two that gives analyze's count (the head on a tie)
-                head = lost_tokens(p.ids.head_end, b.position, len(r.ids.ids), B)
-                inside = b.position < p.ids.head_end and head == b.tokens_lost
-                reusable = p.ids.head_end if inside else p.ids.end
+                # analyze reused p's head only, unless the pair continues (then all of p)
+                reusable = p.ids.end if b.continues else p.ids.head_end
                 loss = counter.loss(p_row, p, r, reusable, b.position)
                 result.provider_losses.append(loss)
                 if loss.tokens_lost == 0:

@@ -22,6 +22,11 @@ id in the system prompt, a system prompt edit, a history edit, a whitespace-only
 truth lists every request that does not extend its predecessor (the previous request of its
 session), with the cause and the path of the first difference (``GenerationTruth.breaks``), by
 construction. Session 0 and the sessions not chosen stay exactly as without breakers.
+``breaker_mode`` (``BREAKER_MODES``) says how a breaker fires: ``once`` (the default), ``recurring``
+(from its step on the request alternates between the broken and the clean form, A, B, A, B: every
+call breaks, and a return to a form seen before can reuse only that older request) or ``stable``
+(never: the same sessions with the field held clean, the baseline a break's cost is measured
+against).
 
 Records are written in non-decreasing timestamp order (sessions interleave). Each session builds its
 message list incrementally (messages are shared dicts, never copied) and each record is serialized
@@ -34,8 +39,8 @@ yields), ``output`` (records and truth writing), ``generator`` (``generate()`` i
 here imports other kvtool packages.
 """
 
-from kvtool.generate.breakers import BREAK_CAUSES
+from kvtool.generate.breakers import BREAK_CAUSES, BREAKER_MODES
 from kvtool.generate.generator import KINDS, generate
 from kvtool.generate.output import GenerationTruth
 
-__all__ = ["BREAK_CAUSES", "KINDS", "GenerationTruth", "generate"]
+__all__ = ["BREAKER_MODES", "BREAK_CAUSES", "KINDS", "GenerationTruth", "generate"]

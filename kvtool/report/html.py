@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from kvtool.report import figures
-from kvtool.report.format import DASH, money, num, pct
+from kvtool.report.format import DASH, money, num, pct, warmup_note
 from kvtool.report.waterfall import waterfall_rows
 from kvtool.store import check_output
 
@@ -111,6 +111,9 @@ def analysis_sections(s: dict) -> list[Section]:
         ("observed hit rate (logged cached tokens)", _pct(s["observed_hit_rate"])),
         ("rejected input lines", _n(s["rejected_lines"])),
     ]
+    note = warmup_note(s.get("warmup"))
+    if note is not None:  # the page escapes every cell
+        facts.insert(0, ("measurement window", note))
     unusable = s.get("unusable_prompts") or {}
     if unusable.get("truncated") or unusable.get("incomplete"):
         facts.append(

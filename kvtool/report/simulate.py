@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kvtool.report.format import money, num, pct, seconds
+from kvtool.report.format import money, num, pct, seconds, warmup_note
 from kvtool.report.waterfall import WaterfallRow, waterfall_rows
 
 BAR_WIDTH = 24  # characters of the widest waterfall bar (the table fits 80 columns)
@@ -24,6 +24,9 @@ def render_simulation(console: Console, s: dict) -> None:
         f"({escape(cfg['model'] or 'no model')}); ideal hit rate {pct(s['ideal_hit_rate'])}",
         emoji=False,
     )
+    note = warmup_note(s.get("warmup"))
+    if note is not None:
+        console.print(f"[yellow]{escape(note)}[/]", emoji=False)
     unusable = [name for name, ok in cfg["usable_lower_tiers"].items() if not ok]
     if unusable:
         console.print(

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from kvtool.ingest import FileReport
 from kvtool.markup import diff_markup
-from kvtool.report.format import num, pct
+from kvtool.report.format import num, pct, warmup_note
 
 
 def render_ingest(console: Console, reports: Sequence[FileReport]) -> None:
@@ -55,6 +55,9 @@ def render_analysis(console: Console, s: dict) -> None:
         f"[bold]{s['requests']:,}[/] requests in [bold]{s['sessions']:,}[/] sessions "
         f"from {len(files)} file(s); {s['rejected_lines']:,} lines rejected"
     )
+    note = warmup_note(s.get("warmup"))
+    if note is not None:
+        console.print(f"[yellow]{escape(note)}[/]", emoji=False)
     if s["sessions_inferred"]:
         console.print(
             f"[yellow]{s['sessions_inferred']:,} sessions were inferred[/] "

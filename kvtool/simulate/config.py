@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kvtool.errors import OptionError
 from kvtool.simulate.policies import POLICIES
-from kvtool.traffic import PRICE_INPUT
+from kvtool.traffic import PRICE_INPUT, parse_warmup
 
 DEFAULT_PREFILL_TPS = 8000.0
 WRITE_POLICIES = ("back", "through")
@@ -40,7 +40,10 @@ class SimConfig:
     - ``concurrency``: requests running at once per replica (None: unlimited);
     - ``prefill_tps`` (None: the model's preset, else ``DEFAULT_PREFILL_TPS``), ``decode_tps``;
     - ``price_input``: $ per million recomputed input tokens;
-    - ``replicas``, ``routing`` (one of ``ROUTINGS``), ``shared_lower`` (one lower-tier pool).
+    - ``replicas``, ``routing`` (one of ``ROUTINGS``), ``shared_lower`` (one lower-tier pool);
+    - ``warmup``: requests the cache sees but the figures do not count: a fraction of them
+      (``0.5`` or ``'0.5'``: the first half) or a duration from the first one (``'30m'``);
+      None: every request counts (``kvtool.traffic.parse_warmup``).
     """
 
     policy: str = "lru"
@@ -54,6 +57,7 @@ class SimConfig:
     replicas: int = 1
     routing: str = "round_robin"
     shared_lower: bool = False
+    warmup: str | float | None = None
 
     def __post_init__(self) -> None:
         info = POLICIES.get(self.policy)
@@ -81,6 +85,8 @@ class SimConfig:
             raise OptionError("replicas", f"must be >= 1, got {self.replicas}")
         if self.routing not in ROUTINGS:
             raise OptionError("routing", f"{self.routing!r} is not one of {', '.join(ROUTINGS)}")
+        if self.warmup is not None:
+            parse_warmup(self.warmup)
 
     @property
     def timing(self) -> Timing:

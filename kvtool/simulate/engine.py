@@ -24,6 +24,11 @@ at block size B:
   Prefill takes ``(n - cached) / prefill_tps`` plus the load time of its lower-tier hits;
   decode takes ``output_tokens / decode_tps``. TTFT = queueing + prefill.
 
+- **Window**: with ``count_from`` (a warm-up: ``kvtool.traffic.measurement_window``) every
+  request goes through the cache, but the totals count requests ``count_from..`` only: tokens,
+  hits per tier, requests with a hit, evictions and uncached blocks from the admission of
+  request ``count_from`` on.
+
 Block ids are node ids of the block tree (docs/architecture.md, "Block identity"): equal ids
 are equal prefixes, and the tree is keyed by model and tenant, so tenants never share. The
 engine trusts its inputs: the ``SimConfig`` validated itself, and a lower tier's block is a
@@ -49,7 +54,9 @@ INF = math.inf
 
 @dataclass
 class EngineResult:
-    """Totals of one simulation. ``hit_tokens[t]`` are cached tokens served from tier t."""
+    """Totals of one simulation over the counted requests ``first_counted..`` (all of them
+    without a warm-up). ``hit_tokens[t]`` are cached tokens served from tier t. ``ttft`` and
+    ``cached_per_request`` list every request, warm-up included."""
 
     tiers: list[str]
     requests: int = 0
@@ -61,6 +68,12 @@ class EngineResult:
     uncached_blocks: int = 0
     ttft: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cached_per_request: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    first_counted: int = 0
+
+    @property
+    def counted_ttft(self) -> np.ndarray:
+        """TTFT of the counted requests."""
+        return self.ttft[self.first_counted :]
 
     @property
     def token_hit_rate(self) -> float | None:
@@ -97,14 +110,25 @@ def sequential_ttft(
     return out
 
 
-def next_uses(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-    """For each stream position, the ordinal of the next request referencing the same block
-    (inf when none): what the offline optimum needs."""
+def next_uses(
+    offsets: np.ndarray, blocks: np.ndarray, reach: np.ndarray | None = None
+) -> np.ndarray:
+    """For each stream position, the ordinal of the next request that uses the same block (inf
+    when none): what the offline optima need. ``reach[r]``: how many leading blocks request r
+    can hit (``(n - 1) // B``); a block past it is no use there, as it can never hit (None:
+    every reference is a use). Along a chain next uses never decrease."""
+    m = len(blocks)
     req = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     order = np.lexsort((req, blocks))
-    nxt = np.full(len(blocks), np.inf)
-    same = blocks[order][1:] == blocks[order][:-1]
-    nxt[order[:-1][same]] = req[order][1:][same]
+    uses = np.ones(m, bool) if reach is None else np.arange(m) - offsets[req] < reach[req]
+    # in (block, request) order: the first use after each position, m when none
+    first = np.where(uses[order], np.arange(m), m)
+    after = np.full(m, m)
+    after[:-1] = np.minimum.accumulate(first[::-1])[::-1][1:]
+    found = after < m
+    found[found] = blocks[order][after[found]] == blocks[order][found]
+    nxt = np.full(m, np.inf)
+    nxt[order[found]] = req[order][after[found]]
     return nxt
 
 
@@ -225,10 +249,17 @@ class Engine:
                     self._put(rep, t, blocks[e], now, INF, result)
 
     def _put(
-        self, rep: _Replica, t: int, b: int, now: float, nu: float, result: EngineResult
+        self,
+        rep: _Replica,
+        t: int,
+        b: int,
+        now: float,
+        nu: float,
+        result: EngineResult,
+        ahead: int = 0,
     ) -> None:
         """Insert b into tier t of ``rep`` (only the first tier pins), evicting as the write
-        policy says."""
+        policy says; a bypassing policy may decline b (``ahead``: ``Policy.admit``)."""
         cache = rep.caches[t]
         if self.tiers[t].blocks <= 0:
             return
@@ -236,6 +267,8 @@ class Engine:
             cache.hit(b, now, nu)
             return
         pinned = rep.pins if t == 0 else ()
+        if cache.bypasses and not cache.admit(b, now, nu, pinned, ahead):
+            return
         while len(cache) >= cache.capacity:
             victim = cache.evict(pinned, now)
             if victim is None:
@@ -298,14 +331,19 @@ class Engine:
         next_use: np.ndarray | None = None,
         sessions: list[str | None] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        count_from: int = 0,
     ) -> EngineResult:
         """Simulate the requests in order (arrays indexed by request, in processing order);
-        ``progress(done, total)`` is called every few thousand requests."""
+        ``progress(done, total)`` is called every few thousand requests. The totals count
+        requests ``count_from..`` (module docstring, "Window")."""
         B = self.block_size
-        result = EngineResult([t.name for t in self.tiers], hit_tokens=[0] * len(self.tiers))
+        result = EngineResult(
+            [t.name for t in self.tiers], hit_tokens=[0] * len(self.tiers), first_counted=count_from
+        )
         n_req = len(n_tokens)
-        result.requests = n_req
-        result.prompt_tokens = int(n_tokens.sum())
+        result.requests = n_req - count_from
+        result.prompt_tokens = int(n_tokens[count_from:].sum())
+        warm_evictions = warm_uncached = 0
         ttft = np.zeros(n_req)
         cached_per = np.zeros(n_req, np.int64)
         nus = next_use.tolist() if next_use is not None else None
@@ -320,6 +358,8 @@ class Engine:
         for i in range(n_req):
             if progress is not None and i % 4096 == 0:
                 progress(i, n_req)
+            if i == count_from:  # what the warm-up evicted is not counted
+                warm_evictions, warm_uncached = result.evictions, result.uncached_blocks
             a = arr[i]
             arrival = prev_arrival if math.isnan(a) else float(a)
             prev_arrival = arrival
@@ -360,11 +400,12 @@ class Engine:
                 tiers_hit.append(t)
                 load += load_s[t]
                 hits += 1
-            for t in tiers_hit:
-                result.hit_tokens[t] += B
             cached = hits * B
-            result.cached_tokens += cached
-            result.requests_with_hit += hits > 0
+            if i >= count_from:
+                for t in tiers_hit:
+                    result.hit_tokens[t] += B
+                result.cached_tokens += cached
+                result.requests_with_hit += hits > 0
             cached_per[i] = cached
             base = offs[i]
             pins = rep.pins
@@ -375,6 +416,12 @@ class Engine:
                 mine = [*mine, -1 - i]
             for b in mine:  # pinned first, as vLLM takes its hits out of the free queue first
                 pins[b] = pins.get(b, 0) + 1
+            ahead: list[int] = []  # a bypassing policy: non-resident blocks before each one
+            if caches[0].bypasses:
+                missing = 0
+                for b in mine:
+                    ahead.append(missing)
+                    missing += b not in caches[0]
             for j in range(len(mine) - 1, -1, -1):
                 b = mine[j]
                 nu = nus[base + j] if nus is not None and j < full else INF
@@ -383,7 +430,7 @@ class Engine:
                 else:
                     if b in caches[0]:
                         caches[0].remove(b)
-                    self._put(rep, 0, b, start, nu, result)
+                    self._put(rep, 0, b, start, nu, result, ahead[j] if ahead else 0)
             if len(self.chunk) > 1 and max(self.chunk) > 1:
                 self._write_chunks(rep, mine, start, result)
             prefill = (n - cached) / timing.prefill_tps + load
@@ -394,6 +441,8 @@ class Engine:
             while rep.running:
                 end, _, done = heapq.heappop(rep.running)
                 self._release(rep, done, end)
+        result.evictions -= warm_evictions
+        result.uncached_blocks -= warm_uncached
         result.ttft = ttft
         result.cached_per_request = cached_per
         return result

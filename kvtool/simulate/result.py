@@ -21,6 +21,7 @@ from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.providers import ProviderPrediction, ProviderSpec, request_rates
 from kvtool.simulate.shortfall import Shortfall, logged_usage
 from kvtool.tiers.spec import Tier
+from kvtool.traffic import Window
 from kvtool.traffic.workload import Workload
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class SimPoint:
             request_hit_rate=(
                 result.requests_with_hit / result.requests if result.requests else None
             ),
-            ttft_estimate=Percentiles.of(result.ttft),
+            ttft_estimate=Percentiles.of(result.counted_ttft),
             evictions=None if result.evictions < 0 else result.evictions,
             uncached_blocks=result.uncached_blocks,
             cost=Cost(
@@ -307,7 +308,11 @@ class SimulateResult(JsonView):
     the tier options as given, the model and KV size used, the traffic's totals, the ideal
     (infinite-cache) hit rate at this block size, one ``SimPoint`` per configuration (``sweep``
     is None exactly when there is one), the ``sim_runs`` row (``run_id``) and, with a provider,
-    its predicted and logged cache (``provider``)."""
+    its predicted and logged cache (``provider``). ``window``: the requests counted after a
+    warm-up (None: all); ``requests``, ``prompt_tokens``, ``duration_s``, the ideal and every
+    point count only those. ``hash_identity``: what names a hash trace's block ('path'; None
+    for text); ``warnings``: one line per file this run ingested whose records were mostly
+    rejected (``FileReport.warning``)."""
 
     config: SimConfig
     tier_gb: str
@@ -319,6 +324,7 @@ class SimulateResult(JsonView):
     requests: int
     prompt_tokens: int
     trace_kind: str
+    hash_identity: str | None
     duration_s: float | None
     ideal_hit_rate: float | None
     ideal_cached_tokens: int
@@ -326,6 +332,8 @@ class SimulateResult(JsonView):
     sweep: Sweep | None = None
     run_id: int | None = None
     provider: ProviderReport | None = None
+    window: Window | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def point(self) -> SimPoint:
@@ -353,7 +361,10 @@ class SimulateResult(JsonView):
             "requests": self.requests,
             "prompt_tokens": self.prompt_tokens,
             "trace_kind": self.trace_kind,
+            "hash_identity": self.hash_identity,
+            "warnings": list(self.warnings),
             "duration_s": self.duration_s,
+            "warmup": None if self.window is None else self.window.to_json(),
             "ideal_hit_rate": self.ideal_hit_rate,
             "ideal_cached_tokens": self.ideal_cached_tokens,
         }

@@ -5,7 +5,9 @@ Steps: load the traffic (ingesting and tokenizing what is new), resolve the bloc
 hash trace's own) and the prefill speed (the model's preset), expand every request into its
 blocks, then run each grid point: LRU sweeps of one tier, one request at a time, come from the
 one-pass stack curve wherever it is exact (``kvtool.simulate.sweep``), everything else from the
-engine. Each run is stored in ``sim_runs`` with the JSON it returns.
+engine. With a warm-up (``SimConfig.warmup``) every request goes through the cache and every
+figure counts the requests of the measurement window only. Each run is stored in ``sim_runs``
+with the JSON it returns.
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ from kvtool.tiers.kv import lookup
 from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes, parse_tier_gb
 from kvtool.traffic import (
     BreakFinder,
+    Window,
     Workload,
     base_hit_blocks,
     block_streams,
     ideal_hits,
     kv_shape_name,
     load_traffic,
+    measurement_window,
+    parse_warmup,
     passes,
     runs,
 )
@@ -76,8 +81,16 @@ def simulate(
     its TTL ``provider_ttl`` and the override files ``rules`` and ``prices``) adds that hosted
     provider's predicted cache and bill (``SimulateResult.provider``; docs/providers.md);
     ``breaks`` finds what prompt breaks lost for its shortfall waterfall (the command line
-    passes ``kvtool.analyze.break_losses``; None: the waterfall starts at the infinite cache)."""
+    passes ``kvtool.analyze.break_losses``; None: the waterfall starts at the infinite cache).
+    A file of ``paths`` whose records were mostly rejected is simulated, and named in the
+    result's ``warnings``."""
     config = config or SimConfig()
+    if config.warmup is not None and provider is not None:
+        raise OptionError(
+            "warmup",
+            "does not apply to provider predictions: their bill and shortfall cover every "
+            "request; run the provider without it",
+        )
     spec = _provider_spec(provider, provider_ttl, rules, prices)
     specs = apply_overrides(parse_tier_gb(tier_gb), tier_overrides or [])
     if blocks is not None and (not blocks or any(b < 0 for b in blocks)):
@@ -111,8 +124,11 @@ def simulate(
                 prefill_tps=config.prefill_tps or _preset_prefill_tps(model_name),
             )
             progress.stage("simulate", None)
-            ideal_rate, ideal_cached = _ideal(wl, B)
-            known = wl.ts[~np.isnan(wl.ts)]
+            warmup = None if config.warmup is None else parse_warmup(config.warmup)
+            window = measurement_window(wl, warmup)
+            ideal_rate, ideal_cached = _ideal(wl, B, window.start)
+            counted_ts = wl.ts[window.start :]
+            known = counted_ts[~np.isnan(counted_ts)]
             duration = float(known.max() - known.min()) if len(known) > 1 else None
             try:
                 grid = _grid(specs, blocks, swept, B, kv)
@@ -124,7 +140,7 @@ def simulate(
                     f"{exc.message}; the provider's figures do not depend on the self-hosted "
                     "tiers simulated next to them: any built-in model or --blocks N will do",
                 ) from None
-            points = _points(wl, grid, config, kv, duration, progress)
+            points = _points(wl, grid, config, kv, duration, progress, window)
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -166,9 +182,10 @@ def simulate(
                 model=model_name,
                 kv_bytes_per_token=kv,
                 usable_lower_tiers=dict(zip([s.name for s in specs[1:]], usable[1:], strict=True)),
-                requests=wl.n,
-                prompt_tokens=int(wl.n_tokens.sum()),
+                requests=window.counted,
+                prompt_tokens=int(wl.n_tokens[window.start :].sum()),
                 trace_kind=wl.kind,
+                hash_identity=wl.hash_identity,
                 duration_s=duration,
                 ideal_hit_rate=ideal_rate,
                 ideal_cached_tokens=ideal_cached,
@@ -180,6 +197,8 @@ def simulate(
                     else Sweep.of(points, swept or 0, blocks is not None, ideal_rate)
                 ),
                 provider=report,
+                window=window if warmup is not None else None,
+                warnings=tuple(traffic.warnings),
             )
             body = result.to_json()
             run_id = insert_sim_run(
@@ -244,12 +263,15 @@ def _points(
     kv: int | None,
     duration: float | None,
     progress: Progress,
+    window: Window,
 ) -> list[SimPoint]:
-    """Each grid point from the one-pass LRU curve where it is exact, else from the engine."""
+    """Each grid point from the one-pass LRU curve where it is exact, else from the engine;
+    each counts the requests of ``window``."""
     B = config.block_size
     assert B is not None
     offsets, stream = block_streams(wl, B)
-    nu = next_uses(offsets, stream) if POLICIES[config.policy].cls.needs_next_use else None
+    reach = np.maximum(wl.n_tokens - 1, 0) // B  # the blocks a request can hit
+    nu = next_uses(offsets, stream, reach) if POLICIES[config.policy].cls.needs_next_use else None
     curve = None
     one_pass = config.policy == "lru" and config.concurrency == 1 and config.replicas == 1
     if len(grid) > 1 and len(grid[0]) == 1 and one_pass:
@@ -257,7 +279,7 @@ def _points(
     points = []
     for n, tiers in enumerate(grid):
         if curve is not None and tiers[0].blocks >= curve.exact_from:
-            result = _from_curve(curve, tiers[0], wl, config.timing)
+            result = _from_curve(curve, tiers[0], wl, config.timing, window.start)
             points.append(SimPoint.of(result, tiers, config, duration, "stack"))
         else:
             engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
@@ -270,18 +292,21 @@ def _points(
                 nu,
                 wl.session,
                 (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None,
+                count_from=window.start,
             )
             points.append(SimPoint.of(result, tiers, config, duration, "direct"))
         progress.update(n + 1, len(grid))
     return points
 
 
-def _ideal(wl: Workload, block_size: int) -> tuple[float | None, int]:
+def _ideal(wl: Workload, block_size: int, first: int) -> tuple[float | None, int]:
+    """The infinite cache's (hit rate, cached tokens) over requests ``first..``, the cache having
+    seen every request before them."""
     rs = runs(wl)
     ps = passes(wl, rs)
     hits = ideal_hits(wl, rs, ps, base_hit_blocks(wl, rs, ps), block_size)
-    cached = int(hits.cached_tokens.sum())
-    total = int(wl.n_tokens.sum())
+    cached = int(hits.cached_tokens[first:].sum())
+    total = int(wl.n_tokens[first:].sum())
     return (cached / total if total else None), cached
 
 
@@ -303,15 +328,19 @@ def _tiers_for(
     return out
 
 
-def _from_curve(curve: LRUCurve, tier: Tier, wl: Workload, timing: Timing) -> EngineResult:
-    """A one-tier LRU result from the stack curve; TTFT from the one-at-a-time schedule."""
+def _from_curve(
+    curve: LRUCurve, tier: Tier, wl: Workload, timing: Timing, first: int
+) -> EngineResult:
+    """A one-tier LRU result from the stack curve, counting requests ``first..``; TTFT from the
+    one-at-a-time schedule."""
     hits = curve.hits(tier.blocks)
     cached = hits * curve.block_size
-    result = EngineResult([tier.name], hit_tokens=[int(cached.sum())])
-    result.requests = wl.n
-    result.prompt_tokens = int(wl.n_tokens.sum())
-    result.cached_tokens = int(cached.sum())
-    result.requests_with_hit = int((hits > 0).sum())
+    counted = int(cached[first:].sum())
+    result = EngineResult([tier.name], hit_tokens=[counted], first_counted=first)
+    result.requests = wl.n - first
+    result.prompt_tokens = int(wl.n_tokens[first:].sum())
+    result.cached_tokens = counted
+    result.requests_with_hit = int((hits[first:] > 0).sum())
     result.evictions = -1  # not tracked by the stack algorithm
     result.cached_per_request = cached
     result.ttft = sequential_ttft(wl.ts, wl.n_tokens, cached, wl.output_tokens, timing)

@@ -183,11 +183,11 @@ def check_block_sizes(specs: list[TierSpec], block_size: int) -> None:
             )
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, param: str = "ttl_s") -> float:
     """'300', '300s', '5m', '1h', '1.5h', '24h', '1d' -> seconds (the caller's spec checks the
-    value: ``SimConfig`` wants it positive)."""
+    value: ``SimConfig`` wants it positive); ``OptionError`` naming ``param`` otherwise."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if m is None:
-        raise OptionError("ttl_s", f"{text!r}: expected a duration like 300s, 5m, 1h")
+        raise OptionError(param, f"{text!r}: expected a duration like 300s, 5m, 1h")
     scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
     return float(m.group(1)) * scale

@@ -4,7 +4,8 @@
 requests as integer arrays in processing order (timestamp order, ties by file and line) and
 their block tree, whose node ids name equal prefixes. ``block_streams`` turns the tree into each
 request's full blocks at a block size; ``kv_shape_name`` sizes them in bytes; ``ideal`` gives
-the tree's runs and passes and the infinite-cache hits that analyze and simulate both report;
+the tree's runs and passes, the infinite-cache hits that analyze and simulate both report and
+the measurement window after a warm-up (``measurement_window``);
 ``BreakLosses`` what prompt breaks cost, as analyze hands it to simulate's shortfall waterfall.
 """
 
@@ -13,9 +14,13 @@ from kvtool.traffic.ideal import (
     Hits,
     Passes,
     Runs,
+    Warmup,
+    Window,
     base_hit_blocks,
     boundaries,
     ideal_hits,
+    measurement_window,
+    parse_warmup,
     passes,
     run_starts,
     runs,
@@ -39,6 +44,8 @@ __all__ = [
     "Passes",
     "Runs",
     "Traffic",
+    "Warmup",
+    "Window",
     "Workload",
     "WorkloadError",
     "base_hit_blocks",
@@ -48,6 +55,8 @@ __all__ = [
     "kv_shape_name",
     "load_traffic",
     "load_workload",
+    "measurement_window",
+    "parse_warmup",
     "passes",
     "runs",
     "run_starts",

@@ -9,16 +9,127 @@ The work is proportional to distinct blocks and to *passes* — (run, request) p
 (``Runs``) is a maximal unary stretch of the block tree that no request ends inside. The set of
 requests passing through a run is the same at every block of it, so every statistic can be
 computed per pass and weighted by how many of the run's blocks count.
+
+The *measurement window* (``Warmup``, ``measurement_window``): with a warm-up, the cache sees
+every request but only the requests after the warm-up are counted. The warm-up is always a
+prefix of processing order, so the window is one index, ``Window.start``: requests
+``start..n-1`` count.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from kvtool.errors import WorkloadError
+from kvtool.errors import OptionError, WorkloadError
+from kvtool.tiers.spec import parse_duration
 from kvtool.traffic.workload import Workload
+
+WARMUP_FORMS = "a fraction of the requests in [0, 1) such as 0.5, or a duration such as 30m, 2h"
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """A warm-up that the cache sees but the figures do not count; exactly one of ``fraction``
+    (of the requests, in processing order: 0.5 leaves out the first half) and ``seconds``
+    (requests less than this after the first request's timestamp) is set. ``spec`` is the value
+    as given. Valid once built: ``parse_warmup`` makes one from a string or a number."""
+
+    spec: str
+    fraction: float | None = None
+    seconds: float | None = None
+
+
+def parse_warmup(value: str | float) -> Warmup:
+    """``'0.5'`` or ``0.5`` (a fraction of the requests, in [0, 1)), ``'30m'``, ``'2h'``,
+    ``'90s'`` (a duration: a number with a unit s, m, h or d) -> ``Warmup``; ``OptionError``
+    naming ``warmup`` otherwise. A bare number is always a fraction."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise OptionError("warmup", f"{value!r}: expected {WARMUP_FORMS}")
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?\s*[smhd]", text):
+            try:
+                seconds = parse_duration(text)
+            except OptionError:
+                raise OptionError("warmup", f"{value!r}: expected {WARMUP_FORMS}") from None
+            return Warmup(value, seconds=seconds)
+        try:
+            fraction = float(text)
+        except ValueError:
+            raise OptionError("warmup", f"{value!r}: expected {WARMUP_FORMS}") from None
+    else:
+        fraction = float(value)
+    if not 0 <= fraction < 1:
+        raise OptionError(
+            "warmup",
+            f"{value!r}: a fraction of the requests must be in [0, 1) (0.5: the first half is "
+            "warm-up); a duration needs a unit: 30s, 30m, 2h",
+        )
+    return Warmup(str(value), fraction=fraction)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which requests a command counts: ``start..requests-1`` in processing order (the first
+    ``start`` are the warm-up, which the cache sees but no figure counts). ``first_counted_ts``
+    is request ``start``'s timestamp (None: unknown); ``warmup`` None means no warm-up
+    (``start`` 0)."""
+
+    warmup: Warmup | None
+    start: int
+    requests: int
+    first_counted_ts: float | None
+
+    @property
+    def counted(self) -> int:
+        return self.requests - self.start
+
+    def to_json(self) -> dict | None:
+        """The ``warmup`` object of ``--json`` (None without a warm-up)."""
+        if self.warmup is None:
+            return None
+        return {
+            "spec": self.warmup.spec,
+            "requests_warmup": self.start,
+            "requests_counted": self.counted,
+            "first_counted_ts": self.first_counted_ts,
+        }
+
+
+def measurement_window(wl: Workload, warmup: Warmup | None) -> Window:
+    """The window of ``wl`` after ``warmup``: a fraction f leaves out the first ``floor(f * n)``
+    requests; a duration d leaves out the requests whose timestamp is less than the first
+    one's + d (requests without a timestamp come last and count). ``OptionError`` naming
+    ``warmup`` when a duration meets a trace without timestamps, or when nothing is left to
+    count."""
+    n = wl.n
+    if warmup is None:
+        start = 0
+    elif warmup.fraction is not None:
+        start = math.floor(warmup.fraction * n)
+    else:
+        assert warmup.seconds is not None
+        known = int((~np.isnan(wl.ts)).sum())
+        if known == 0:
+            raise OptionError(
+                "warmup",
+                f"{warmup.spec!r} is a duration, but the requests have no timestamps; give a "
+                "fraction of the requests instead, such as 0.5",
+            )
+        # processing order is timestamp order, requests without one last: ts[:known] is sorted
+        start = int(np.searchsorted(wl.ts[:known], wl.ts[0] + warmup.seconds, side="left"))
+        if start >= n:
+            span = float(wl.ts[known - 1] - wl.ts[0])
+            raise OptionError(
+                "warmup",
+                f"{warmup.spec!r} leaves no request to count: the requests span {span:g} s",
+            )
+    ts = float(wl.ts[start]) if start < n and not np.isnan(wl.ts[start]) else None
+    return Window(warmup, start, n, ts)
 
 
 def run_starts(keys: np.ndarray) -> np.ndarray:

@@ -54,6 +54,12 @@ class Traffic:
     tok_report: TokenizeReport | None
     redacted: bool = False
 
+    @property
+    def warnings(self) -> list[str]:
+        """The ``FileReport.warning`` of each file ingested by this load that was mostly
+        rejected (files ingested before are not reported again, as by ``kvtool ingest``)."""
+        return [r.warning for r in self.reports if r.warning]
+
 
 def load_traffic(
     con: Connection,

@@ -11,6 +11,12 @@ Blocks are at the workload's base size: 16 for tokenized requests (tables ``bloc
 ``chains``), the trace's own block size for hash traces, where ids are salted per file (trace
 files number blocks independently) and per tenant (tenants never share, as vLLM's
 ``cache_salt``), and only full blocks count (the last id covers a partial block).
+
+A hash-trace block is keyed by its whole path: the chain hash of the salted ids from the first
+block to it (``chain_ids``), whatever the trace's ids mean. In a prefix-chained trace (Mooncake's)
+equal ids already have equal prefixes, so the tree is the same; in one whose ids are per-block
+content hashes, or numbered per conversation, ``[4, 2, 3]``'s second block is not
+``[1, 2, 3]``'s, as a prefix cache sees it.
 """
 
 from __future__ import annotations
@@ -56,6 +62,12 @@ class Workload:
     @property
     def n(self) -> int:
         return len(self.req_ids)
+
+    @property
+    def hash_identity(self) -> str | None:
+        """What names a hash trace's block: ``'path'``, the whole path of ids from the first
+        block to it (``chain_ids``, as vLLM chains blocks); None for tokenized requests."""
+        return "path" if self.kind == "hash" else None
 
 
 def tree_from_paths(
@@ -115,6 +127,31 @@ def _mix64(x: np.ndarray, salt: int, chunk: int = 1 << 22) -> np.ndarray:
     return out
 
 
+_CHAIN = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it is a bijection of uint64
+
+
+def chain_ids(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Each element's path key: ``k_0 = mix(x_0)``, ``k_j = mix(k_{j-1} * C ^ x_j)`` along each
+    request (``ids[offsets[i]:offsets[i+1]]``, uint64), so two blocks get the same key only when
+    their whole prefixes of ids are equal (up to 64-bit collisions). One vectorized step per
+    depth, over the requests that reach it (longest first)."""
+    counts = np.diff(offsets)
+    out = np.empty(len(ids), np.uint64)
+    if len(ids) == 0:
+        return out
+    order = np.argsort(-counts, kind="stable")
+    starts = offsets[:-1][order]
+    reach = -counts[order]  # ascending: the requests longer than d are a prefix of ``order``
+    key = np.zeros(len(order), np.uint64)
+    with np.errstate(over="ignore"):
+        for d in range(int(-reach[0])):
+            active = int(np.searchsorted(reach, -d, side="left"))
+            at = starts[:active] + d
+            key = _mix64(key[:active] * _CHAIN ^ ids[at], 0)
+            out[at] = key
+    return out
+
+
 def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     if isinstance(arr, pa.ChunkedArray):  # an empty chunked array stays chunked
@@ -129,7 +166,7 @@ def _hash_tree(
     table: pa.Table, digests: dict[int, str], base: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of hash-trace requests: full blocks only, ids salted per file (``digests``:
-    file id -> content digest) and tenant."""
+    file id -> content digest) and tenant, each block keyed by its path (``chain_ids``)."""
     n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
     offsets, blocks = _list_parts(table.column("blocks"))
     counts = np.diff(offsets)
@@ -163,7 +200,9 @@ def _hash_tree(
             salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{name}".encode())
             salted[mask] = _mix64(blocks[mask].view(np.uint64), salt)
     del blocks
-    return tree_from_paths(kept_offsets, salted.view(np.int64))
+    keys = chain_ids(kept_offsets, salted)
+    del salted
+    return tree_from_paths(kept_offsets, keys.view(np.int64))
 
 
 def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,4 +1,11 @@
-"""Hash-only traces (Mooncake): per request the block hash ids, prompt length and a time in ms."""
+"""Hash-only traces (Mooncake): per request the block hash ids, prompt length and a time in ms.
+
+Schema: the Mooncake FAST'25 traces (``timestamp`` ms, ``input_length``, ``output_length``,
+``hash_ids``), as aiperf and vLLM's ``timed_trace`` read them. A line lists one id per block,
+``⌈n/B⌉`` of them (the last id covers the partial block, Mooncake's convention) or ``⌊n/B⌋``
+(full blocks only, as some traces list them); both are accepted. The ids are stored as given;
+the workload keys each block by its whole path of ids (``kvtool.traffic.workload``).
+"""
 
 from __future__ import annotations
 
@@ -34,11 +41,12 @@ def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
             isinstance(h, int) and not isinstance(h, bool) for h in ids
         ):
             raise InputError("hash_ids must be a list of integers")
-        expected = -(-n // block_size)
-        if len(ids) != expected:
+        full, every = n // block_size, -(-n // block_size)
+        if len(ids) not in (full, every):
+            needs = str(every) if full == every else f"{every} (or {full}, full blocks only)"
             raise InputError(
                 f"hash_ids has {len(ids)} ids, input_length {n} at block size {block_size} "
-                f"needs {expected}"
+                f"needs {needs}"
             )
         if any(h < -(2**63) or h >= 2**63 for h in ids):
             raise InputError("hash_ids must fit in 64 bits")

@@ -11,10 +11,15 @@ resident block goes. Contract, for every policy:
 - ``remove(b)`` drops a resident block (the engine moved it elsewhere);
 - ``valid(b, now)`` is False for a resident block that must not be used any more (TTL expiry);
   the engine then removes it and treats the lookup as a miss;
-- ``release(b, now)``: a running request that held resident ``b`` ended.
+- ``release(b, now)``: a running request that held resident ``b`` ended;
+- ``admit(b, now, next_use, pinned, ahead)``, called only when ``bypasses`` is set, before a
+  non-resident ``b`` is inserted (room made or not): False declines to cache ``b`` (it is
+  computed but not kept). ``ahead`` counts the blocks before ``b`` in the same request that are
+  not resident either and will be inserted after it (each needs a slot too).
 
 ``now`` is the simulated time in seconds; ``next_use`` the ordinal of the next request that
-references the block (``math.inf`` when none): only policies with ``needs_next_use`` read it.
+could hit the block (``kvtool.simulate.engine.next_uses``; ``math.inf`` when none): only policies
+with ``needs_next_use`` read it.
 Within one request the engine touches blocks from the last to the first, as vLLM frees a finished
 request's blocks tail-first, so a chain's first block ends up most recent. Constructor arguments
 are trusted: ``capacity >= 0`` and the options (``ttl``) were validated by ``SimConfig``.
@@ -41,6 +46,7 @@ class Policy:
     name: ClassVar[str] = "base"
     needs_ttl: ClassVar[bool] = False  # reads the ``ttl`` option (``SimConfig.ttl_s``)
     needs_next_use: ClassVar[bool] = False  # reads ``next_use`` (an offline policy)
+    bypasses: ClassVar[bool] = False  # may decline a block: the engine calls ``admit``
 
     def __init__(self, capacity: int, **options: float) -> None:
         self.capacity = capacity
@@ -69,6 +75,12 @@ class Policy:
     def release(self, b: int, now: float) -> None:
         """A running request that held resident ``b`` finished (recency-ordered policies count
         the release as the latest use, as vLLM's free queue does)."""
+
+    def admit(
+        self, b: int, now: float, next_use: float, pinned: Container[int], ahead: int
+    ) -> bool:
+        """Whether to cache the non-resident ``b`` (only read when ``bypasses`` is set)."""
+        return True
 
 
 @dataclass(frozen=True)
