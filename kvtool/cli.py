@@ -94,7 +94,11 @@ MaxLineOption = Annotated[
 ]
 HashBlockOption = Annotated[
     int,
-    typer.Option("--hash-block-size", help="Tokens per hash id in hash traces (Mooncake: 512)."),
+    typer.Option(
+        "--hash-block-size",
+        help="Tokens per hash id in hash traces (Mooncake, RAGPulse: 512; Bailian: 16; "
+        "kv-cache-tester: the file's block_size).",
+    ),
 ]
 RedactOption = Annotated[
     bool,
@@ -108,6 +112,15 @@ WarmupOption = Annotated[
     typer.Option(
         help="Warm-up the cache sees but the figures do not count: a fraction of the requests "
         "(0.5: the first half) or a duration from the first request (30m, 2h, 90s).",
+    ),
+]
+OutputCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--output-cache/--no-output-cache",
+        help="Count the blocks of an answer that the next prompt of its session re-renders as "
+        "cached, as vLLM keeps a finished request's full blocks (text logs; default). "
+        "--no-output-cache: prompt blocks only.",
     ),
 ]
 
@@ -239,6 +252,7 @@ def analyze_cmd(
     price_input: BreakPriceOption = PRICE_INPUT,
     examples: Annotated[int, typer.Option(help="Break examples to show per cause.")] = 3,
     warmup: WarmupOption = None,
+    output_cache: OutputCacheOption = True,
     redact: RedactOption = False,
     html: HtmlOption = None,
     json_out: JsonOption = False,
@@ -263,6 +277,7 @@ def analyze_cmd(
             progress=_progress(json_out),
             redact=redact,
             warmup=warmup,
+            output_cache=output_cache,
         ).to_json()
     )
     if json_out:
@@ -380,6 +395,7 @@ def simulate_cmd(
     fmt: FormatOption = None,
     hash_block_size: HashBlockOption = 512,
     warmup: WarmupOption = None,
+    output_cache: OutputCacheOption = True,
     redact: RedactOption = False,
     provider: Annotated[
         str | None,
@@ -428,6 +444,7 @@ def simulate_cmd(
             routing=routing,
             shared_lower=shared_lower,
             warmup=warmup,
+            output_cache=output_cache,
         )
         return simulate(
             paths or None,

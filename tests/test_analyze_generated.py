@@ -28,21 +28,25 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _oracle(records: list[dict], sizes=(16, 64, 256, 512)) -> dict:
-    """Brute force: one-call tokenization of every full prompt, prefix sets of token tuples."""
+def _oracle(records: list[dict], sizes=(16, 64, 256, 512), outputs: bool = True) -> dict:
+    """Brute force: one-call tokenization of every full prompt, prefix sets of token tuples.
+    With ``outputs``, after request i the cache also holds its output blocks (docs/definitions.md):
+    the prefixes of the first later request of its session that extends i's full 16-token
+    blocks, beyond them and ending within ``n + o − 1`` tokens."""
     bundle = load_tokenizer()
     template = make_template(bundle)
     toks = []
     for rec in sorted(records, key=lambda r: r["timestamp"]):  # ISO strings sort as times
         body = rec["request"]
         text = render_prompt(template, body["messages"], body.get("tools"))
-        toks.append((rec.get("session_id"), bundle.tokenizer.encode(text).ids))
-    out: dict = {"prompt_tokens": sum(len(t) for _, t in toks), "cached": {}, "within": {}}
+        out_tokens = rec.get("response", {}).get("usage", {}).get("completion_tokens") or 0
+        toks.append((rec.get("session_id"), bundle.tokenizer.encode(text).ids, out_tokens))
+    out: dict = {"prompt_tokens": sum(len(t) for _, t, _ in toks), "cached": {}, "within": {}}
     for B in sizes:
         seen: set = set()
         by_session: dict = defaultdict(set)
         cached = within = 0
-        for sess, ids in toks:
+        for i, (sess, ids, o) in enumerate(toks):
             nb = len(ids) // B
             h = 0
             while h < nb and tuple(ids[: (h + 1) * B]) in seen:
@@ -50,13 +54,29 @@ def _oracle(records: list[dict], sizes=(16, 64, 256, 512)) -> dict:
             used = min(h, (len(ids) - 1) // B)
             cached += used * B
             within += B * sum(tuple(ids[: (i + 1) * B]) in by_session[sess] for i in range(used))
-            for i in range(nb):
-                seen.add(tuple(ids[: (i + 1) * B]))
-                by_session[sess].add(tuple(ids[: (i + 1) * B]))
+            for k in range(nb):
+                seen.add(tuple(ids[: (k + 1) * B]))
+                by_session[sess].add(tuple(ids[: (k + 1) * B]))
+            full16 = len(ids) // 16 * 16
+            nxt = next(
+                (
+                    later
+                    for s2, later, _ in toks[i + 1 :]
+                    if s2 == sess
+                    and len(later) // 16 * 16 > full16 > 0
+                    and later[:full16] == ids[:full16]
+                ),
+                None,
+            )
+            if outputs and nxt is not None:
+                end = min(len(nxt) // 16 * 16, (len(ids) + o - 1) // 16 * 16)
+                for k in range(full16 // B, end // B):
+                    seen.add(tuple(nxt[: (k + 1) * B]))
+                    by_session[sess].add(tuple(nxt[: (k + 1) * B]))
         out["cached"][B] = cached
         out["within"][B] = within
     common = toks[0][1]
-    for _, ids in toks[1:]:
+    for _, ids, _ in toks[1:]:
         n = next((i for i, (a, b) in enumerate(zip(common, ids, strict=False)) if a != b), None)
         common = common[: n if n is not None else min(len(common), len(ids))]
     out["common_prefix"] = len(common)
@@ -81,6 +101,11 @@ def test_analyze_matches_truth_and_bruteforce(tmp_path, kind):
         )
     assert s["cached_tokens"] == oracle["cached"][16]
     assert s["within_session_tokens"] == oracle["within"][16]
+    prompt_only = _oracle(_records(log), (16,), outputs=False)["cached"][16]
+    oc = s["output_caching"]
+    assert s["cached_tokens"] - oc["cached_tokens_added"] == prompt_only
+    if kind != "rag":  # agents and chats send their answers back
+        assert oc["cached_tokens_added"] > 0
     # the top prefix is the system prompt (and tools) every request shares, across all sessions
     top = max(s["top_prefixes"], key=lambda p: p["requests"])
     if kind != "rag":  # rag: the shared system prompt may be shorter than a block plus the doc
@@ -269,7 +294,8 @@ def breaker_modes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         log = root / f"{mode}.jsonl"
         truth = generate("agent", 34, 9, log, steps=(3, 6), breakers=3, breaker_mode=mode)
         db = root / f"{mode}.duckdb"
-        frame = analyze([log], db=db).requests_frame()
+        # tokens lost are priced on prompt blocks: compare with the prompt-only ideal
+        frame = analyze([log], db=db, output_cache=False).requests_frame()
         con = connect(db)
         ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
         breaks = con.execute(

@@ -1,4 +1,4 @@
-"""Generated tokens in a provider's cache (kvtool/simulate/output_cache.py and the engine's use
+"""Generated tokens in a provider's cache (kvtool/traffic/output_blocks.py and the engine's use
 of it): DeepSeek persists a prefix unit at the end of each request's output (its
 context-caching guide), so a follow-up that sends the answer back can hit prompt plus answer;
 the other providers cache what a later prompt carries only (``caches_output`` false).
@@ -30,10 +30,10 @@ from kvtool.ingest.formats.base import Normalized
 from kvtool.ingest.formats.openai import read_usage
 from kvtool.progress import NullProgress
 from kvtool.providers import load_provider
-from kvtool.simulate.output_cache import output_paths
 from kvtool.simulate.providers import ProviderSpec, predict_provider
 from kvtool.store.db import open_db
 from kvtool.traffic.load import load_traffic
+from kvtool.traffic.output_blocks import output_paths
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deepseek_usage"
 FIXTURE = FIXTURES / "documented-example.jsonl.gz"

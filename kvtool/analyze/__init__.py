@@ -29,6 +29,7 @@ from kvtool.analyze.prefix import (
 from kvtool.analyze.result import (
     AnalyzeOptions,
     AnalyzeResult,
+    OutputCaching,
     RequestFigures,
     TopPrefix,
     WorkloadSummary,
@@ -42,14 +43,18 @@ from kvtool.store.requests import unusable_prompts
 from kvtool.tokenize import request_token_ids
 from kvtool.traffic import (
     PRICE_INPUT,
+    Passes,
     Traffic,
     Window,
     Workload,
     base_hit_blocks,
+    caches_outputs,
     ideal_hits,
     kv_shape_name,
     load_traffic,
     measurement_window,
+    output_blocks,
+    output_hit_blocks,
     parse_warmup,
     passes,
     runs,
@@ -93,12 +98,14 @@ def summarize(
     charts: bool = False,
     top: int = 10,
     window: Window | None = None,
+    output_cache: bool = True,
 ) -> WorkloadSummary:
     """The workload's figures at ``block_size`` (no I/O): ``WorkloadSummary`` with the ``top``
     most valuable prefixes and, with ``charts``, the report's distributions. With a ``window``
     (``kvtool.traffic.measurement_window``) the cache sees every request and the figures count
-    the requests after its warm-up. ``WorkloadError`` when ``block_size`` is not a multiple of
-    the workload's base block size."""
+    the requests after its warm-up. ``output_cache``: output blocks count as cached
+    (``kvtool.traffic.output_blocks``; the figures say which in ``output_caching``).
+    ``WorkloadError`` when ``block_size`` is not a multiple of the workload's base block size."""
     if block_size % wl.base:
         raise WorkloadError(
             f"block_size {block_size} is not a multiple of the trace's block size {wl.base}"
@@ -106,7 +113,12 @@ def summarize(
     rs = runs(wl)
     ps = passes(wl, rs)
     sessions = assign_sessions(wl, infer_parents(wl, rs, ps))
-    base_hits = base_hit_blocks(wl, rs, ps)
+    prompt_hits = base_hit_blocks(wl, rs, ps)
+    outputs = output_blocks(wl)
+    with_output = output_hit_blocks(wl, rs, ps, outputs)
+    base_hits = with_output.base_hits if output_cache else prompt_hits
+    # reuse times: since the latest request that used a block or wrote it as output
+    src = Passes(ps.run, ps.req, with_output.source) if output_cache else ps
     # a hash trace's ids cannot be split: its own block size and the one asked for (a multiple)
     listed = (wl.base,) if wl.kind == "hash" else BLOCK_SIZES
     sizes = tuple(sorted({*listed, block_size}))
@@ -119,9 +131,29 @@ def summarize(
         if B == block_size:
             hits = hits_b
     cached = int(hits.cached_tokens[first:].sum())
+    other = ideal_hits(
+        wl, rs, ps, prompt_hits if output_cache else with_output.base_hits, block_size
+    )
+    other_cached = int(other.cached_tokens[first:].sum())
+    with_cached, prompt_cached = (cached, other_cached) if output_cache else (other_cached, cached)
+    k = block_size // wl.base
+    out_owner = np.repeat(np.arange(wl.n), np.diff(outputs.offsets))
+    out_full = (wl.depth[outputs.nodes] + 1) % k == 0
+    caching = OutputCaching(
+        enabled=output_cache,
+        applies=caches_outputs(wl),
+        ideal_hit_rate_with_output=_ratio(with_cached, prompt_tokens),
+        ideal_hit_rate_prompt_only=_ratio(prompt_cached, prompt_tokens),
+        cached_tokens_added=with_cached - prompt_cached,
+        output_block_tokens=int((out_full & (out_owner >= first)).sum()) * block_size,
+    )
     split = within_session(ps, sessions.code)
+    within_pass = split.within
+    if output_cache:  # a stretch first cached by an output of the same session is within it
+        s = np.maximum(src.prev, 0)
+        within_pass = within_pass | ((src.prev >= 0) & (sessions.code[s] == sessions.code[ps.req]))
     within_blocks = np.bincount(
-        ps.req[split.within], hits.cached_blocks[split.within], minlength=wl.n
+        ps.req[within_pass], hits.cached_blocks[within_pass], minlength=wl.n
     ).astype(np.int64)
     within = int(within_blocks[first:].sum()) * block_size
     distinct = working_set_blocks(rs, ps, hits.k)
@@ -134,7 +166,7 @@ def summarize(
         chart_data = {
             "timeline": timeline(wl.ts, wl.n_tokens, hits.cached_tokens),
             "prompt_lengths": prompt_lengths(wl.n_tokens),
-            "reuse_gaps": reuse_gaps(ps, hits, wl.ts),
+            "reuse_gaps": reuse_gaps(src, hits, wl.ts),
             "prefix_tree": prefix_tree(wl, rs, ps, split.sessions_per_run),
         }
     return WorkloadSummary(
@@ -147,9 +179,10 @@ def summarize(
         cached_tokens=cached,
         ideal_hit_rate=_ratio(cached, prompt_tokens),
         ideal_hit_rate_by_block_size=by_size,
+        output_caching=caching,
         within_session_tokens=within,
         cross_session_tokens=cached - within,
-        reuse_within=reuse_within(ps, hits, wl.ts, first),
+        reuse_within=reuse_within(src, hits, wl.ts, first),
         working_set_tokens=distinct * block_size,
         kv_bytes_per_token=kv_bytes_per_token,
         working_set_gb=(
@@ -196,6 +229,7 @@ def analyze(
     progress: Progress | None = None,
     redact: bool = False,
     warmup: str | float | None = None,
+    output_cache: bool = True,
 ) -> AnalyzeResult:
     """Ingest ``paths`` (all files in the database when None), tokenize, and analyze: the
     keyword parameters are the fields of ``AnalyzeOptions`` (validated before the database is
@@ -203,7 +237,9 @@ def analyze(
     without prompt text (docs/redaction.md); a redacted database is analyzed from its
     fingerprints, and the result holds no prompt text (no previews, labels or diff text).
     ``warmup``: the cache sees the requests of the warm-up, the figures count the rest
-    (``AnalyzeOptions``; the result's ``warmup`` key says which).
+    (``AnalyzeOptions``; the result's ``warmup`` key says which). ``output_cache``: the blocks of
+    an answer that the next prompt re-renders count as cached (vLLM's semantics; False: prompt
+    blocks only; the result's ``output_caching`` gives both ideals).
 
     Raises a ``KvtoolError`` for input or options that cannot be analyzed (the CLI turns it into
     one line and exit code 2): ``OptionError`` naming the parameter (also a ``block_size`` that
@@ -222,6 +258,7 @@ def analyze(
         examples=examples,
         charts=charts,
         warmup=warmup,
+        output_cache=output_cache,
     )
     progress = progress or NullProgress()
     try:
@@ -259,7 +296,7 @@ def _analyze(
         )
     warmup = None if opts.warmup is None else parse_warmup(opts.warmup)
     window = measurement_window(wl, warmup)
-    summary = summarize(wl, block_size, kv_bytes, opts.charts, opts.top, window)
+    summary = summarize(wl, block_size, kv_bytes, opts.charts, opts.top, window, opts.output_cache)
     if summary.charts is not None:
         _label_tree(con, traffic, summary.charts["prefix_tree"])
     breaks = None

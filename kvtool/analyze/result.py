@@ -44,7 +44,10 @@ class AnalyzeOptions:
     ``top`` prefixes listed, breaks priced at ``price_input`` $ per million input tokens with
     ``examples`` per cause, and ``charts`` (the report's distributions). ``warmup`` (a fraction
     of the requests such as 0.5 or ``'0.5'``, or a duration such as ``'30m'``; None: none): the
-    cache sees those requests, the figures do not count them (``kvtool.traffic.parse_warmup``)."""
+    cache sees those requests, the figures do not count them (``kvtool.traffic.parse_warmup``).
+    ``output_cache``: the blocks of a request's output count as cached for later requests that
+    re-render it, as vLLM keeps them (``kvtool.traffic.output_blocks``; text logs only); False:
+    prompt blocks only."""
 
     tokenizer: str | None = None
     fmt: str | None = None
@@ -57,6 +60,7 @@ class AnalyzeOptions:
     examples: int = 3
     charts: bool = False
     warmup: str | float | None = None
+    output_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.block_size is not None and (self.block_size <= 0 or self.block_size % 16):
@@ -122,6 +126,33 @@ class RequestFigures:
         )
 
 
+@dataclass(frozen=True)
+class OutputCaching:
+    """The ideal with and without output blocks, over the counted requests at the summary's
+    block size. ``enabled``: the semantics of ``ideal_hit_rate`` and every hit figure (the
+    option); ``applies``: the log can show outputs re-rendered (a text log with output token
+    counts; never a hash trace). ``cached_tokens_added``: the cached tokens output blocks add
+    (with − without, whatever ``enabled``); ``output_block_tokens``: tokens of the output blocks
+    the counted requests write (full blocks only)."""
+
+    enabled: bool
+    applies: bool
+    ideal_hit_rate_with_output: float | None
+    ideal_hit_rate_prompt_only: float | None
+    cached_tokens_added: int
+    output_block_tokens: int
+
+    def to_json(self) -> dict:
+        return {
+            "enabled": self.enabled,
+            "applies": self.applies,
+            "ideal_hit_rate_with_output": self.ideal_hit_rate_with_output,
+            "ideal_hit_rate_prompt_only": self.ideal_hit_rate_prompt_only,
+            "cached_tokens_added": self.cached_tokens_added,
+            "output_block_tokens": self.output_block_tokens,
+        }
+
+
 @dataclass(kw_only=True, eq=False)
 class WorkloadSummary:
     """The figures of one workload at ``block_size`` (``summarize``; no I/O). Rates are None
@@ -130,7 +161,8 @@ class WorkloadSummary:
     for. ``prefixes`` are the most valuable shared prefixes, best first; ``per_request`` the
     arrays every total is a sum of. ``window``: the requests counted after a warm-up (None: all);
     the request, session, token and hit figures count only those, while the cache, the working
-    set, the top prefixes and the charts cover every request."""
+    set, the top prefixes and the charts cover every request. ``output_caching``: the ideal
+    with and without output blocks; the hit figures follow its ``enabled``."""
 
     requests: int
     sessions: int
@@ -141,6 +173,7 @@ class WorkloadSummary:
     cached_tokens: int
     ideal_hit_rate: float | None
     ideal_hit_rate_by_block_size: dict[str, float | None]
+    output_caching: OutputCaching
     within_session_tokens: int
     cross_session_tokens: int
     reuse_within: dict[str, float | None]
@@ -179,6 +212,7 @@ class WorkloadSummary:
     def to_json(self) -> dict:
         """The workload figures of the ``--json`` object (and ``charts`` when computed)."""
         out = {k: getattr(self, k) for k in self._JSON_FIGURES}
+        out["output_caching"] = self.output_caching.to_json()
         out["warmup"] = None if self.window is None else self.window.to_json()
         if self.charts is not None:
             out["charts"] = self.charts

@@ -38,6 +38,7 @@ from kvtool.check.baseline import resolve_baseline
 from kvtool.check.provider import ProviderCounter, ProviderGate, ProviderLoss
 from kvtool.errors import InputError, OptionError
 from kvtool.ingest import ingest_file
+from kvtool.ingest.formats.registry import REGISTRY
 from kvtool.store import Connection, open_db
 from kvtool.store.files import first_reject
 from kvtool.store.requests import RequestRow, request_rows
@@ -240,7 +241,7 @@ def _load(
         )
     if not report.requests:
         raise InputError(f"{label}: no fixtures (the file holds no requests)")
-    if report.format == "mooncake":
+    if REGISTRY[report.format].hash_trace:
         raise InputError(f"{label}: hash traces carry no prompt text; check needs prompts")
     tok = tokenize_requests(con, bundle)
     if tok.template_errors:  # a gate never passes a fixture it could not render

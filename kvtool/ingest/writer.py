@@ -379,7 +379,9 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _choose_format(stream: InputStream, fmt: str | None, hash_block_size: int) -> str:
+def _choose_format(
+    stream: InputStream, fmt: str | None, hash_block_size: int, source: Path | None
+) -> str:
     head = stream.sample()
     parsed = [line.parsed for line in head if line.error is None]
     nonblank = [line for line in head if line.error != "blank line"]
@@ -388,7 +390,7 @@ def _choose_format(stream: InputStream, fmt: str | None, hash_block_size: int) -
         what = {"csv": "readable CSV", "parquet": "readable Parquet"}.get(stream.kind, "JSON Lines")
         raise InputError(f"{stream.name}:{first.number}: not {what} ({first.error})")
     if fmt is not None:
-        check_choice(stream.name, fmt, parsed, hash_block_size)
+        check_choice(stream.name, fmt, parsed, hash_block_size, source)
         return fmt
     if not head:
         return "openai-chat"  # an empty file: nothing to detect, nothing to ingest
@@ -460,8 +462,9 @@ def ingest_file(
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
     with open_input(path, max_line_bytes=max_line_bytes, progress=progress) as stream:
-        chosen = _choose_format(stream, fmt, hash_block_size)
-        normalize = normalizer(chosen, hash_block_size)
+        source = None if str(path) == STDIN else path
+        chosen = _choose_format(stream, fmt, hash_block_size, source)
+        normalize = normalizer(chosen, hash_block_size, source)
         split = REGISTRY[chosen].records
         name = stream.name if str(path) == STDIN else path_text(path)
         try:
@@ -500,7 +503,7 @@ def ingest_file(
                         digest=digest,
                         bytes=stream.bytes_read,
                         format=chosen,
-                        hash_block_size=hash_block_size if chosen == "mooncake" else None,
+                        hash_block_size=hash_block_size if REGISTRY[chosen].hash_trace else None,
                         lines=lines,
                         requests=writer.requests,
                         rejected=rejected,

@@ -169,6 +169,8 @@ def _predict(con: Connection, config: dict, ok: dict[int, ReplayMeasurement]) ->
             size = chunk or B
             tiers.append(Tier(name, int(gb * 1e9 // (size * kv)), gb, block_tokens=chunk))
         note = "lower tiers predicted with kvtool's tier model, not yet checked on a GPU"
+    # prompt blocks only: a replay sends the logged answers, not the server's own, so the
+    # server's output blocks never match a later prompt (docs/simulate.md, "Output blocks")
     engine = Engine(
         tiers,
         config=SimConfig(policy="lru", block_size=B, concurrency=1, write_policy="through"),

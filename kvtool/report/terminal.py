@@ -83,6 +83,11 @@ def render_analysis(console: Console, s: dict) -> None:
     t.add_row("prompt tokens", num(s["prompt_tokens"]))
     t.add_row("output tokens", num(s["output_tokens"]))
     t.add_row(f"ideal token hit rate @ block {s['block_size']}", pct(s["ideal_hit_rate"]))
+    oc = s.get("output_caching")
+    if oc and oc["applies"]:  # the other semantics, for comparison
+        other = "prompt_only" if oc["enabled"] else "with_output"
+        label = "prompt blocks only" if oc["enabled"] else "with output blocks"
+        t.add_row(f"  {label}", pct(oc[f"ideal_hit_rate_{other}"]))
     for size, rate in s["ideal_hit_rate_by_block_size"].items():
         if int(size) != s["block_size"]:
             t.add_row(f"  @ block {size}", pct(rate))

@@ -43,7 +43,10 @@ class SimConfig:
     - ``replicas``, ``routing`` (one of ``ROUTINGS``), ``shared_lower`` (one lower-tier pool);
     - ``warmup``: requests the cache sees but the figures do not count: a fraction of them
       (``0.5`` or ``'0.5'``: the first half) or a duration from the first one (``'30m'``);
-      None: every request counts (``kvtool.traffic.parse_warmup``).
+      None: every request counts (``kvtool.traffic.parse_warmup``);
+    - ``output_cache``: a request's output blocks enter the cache where the next prompt of its
+      session re-renders the answer, as vLLM keeps a finished request's full blocks
+      (``kvtool.traffic.output_blocks``; text logs only); False: prompt blocks only.
     """
 
     policy: str = "lru"
@@ -58,6 +61,7 @@ class SimConfig:
     routing: str = "round_robin"
     shared_lower: bool = False
     warmup: str | float | None = None
+    output_cache: bool = True
 
     def __post_init__(self) -> None:
         info = POLICIES.get(self.policy)

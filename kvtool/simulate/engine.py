@@ -29,6 +29,10 @@ at block size B:
   hits per tier, requests with a hit, evictions and uncached blocks from the admission of
   request ``count_from`` on.
 
+A request's stream may end with its output blocks (``kvtool.traffic.streams_with_outputs``):
+they are pinned and inserted with its prompt blocks, as vLLM caches each block of a running
+request once it is full, and never hit by the request itself (the cap above stays below them).
+
 Block ids are node ids of the block tree (docs/architecture.md, "Block identity"): equal ids
 are equal prefixes, and the tree is keyed by model and tenant, so tenants never share. The
 engine trusts its inputs: the ``SimConfig`` validated itself, and a lower tier's block is a

@@ -29,9 +29,9 @@ them):
   other route or machine. A request without a timestamp goes to machine 0 and is not counted
   (a rate needs times). ``ProviderSpec.routing=False`` puts every request on one machine.
 - **Generated output** (providers with ``caches_output``: DeepSeek): after r's prefixes, the
-  blocks its output adds (``output_cache.output_paths``: seen where a later request of the
-  session sends the answer back) are retained too, written at t unless already retained
-  (then touched), on r's machine.
+  blocks its output adds (``kvtool.traffic.output_blocks.output_paths``: seen where a later
+  request of the session sends the answer back) are retained too, written at t unless already
+  retained (then touched), on r's machine.
 - **Bill** in US dollars: ``predicted_write_tokens`` (the prompt rounded down to the increment,
   minus the hit; 0 below the minimum) at the model's cache-write price for the TTL, the hit at
   the cached-input price, the rest of the prompt at the input price, output at the output
@@ -55,8 +55,8 @@ import numpy as np
 
 from kvtool.errors import OptionError
 from kvtool.providers import ModelPrices, ProviderRules, min_cacheable_tokens, model_prices
-from kvtool.simulate.output_cache import output_paths
 from kvtool.traffic.blocks import block_streams
+from kvtool.traffic.output_blocks import output_paths
 from kvtool.traffic.workload import Workload
 
 PER_MTOK = 1e-6

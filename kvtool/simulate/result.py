@@ -310,9 +310,11 @@ class SimulateResult(JsonView):
     is None exactly when there is one), the ``sim_runs`` row (``run_id``) and, with a provider,
     its predicted and logged cache (``provider``). ``window``: the requests counted after a
     warm-up (None: all); ``requests``, ``prompt_tokens``, ``duration_s``, the ideal and every
-    point count only those. ``hash_identity``: what names a hash trace's block ('path'; None
-    for text); ``warnings``: one line per file this run ingested whose records were mostly
-    rejected (``FileReport.warning``)."""
+    point count only those. ``ideal_hit_rate`` follows ``config.output_cache``;
+    ``ideal_hit_rate_prompt_only`` is the ideal of prompt blocks alone (equal to it when output
+    caching is off or adds nothing). ``hash_identity``: what names a hash trace's block
+    ('path'; None for text); ``warnings``: one line per file this run ingested whose records
+    were mostly rejected (``FileReport.warning``)."""
 
     config: SimConfig
     tier_gb: str
@@ -334,6 +336,7 @@ class SimulateResult(JsonView):
     provider: ProviderReport | None = None
     window: Window | None = None
     warnings: tuple[str, ...] = ()
+    ideal_hit_rate_prompt_only: float | None = None
 
     @property
     def point(self) -> SimPoint:
@@ -367,6 +370,7 @@ class SimulateResult(JsonView):
             "warmup": None if self.window is None else self.window.to_json(),
             "ideal_hit_rate": self.ideal_hit_rate,
             "ideal_cached_tokens": self.ideal_cached_tokens,
+            "ideal_hit_rate_prompt_only": self.ideal_hit_rate_prompt_only,
         }
         if self.sweep is None:
             out.update(self.point.to_json())

@@ -5,7 +5,10 @@ Steps: load the traffic (ingesting and tokenizing what is new), resolve the bloc
 hash trace's own) and the prefill speed (the model's preset), expand every request into its
 blocks, then run each grid point: LRU sweeps of one tier, one request at a time, come from the
 one-pass stack curve wherever it is exact (``kvtool.simulate.sweep``), everything else from the
-engine. With a warm-up (``SimConfig.warmup``) every request goes through the cache and every
+engine. With output caching (``SimConfig.output_cache``, the default) each request's stream
+ends with its output blocks (``kvtool.traffic.output_blocks``): the cache keeps them as vLLM
+keeps a finished request's full blocks, and the ideal counts them the same way. With a warm-up
+(``SimConfig.warmup``) every request goes through the cache and every
 figure counts the requests of the measurement window only. Each run is stored in ``sim_runs``
 with the JSON it returns.
 """
@@ -38,17 +41,20 @@ from kvtool.tiers.kv import lookup
 from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes, parse_tier_gb
 from kvtool.traffic import (
     BreakFinder,
+    OutputPaths,
     Window,
     Workload,
     base_hit_blocks,
-    block_streams,
     ideal_hits,
     kv_shape_name,
     load_traffic,
     measurement_window,
+    output_blocks,
+    output_hit_blocks,
     parse_warmup,
     passes,
     runs,
+    streams_with_outputs,
 )
 from kvtool.traffic.breakpoints import load_breakpoints, logged_cache_writes
 
@@ -126,7 +132,13 @@ def simulate(
             progress.stage("simulate", None)
             warmup = None if config.warmup is None else parse_warmup(config.warmup)
             window = measurement_window(wl, warmup)
-            ideal_rate, ideal_cached = _ideal(wl, B, window.start)
+            outputs = output_blocks(wl, config.output_cache)
+            ideal_rate, ideal_cached = _ideal(wl, B, window.start, outputs)
+            prompt_only_rate = (
+                _ideal(wl, B, window.start, output_blocks(wl, False))[0]
+                if len(outputs.nodes)
+                else ideal_rate
+            )
             counted_ts = wl.ts[window.start :]
             known = counted_ts[~np.isnan(counted_ts)]
             duration = float(known.max() - known.min()) if len(known) > 1 else None
@@ -140,7 +152,7 @@ def simulate(
                     f"{exc.message}; the provider's figures do not depend on the self-hosted "
                     "tiers simulated next to them: any built-in model or --blocks N will do",
                 ) from None
-            points = _points(wl, grid, config, kv, duration, progress, window)
+            points = _points(wl, grid, config, kv, duration, progress, window, outputs)
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -189,6 +201,7 @@ def simulate(
                 duration_s=duration,
                 ideal_hit_rate=ideal_rate,
                 ideal_cached_tokens=ideal_cached,
+                ideal_hit_rate_prompt_only=prompt_only_rate,
                 points=tuple(points),
                 # ``blocks`` sweeps the first tier (and excludes a swept tier_gb tier)
                 sweep=(
@@ -264,12 +277,14 @@ def _points(
     duration: float | None,
     progress: Progress,
     window: Window,
+    outputs: OutputPaths,
 ) -> list[SimPoint]:
     """Each grid point from the one-pass LRU curve where it is exact, else from the engine;
-    each counts the requests of ``window``."""
+    each counts the requests of ``window``. Each request's stream ends with its ``outputs``
+    (at ``B``), which it inserts but cannot hit (its hits stop at ``(n - 1) // B``)."""
     B = config.block_size
     assert B is not None
-    offsets, stream = block_streams(wl, B)
+    offsets, stream = streams_with_outputs(wl, B, outputs)
     reach = np.maximum(wl.n_tokens - 1, 0) // B  # the blocks a request can hit
     nu = next_uses(offsets, stream, reach) if POLICIES[config.policy].cls.needs_next_use else None
     curve = None
@@ -299,12 +314,19 @@ def _points(
     return points
 
 
-def _ideal(wl: Workload, block_size: int, first: int) -> tuple[float | None, int]:
+def _ideal(
+    wl: Workload, block_size: int, first: int, outputs: OutputPaths
+) -> tuple[float | None, int]:
     """The infinite cache's (hit rate, cached tokens) over requests ``first..``, the cache having
-    seen every request before them."""
+    seen every request before them and the ``outputs`` of each."""
     rs = runs(wl)
     ps = passes(wl, rs)
-    hits = ideal_hits(wl, rs, ps, base_hit_blocks(wl, rs, ps), block_size)
+    base = (
+        output_hit_blocks(wl, rs, ps, outputs).base_hits
+        if len(outputs.nodes)
+        else base_hit_blocks(wl, rs, ps)
+    )
+    hits = ideal_hits(wl, rs, ps, base, block_size)
     cached = int(hits.cached_tokens[first:].sum())
     total = int(wl.n_tokens[first:].sum())
     return (cached / total if total else None), cached

@@ -8,8 +8,10 @@ provider applied; the step between two levels is their difference, named after t
 1. ``ideal``: an infinite cache with no prompt breaks, ``infinite + breaks``;
    step ``breaks``: the tokens prompt breaks lost (by cause, at the same block size; analyze's,
    passed in as ``kvtool.traffic.BreakLosses``);
-2. ``infinite_cache``: the infinite-cache hits at the workload's block size (16 for text
-   logs, a hash trace's own), as analyze and simulate report them (``kvtool.traffic``);
+2. ``infinite_cache``: the infinite-cache hits of prompt blocks at the workload's block size
+   (16 for text logs, a hash trace's own): analyze's ``ideal_hit_rate_prompt_only``
+   (``kvtool.traffic``). The waterfall stays prompt-only whatever ``--output-cache`` says: what
+   the provider's cached output adds is its own step, ``generated_output``;
    step ``placement``: the provider's breakpoints, lookback and increments (negative where the
    provider serves a whole repeated prompt, of which the ideal computes one token);
 3. the provider with no expiry, no minimum, one machine and no cached output;

@@ -5,13 +5,16 @@ requests as integer arrays in processing order (timestamp order, ties by file an
 their block tree, whose node ids name equal prefixes. ``block_streams`` turns the tree into each
 request's full blocks at a block size; ``kv_shape_name`` sizes them in bytes; ``ideal`` gives
 the tree's runs and passes, the infinite-cache hits that analyze and simulate both report and
-the measurement window after a warm-up (``measurement_window``);
+the measurement window after a warm-up (``measurement_window``); ``output_blocks`` the blocks a
+request's generated output adds to the cache (vLLM keeps them), shared by the ideal and the
+engine;
 ``BreakLosses`` what prompt breaks cost, as analyze hands it to simulate's shortfall waterfall.
 """
 
 from kvtool.traffic.blocks import block_streams
 from kvtool.traffic.ideal import (
     Hits,
+    OutputHits,
     Passes,
     Runs,
     Warmup,
@@ -20,6 +23,7 @@ from kvtool.traffic.ideal import (
     boundaries,
     ideal_hits,
     measurement_window,
+    output_hit_blocks,
     parse_warmup,
     passes,
     run_starts,
@@ -33,6 +37,12 @@ from kvtool.traffic.load import (
     load_traffic,
 )
 from kvtool.traffic.losses import BreakFinder, BreakLosses
+from kvtool.traffic.output_blocks import (
+    OutputPaths,
+    caches_outputs,
+    output_blocks,
+    streams_with_outputs,
+)
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 __all__ = [
@@ -41,6 +51,8 @@ __all__ = [
     "PRICE_INPUT",
     "REUSE_WINDOWS",
     "Hits",
+    "OutputHits",
+    "OutputPaths",
     "Passes",
     "Runs",
     "Traffic",
@@ -50,14 +62,18 @@ __all__ = [
     "WorkloadError",
     "base_hit_blocks",
     "boundaries",
+    "caches_outputs",
     "block_streams",
     "ideal_hits",
     "kv_shape_name",
     "load_traffic",
     "load_workload",
     "measurement_window",
+    "output_blocks",
+    "output_hit_blocks",
     "parse_warmup",
     "passes",
     "runs",
     "run_starts",
+    "streams_with_outputs",
 ]

@@ -3,7 +3,10 @@ definitions). Analyze's statistics and simulate's ideal hit rate both start here
 
 With an infinite cache and requests in processing order, request r's hit count h is the number of
 its leading blocks that occurred in an earlier request; its cached tokens are
-``B * min(h, (n - 1) // B)`` (vLLM computes at least one prompt token).
+``B * min(h, (n - 1) // B)`` (vLLM computes at least one prompt token). With output caching
+(``kvtool.traffic.output_blocks``), a block also counts when it is among the output blocks of an
+earlier request (written when that request finishes, so for every request after it in
+processing order): ``output_hit_blocks``.
 
 The work is proportional to distinct blocks and to *passes* — (run, request) pairs where a run
 (``Runs``) is a maximal unary stretch of the block tree that no request ends inside. The set of
@@ -26,6 +29,7 @@ import numpy as np
 
 from kvtool.errors import OptionError, WorkloadError
 from kvtool.tiers.spec import parse_duration
+from kvtool.traffic.output_blocks import OutputPaths
 from kvtool.traffic.workload import Workload
 
 WARMUP_FORMS = "a fraction of the requests in [0, 1) such as 0.5, or a duration such as 30m, 2h"
@@ -217,6 +221,52 @@ def base_hit_blocks(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
     prefix of the path, and a seen run was seen whole)."""
     length = (rs.hi - rs.lo + 1)[ps.run]
     return np.bincount(ps.req[ps.seen], weights=length[ps.seen], minlength=wl.n).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class OutputHits:
+    """Infinite-cache hits with output blocks: ``base_hits[i]`` leading base blocks of request i
+    that were in an earlier request's prompt or output; per pass, ``source`` is the latest
+    earlier request that used or wrote the pass's run (its prompt went through it, or the run's
+    first block is among its output blocks), -1 where none did (``Passes.prev`` otherwise)."""
+
+    base_hits: np.ndarray
+    source: np.ndarray
+
+
+def output_hit_blocks(wl: Workload, rs: Runs, ps: Passes, outputs: OutputPaths) -> OutputHits:
+    """The ideal's leading hits when output blocks are cached too. A node is available to
+    request j from ``avail = min(first request through it, first request whose output holds
+    it)`` on, for ``j > avail``; availability never decreases along a path (output blocks are
+    ancestor-closed, ``output_blocks``), so j's hits are its path's nodes with ``avail < j``:
+    per pass, a search in its run's nodes sorted by depth. Equals ``base_hit_blocks`` without
+    output blocks."""
+    n = wl.n
+    n_nodes = len(wl.parent)
+    first_prompt = np.full(len(rs.lo), n, np.int64)
+    starts = ~ps.seen
+    first_prompt[ps.run[starts]] = ps.req[starts]
+    avail = first_prompt[rs.of] if n_nodes else np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(outputs.offsets))
+    np.minimum.at(avail, outputs.nodes, owner)
+    # nodes by (run, depth): within a run avail is non-decreasing, so keys are sorted
+    order = np.lexsort((wl.depth, rs.of))
+    keys = rs.of[order] * (n + 1) + avail[order]
+    run_first = np.searchsorted(keys, np.arange(len(rs.lo), dtype=np.int64) * (n + 1))
+    count = np.searchsorted(keys, ps.run * (n + 1) + ps.req) - run_first[ps.run]
+    base = np.bincount(ps.req, weights=count, minlength=n).astype(np.int64)
+    # the latest writer of each run's first block before each pass
+    at_head = wl.depth[outputs.nodes] == rs.lo[rs.of[outputs.nodes]]
+    heads, head_owner = outputs.nodes[at_head], owner[at_head]
+    source = ps.prev.copy()
+    if len(heads):
+        pairs = np.sort(rs.of[heads] * (n + 1) + head_owner)
+        at = np.searchsorted(pairs, ps.run * (n + 1) + ps.req) - 1
+        ok = at >= 0
+        ok[ok] = pairs[at[ok]] // (n + 1) == ps.run[ok]
+        writer = np.where(ok, pairs[np.maximum(at, 0)] % (n + 1), -1)
+        source = np.maximum(source, writer)
+    return OutputHits(base, source)
 
 
 def boundaries(lo: np.ndarray, top: np.ndarray, k: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kvtool.errors import InputError
@@ -79,9 +80,12 @@ class Normalized:
 
 @dataclass(frozen=True, slots=True)
 class FormatOptions:
-    """What a normalizer may need beyond the record: the block size of hash-only traces."""
+    """What a normalizer may need beyond the record: the block size of hash-only traces, and
+    the file being read (None for stdin and streams): a trace whose lines name parts listed in
+    companion files (RAGPulse) reads them from its directory."""
 
     hash_block_size: int = 512
+    source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,9 @@ class Format:
       records of one parsed line, each a dict the normalizer accepts; None: the line is one;
     - ``priority``: when one record looks like several formats, the highest wins;
     - ``absorbs``: formats whose votes count for this one when both occur in a file (a file
-      with any Anthropic-only feature is Anthropic, although plain records look like OpenAI).
+      with any Anthropic-only feature is Anthropic, although plain records look like OpenAI);
+    - ``hash_trace``: its requests are block hash ids at ``hash_block_size`` tokens per id
+      (the file's block size is stored with it).
     """
 
     name: str
@@ -105,6 +111,7 @@ class Format:
     priority: int = 0
     absorbs: tuple[str, ...] = ()
     summary: str = ""
+    hash_trace: bool = False
 
 
 # ---------------------------------------------------------------------------------------------

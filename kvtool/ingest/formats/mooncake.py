@@ -27,29 +27,42 @@ from kvtool.ingest.formats.base import (
 )
 
 
+def check_block_ids(
+    ids: object, n: int, block_size: int, what: str = "hash_ids", length: str = "input_length"
+) -> list[int]:
+    """``ids`` as a list of 64-bit integers, one per ``block_size``-token block of an
+    ``n``-token prompt: ``⌈n/B⌉`` of them or ``⌊n/B⌋`` (full blocks only); ``InputError``
+    naming ``what``, the ``length`` field and both counts otherwise."""
+    if not isinstance(ids, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) for h in ids
+    ):
+        raise InputError(f"{what} must be a list of integers")
+    full, every = n // block_size, -(-n // block_size)
+    if len(ids) not in (full, every):
+        needs = str(every) if full == every else f"{every} (or {full}, full blocks only)"
+        raise InputError(
+            f"{what} has {len(ids)} ids, {length} {n} at block size {block_size} needs {needs}"
+        )
+    if any(h < -(2**63) or h >= 2**63 for h in ids):
+        raise InputError(f"{what} must fit in 64 bits")
+    return ids
+
+
+def positive_length(n: object, what: str) -> int:
+    """``n`` as a prompt length ``0 < n < 2**63``, else ``InputError`` naming ``what``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise InputError(f"{what} must be a positive integer")
+    if n >= INT64_LIMIT:
+        raise InputError(f"{what} must be a positive integer below 2**63, got {n}")
+    return n
+
+
 def make_mooncake(block_size: int) -> Callable[[dict], Normalized]:
     """Normalizer for hash traces with ``block_size``-token blocks (Mooncake: 512)."""
 
     def normalize_mooncake(rec: dict) -> Normalized:
-        n = rec.get("input_length")
-        ids = rec.get("hash_ids")
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise InputError("input_length must be a positive integer")
-        if n >= INT64_LIMIT:
-            raise InputError(f"input_length must be a positive integer below 2**63, got {n}")
-        if not isinstance(ids, list) or not all(
-            isinstance(h, int) and not isinstance(h, bool) for h in ids
-        ):
-            raise InputError("hash_ids must be a list of integers")
-        full, every = n // block_size, -(-n // block_size)
-        if len(ids) not in (full, every):
-            needs = str(every) if full == every else f"{every} (or {full}, full blocks only)"
-            raise InputError(
-                f"hash_ids has {len(ids)} ids, input_length {n} at block size {block_size} "
-                f"needs {needs}"
-            )
-        if any(h < -(2**63) or h >= 2**63 for h in ids):
-            raise InputError("hash_ids must fit in 64 bits")
+        n = positive_length(rec.get("input_length"), "input_length")
+        ids = check_block_ids(rec.get("hash_ids"), n, block_size)
         ts = rec.get("timestamp")
         if isinstance(ts, bool) or not isinstance(ts, int | float) or not ts >= 0:
             raise InputError("timestamp must be a number of milliseconds >= 0")
@@ -77,5 +90,6 @@ FORMATS = (
         lambda rec: "hash_ids" in rec and "input_length" in rec,
         priority=20,
         summary="Mooncake hash traces (block hash ids, input length, time in ms)",
+        hash_trace=True,
     ),
 )

@@ -9,18 +9,22 @@ contradicts with one line ("looks like X; use --format X") instead of one reject
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from kvtool.errors import InputError, OptionError
 from kvtool.ingest.formats import (
     anthropic,
+    bailian,
     batch,
     bedrock,
     helicone,
+    kvcache_tester,
     langfuse,
     litellm,
     mooncake,
     openai,
     otel,
+    ragpulse,
     responses,
 )
 from kvtool.ingest.formats.base import HASH_BLOCK_LIMIT, Format, FormatOptions, Normalized, Skip
@@ -36,6 +40,9 @@ _MODULES = (
     helicone,
     bedrock,
     mooncake,
+    ragpulse,
+    kvcache_tester,
+    bailian,
 )
 REGISTRY: dict[str, Format] = {f.name: f for m in _MODULES for f in m.FORMATS}
 FORMATS = tuple(REGISTRY)
@@ -53,9 +60,11 @@ def check_ingest_options(fmt: str | None, hash_block_size: int) -> None:
         raise OptionError("hash_block_size", f"must be below 2**31, got {hash_block_size}")
 
 
-def normalizer(fmt: str, hash_block_size: int) -> Callable[[dict], Normalized]:
-    """The normalizer of one of ``FORMATS``."""
-    return REGISTRY[fmt].make(FormatOptions(hash_block_size=hash_block_size))
+def normalizer(
+    fmt: str, hash_block_size: int, source: Path | None = None
+) -> Callable[[dict], Normalized]:
+    """The normalizer of one of ``FORMATS`` for the file ``source`` (None: a stream)."""
+    return REGISTRY[fmt].make(FormatOptions(hash_block_size=hash_block_size, source=source))
 
 
 def _safe_looks_like(f: Format, rec: dict) -> bool:
@@ -91,10 +100,10 @@ def detect_format(records: list[object]) -> str | None:
     return max(votes, key=lambda k: (votes[k], REGISTRY[k].priority))
 
 
-def _fit_share(fmt: str, records: list[object], hash_block_size: int) -> float:
+def _fit_share(fmt: str, records: list[object], hash_block_size: int, source: Path | None) -> float:
     """The share of ``records`` that ``fmt`` normalizes (or skips) without an error."""
     f = REGISTRY[fmt]
-    normalize = f.make(FormatOptions(hash_block_size=hash_block_size))
+    normalize = f.make(FormatOptions(hash_block_size=hash_block_size, source=source))
     ok = total = 0
     for rec in records:
         if not isinstance(rec, dict):
@@ -120,15 +129,21 @@ def _fit_share(fmt: str, records: list[object], hash_block_size: int) -> float:
     return ok / total if total else 1.0
 
 
-def check_choice(name: str, fmt: str, records: list[object], hash_block_size: int) -> None:
+def check_choice(
+    name: str,
+    fmt: str,
+    records: list[object],
+    hash_block_size: int,
+    source: Path | None = None,
+) -> None:
     """``InputError`` (one line) when most sampled ``records`` fail ``fmt`` but another format
     reads them: "looks like X, not fmt; use --format X"."""
-    if not records or _fit_share(fmt, records, hash_block_size) >= DETECT_SHARE:
+    if not records or _fit_share(fmt, records, hash_block_size, source) >= DETECT_SHARE:
         return
     other = detect_format(records)
     if (
         other is not None
         and other != fmt
-        and _fit_share(other, records, hash_block_size) >= DETECT_SHARE
+        and _fit_share(other, records, hash_block_size, source) >= DETECT_SHARE
     ):
         raise InputError(f"{name}: looks like {other}, not {fmt}; use --format {other}")

@@ -1,5 +1,7 @@
-"""The blocks a request's generated output adds to a provider's cache (DeepSeek persists a prefix
-unit at the end of the model output, docs/providers.md "Generated tokens").
+"""The blocks a request's generated output adds to a prefix cache: vLLM keeps the full blocks of
+a finished request's prompt and output alike, and DeepSeek persists a prefix unit at the end of
+the model output (docs/definitions.md, "Output blocks"; docs/providers.md, "Generated tokens").
+Analyze's ideal, simulate's engine and the providers' engines share this definition.
 
 A log holds the output's token count, not its tokens. The tokens are known only where a later
 request sends the answer back: request j *continues* request i when j comes later in processing
@@ -12,17 +14,25 @@ Invariants, at the workload's base block size B (16 for tokenized logs), with ``
 of i's last full block and ``n_i``, ``o_i`` its prompt and output tokens:
 
 - i's output blocks are the successor's blocks at depths ``d_i + 1 .. min(d_j, c_i)`` with
-  ``c_i = ⌊(n_i + o_i) / B⌋ − 1``: only blocks that end within the prompt plus the output
-  (floor), and never more than the successor carries;
+  ``c_i = ⌊(n_i + o_i − u) / B⌋ − 1``: only blocks that end within the prompt plus the output
+  (floor), and never more than the successor carries. ``u`` is how many of the last output
+  tokens never get KV: vLLM never computes the last token it samples (it caches the blocks of
+  the tokens a step computes), so ``u = 1`` there (``output_blocks``); DeepSeek persists the
+  output as a whole, ``u = 0`` (``output_paths``' default, the provider engine);
 - a request with no full block, or without a successor, adds nothing;
+- output blocks are ancestor-closed with the prompts before them: an output block's parent is
+  i's last prompt block or an output block of i, so "in an earlier prompt or an earlier
+  output" is a prefix of every path (the ideal counts leading blocks);
 - slack: the successor renders the answer with the template's assistant markers (DeepSeek:
-  the end-of-sentence token after the answer). The provider's ``completion_tokens`` counts a
-  generated end token, so no slack is added; where a template adds a marker the model did not
-  generate, the cap can be up to one block short (never long);
+  the end-of-sentence token after the answer). ``completion_tokens`` counts a generated end
+  token, so no slack is added; where a template adds a marker the model did not generate,
+  the cap can be up to one block short (never long);
 - what cannot be seen: an answer the client edits before sending it back, but that keeps i's
   whole prompt ahead of it (reasoning dropped from a thinking model's turn, a rewritten
   answer), is taken as i's output. An edit inside i's prompt (a rewritten earlier turn) breaks
   the continuation, and then nothing is added.
+- hash traces get none from ``output_blocks`` (``caches_outputs``): their ids cannot show that
+  the next prompt re-renders the answer, and their validated figures stay prompt-only.
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ import numpy as np
 
 from kvtool.traffic.blocks import block_streams
 from kvtool.traffic.workload import Workload
+
+VLLM_UNCOMPUTED = 1
+"""vLLM caches the blocks of the tokens each step computes; the last sampled token is never fed
+back, so a block it would complete is not cached (``kv_cache_manager.allocate_slots``)."""
 
 
 @dataclass(frozen=True)
@@ -90,16 +104,18 @@ def successors(wl: Workload, offsets: np.ndarray, blocks: np.ndarray) -> np.ndar
     return succ
 
 
-def output_paths(wl: Workload) -> OutputPaths:
-    """The blocks each request's output adds to the cache (module docstring). One sort of the
-    (node, request) pairs of the workload's block streams; no loop over requests."""
+def output_paths(wl: Workload, uncomputed: int = 0) -> OutputPaths:
+    """The blocks each request's output adds to the cache (module docstring; ``uncomputed`` is
+    ``u``, the last output tokens that get no KV). One sort of the (node, request) pairs of the
+    workload's block streams; no loop over requests."""
     offsets, blocks = block_streams(wl, wl.base)
     succ = successors(wl, offsets, blocks)
     n = wl.n
     has = succ >= 0
     depth_i = np.full(n, -1, np.int64)
     depth_i[wl.end >= 0] = wl.depth[wl.end[wl.end >= 0]]
-    cap = (wl.n_tokens.astype(np.int64) + wl.output_tokens.astype(np.int64)) // wl.base - 1
+    tokens = wl.n_tokens.astype(np.int64) + wl.output_tokens.astype(np.int64) - uncomputed
+    cap = tokens // wl.base - 1
     depth_j = np.full(n, -1, np.int64)
     depth_j[has] = depth_i[succ[has]]
     last = np.minimum(depth_j, cap)
@@ -110,3 +126,54 @@ def output_paths(wl: Workload) -> OutputPaths:
     first = np.where(has, offsets[np.maximum(succ, 0)] + depth_i + 1, 0)
     idx = np.repeat(first - out_offsets[:-1], counts) + np.arange(total, dtype=np.int64)
     return OutputPaths(nodes=blocks[idx], offsets=out_offsets, successor=succ)
+
+
+def caches_outputs(wl: Workload) -> bool:
+    """Whether output caching can apply to ``wl``: a text log (hash traces never) that logs some
+    output tokens."""
+    return wl.kind == "tokens" and bool((wl.output_tokens > 0).any())
+
+
+def no_outputs(n: int) -> OutputPaths:
+    """No request adds output blocks (output caching off, or a hash trace)."""
+    return OutputPaths(
+        nodes=np.zeros(0, np.int64),
+        offsets=np.zeros(n + 1, np.int64),
+        successor=np.full(n, -1, np.int64),
+    )
+
+
+def output_blocks(wl: Workload, enabled: bool = True) -> OutputPaths:
+    """The output blocks of ``wl`` under vLLM's semantics (the last sampled token gets no KV:
+    ``uncomputed=1``) where ``enabled`` and ``caches_outputs(wl)``, else none."""
+    if not enabled or not caches_outputs(wl):
+        return no_outputs(wl.n)
+    return output_paths(wl, uncomputed=VLLM_UNCOMPUTED)
+
+
+def streams_with_outputs(
+    wl: Workload, block_size: int, outputs: OutputPaths
+) -> tuple[np.ndarray, np.ndarray]:
+    """``block_streams(wl, block_size)`` with each request's output blocks at ``block_size``
+    appended after its prompt blocks (those of its base output nodes that end a
+    ``block_size`` block): the blocks a request leaves in the cache. A request's hits stay
+    within its prompt (``(n - 1) // B`` caps them below its prompt's full blocks)."""
+    offsets, blocks = block_streams(wl, block_size)
+    if len(outputs.nodes) == 0:
+        return offsets, blocks
+    k = block_size // wl.base
+    n = wl.n
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(outputs.offsets))
+    keep = (wl.depth[outputs.nodes] + 1) % k == 0
+    out_nodes, out_owner = outputs.nodes[keep], owner[keep]
+    out_counts = np.bincount(out_owner, minlength=n).astype(np.int64)
+    counts = np.diff(offsets) + out_counts
+    new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    merged = np.empty(int(new_offsets[-1]), np.int64)
+    prompt_owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    pos = new_offsets[prompt_owner] + np.arange(len(blocks)) - offsets[prompt_owner]
+    merged[pos] = blocks
+    out_start = new_offsets[:-1] + np.diff(offsets)
+    out_first = np.concatenate([[0], np.cumsum(out_counts)])[:-1]
+    merged[out_start[out_owner] + np.arange(len(out_nodes)) - out_first[out_owner]] = out_nodes
+    return new_offsets, merged
