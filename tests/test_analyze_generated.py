@@ -285,27 +285,28 @@ def test_options_are_validated_before_anything_runs(tmp_path, option, param):
 
 
 @pytest.fixture(scope="module")
-def breaker_modes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+def breaker_modes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], tuple]:
     """The same agent sessions with breakers=3 (every cause, 3 sessions each) in each breaker
-    mode, analyzed: (truth, per-request frame indexed by request id, stored breaks)."""
+    mode, analyzed with output caching on (the default) and off: by (mode, output_cache),
+    (truth, per-request frame indexed by request id, stored breaks)."""
     root = tmp_path_factory.mktemp("modes")
     out = {}
     for mode in ("stable", "once", "recurring"):
         log = root / f"{mode}.jsonl"
         truth = generate("agent", 34, 9, log, steps=(3, 6), breakers=3, breaker_mode=mode)
         db = root / f"{mode}.duckdb"
-        # tokens lost are priced on prompt blocks: compare with the prompt-only ideal
-        frame = analyze([log], db=db, output_cache=False).requests_frame()
-        con = connect(db)
-        ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
-        breaks = con.execute(
-            """SELECT r.request_id, p.request_id, b.cause, b.tokens_lost
-               FROM breaks b JOIN requests r ON r.req_id = b.req_id
-               JOIN requests p ON p.req_id = b.pred_req_id"""
-        ).fetchall()
-        con.close()
-        frame.index = [ids[int(r)] for r in frame["req_id"]]
-        out[mode] = (truth, frame, breaks)
+        for output_cache in (True, False):  # the second run reuses the tokenized database
+            frame = analyze([log], db=db, output_cache=output_cache).requests_frame()
+            con = connect(db)
+            ids = dict(con.execute("SELECT req_id, request_id FROM requests").fetchall())
+            breaks = con.execute(
+                """SELECT r.request_id, p.request_id, b.cause, b.tokens_lost
+                   FROM breaks b JOIN requests r ON r.req_id = b.req_id
+                   JOIN requests p ON p.req_id = b.pred_req_id"""
+            ).fetchall()
+            con.close()
+            frame.index = [ids[int(r)] for r in frame["req_id"]]
+            out[(mode, output_cache)] = (truth, frame, breaks)
     return out
 
 
@@ -317,7 +318,7 @@ def _session(request_id: str) -> str:
 def test_breaks_recall_and_precision_per_cause(breaker_modes, mode):
     """Every injected break found with its cause and predecessor, nothing else (recall and
     precision of each cause >= 0.95; here exactly 1), recurring ones included."""
-    truth, _, breaks = breaker_modes[mode]
+    truth, _, breaks = breaker_modes[(mode, True)]
     expected = {(b["request_id"], b["predecessor_id"], b["cause"]) for b in truth.breaks}
     found = {row[:3] for row in breaks}
     for cause in {c for _, _, c in expected | found}:
@@ -333,16 +334,19 @@ def test_breaks_recall_and_precision_per_cause(breaker_modes, mode):
             assert n == truth.requests_per_session[f"agent-s{s[-5:]}"] - k[s] > 1
 
 
+@pytest.mark.parametrize("output_cache", [True, False])
 @pytest.mark.parametrize("mode", ["once", "recurring"])
-def test_tokens_lost_are_what_the_stable_traffic_saves(breaker_modes, mode):
+def test_tokens_lost_are_what_the_stable_traffic_saves(breaker_modes, mode, output_cache):
     """The invariant of break attribution, for every breaker kind (a session each), once and
-    recurring: the tokens analyze attributes to a session's breaks equal the extra tokens the
-    session recomputes compared with the same session whose breaking field stayed stable (the
-    generator's stable mode), within a block per request from the first break on (block
-    rounding of prompts the break lengthened or shortened). Recomputed tokens (prompt - cached)
-    equal the cached tokens' difference whenever a break keeps the prompt's length."""
-    truth, frame, breaks = breaker_modes[mode]
-    _, stable, _ = breaker_modes["stable"]
+    recurring, with output blocks cached (the default: a break inside the predecessor's answer
+    costs those blocks too) and without: the tokens analyze attributes to a session's breaks
+    equal the extra tokens the session recomputes compared with the same session whose breaking
+    field stayed stable (the generator's stable mode), under the same semantics, within a block
+    per request from the first break on (block rounding of prompts the break lengthened or
+    shortened). Recomputed tokens (prompt - cached) equal the cached tokens' difference
+    whenever a break keeps the prompt's length."""
+    truth, frame, breaks = breaker_modes[(mode, output_cache)]
+    _, stable, _ = breaker_modes[("stable", output_cache)]
     assert list(stable.index) == list(frame.index)  # the same requests, in the same order
     extra = (frame["n_tokens"] - frame["cached_tokens"]) - (
         stable["n_tokens"] - stable["cached_tokens"]

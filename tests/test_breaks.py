@@ -101,8 +101,9 @@ def _appended(p: list[dict], r: list[dict]) -> int:
 
 def test_positions_and_losses_match_one_call_tokenization(broken):
     """Every break's token position and loss, recomputed from whole-prompt tokenization: the
-    blocks of p's part as r renders it (with p's generation prompt where r repeats it), less
-    those r found cached anyway (at least those before the break)."""
+    blocks of p's part as r renders it (with p's generation prompt where r repeats it, then the
+    blocks of p's answer when r is the next request of p's session: output blocks are cached
+    by default), less those r found cached anyway (at least those before the break)."""
     db, summary, _ = broken
     cached = dict(summary.requests_frame()[["req_id", "cached_tokens"]].to_numpy().tolist())
     bundle = load_tokenizer(None)
@@ -123,7 +124,9 @@ def test_positions_and_losses_match_one_call_tokenization(broken):
         return np.array(bundle.tokenizer.encode(text, add_special_tokens=False).ids)
 
     B = summary["block_size"]
-    for _, _, cause, _, position, lost, r_id, p_id in _stored(db):
+    outputs = dict(con.execute("SELECT req_id, output_tokens FROM requests").fetchall())
+    extended = 0
+    for r_rid, p_rid, cause, _, position, lost, r_id, p_id in _stored(db):
         (_, pmsgs, ptools), (_, rmsgs, rtools) = body(p_id), body(r_id)
         p_ids = ids(render_prompt(template, pmsgs, ptools))
         r_ids = ids(render_prompt(template, rmsgs, rtools))
@@ -133,7 +136,11 @@ def test_positions_and_losses_match_one_call_tokenization(broken):
         expected = 0 if cause == "model_changed" else int(mismatch[0])
         assert position == expected, cause
         r_end = len(ids(render_prompt(template, _kept(pmsgs, rmsgs), rtools, generation=False)))
-        assert lost == _lost(p_ids, p_end, r_ids, r_end, expected, cached[r_id], B), cause
+        answer = _answer_end(r_rid, p_rid, len(p_ids), outputs[p_id])
+        want = _lost(p_ids, p_end, r_ids, r_end, expected, cached[r_id], B, answer)
+        assert lost == want, cause
+        extended += want > _lost(p_ids, p_end, r_ids, r_end, expected, cached[r_id], B)
+    assert extended > 0  # some breaks also cost blocks of the predecessor's answer
     con.close()
 
 
@@ -142,12 +149,27 @@ def _kept(p: list[dict], r: list[dict]) -> list[dict]:
     return r[: len(r) - _appended(p, r)]
 
 
-def _lost(p_ids, p_end: int, r_ids, r_end: int, position: int, cached: int, B: int) -> int:
+def _answer_end(r_rid: str, p_rid: str, n_p: int, o_p: int) -> int:
+    """Where the cached blocks of p's answer end in p's tokens when r is the next request of
+    p's session (0 otherwise): vLLM never caches the last sampled token."""
+    follows = r_rid.rsplit("-", 1)[0] == p_rid.rsplit("-", 1)[0]
+    # generated agent sessions are linear: r follows p iff its number is p's plus one
+    assert not follows or int(r_rid[-3:]) == int(p_rid[-3:]) + 1
+    return (n_p + o_p - 1) // 16 * 16 if follows else 0
+
+
+def _lost(
+    p_ids, p_end: int, r_ids, r_end: int, position: int, cached: int, B: int, answer: int = 0
+) -> int:
     """The blocks of p's part as r renders it (up to ``r_end``, then p's generation prompt as
-    far as r repeats it) that r did not find cached, at block size B."""
+    far as r repeats it, then p's answer up to ``answer`` in p's tokens, shifted as r shifts
+    p's messages, when r carries p's last full block) that r did not find cached, at size B."""
     tail = p_ids[p_end:]
     same = np.flatnonzero(tail != r_ids[r_end : r_end + len(tail)][: len(tail)])
     end = r_end + (int(same[0]) if len(same) else min(len(tail), len(r_ids) - r_end))
+    shift = r_end - p_end
+    if answer > len(p_ids) and end >= len(p_ids) // 16 * 16 + shift:
+        end = max(end, answer + shift)
     cap = (len(r_ids) - 1) // B
     assert cached >= B * min(position // B, cap)  # what precedes the break is cached
     return B * (min(end // B, cap) - min(max(position, cached) // B, cap))
@@ -316,14 +338,16 @@ def test_breaks_through_a_hub_chat_template(tmp_path):
         text = render_prompt(hf, messages, tools, generation)
         return np.array(bundle.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    for _, _, cause, _, position, lost, r_id, p_id in rows:
+    outputs = dict(con.execute("SELECT req_id, output_tokens FROM requests").fetchall())
+    for r_rid, p_rid, cause, _, position, lost, r_id, p_id in rows:
         (pm, pt), (rm, rt) = request(p_id), request(r_id)
         a, b = ids(pm, pt), ids(rm, rt)
         m = min(len(a), len(b))
         first = int(np.flatnonzero(a[:m] != b[:m])[0]) if cause != "model_changed" else 0
         assert position == first, cause
         p_end, r_end = len(ids(pm, pt, False)), len(ids(_kept(pm, rm), rt, False))
-        assert lost == _lost(a, p_end, b, r_end, first, cached[r_id], 16), cause
+        answer = _answer_end(r_rid, p_rid, len(a), outputs[p_id])
+        assert lost == _lost(a, p_end, b, r_end, first, cached[r_id], 16, answer), cause
     con.close()
 
 

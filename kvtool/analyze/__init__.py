@@ -303,10 +303,15 @@ def _analyze(
     if traffic.bundle is not None and traffic.signature is not None:
         progress.stage("breaks", None)
         step = lambda d, t: progress.update(d, t)  # noqa: E731
+        oc = opts.output_cache  # breaks are priced under the ideal's semantics
         if traffic.redacted:
-            found = redacted.detect_breaks(con, wl, traffic.signature, block_size, step)
+            found = redacted.detect_breaks(
+                con, wl, traffic.signature, block_size, step, output_cache=oc
+            )
         else:
-            found = detect_breaks(con, wl, traffic.bundle, traffic.mode, block_size, step)
+            found = detect_breaks(
+                con, wl, traffic.bundle, traffic.mode, block_size, step, output_cache=oc
+            )
         store_breaks(con, traffic.signature, block_size, wl.req_ids, found)
         if window.start:  # every break is stored; the summary counts the window's
             counted = set(wl.req_ids[window.start :].tolist())

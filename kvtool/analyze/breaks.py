@@ -30,6 +30,14 @@ request, block rounding): a request that returns to an older variant loses only 
 predecessor added; content r inserted counts (a stable prompt had it cached), content r dropped
 does not. A model change breaks at token 0 (the model is part of every block's identity).
 
+Breaks are priced under the analysis' semantics (``Pricing``): with output caching (analyze's
+default, where ``caches_outputs``), ``h`` counts output blocks, and when r continues p, its
+immediate predecessor, and carries p's last full block, ``W`` extends over p's answer up to
+``⌊(n_p + o_p − 1)/b⌋·b`` in p's coordinates (``b`` the base block; shifted as r's rendering
+shifts p's messages): the output blocks a stable r, p's successor, would have found cached
+(``kvtool.traffic.output_blocks``). Without output caching both are prompt-only, as the
+provider shortfall needs (``kvtool.analyze.losses``).
+
 The public break API (what ``kvtool.check`` uses): ``Prompts`` turns stored rows into ``Prompt``s
 (content and token ids), ``compare`` says whether and where one prompt breaks from another
 (a ``PairBreak``), ``break_text`` decodes the tokens around it and ``lost_tokens`` prices a
@@ -37,7 +45,7 @@ position; ``detect_breaks`` runs the predecessor rules over a workload (``Break`
 ``store_breaks`` / ``summarize_breaks`` store them and summarize them (a ``BreakSummary``).
 Rows are read and breaks written through ``kvtool.store`` only. ``choose_predecessors`` takes
 the heads through ``Heads``, so that a redacted database (no text) runs the same rules on its
-fingerprints (``kvtool.analyze.redacted``), and so do ``reused_tokens`` and ``appended``.
+fingerprints (``kvtool.analyze.redacted``), and so do ``pricing`` and ``appended``.
 """
 
 from __future__ import annotations
@@ -59,7 +67,17 @@ from kvtool.textscan import lcp
 from kvtool.tokenize import PromptIds, PromptTokens, tokenizer_signature
 from kvtool.tokenize.loader import TokenizerBundle
 from kvtool.tokenize.template import SYSTEM_ROLES, content_text
-from kvtool.traffic import Workload, base_hit_blocks, ideal_hits, passes, runs
+from kvtool.traffic import (
+    Workload,
+    base_hit_blocks,
+    caches_outputs,
+    ideal_hits,
+    output_blocks,
+    output_hit_blocks,
+    passes,
+    runs,
+)
+from kvtool.traffic.output_blocks import VLLM_UNCOMPUTED
 
 CONTEXT_TOKENS = 8  # tokens of context shown before and after a break
 RESYNC_WINDOW = 64  # how far to look for the point where the two prompts agree again
@@ -145,11 +163,13 @@ class Break:
 class Predecessor:
     """Row ``index`` is compared with the earlier row ``pred`` (indices into the rows given to
     ``predecessors``); ``continues``: it is meant to continue it (same session or conversation),
-    so all of the predecessor was reusable, not only its head."""
+    so all of the predecessor was reusable, not only its head; ``immediate``: it continues the
+    request just before it in its session (or its conversation), whose answer it would carry."""
 
     index: int
     pred: int
     continues: bool
+    immediate: bool = False
 
 
 def extends(p: RequestRow, r: RequestRow) -> bool:
@@ -332,7 +352,7 @@ def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecesso
     for i, row in enumerate(rows):
         if row.kind == "hash":
             continue
-        pred, continues = None, False
+        pred, continues, immediate = None, False, False
         session = members.get(row.session) if row.session is not None else None
         key = heads.key(row)
         if session:
@@ -346,7 +366,7 @@ def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecesso
                         n = _element_lcp(rows[j].elements, row.elements)
                         if n > best_n:
                             best, best_n = j, n
-                pred, continues = best, True
+                pred, continues, immediate = best, True, best == last
         else:
             conv = None
             if row.session is None and row.kind == "chat":
@@ -355,7 +375,7 @@ def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecesso
                 if len(conv[2]) < 2:
                     conv = None
             if conv is not None and conv in conversations:
-                pred, continues = conversations[conv], True
+                pred, continues, immediate = conversations[conv], True, True
             else:
                 pred = heads.best(row, key)
             if conv is not None:
@@ -366,7 +386,7 @@ def choose_predecessors(rows: list[RequestRow], heads: Heads) -> list[Predecesso
         if row.session is not None:
             members.setdefault(row.session, []).append(i)
         if pred is not None:
-            out.append(Predecessor(index=i, pred=pred, continues=continues))
+            out.append(Predecessor(i, pred, continues=continues, immediate=immediate))
     return out
 
 
@@ -434,13 +454,57 @@ def lost_tokens(reusable: int, position: int, n_tokens: int, block_size: int) ->
     return block_size * max(0, min(reusable // block_size, cap) - min(position // block_size, cap))
 
 
-def reused_tokens(wl: Workload, block_size: int) -> dict[int, int]:
-    """Each request's ideal (infinite-cache) cached tokens at ``block_size``, by req_id: what
-    the cache gave it in this workload, whatever broke."""
+@dataclass(frozen=True)
+class Pricing:
+    """What pricing a workload's breaks takes from it, under one semantics (output caching on or
+    off): ``reused``, each request's ideal (infinite-cache) cached tokens, whatever broke; with
+    output caching, ``full_end`` (where a request's last full base block ends, ``⌊n/b⌋·b``) and
+    ``answer_end`` (where the cached blocks of its answer end, ``⌊(n + o − 1)/b⌋·b``: vLLM never
+    caches its last sampled token), both in its own coordinates and keyed by req_id, for the
+    requests whose answer completes a block (none without output caching)."""
+
+    reused: dict[int, int]
+    full_end: dict[int, int]
+    answer_end: dict[int, int]
+
+    def reusable(self, p: RequestRow, pair: Predecessor, carried: Carried) -> int:
+        """``W`` of the module docstring: where p's reusable prompt ends in r's rendering,
+        extended by p's answer blocks (shifted into r's rendering) when r is the continuation of
+        p (its immediate predecessor) and carries p's last full block, as p's successor in the
+        stable traffic would (``kvtool.traffic.output_blocks``)."""
+        stop = self.answer_end.get(p.req_id)
+        if stop is None or not (pair.continues and pair.immediate):
+            return carried.end
+        if carried.end < self.full_end[p.req_id] + carried.shift:
+            return carried.end
+        return max(carried.end, stop + carried.shift)
+
+
+def pricing(wl: Workload, block_size: int, *, output_cache: bool) -> Pricing:
+    """The workload's ``Pricing`` at ``block_size``: with ``output_cache`` (where it applies,
+    ``caches_outputs``) as analyze's ideal counts output blocks, else prompt blocks only."""
     rs = runs(wl)
     ps = passes(wl, rs)
-    hits = ideal_hits(wl, rs, ps, base_hit_blocks(wl, rs, ps), block_size)
-    return dict(zip(wl.req_ids.tolist(), hits.cached_tokens.tolist(), strict=True))
+    on = output_cache and caches_outputs(wl)
+    if on:
+        base = output_hit_blocks(wl, rs, ps, output_blocks(wl)).base_hits
+    else:
+        base = base_hit_blocks(wl, rs, ps)
+    hits = ideal_hits(wl, rs, ps, base, block_size)
+    reused = dict(zip(wl.req_ids.tolist(), hits.cached_tokens.tolist(), strict=True))
+    if not on:
+        return Pricing(reused, {}, {})
+    b = wl.base
+    n = wl.n_tokens.astype(np.int64)
+    full = n // b * b
+    stop = (n + wl.output_tokens.astype(np.int64) - VLLM_UNCOMPUTED) // b * b
+    has = np.flatnonzero((full > 0) & (stop > n))
+    ids = wl.req_ids[has].tolist()
+    return Pricing(
+        reused,
+        dict(zip(ids, full[has].tolist(), strict=True)),
+        dict(zip(ids, stop[has].tolist(), strict=True)),
+    )
 
 
 def appended(p_messages: Sequence[Hashable], r_messages: Sequence[Hashable]) -> int:
@@ -457,17 +521,28 @@ def appended(p_messages: Sequence[Hashable], r_messages: Sequence[Hashable]) -> 
     return min(run, grow) if grow > 0 else max(0, run - 1)
 
 
+@dataclass(frozen=True)
+class Carried:
+    """Where p's reusable prompt ends in r's own rendering (``end``, ``W`` before p's answer) and
+    how far r's rendering of p's messages is shifted from p's own (``shift``: r's position of
+    p's generation prompt less p's), which maps p's answer into r."""
+
+    end: int
+    shift: int = 0
+
+
 def carried_end(
     prompts: Prompts, p: RequestRow, r: RequestRow, pp: Prompt, rp: Prompt, *, continues: bool
-) -> int | None:
-    """Where p's reusable part ends in r's own rendering (``W`` of the module docstring; ``pp``
-    and ``rp`` are the rows' prompts): r's head for a head break, else r up to the messages
-    that stand for p's, and as much of p's generation prompt as r renders there (a stable r
-    would reuse it); None for completions (p's own end counts)."""
+) -> Carried:
+    """Where p's reusable part ends in r's own rendering (``pp`` and ``rp`` are the rows'
+    prompts): r's head for a head break, else r up to the messages that stand for p's, and as
+    much of p's generation prompt as r renders there (a stable r would reuse it); p's own
+    reusable end for completions (and where the template refuses r's shorter conversation)."""
+    own = Carried(reusable_end(pp, continues=continues))
     if rp.req.messages is None or p.kind != "chat":
-        return None
+        return own
     if not continues:
-        return rp.ids.head_end
+        return Carried(rp.ids.head_end)
     k = appended(p.message_keys, r.message_keys)
     end = rp.ids.end
     if k:
@@ -475,9 +550,10 @@ def carried_end(
         try:
             end = min(prompts.tokens.get(kept, prompts.load([r])).end, end)
         except InputError:  # the template refuses the shorter conversation: p's own end counts
-            return None
+            return own
     # p's generation prompt, as far as r renders the same tokens there
-    return end + _first_mismatch(pp.ids.ids[pp.ids.end :], rp.ids.ids[end:])
+    gen = _first_mismatch(pp.ids.ids[pp.ids.end :], rp.ids.ids[end:])
+    return Carried(end + gen, end - pp.ids.end)
 
 
 def reusable_end(p: Prompt, *, continues: bool) -> int:
@@ -525,26 +601,28 @@ def detect_breaks(
     progress: Callable[[int, int], None] | None = None,
     *,
     signature: str | None = None,
+    output_cache: bool = True,
 ) -> list[Break]:
     """Every break of the workload's requests (processing order), with its diff text and its
-    tokens lost (the module docstring). The rows are those with a chain for ``signature``
-    (default: the one ``bundle`` writes)."""
+    tokens lost (the module docstring), priced with output blocks cached where
+    ``output_cache`` (analyze's default) and it applies, else on prompt blocks alone. The rows
+    are those with a chain for ``signature`` (default: the one ``bundle`` writes)."""
     signature = signature or tokenizer_signature(bundle)
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = Prompts(con, bundle, mode)
     pairs = predecessors(rows, prompts)
     prompts.load(rows[k] for pair in pairs for k in (pair.index, pair.pred))  # one query
     specials = tuple(bundle.added_tokens)
-    reused = reused_tokens(wl, block_size) if pairs else {}
+    price = pricing(wl, block_size, output_cache=output_cache) if pairs else None
     out = []
     for done, pair in enumerate(pairs, 1):
         r, p = rows[pair.index], rows[pair.pred]
         pp, rp = prompts.get(p), prompts.get(r)
         found = compare(pp, rp, continues=pair.continues, block_size=block_size, specials=specials)
-        if found is not None:
+        if found is not None and price is not None:
             carried = carried_end(prompts, p, r, pp, rp, continues=pair.continues)
-            end = reusable_end(pp, continues=pair.continues) if carried is None else carried
-            at = max(found.position, reused[r.req_id])
+            end = price.reusable(p, pair, carried)
+            at = max(found.position, price.reused[r.req_id])
             found = replace(found, tokens_lost=lost_tokens(end, at, len(rp.ids.ids), block_size))
         if progress:
             progress(done, len(pairs))

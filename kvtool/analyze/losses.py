@@ -15,16 +15,22 @@ from kvtool.traffic import BreakLosses, Traffic, Workload
 
 def break_losses(con: Connection, traffic: Traffic, progress: Progress) -> BreakLosses | None:
     """analyze's breaks of ``traffic`` at its block size (on fingerprints for a redacted
-    database); None for a hash trace, which has no prompt text to diff."""
+    database), priced on prompt blocks alone (output caching off): the shortfall waterfall
+    starts from a prompt-only infinite cache, so its steps sum exactly; None for a hash trace,
+    which has no prompt text to diff."""
     wl = traffic.wl
     if traffic.bundle is None or traffic.signature is None:
         return None
     progress.stage("breaks", None)
     step = lambda d, t: progress.update(d, t)  # noqa: E731
     if traffic.redacted:
-        found = redacted.detect_breaks(con, wl, traffic.signature, wl.base, step)
+        found = redacted.detect_breaks(
+            con, wl, traffic.signature, wl.base, step, output_cache=False
+        )
     else:
-        found = detect_breaks(con, wl, traffic.bundle, traffic.mode, wl.base, step)
+        found = detect_breaks(
+            con, wl, traffic.bundle, traffic.mode, wl.base, step, output_cache=False
+        )
     return losses_of(wl, found)
 
 

@@ -29,11 +29,14 @@ from kvtool.analyze.breaks import (
     NEIGHBOURS,
     SIMILAR,
     Break,
+    Carried,
     PairBreak,
+    Predecessor,
+    Pricing,
     appended,
     choose_predecessors,
     lost_tokens,
-    reused_tokens,
+    pricing,
 )
 from kvtool.analyze.fingerprint_diff import Elements, first_difference
 from kvtool.errors import InputError
@@ -241,22 +244,22 @@ def _tree_texts(node: list, out: set[int]) -> None:
             _tree_texts(child, out)
 
 
-def _carried(prompts: RedactedPrompts, p: RequestRow, r: RequestRow, continues: bool) -> int:
+def _carried(prompts: RedactedPrompts, p: RequestRow, r: RequestRow, continues: bool) -> Carried:
     """``breaks.carried_end`` from the pieces' ends (p's own end without them): r up to the
     pieces of the messages that stand for p's, then as many of p's generation-prompt pieces as
     r repeats there (equal, or the last one a prefix of r's piece)."""
     pf, rf = prompts.fps[p.req_id], prompts.fps[r.req_id]
-    reusable = pf.end if continues or pf.messages is None else pf.head_end
+    reusable = Carried(pf.end if continues or pf.messages is None else pf.head_end)
     if rf.messages is None or pf.messages is None:
         return reusable
     if not continues:
-        return rf.head_end
+        return Carried(rf.head_end)
     if rf.piece_ends is None or pf.piece_ends is None or rf.piece_fps is None:
         return reusable
     at = len(r.message_keys) - appended(p.message_keys, r.message_keys) - rf.n_system
     if not 0 <= at < len(rf.piece_ends):
         return reusable
-    end = min(rf.piece_ends[at], rf.end)
+    end = start = min(rf.piece_ends[at], rf.end)
     i, j = len(pf.messages) - pf.n_system + 1, at + 1  # p's generation prompt; r's next piece
     while i < len(pf.piece_fps) and j < len(rf.piece_fps):
         a, b = pf.piece_fps[i], rf.piece_fps[j]
@@ -266,20 +269,21 @@ def _carried(prompts: RedactedPrompts, p: RequestRow, r: RequestRow, continues: 
         if a != b:
             break
         i, j = i + 1, j + 1
-    return end
+    return Carried(end, start - pf.end)
 
 
 def compare(
     prompts: RedactedPrompts,
     p: RequestRow,
     r: RequestRow,
+    pair: Predecessor,
     *,
-    continues: bool,
     block_size: int,
-    reused: int = 0,
+    price: Pricing,
 ) -> PairBreak | None:
-    """``breaks.compare`` for two redacted requests, priced as ``breaks.detect_breaks`` prices
-    them (``reused``: r's ideal cached tokens)."""
+    """``breaks.compare`` for two redacted requests (``pair``: how r follows p), priced as
+    ``breaks.detect_breaks`` prices them (``price``: the workload's ``Pricing``)."""
+    continues = pair.continues
     pf, rf = prompts.fps[p.req_id], prompts.fps[r.req_id]
     diff = first_difference(pf, rf, p.model, r.model, prompts.el)
     if diff is None:
@@ -293,8 +297,8 @@ def compare(
     pos = Position(0, 0, exact=0) if changed else prompts.position(p, r)
     if pos.at_least(reusable) or pos.at_least(rf.end):
         return None
-    end = _carried(prompts, p, r, continues)
-    lost = lost_tokens(end, max(pos.value, reused), r.n_tokens, block_size)
+    end = price.reusable(p, pair, _carried(prompts, p, r, continues))
+    lost = lost_tokens(end, max(pos.value, price.reused[r.req_id]), r.n_tokens, block_size)
     return PairBreak(difference=diff, position=pos.value, tokens_lost=lost)
 
 
@@ -304,24 +308,19 @@ def detect_breaks(
     signature: str,
     block_size: int,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    output_cache: bool = True,
 ) -> list[Break]:
     """``breaks.detect_breaks`` on a redacted database: every break of the workload's requests
-    (processing order), without diff text."""
+    (processing order), without diff text, priced under the same semantics (``output_cache``)."""
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = RedactedPrompts(con, signature, rows, wl)
     pairs = choose_predecessors(rows, prompts.heads)
-    reused = reused_tokens(wl, block_size) if pairs else {}
+    price = pricing(wl, block_size, output_cache=output_cache) if pairs else Pricing({}, {}, {})
     out = []
     for done, pair in enumerate(pairs, 1):
         r, p = rows[pair.index], rows[pair.pred]
-        found = compare(
-            prompts,
-            p,
-            r,
-            continues=pair.continues,
-            block_size=block_size,
-            reused=reused[r.req_id],
-        )
+        found = compare(prompts, p, r, pair, block_size=block_size, price=price)
         if progress:
             progress(done, len(pairs))
         if found is None:
