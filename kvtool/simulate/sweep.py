@@ -14,7 +14,8 @@ what fits while the request is pinned, which no stack model describes, so the ca
 those capacities directly (``LRUCurve.exact_from``).
 
 Distances come from a Fenwick tree over reference stamps that marks each block's latest stamp;
-the loop is compiled with numba when it is installed (the ``fast`` extra).
+the loop is compiled with numba (a core dependency), and the compiled code is cached on disk, so
+only the first run of an install compiles it (about half a second).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _stack_maxima(
 ) -> int:
     """Fill ``out`` with the prefix maxima of stack distances (``NEVER`` for a block not seen
     before, and for every block after it); returns the largest request in blocks. Plain Python
-    on arrays, compiled by numba when it is installed (``kvtool[fast]``)."""
+    on arrays, compiled by numba (``compiled_kernel``)."""
     size = len(dense) + 1
     tree = np.zeros(size + 1, np.int32)  # counts and stamps stay below 2**31 references
     last = np.full(n_unique, -1, np.int32)
@@ -115,13 +116,12 @@ def _stack_maxima(
 
 
 @cache
-def compiled_kernel() -> Callable[..., int] | None:
-    """The kernel compiled by numba, or None when numba is not installed (imported on first use:
-    importing numba takes a noticeable part of a second)."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - exercised by the tests through ``compiled=False``
-        return None
+def compiled_kernel() -> Callable[..., int]:
+    """The kernel compiled by numba, its machine code cached on disk beside this module (or in
+    ``NUMBA_CACHE_DIR``). numba is imported on first use: importing it takes a noticeable part
+    of a second, which commands that draw no curve do not pay."""
+    import numba
+
     return numba.njit(cache=True, nogil=True)(_stack_maxima)
 
 
@@ -140,6 +140,6 @@ def lru_curve(
     n_unique = int(dense.max()) + 1 if len(dense) else 0
     out = np.empty(int(caps.sum()), np.int64)
     out_offsets = np.zeros(len(offsets), np.int64)
-    kernel = (compiled and compiled_kernel()) or _stack_maxima
+    kernel = compiled_kernel() if compiled else _stack_maxima
     largest = kernel(offsets.astype(np.int64), dense, caps, n_unique, out, out_offsets)
     return LRUCurve(out, out_offsets, B, max(int(largest), 1))
