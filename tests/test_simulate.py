@@ -4,6 +4,7 @@ salt, sweeps, the result types, option validation, the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from collections import OrderedDict
@@ -59,7 +60,7 @@ def test_lru_follows_vllm_order(tmp_path):
     # r4 [1,2]: 1 hits, 2 misses; 2 evicts 4                              -> 3,2,1
     # (touching first-to-last instead would evict 1 at r1, and r2 would hit nothing)
     trace = _trace(tmp_path / "t.jsonl", [[1, 2], [3, 4], [1, 2], [3, 4], [1, 2]])
-    out = _sim(tmp_path, trace, blocks=[3], config={"policy": "lru"})
+    out = _sim(tmp_path, trace, blocks=[3], config={"policy": "lru", "one_pass": False})
     assert out["prefill_tokens_saved"] == 3 * B
     assert out["hits_by_tier"] == {"hbm": 3 * B}
     assert out["request_hit_rate"] == pytest.approx(3 / 5)
@@ -313,8 +314,13 @@ def test_one_pass_lru_curve_equals_direct_simulation(tmp_path, mooncake_dir):
         sweep = simulate([path], db=db, blocks=capacities, config=config)
         methods = [p.method for p in sweep.points]
         assert "stack" in methods and "direct" in methods  # the smallest ones cannot hold a request
+        engine_only = dataclasses.replace(config, one_pass=False)
         for capacity, point in zip(capacities, sweep.points, strict=True):
-            direct = simulate(None, db=db, blocks=[capacity], config=config).point
+            one = simulate(None, db=db, blocks=[capacity], config=config).point
+            assert one.method == point.method  # a single point too, wherever the curve is exact
+            assert one.prefill_tokens_saved == point.prefill_tokens_saved
+            direct = simulate(None, db=db, blocks=[capacity], config=engine_only).point
+            assert direct.method == "direct"
             assert point.prefill_tokens_saved == direct.prefill_tokens_saved, capacity
             assert point.request_hit_rate == direct.request_hit_rate
             assert point.ttft_estimate.p50 == pytest.approx(direct.ttft_estimate.p50)
@@ -529,5 +535,6 @@ def test_result_types_json_store_and_frame(tmp_path):
     assert one.run_id == 1 and one.sweep is None
     flat = one.to_json()
     assert flat["prefill_tokens_saved"] == one.point.prefill_tokens_saved
-    assert "points" not in flat and flat["method"] == "direct"
+    # 2 blocks hold the largest request: the one-pass curve gives it (no eviction count)
+    assert "points" not in flat and flat["method"] == "stack" and flat["evictions"] is None
     assert len(one.points_frame()) == 1

@@ -142,8 +142,8 @@ def _hash_trace(path: Path, requests: list[list[int]]) -> Path:
 def test_simulate_counts_the_window_in_the_engine_and_the_curve(tmp_path):
     trace = _hash_trace(tmp_path / "t.jsonl", [[1, 2], [3, 4], [1, 2], [3, 4]])
 
-    def run(blocks: list[int], warmup: str | None) -> dict:
-        config = SimConfig(concurrency=1, warmup=warmup)
+    def run(blocks: list[int], warmup: str | None, one_pass: bool = False) -> dict:
+        config = SimConfig(concurrency=1, warmup=warmup, one_pass=one_pass)
         return simulate(
             [trace], db=tmp_path / "s.duckdb", hash_block_size=16, blocks=blocks, config=config
         ).to_json()
@@ -168,7 +168,9 @@ def test_simulate_counts_the_window_in_the_engine_and_the_curve(tmp_path):
         "first_counted_ts": 2.0,
     }
     # the one-pass curve counts the same window (both points from it)
-    sweep = run([3, 100], "0.5")
+    sweep = run([3, 100], "0.5", one_pass=True)
+    single = run([3], "0.5", one_pass=True)  # one point, from the curve too
+    assert single["method"] == "stack" and single["token_hit_rate"] == pytest.approx(32 / 66)
     assert [p["method"] for p in sweep["points"]] == ["stack", "stack"]
     assert [p["token_hit_rate"] for p in sweep["points"]] == pytest.approx([32 / 66, 64 / 66])
     assert sweep["sweep"]["capacity_for_share_of_ideal"]["99%"] == 100

@@ -46,7 +46,10 @@ class SimConfig:
       None: every request counts (``kvtool.traffic.parse_warmup``);
     - ``output_cache``: a request's output blocks enter the cache where the next prompt of its
       session re-renders the answer, as vLLM keeps a finished request's full blocks
-      (``kvtool.traffic.output_blocks``; text logs only); False: prompt blocks only.
+      (``kvtool.traffic.output_blocks``; text logs only); False: prompt blocks only;
+    - ``one_pass``: LRU points with one request at a time and one replica come from the one-pass
+      stack curve wherever it is exact (capacities of at least the largest request), a single
+      point included; False: the engine simulates every point (for checks and benchmarks).
     """
 
     policy: str = "lru"
@@ -62,6 +65,7 @@ class SimConfig:
     shared_lower: bool = False
     warmup: str | float | None = None
     output_cache: bool = True
+    one_pass: bool = True
 
     def __post_init__(self) -> None:
         info = POLICIES.get(self.policy)

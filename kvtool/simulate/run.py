@@ -288,8 +288,15 @@ def _points(
     reach = np.maximum(wl.n_tokens - 1, 0) // B  # the blocks a request can hit
     nu = next_uses(offsets, stream, reach) if POLICIES[config.policy].cls.needs_next_use else None
     curve = None
-    one_pass = config.policy == "lru" and config.concurrency == 1 and config.replicas == 1
-    if len(grid) > 1 and len(grid[0]) == 1 and one_pass:
+    one_pass = (
+        config.one_pass
+        and config.policy == "lru"
+        and config.concurrency == 1
+        and config.replicas == 1
+        and len(grid[0]) == 1
+    )
+    largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0  # the curve's exact_from
+    if one_pass and any(tiers[0].blocks >= max(largest, 1) for tiers in grid):
         curve = lru_curve(offsets, stream, wl.n_tokens, B)
     points = []
     for n, tiers in enumerate(grid):
