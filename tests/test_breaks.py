@@ -408,7 +408,7 @@ def test_two_threads_in_one_session_are_not_breaks(tmp_path, write_jsonl):
     records = []
     for i, (r1, r2) in enumerate(zip(one, two, strict=True)):
         for j, r in enumerate((r1, r2)):
-            r["session_id"] = "shared"
+            r["session_id"] = "one-id"
             r["timestamp"] = f"2026-11-01T10:{2 * i + j:02d}:00Z"
             records.append(r)
     s = analyze([write_jsonl("threads.jsonl", records)], db=tmp_path / "t.db")

@@ -93,7 +93,7 @@ def tiny_server(
 ) -> Iterator[SharedServer]:
     """The tiny model on 400 blocks of 32 tokens (small enough to force eviction)."""
     config = ServerConfig(tiny.model_dir, tiny.tokenizer_dir, 32, 400)
-    shared = SharedServer(vllm_python, config, replay_root / "shared", launch_timeout_s)
+    shared = SharedServer(vllm_python, config, replay_root / "tiny-server", launch_timeout_s)
     yield shared
     shared.close()
     assert shared.launches <= 2  # one, plus one if the kill test ran before a cold-cache test
