@@ -49,7 +49,10 @@ class SimConfig:
       (``kvtool.traffic.output_blocks``; text logs only); False: prompt blocks only;
     - ``one_pass``: LRU points with one request at a time and one replica come from the one-pass
       stack curve wherever it is exact (capacities of at least the largest request), a single
-      point included; False: the engine simulates every point (for checks and benchmarks).
+      point included; False: the engine simulates every point (for checks and benchmarks);
+    - ``compiled``: points simulated directly run on the engine's compiled twin
+      (``kvtool.simulate.compiled_engine``) wherever it reproduces the Python engine (one tier,
+      one replica, its policies); False: always the Python engine (for checks and benchmarks).
     """
 
     policy: str = "lru"
@@ -66,6 +69,7 @@ class SimConfig:
     warmup: str | float | None = None
     output_cache: bool = True
     one_pass: bool = True
+    compiled: bool = True
 
     def __post_init__(self) -> None:
         info = POLICIES.get(self.policy)

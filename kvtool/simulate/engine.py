@@ -33,6 +33,11 @@ A request's stream may end with its output blocks (``kvtool.traffic.streams_with
 they are pinned and inserted with its prompt blocks, as vLLM caches each block of a running
 request once it is full, and never hit by the request itself (the cap above stays below them).
 
+The compiled twin, ``kvtool.simulate.compiled_engine`` (numba kernels in
+``kvtool.simulate.engine_kernel``), gives the same results bit for bit for one tier and one
+replica; ``simulate`` runs it wherever it applies. A change of semantics here is made there too
+(``tests/test_compiled_engine.py`` compares the two).
+
 Block ids are node ids of the block tree (docs/architecture.md, "Block identity"): equal ids
 are equal prefixes, and the tree is keyed by model and tenant, so tenants never share. The
 engine trusts its inputs: the ``SimConfig`` validated itself, and a lower tier's block is a

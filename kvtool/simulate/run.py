@@ -15,7 +15,8 @@ with the JSON it returns.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from kvtool.providers import load_provider
 from kvtool.providers.tokens import token_counts
 from kvtool.simulate.advisor import advise_breakpoints
 from kvtool.simulate.anthropic import predict_anthropic
+from kvtool.simulate.compiled_engine import POLICY_CODES, preload, run_compiled, supports
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
 from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
@@ -105,6 +107,9 @@ def simulate(
     if blocks is not None and len(blocks) > 1 and swept is not None:
         raise OptionError("blocks", "cannot be a list while a tier_gb tier is swept")
     progress = progress or NullProgress()
+    curve_only = config.policy == "lru" and config.concurrency == 1 and config.one_pass
+    if config.compiled and config.policy in POLICY_CODES and not curve_only:
+        preload()  # numba loads while the traffic does
     try:
         with open_db(db) as con:
             traffic = load_traffic(
@@ -133,26 +138,27 @@ def simulate(
             warmup = None if config.warmup is None else parse_warmup(config.warmup)
             window = measurement_window(wl, warmup)
             outputs = output_blocks(wl, config.output_cache)
-            ideal_rate, ideal_cached = _ideal(wl, B, window.start, outputs)
-            prompt_only_rate = (
-                _ideal(wl, B, window.start, output_blocks(wl, False))[0]
-                if len(outputs.nodes)
-                else ideal_rate
-            )
+            # the ideal is computed beside the simulation (the compiled kernels release the GIL)
+            pool = ThreadPoolExecutor(1, thread_name_prefix="kvtool-ideal")
+            pending = pool.submit(_ideals, wl, B, window.start, outputs)
             counted_ts = wl.ts[window.start :]
             known = counted_ts[~np.isnan(counted_ts)]
             duration = float(known.max() - known.min()) if len(known) > 1 else None
             try:
-                grid = _grid(specs, blocks, swept, B, kv)
-            except OptionError as exc:
-                if spec is None or exc.param != "model":
-                    raise
-                raise OptionError(
-                    "model",
-                    f"{exc.message}; the provider's figures do not depend on the self-hosted "
-                    "tiers simulated next to them: any built-in model or --blocks N will do",
-                ) from None
-            points = _points(wl, grid, config, kv, duration, progress, window, outputs)
+                try:
+                    grid = _grid(specs, blocks, swept, B, kv)
+                except OptionError as exc:
+                    if spec is None or exc.param != "model":
+                        raise
+                    raise OptionError(
+                        "model",
+                        f"{exc.message}; the provider's figures do not depend on the self-hosted "
+                        "tiers simulated next to them: any built-in model or --blocks N will do",
+                    ) from None
+                points = _points(wl, grid, config, kv, duration, progress, window, outputs)
+                ideal = pending.result()
+            finally:
+                pool.shutdown()
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -199,15 +205,15 @@ def simulate(
                 trace_kind=wl.kind,
                 hash_identity=wl.hash_identity,
                 duration_s=duration,
-                ideal_hit_rate=ideal_rate,
-                ideal_cached_tokens=ideal_cached,
-                ideal_hit_rate_prompt_only=prompt_only_rate,
+                ideal_hit_rate=ideal.rate,
+                ideal_cached_tokens=ideal.cached_tokens,
+                ideal_hit_rate_prompt_only=ideal.prompt_only_rate,
                 points=tuple(points),
                 # ``blocks`` sweeps the first tier (and excludes a swept tier_gb tier)
                 sweep=(
                     None
                     if len(points) == 1
-                    else Sweep.of(points, swept or 0, blocks is not None, ideal_rate)
+                    else Sweep.of(points, swept or 0, blocks is not None, ideal.rate)
                 ),
                 provider=report,
                 window=window if warmup is not None else None,
@@ -279,9 +285,10 @@ def _points(
     window: Window,
     outputs: OutputPaths,
 ) -> list[SimPoint]:
-    """Each grid point from the one-pass LRU curve where it is exact, else from the engine;
-    each counts the requests of ``window``. Each request's stream ends with its ``outputs``
-    (at ``B``), which it inserts but cannot hit (its hits stop at ``(n - 1) // B``)."""
+    """Each grid point from the one-pass LRU curve where it is exact, else from the engine (its
+    compiled twin wherever that reproduces it: ``compiled_engine.supports``); each counts the
+    requests of ``window``. Each request's stream ends with its ``outputs`` (at ``B``), which
+    it inserts but cannot hit (its hits stop at ``(n - 1) // B``)."""
     B = config.block_size
     assert B is not None
     offsets, stream = streams_with_outputs(wl, B, outputs)
@@ -304,39 +311,69 @@ def _points(
             result = _from_curve(curve, tiers[0], wl, config.timing, window.start)
             points.append(SimPoint.of(result, tiers, config, duration, "stack"))
         else:
-            engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
-            result = engine.run(
-                offsets,
-                stream,
-                wl.n_tokens,
-                wl.ts,
-                wl.output_tokens,
-                nu,
-                wl.session,
-                (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None,
-                count_from=window.start,
-            )
+            tick = (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None
+            if config.compiled and supports(config, tiers, wl.n):
+                result = run_compiled(
+                    tiers,
+                    config,
+                    offsets,
+                    stream,
+                    wl.n_tokens,
+                    wl.ts,
+                    wl.output_tokens,
+                    nu,
+                    tick,
+                    count_from=window.start,
+                )
+            else:
+                engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
+                result = engine.run(
+                    offsets,
+                    stream,
+                    wl.n_tokens,
+                    wl.ts,
+                    wl.output_tokens,
+                    nu,
+                    wl.session,
+                    tick,
+                    count_from=window.start,
+                )
             points.append(SimPoint.of(result, tiers, config, duration, "direct"))
         progress.update(n + 1, len(grid))
     return points
 
 
-def _ideal(
-    wl: Workload, block_size: int, first: int, outputs: OutputPaths
-) -> tuple[float | None, int]:
-    """The infinite cache's (hit rate, cached tokens) over requests ``first..``, the cache having
-    seen every request before them and the ``outputs`` of each."""
+@dataclass(frozen=True)
+class Ideal:
+    """The infinite cache over the counted requests: its token hit rate (None without prompt
+    tokens) and cached tokens with the outputs cached, and its hit rate on prompts alone."""
+
+    rate: float | None
+    cached_tokens: int
+    prompt_only_rate: float | None
+
+
+def _ideals(wl: Workload, block_size: int, first: int, outputs: OutputPaths) -> Ideal:
+    """The infinite cache over requests ``first..``, the cache having seen every request before
+    them and (for ``rate``) the ``outputs`` of each."""
     rs = runs(wl)
     ps = passes(wl, rs)
-    base = (
-        output_hit_blocks(wl, rs, ps, outputs).base_hits
-        if len(outputs.nodes)
-        else base_hit_blocks(wl, rs, ps)
-    )
-    hits = ideal_hits(wl, rs, ps, base, block_size)
-    cached = int(hits.cached_tokens[first:].sum())
     total = int(wl.n_tokens[first:].sum())
-    return (cached / total if total else None), cached
+
+    def cached(base: np.ndarray) -> int:
+        return int(ideal_hits(wl, rs, ps, base, block_size).cached_tokens[first:].sum())
+
+    prompt_only = cached(base_hit_blocks(wl, rs, ps))
+    with_outputs = (
+        cached(output_hit_blocks(wl, rs, ps, outputs).base_hits)
+        if len(outputs.nodes)
+        else prompt_only
+    )
+    return Ideal(
+        with_outputs / total if total else None,
+        with_outputs,
+        prompt_only / total if total else None,
+    )
 
 
 def _tiers_for(

@@ -99,10 +99,11 @@ def tree_from_paths(
 
 def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
     """(id per element, number of distinct values): equal values get equal ids, numbered in
-    value order; what ``np.unique(return_inverse=True)`` gives, with fewer big temporaries."""
+    value order; what ``np.unique(return_inverse=True)`` gives, with fewer big temporaries.
+    Equal values get equal ids whatever their order in the sort: it need not be stable."""
     if len(values) == 0:
         return np.zeros(0, dtype), 0
-    perm = values.argsort(kind="stable")
+    perm = values.argsort()
     ordered = values[perm]
     ids = np.empty(len(values), dtype)
     ids[0] = 0

@@ -1,0 +1,205 @@
+"""The compiled engine: ``Engine.run``'s results, bit for bit, at compiled speed.
+
+``run_compiled`` reproduces ``Engine(tiers, config=config).run(...)`` exactly (totals, hits,
+evictions, uncached blocks, per-request cached tokens and TTFT, the same float operations in
+the same order) whenever ``supports(config, tiers)`` holds: one tier, one replica, no partial
+blocks held (``hold_partial=False``, the engine's default), a policy of ``POLICY_CODES``, any
+concurrency, timing, warm-up (``count_from``) and output blocks in the stream. The kernels are in
+``kvtool.simulate.engine_kernel`` (numba, imported on first use; the machine code is cached on
+disk, so only the first run of an install compiles it, in a few seconds). Requests run in chunks
+so that ``progress(done, total)`` is called between them, the state kept in arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from kvtool.simulate.config import SimConfig
+from kvtool.simulate.engine import EngineResult
+from kvtool.tiers.spec import Tier
+
+# the kernel's policy codes (``engine_kernel.LRU`` ...)
+POLICY_CODES = {
+    "lru": 0,
+    "fifo": 1,
+    "lfu": 2,
+    "arc": 3,
+    "s3fifo": 4,
+    "ttl": 5,
+    "infinite": 6,
+    "belady": 7,
+}
+CHUNK = 8192  # requests per kernel call: progress between calls
+MAX_REQUESTS = 1 << 22  # ranks pack (head, counter) into one int64: heads stay below 2**23
+
+
+def supports(config: SimConfig, tiers: list[Tier], n_requests: int) -> bool:
+    """Whether ``run_compiled`` reproduces the Python engine for this configuration."""
+    return (
+        config.policy in POLICY_CODES
+        and len(tiers) == 1
+        and config.replicas == 1
+        and n_requests < MAX_REQUESTS
+    )
+
+
+@cache
+def preload() -> threading.Thread:
+    """Import numba and load the kernels' cached machine code in a thread (once a process):
+    a caller that will run the compiled engine starts it before loading its traffic, which
+    spends most of its time outside the GIL (DuckDB, numpy sorts)."""
+    thread = threading.Thread(target=_load_kernels, name="kvtool-kernels", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load_kernels() -> None:
+    """A one-request run: every kernel's machine code loaded (compiled on an install's first
+    run). A failure here is left to the caller's own run, which raises it."""
+    one = np.ones(1, np.int64)
+    with contextlib.suppress(Exception):
+        run_compiled(
+            [Tier("hbm", 1)],
+            SimConfig(policy="lru", block_size=1),
+            np.array([0, 1]),
+            one * 0,
+            one * 2,
+            np.zeros(1),
+            one,
+        )
+
+
+@dataclass
+class EngineState:
+    """The kernel's state arrays (their layout: ``engine_kernel``'s docstring)."""
+
+    node: np.ndarray
+    rank: np.ndarray
+    stamp: np.ndarray
+    lists: np.ndarray
+    heap: np.ndarray
+    run_end: np.ndarray
+    run_idx: np.ndarray
+    ints: np.ndarray
+    floats: np.ndarray
+
+    @classmethod
+    def empty(cls, n_ids: int, n_requests: int, code: int) -> EngineState:
+        """Zeros (pages mapped as they are first touched): no list, no pin, no mark."""
+        from kvtool.simulate import engine_kernel as k
+
+        ranked = code in (k.LFU, k.BELADY)
+        node = np.zeros((n_ids, 6), np.int32)  # a block's fields side by side
+        lists = np.full((3, 5), -1, np.int64)
+        lists[k.LEN] = 0
+        heap_size = 3 * n_ids + 128 if ranked else 0  # live keys + stale ones (bounded)
+        floats = np.zeros(k.N_FLOATS)
+        floats[k.LAST_START] = -np.inf
+        return cls(
+            node=node,
+            rank=np.zeros(n_ids if ranked else 0, np.int64),
+            stamp=np.zeros(n_ids if code == k.TTL else 0),
+            lists=lists,
+            heap=np.empty((heap_size, 2), np.int64),
+            run_end=np.empty(n_requests),
+            run_idx=np.empty(n_requests, np.int64),
+            ints=np.zeros(k.N_INTS, np.int64),
+            floats=floats,
+        )
+
+
+def run_compiled(
+    tiers: list[Tier],
+    config: SimConfig,
+    offsets: np.ndarray,
+    blocks: np.ndarray,
+    n_tokens: np.ndarray,
+    arrivals: np.ndarray,
+    output_tokens: np.ndarray,
+    next_use: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    count_from: int = 0,
+) -> EngineResult:
+    """``Engine(tiers, config=config).run(offsets, blocks, ...)`` for a configuration that
+    ``supports`` (arguments as there; ``config.block_size`` resolved)."""
+    from kvtool.simulate import engine_kernel as k
+
+    B = config.block_size
+    assert B is not None and supports(config, tiers, len(n_tokens))
+    code = POLICY_CODES[config.policy]
+    n_req = len(n_tokens)
+    stream = np.ascontiguousarray(blocks, np.int64)
+    n_ids = int(stream.max()) + 1 if len(stream) else 0
+    if n_ids > 2 * len(stream) + 1024:  # sparse ids (not node ids): dense ones first
+        _, stream = np.unique(stream, return_inverse=True)
+        n_ids = int(stream.max()) + 1
+    stream = k.first_use_ids(stream, n_ids)
+    state = EngineState.empty(n_ids, n_req, code)
+    room = tiers[0].blocks
+    capacity = (1 << 62) if code == k.INFINITE else room
+    nu = (
+        np.ascontiguousarray(next_use, np.float64)
+        if code == k.BELADY and next_use is not None
+        else np.zeros(0)
+    )
+    timing = config.timing
+    ttft = np.zeros(n_req)
+    cached_per = np.zeros(n_req, np.int64)
+    offs = np.ascontiguousarray(offsets, np.int64)
+    ns = np.ascontiguousarray(n_tokens, np.int64)
+    ts = np.ascontiguousarray(arrivals, np.float64)
+    outs = np.ascontiguousarray(output_tokens, np.int64)
+    for first in range(0, n_req, CHUNK):
+        if progress is not None:
+            progress(first, n_req)
+        k.run_requests(
+            first,
+            min(first + CHUNK, n_req),
+            code,
+            room,
+            capacity,
+            float(config.ttl_s or 0.0),
+            B,
+            config.concurrency or 0,
+            float(timing.prefill_tps),
+            float(timing.decode_tps),
+            count_from,
+            offs,
+            stream,
+            ns,
+            ts,
+            outs,
+            nu,
+            state.node,
+            state.rank,
+            state.stamp,
+            state.lists,
+            state.heap,
+            state.run_end,
+            state.run_idx,
+            state.ints,
+            state.floats,
+            ttft,
+            cached_per,
+        )
+    ints = state.ints  # the warm-up marks stay 0 when ``count_from`` is never reached
+    result = EngineResult(
+        [tiers[0].name],
+        requests=n_req - count_from,
+        prompt_tokens=int(n_tokens[count_from:].sum()),
+        cached_tokens=int(ints[k.CACHED]),
+        hit_tokens=[int(ints[k.CACHED])],
+        requests_with_hit=int(ints[k.WITH_HIT]),
+        evictions=int(ints[k.EVICTIONS] - ints[k.WARM_EVICTIONS]),
+        uncached_blocks=int(ints[k.UNCACHED] - ints[k.WARM_UNCACHED]),
+        ttft=ttft,
+        cached_per_request=cached_per,
+        first_counted=count_from,
+    )
+    return result
