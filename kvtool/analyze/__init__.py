@@ -310,7 +310,14 @@ def _analyze(
             )
         else:
             found = detect_breaks(
-                con, wl, traffic.bundle, traffic.mode, block_size, step, output_cache=oc
+                con,
+                wl,
+                traffic.bundle,
+                traffic.mode,
+                block_size,
+                step,
+                output_cache=oc,
+                cached_tokens=summary.per_request.cached_tokens,
             )
         store_breaks(con, traffic.signature, block_size, wl.req_ids, found)
         if window.start:  # every break is stored; the summary counts the window's

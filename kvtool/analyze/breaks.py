@@ -480,18 +480,28 @@ class Pricing:
         return max(carried.end, stop + carried.shift)
 
 
-def pricing(wl: Workload, block_size: int, *, output_cache: bool) -> Pricing:
+def pricing(
+    wl: Workload,
+    block_size: int,
+    *,
+    output_cache: bool,
+    cached_tokens: np.ndarray | None = None,
+) -> Pricing:
     """The workload's ``Pricing`` at ``block_size``: with ``output_cache`` (where it applies,
-    ``caches_outputs``) as analyze's ideal counts output blocks, else prompt blocks only."""
-    rs = runs(wl)
-    ps = passes(wl, rs)
+    ``caches_outputs``) as analyze's ideal counts output blocks, else prompt blocks only.
+    ``cached_tokens``: each request's ideal cached tokens at ``block_size`` under the same
+    ``output_cache`` when the caller has them (analyze's summary: ``RequestFigures``); used
+    where it applies, so the ideal is not computed twice."""
     on = output_cache and caches_outputs(wl)
-    if on:
-        base = output_hit_blocks(wl, rs, ps, output_blocks(wl)).base_hits
-    else:
-        base = base_hit_blocks(wl, rs, ps)
-    hits = ideal_hits(wl, rs, ps, base, block_size)
-    reused = dict(zip(wl.req_ids.tolist(), hits.cached_tokens.tolist(), strict=True))
+    if cached_tokens is None or (output_cache and not on):
+        rs = runs(wl)
+        ps = passes(wl, rs)
+        if on:
+            base = output_hit_blocks(wl, rs, ps, output_blocks(wl)).base_hits
+        else:
+            base = base_hit_blocks(wl, rs, ps)
+        cached_tokens = ideal_hits(wl, rs, ps, base, block_size).cached_tokens
+    reused = dict(zip(wl.req_ids.tolist(), cached_tokens.tolist(), strict=True))
     if not on:
         return Pricing(reused, {}, {})
     b = wl.base
@@ -602,18 +612,22 @@ def detect_breaks(
     *,
     signature: str | None = None,
     output_cache: bool = True,
+    cached_tokens: np.ndarray | None = None,
 ) -> list[Break]:
     """Every break of the workload's requests (processing order), with its diff text and its
     tokens lost (the module docstring), priced with output blocks cached where
     ``output_cache`` (analyze's default) and it applies, else on prompt blocks alone. The rows
-    are those with a chain for ``signature`` (default: the one ``bundle`` writes)."""
+    are those with a chain for ``signature`` (default: the one ``bundle`` writes).
+    ``cached_tokens``: the ideal's per-request cached tokens, when known (``pricing``)."""
     signature = signature or tokenizer_signature(bundle)
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = Prompts(con, bundle, mode)
     pairs = predecessors(rows, prompts)
     prompts.load(rows[k] for pair in pairs for k in (pair.index, pair.pred))  # one query
     specials = tuple(bundle.added_tokens)
-    price = pricing(wl, block_size, output_cache=output_cache) if pairs else None
+    price = None
+    if pairs:
+        price = pricing(wl, block_size, output_cache=output_cache, cached_tokens=cached_tokens)
     out = []
     for done, pair in enumerate(pairs, 1):
         r, p = rows[pair.index], rows[pair.pred]

@@ -29,6 +29,9 @@ _TASK_OPENERS = (
 )
 
 
+DEFAULT_TOOL_OUTPUT = (60, 400)  # words of a tool result (lo, hi)
+
+
 @dataclass(frozen=True)
 class AgentSetting:
     """What every request of an agent file shares.
@@ -86,11 +89,15 @@ def agent_session(
     steps: int,
     t0: int,
     brk: Breaker | None = None,
+    tool_output: tuple[int, int] = DEFAULT_TOOL_OUTPUT,
 ) -> Iterator[Turn]:
     """One ``Turn`` per step of one agent session starting at ``t0`` (ms).
 
     ``brk`` (an injected breaker) changes the requests from its step on; without it the session
-    draws exactly the same random numbers as it always did."""
+    draws exactly the same random numbers as it always did. ``tool_output`` (lo, hi): the words
+    of a tool result, ``lo + (hi - lo) * u**3`` for a uniform ``u`` (a heavy tail, mean
+    ``lo + (hi - lo) / 4``); the default gives the same bytes as before the option existed."""
+    lo, hi = tool_output
     c, randint = t.choice, t.randint
     opener = c(_TASK_OPENERS).format(noun=c(NOUNS), noun2=c(NOUNS), adj=c(ADJS), path=t.path())
     closer = c(("Please fix it and run the tests.", "Keep the change small.", "Explain the cause."))
@@ -143,7 +150,7 @@ def agent_session(
                 ],
             }
         )
-        words = 60 + int(340 * t.random() ** 3)  # 60-400, mean 145: a heavy tail
+        words = lo + int((hi - lo) * t.random() ** 3)  # default 60-400, mean 145: a heavy tail
         if brk is not None and brk.edit == "json" and step == brk.s:
             # a pretty-printed JSON object, re-serialized with its keys reversed at step k
             result = orjson.dumps(json_body(t, 6 * words), option=orjson.OPT_INDENT_2).decode()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kvtool.errors import OptionError
-from kvtool.generate.agent import agent_session, agent_setting
+from kvtool.generate.agent import DEFAULT_TOOL_OUTPUT, agent_session, agent_setting
 from kvtool.generate.breakers import BREAK_CAUSES, BREAKER_MODES, BreakerSchedule
 from kvtool.generate.chat import chat_session, chat_system_prompt
 from kvtool.generate.output import (
@@ -49,6 +49,7 @@ def generate(
     steps: tuple[int, int] | None = None,
     breakers: int = 0,
     breaker_mode: str = "once",
+    tool_output: tuple[int, int] | None = None,
 ) -> GenerationTruth:
     """Write one JSONL record per request to `out` (gzip when it ends with .gz), in timestamp order.
 
@@ -71,6 +72,11 @@ def generate(
     sessions with the breaking field held clean: no request breaks; the baseline to measure what
     the breaks of the other two modes cost). The three modes write the same sessions up to step
     k of each injected session, and the sessions without a breaker are the same bytes in all.
+
+    ``tool_output`` (agent only): the inclusive range of words of a tool result, drawn with a
+    heavy tail (mean ``lo + (hi - lo) / 4``); default (60, 400). Coding agents' file reads, test
+    logs and diffs run to thousands of tokens: e.g. (200, 6000). The default writes the same
+    bytes as before the option existed.
     """
     if kind not in KINDS:
         raise OptionError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
@@ -85,6 +91,13 @@ def generate(
         raise OptionError(
             "breaker_mode", f"{breaker_mode!r} is not one of {', '.join(BREAKER_MODES)}"
         )
+    if tool_output is not None:
+        if kind != "agent":
+            raise OptionError("tool_output", f"is only generated for kind 'agent', not {kind!r}")
+        if not 1 <= tool_output[0] <= tool_output[1]:
+            raise OptionError(
+                "tool_output", f"must be (lo, hi) words with 1 <= lo <= hi, got {tool_output}"
+            )
     if breakers and kind != "agent":
         raise OptionError("breakers", f"are only generated for kind 'agent', not {kind!r}")
     if breakers and sessions < len(BREAK_CAUSES) * breakers + 1:
@@ -144,7 +157,9 @@ def generate(
             brk = schedule.plan(i, n) if schedule is not None else None
             if brk is not None:
                 n = max(n, brk.k + 2)  # clean steps before and after the break
-            streams.append(agent_session(st, system, tools, n, t0, brk))
+            streams.append(
+                agent_session(st, system, tools, n, t0, brk, tool_output or DEFAULT_TOOL_OUTPUT)
+            )
         elif kind == "chat":
             streams.append(chat_session(st, system, n, t0))
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,29 @@ from kvtool.store.files import (
 
 PENDING = "\x00pending:"  # synthetic ids until the file's identity is known
 BATCH = 1024  # rows buffered per flush; bounds memory, raw lines are kept until then
+RECENT_CONVERSATIONS = 128  # message lists kept to skip re-serializing resent history
 
 
 def content_key(data: bytes) -> int:
     """Signed 64-bit content key (xxh3-64) of serialized content, as DuckDB BIGINT stores it."""
     return as_bigint(xxhash.xxh3_64_intdigest(data))
+
+
+def serializes_alike(a: dict, b: dict) -> bool:
+    """Whether ``a`` and ``b`` are flat messages that serialize to the same bytes: the same keys
+    in the same order, each value None in both or an equal str in both. False (serialize it)
+    for anything nested or numeric (``1 == 1.0 == True`` in Python, not in JSON)."""
+    if len(a) != len(b):
+        return False
+    for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True):
+        if ka != kb:
+            return False
+        if va is None:
+            if vb is not None:
+                return False
+        elif type(va) is not str or type(vb) is not str or va != vb:
+            return False
+    return True
 
 
 def duplicate_reason(rid: str, where: str) -> str:
@@ -190,6 +209,9 @@ class _FileWriter:
         self.lines_of: dict[str, int] = {}
         self.contents: dict[int, tuple[str, str]] = {}
         self.known_keys: set[int] = set()
+        # (first key, second key) -> the last valid message list of that conversation and its
+        # keys, least recently used first
+        self.recent: OrderedDict[tuple[int, int], tuple[list[dict], list[int]]] = OrderedDict()
         self.rejects: list[Reject] = []
         self.report_reasons: dict[str, int] = {}
         self.requests = 0
@@ -210,10 +232,19 @@ class _FileWriter:
 
     def _message_keys(self, rec: Normalized) -> list[int]:
         """Content keys of the messages; a message not seen before is checked first (when the
-        normalizer left that to us) and queued for storage only if the whole list is valid."""
+        normalizer left that to us) and queued for storage only if the whole list is valid.
+        History resent by a later request of a conversation (same first two messages) is not
+        serialized again: a message that ``serializes_alike`` the one at its index in the
+        conversation's last valid list gets that one's key."""
         keys: list[int] = []
         new: dict[int, bytes] = {}
-        for i, msg in enumerate(rec.messages or ()):
+        messages = rec.messages or []
+        prev: list[dict] = []
+        prev_keys: list[int] = []
+        for i, msg in enumerate(messages):
+            if i < len(prev) and serializes_alike(msg, prev[i]):
+                keys.append(prev_keys[i])  # stored with that earlier valid list
+                continue
             data = orjson.dumps(msg)
             key = content_key(data)
             if key not in self.known_keys and key not in new:
@@ -221,6 +252,13 @@ class _FileWriter:
                     check_message(msg, i)
                 new[key] = data
             keys.append(key)
+            if i == 1:
+                prev, prev_keys = self.recent.get((keys[0], key), ([], []))
+        if len(keys) >= 2:
+            self.recent[(keys[0], keys[1])] = (messages, keys)
+            self.recent.move_to_end((keys[0], keys[1]))
+            if len(self.recent) > RECENT_CONVERSATIONS:
+                self.recent.popitem(last=False)
         for key, data in new.items():
             self.known_keys.add(key)
             self.contents[key] = ("message", data.decode())

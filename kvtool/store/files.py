@@ -162,7 +162,11 @@ def insert_rejects(con: Connection, rejects: list[Reject]) -> None:
 
 
 def first_seen(con: Connection, request_ids: list[str]) -> dict[str, str]:
-    """For the ids already ingested: where each was first seen (``path:line``)."""
+    """For the ids already ingested: where each was first seen (``path:line``). Only requests
+    of stored files count (a file is stored once ingested), so with no file stored there are
+    none, without a join."""
+    if one(con, "SELECT 1 FROM files LIMIT 1") is None:
+        return {}
     with temp_table(con, "_kv_ids", pa.table({"request_id": pa.array(request_ids, pa.string())})):
         return dict(
             con.execute(
