@@ -11,10 +11,11 @@ again). Measured in one run:
   stream (every request's blocks, last to first, read by its C trace reader), kvtool's compiled
   engine alone, the Python engine (``--skip-python``: not), and the whole command
   ``kvtool simulate --db ... --blocks 100000 --policy P --concurrency 1 --json`` (a subprocess:
-  start-up, loading, the ideal, JSON, storing the run). libCacheSim's figure is its object miss
-  ratio (every block reference counts); kvtool's the token hit rate (a request's prefix up to
-  its first miss): the figures differ by definition, and libCacheSim's ARC, LFU and S3-FIFO are
-  variants of kvtool's (docs/simulate.md);
+  start-up, loading, the ideal, JSON, storing the run; the block tree is already stored, by the
+  load at the start of this script, as by the first command on a database). libCacheSim's
+  figure is its object miss ratio (every block reference counts); kvtool's the token hit rate
+  (a request's prefix up to its first miss): the figures differ by definition, and
+  libCacheSim's ARC, LFU and S3-FIFO are variants of kvtool's (docs/simulate.md);
 - the one-pass LRU curve (compiled with numba) for 32 capacities, against libCacheSim's LRU at
   one capacity (10% of the distinct blocks);
 - the 3-point concurrent example (``--blocks 2000,20000,200000``, unlimited concurrency): the

@@ -9,20 +9,48 @@ and ``kvtool.check(candidate, baseline=..., ...)``; a real vLLM through ``kvtool
 
 from __future__ import annotations
 
+import sys
+import types
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
-
-# Imported before ``def check`` below on purpose: loading the ``kvtool.check`` package binds it as
-# the attribute ``kvtool.check``, and the function defined afterwards must be what stays bound.
-from kvtool.check import CheckResult, Policy, ProviderGate
-from kvtool.check import check as run_check
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport
 from kvtool.progress import NullProgress, Progress
 from kvtool.store import DEFAULT_DB, DbArg, open_db
 
+if TYPE_CHECKING:
+    from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
+    from kvtool.check import CheckResult, Policy, ProviderGate
+
 __version__ = "0.1.0"
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "analyze", "check", "ingest"]
+_LAZY = {"AnalyzeOptions", "AnalyzeResult", "analyze"}  # from kvtool.analyze, on first use
+_FUNCTIONS = {"analyze", "check"}  # names of a function here and of a subpackage
+
+
+class _Package(types.ModuleType):
+    """This package: ``kvtool.analyze`` and ``kvtool.check`` stay the functions. Loading a
+    subpackage binds it as an attribute of its parent; here that binding is skipped (the
+    subpackage is in ``sys.modules`` as ever), so the order of imports does not matter."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _FUNCTIONS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> object:
+    """``AnalyzeOptions``, ``AnalyzeResult`` and ``analyze``, imported when first asked for
+    (``kvtool.analyze`` imports pandas: commands that do not analyze start without it)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kvtool' has no attribute {name!r}")
+    value = getattr(import_module("kvtool.analyze"), name)
+    globals()[name] = value
+    return value
 
 
 def ingest(
@@ -78,6 +106,7 @@ def check(
 ) -> CheckResult:
     """The CI gate on prompt fixtures; see ``kvtool.check`` and docs/ci.md. ``provider``:
     count and price losses by a hosted provider's rules (``kvtool.check.ProviderGate``)."""
+    from kvtool.check import check as run_check
     from kvtool.tokenize import load_tokenizer
 
     return run_check(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,15 +13,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kvtool.analyze import analyze
 from kvtool.errors import KvtoolError, OptionError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FORMATS
-from kvtool.progress import NullProgress, RichProgress
-from kvtool.report.terminal import render_analysis, render_ingest
+from kvtool.progress import NullProgress, Progress, RichProgress
 from kvtool.simulate.policies import POLICIES
-from kvtool.store import DEFAULT_DB, check_output
-from kvtool.tokenize import load_tokenizer
-from kvtool.traffic import PRICE_INPUT
+from kvtool.store import DEFAULT_DB, Connection, check_output
+from kvtool.traffic import PRICE_INPUT, BreakLosses, Traffic
 
 try:  # typer bundles its own click (the context of the running command lives there)
     from typer.main import get_current_context
@@ -216,6 +214,7 @@ def ingest(
     """Load request logs into the database (- reads stdin); bad lines go to the rejects table."""
 
     from kvtool import ingest as ingest_logs
+    from kvtool.report.terminal import render_ingest
 
     if tokenizer is not None and not redact:
         _fail("--tokenizer needs --redact (without it, logs are tokenized when analyzed)")
@@ -258,6 +257,9 @@ def analyze_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """How much of the prompt traffic is reusable prefix, and what breaks it."""
+    from kvtool.analyze import analyze
+    from kvtool.report.terminal import render_analysis
+
     if html is not None:
         _run(lambda: check_output(html, param="html", db=db))
     summary = _run(
@@ -339,6 +341,13 @@ def generate(
         )
 
 
+def _break_losses(con: Connection, traffic: Traffic, progress: Progress) -> BreakLosses | None:
+    """``kvtool.analyze.break_losses``, imported only when a provider's waterfall asks."""
+    from kvtool.analyze import break_losses
+
+    return break_losses(con, traffic, progress)
+
+
 @app.command(name="simulate")
 def simulate_cmd(
     paths: PathsArgument = None,
@@ -417,7 +426,6 @@ def simulate_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Hit rate, prefill saved, TTFT and dollars of a cache tiering on your traffic."""
-    from kvtool.analyze import break_losses
     from kvtool.report.simulate import render_simulation
     from kvtool.simulate import SimConfig, simulate
     from kvtool.tiers.spec import parse_duration
@@ -463,7 +471,7 @@ def simulate_cmd(
             provider_ttl=provider_ttl,
             rules=rules,
             prices=prices,
-            breaks=break_losses,
+            breaks=_break_losses,
         ).to_json()
 
     out = _run(go)
@@ -741,6 +749,7 @@ def check_cmd(
     )
     from kvtool.check.sarif import sarif_json
     from kvtool.providers import load_provider
+    from kvtool.tokenize import load_tokenizer
 
     if out_format not in CHECK_FORMATS:
         _fail(f"--format {out_format!r} is not one of {', '.join(CHECK_FORMATS)}")
@@ -801,4 +810,10 @@ def check_cmd(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # the process ends next: its last garbage collection would walk every object the
+        # compiled kernels' runtime (numba, LLVM) created, a quarter of a second; frozen, they
+        # are freed with the process (atexit handlers, flushing and module teardown still run)
+        gc.freeze()

@@ -90,26 +90,33 @@ class EngineState:
     floats: np.ndarray
 
     @classmethod
-    def empty(cls, n_ids: int, n_requests: int, code: int) -> EngineState:
-        """Zeros (pages mapped as they are first touched): no list, no pin, no mark."""
+    def empty(cls, n_ids: int, n_requests: int, code: int, max_count: int = 0) -> EngineState:
+        """Zeros (pages mapped as they are first touched): no list, no pin, no mark.
+        ``LFU_LISTS`` keeps a list per count up to ``max_count`` where the others keep a heap."""
         from kvtool.simulate import engine_kernel as k
 
-        ranked = code in (k.LFU, k.BELADY)
+        ranked = code in (k.LFU, k.BELADY, k.LFU_LISTS)
         node = np.zeros((n_ids, 6), np.int32)  # a block's fields side by side
         lists = np.full((3, 5), -1, np.int64)
         lists[k.LEN] = 0
         heap_size = 3 * n_ids + 128 if ranked else 0  # live keys + stale ones (bounded)
         floats = np.zeros(k.N_FLOATS)
         floats[k.LAST_START] = -np.inf
+        ints = np.zeros(k.N_INTS, np.int64)
+        ints[k.LOW] = -1  # no count has blocks
+        if code == k.LFU_LISTS:
+            heap = np.full((max_count + 2, 4), -1, np.int64)
+        else:
+            heap = np.empty((heap_size, 2), np.int64)
         return cls(
             node=node,
             rank=np.zeros(n_ids if ranked else 0, np.int64),
             stamp=np.zeros(n_ids if code == k.TTL else 0),
             lists=lists,
-            heap=np.empty((heap_size, 2), np.int64),
+            heap=heap,
             run_end=np.empty(n_requests),
             run_idx=np.empty(n_requests, np.int64),
-            ints=np.zeros(k.N_INTS, np.int64),
+            ints=ints,
             floats=floats,
         )
 
@@ -140,7 +147,11 @@ def run_compiled(
         _, stream = np.unique(stream, return_inverse=True)
         n_ids = int(stream.max()) + 1
     stream = k.first_use_ids(stream, n_ids)
-    state = EngineState.empty(n_ids, n_req, code)
+    max_count = 0
+    if code == k.LFU and config.concurrency == 1:  # one pinned request: count lists
+        code = k.LFU_LISTS
+        max_count = int(np.bincount(stream).max()) if len(stream) else 0  # counts never pass it
+    state = EngineState.empty(n_ids, n_req, code, max_count)
     room = tiers[0].blocks
     capacity = (1 << 62) if code == k.INFINITE else room
     nu = (

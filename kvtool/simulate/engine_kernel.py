@@ -25,6 +25,13 @@ State (allocated by ``compiled_engine.EngineState``; block ids are dense, ``0..n
   (key no longer the block's, or the block gone) skipped when popped, as ``Ranked.evict`` does;
   rebuilt from the live keys once it outgrows ``2 * resident + 64`` (keys are unique, so the
   rebuild changes no victim);
+- one request at a time, LFU runs as ``LFU_LISTS``: ``rank[b]`` is b's count (the key's head)
+  and ``heap[f] = (HEAD, TAIL, UP, DOWN)`` holds the blocks of count f in a list linked through
+  ``NEXT``/``PREV``, oldest first (a key's counter is the order of ``set_rank`` calls, so
+  appending keeps each list in key order), and the counts that have blocks in a list of their
+  own, smallest first from ``ints[LOW]`` (``UP`` the next larger, ``DOWN`` the next smaller).
+  The victim is the first unpinned block from the smallest count up: the heap's victim, in
+  O(1) instead of a pop (the only pinned blocks are the running request's);
 - ``run_end``/``run_idx``: the running requests as a binary min-heap on (end, request index),
   the engine's ``heapq`` of ``(end, i, blocks)``;
 - ``ints``/``floats``: the scalars (index constants below).
@@ -39,13 +46,15 @@ from numba import njit
 
 # policy codes (``compiled_engine.POLICY_CODES``)
 LRU, FIFO, LFU, ARC, S3FIFO, TTL, INFINITE, BELADY = 0, 1, 2, 3, 4, 5, 6, 7
+LFU_LISTS = 8  # LFU one request at a time: count lists instead of the heap
 # node rows
 NEXT, PREV, WHERE, FREQ, PINS, SEEN = 0, 1, 2, 3, 4, 5
 IN_HEAP = FREQ  # LFU and Belady: whether the heap holds b's current key
 # lists (``WHERE`` values)
 NONE, MAIN, SECOND, GHOST, GHOST2, HELD = 0, 1, 2, 3, 4, 5
-# ``lists`` rows
+# ``lists`` rows; LFU_LISTS's count lists: ``heap[f, HEAD|TAIL|UP|DOWN]``
 HEAD, TAIL, LEN = 0, 1, 2
+UP, DOWN = 2, 3
 # ``ints``
 (
     RESIDENT,
@@ -60,8 +69,9 @@ HEAD, TAIL, LEN = 0, 1, 2
     HEAP_LEN,
     RUN_LEN,
     MARK,
+    LOW,
     N_INTS,
-) = range(13)
+) = range(14)
 # ``floats``
 PREV_ARRIVAL, LAST_START, ARC_P, N_FLOATS = 0, 1, 2, 3
 KEY_SHIFT = 1 << 40  # a rank's head above, its counter below
@@ -202,6 +212,70 @@ def _belady_head(next_use, n_req):
     return n_req + 1 - np.int64(next_use)
 
 
+# -- LFU_LISTS: a list per count ----------------------------------------------------------------
+@njit(cache=True)
+def _count_append(node, counts, ints, b, f, below):
+    """b becomes the newest block of count f; ``below``: a count with blocks smaller than f and
+    none between them (-1: f is the smallest), where f's list joins when it was empty."""
+    t = counts[f, TAIL]
+    node[b, PREV] = t
+    node[b, NEXT] = -1
+    counts[f, TAIL] = b
+    if t >= 0:
+        node[t, NEXT] = b
+        return
+    counts[f, HEAD] = b
+    up = ints[LOW] if below < 0 else counts[below, UP]
+    if below < 0:
+        ints[LOW] = f
+    else:
+        counts[below, UP] = f
+    counts[f, DOWN] = below
+    counts[f, UP] = up
+    if up >= 0:
+        counts[up, DOWN] = f
+
+
+@njit(cache=True)
+def _count_unlink(node, counts, ints, b, f):
+    """b leaves the list of count f; an emptied count leaves the chain of counts."""
+    p = node[b, PREV]
+    n = node[b, NEXT]
+    if p >= 0:
+        node[p, NEXT] = n
+    else:
+        counts[f, HEAD] = n
+    if n >= 0:
+        node[n, PREV] = p
+    else:
+        counts[f, TAIL] = p
+    if counts[f, HEAD] < 0:
+        down = counts[f, DOWN]
+        up = counts[f, UP]
+        if down >= 0:
+            counts[down, UP] = up
+        else:
+            ints[LOW] = up
+        if up >= 0:
+            counts[up, DOWN] = down
+
+
+@njit(cache=True)
+def _evict_counted(node, rank, counts, ints):
+    """``Ranked.evict`` on the count lists: the oldest unpinned block of the smallest count."""
+    f = ints[LOW]
+    while f >= 0:
+        b = counts[f, HEAD]
+        while b >= 0:
+            if node[b, PINS] == 0:
+                _count_unlink(node, counts, ints, b, f)
+                node[b, WHERE] = NONE
+                return b
+            b = node[b, NEXT]
+        f = counts[f, UP]
+    return -1
+
+
 # -- the policies' hooks -----------------------------------------------------------------------
 @njit(cache=True)
 def _resident(node, b):
@@ -220,6 +294,13 @@ def _hit(policy, node, rank, stamp, lists, heap, ints, b, now, next_use, n_req):
             _append(node, lists, MAIN, b)
     elif policy == LFU:
         _set_rank(node, rank, heap, ints, b, rank[b] // KEY_SHIFT + 1)
+    elif policy == LFU_LISTS:
+        f = rank[b]
+        rank[b] = f + 1
+        alone = heap[f, HEAD] == b and heap[f, TAIL] == b
+        _count_unlink(node, heap, ints, b, f)
+        # an emptied count's list would be where f + 1 joins: it joins above what was below f
+        _count_append(node, heap, ints, b, f + 1, heap[f, DOWN] if alone else f)
     elif policy == BELADY:
         _set_rank(node, rank, heap, ints, b, _belady_head(next_use, n_req))
     elif policy == ARC:
@@ -251,6 +332,10 @@ def _insert(
     elif policy == LFU:
         node[b, WHERE] = MAIN
         _set_rank(node, rank, heap, ints, b, 1)
+    elif policy == LFU_LISTS:
+        node[b, WHERE] = MAIN
+        rank[b] = 1
+        _count_append(node, heap, ints, b, 1, -1)
     elif policy == BELADY:
         node[b, WHERE] = MAIN
         _set_rank(node, rank, heap, ints, b, _belady_head(next_use, n_req))
@@ -363,6 +448,8 @@ def _evict(policy, node, rank, lists, heap, ints, floats, capacity):
         v = _pop_unpinned(node, lists, MAIN)
     elif policy in (LFU, BELADY):
         v = _evict_ranked(node, rank, heap, ints)
+    elif policy == LFU_LISTS:
+        v = _evict_counted(node, rank, heap, ints)
     elif policy == ARC:  # ``ARC.evict``
         n_t1 = lists[LEN, MAIN]
         if n_t1 > 0 and n_t1 > floats[ARC_P]:
@@ -392,10 +479,13 @@ def _evict(policy, node, rank, lists, heap, ints, floats, capacity):
 
 
 @njit(cache=True)
-def _remove(policy, node, lists, ints, b):
+def _remove(policy, node, rank, lists, heap, ints, b):
     """``Policy.remove``: b leaves without a ghost (a stale heap key is skipped later)."""
     ints[RESIDENT] -= 1
-    if policy in (LFU, BELADY, INFINITE) or node[b, WHERE] == HELD:
+    if policy == LFU_LISTS:
+        _count_unlink(node, heap, ints, b, rank[b])
+        node[b, WHERE] = NONE
+    elif policy in (LFU, BELADY, INFINITE) or node[b, WHERE] == HELD:
         node[b, WHERE] = NONE
     else:
         _unlink(node, lists, b)
@@ -572,7 +662,7 @@ def run_requests(
                 if policy != TTL or start - stamp[b] <= ttl:
                     hits += 1
                     continue
-                _remove(policy, node, lists, ints, b)
+                _remove(policy, node, rank, lists, heap, ints, b)
             break
         cached = hits * block_size
         if i >= count_from:
@@ -595,7 +685,7 @@ def run_requests(
                 _hit(policy, node, rank, stamp, lists, heap, ints, b, start, nu, n_req)
                 continue
             if _resident(node, b):
-                _remove(policy, node, lists, ints, b)
+                _remove(policy, node, rank, lists, heap, ints, b)
             if room <= 0:  # ``Engine._put``
                 continue
             # b is not resident here, so ``_put``'s hit branch cannot apply

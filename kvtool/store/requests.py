@@ -191,14 +191,16 @@ def request_sources(con: Connection, req_ids: list[int]) -> dict[int, RequestSou
 _ORDER = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"  # processing order
 
 
-def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
+def hash_request_table(con: Connection, file_ids: list[int], blocks: bool = True) -> pa.Table:
     """Hash-trace requests of ``file_ids`` in processing order (timestamp, then file and line):
     req_id, ts, session_id, model, n_tokens, output_tokens, observed_prompt_tokens,
-    observed_cached_tokens, blocks (the hash ids), file_id, tenant, cache_key."""
+    observed_cached_tokens, blocks (the hash ids; left out unless ``blocks``), file_id, tenant,
+    cache_key."""
+    ids = "r.hash_ids AS blocks, " if blocks else ""
     return con.sql(
         f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
                    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                   r.hash_ids AS blocks, r.file_id, r.tenant, r.cache_key
+                   {ids}r.file_id, r.tenant, r.cache_key
             FROM requests r WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}"""
     ).to_arrow_table()
 

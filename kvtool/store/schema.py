@@ -54,6 +54,10 @@ Tables (one row each):
   other, found at ingest.
 - ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
   before the reusable part of it ended: position, cause, field path, tokens lost, diff text.
+- ``hash_trees``: a hash trace's block tree, built once per file set (``kvtool.store.trees``:
+  the key names the files, their digests and block size, and how the tree was built): each
+  request's id and last block node, each node's parent and depth, as BIGINT lists. A cache: created
+  when missing, in a database of any version, and rebuilt from ``requests`` whenever absent.
 - ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the ``--json``
   output), the files it read, policy and block size.
 - ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration, the
@@ -152,6 +156,13 @@ CREATE TABLE IF NOT EXISTS breaks (
     path VARCHAR NOT NULL,
     detail VARCHAR NOT NULL,
     diff VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hash_trees (
+    key VARCHAR PRIMARY KEY,
+    req_ids BIGINT[] NOT NULL,
+    ends BIGINT[] NOT NULL,
+    parents BIGINT[] NOT NULL,
+    depths BIGINT[] NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sim_runs (
     run_id INTEGER NOT NULL,

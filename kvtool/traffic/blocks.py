@@ -31,21 +31,15 @@ def block_streams(wl: Workload, block_size: int) -> tuple[np.ndarray, np.ndarray
     counts = np.where(has, (end_depth + 1) // k, 0).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out = np.empty(int(offsets[-1]), np.int64)
+    # deepest first: the requests that reach level d are a prefix of ``order``
     order = np.argsort(-end_depth, kind="stable")
     sorted_depth = end_depth[order]
-    cur = np.zeros(0, np.int64)
-    req = np.zeros(0, np.int64)
-    added = 0
+    cur = wl.end[order]  # each request's node at the current level (from its level down)
+    start = offsets[:-1][order]
     top = int(end_depth.max()) if len(end_depth) else -1
     for d in range(top, -1, -1):
-        hi = added
-        while hi < len(order) and sorted_depth[hi] == d:
-            hi += 1
-        if hi > added:
-            req = np.concatenate([req, order[added:hi]])
-            cur = np.concatenate([cur, wl.end[order[added:hi]]])
-            added = hi
+        active = int(np.searchsorted(-sorted_depth, -d, side="right"))
         if (d + 1) % k == 0:
-            out[offsets[req] + (d + 1) // k - 1] = cur
-        cur = wl.parent[cur]
+            out[start[:active] + (d + 1) // k - 1] = cur[:active]
+        cur[:active] = wl.parent[cur[:active]]
     return offsets, out

@@ -29,9 +29,14 @@ import xxhash
 
 from kvtool.errors import WorkloadError
 from kvtool.store import Connection
-from kvtool.store.files import file_rows, request_kinds
+from kvtool.store.files import FileRow, file_rows, request_kinds
 from kvtool.store.requests import chain_request_table, hash_request_table
 from kvtool.store.tokenizations import block_nodes
+from kvtool.store.trees import StoredTree, load_tree, store_tree, tree_key
+
+# how ``_hash_tree`` builds a tree (salts, ``chain_ids``, dense node ids): part of a stored
+# tree's key, so that changing the construction here changes it (``kvtool.store.trees``)
+HASH_TREE_RECIPE = "salt-xxh3-splitmix64/chain-9e3779b97f4a7c15/dense-value-order/1"
 
 
 @dataclass
@@ -153,13 +158,71 @@ def chain_ids(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return out
 
 
+_NUMPY_TYPES = {
+    pa.int8(): np.int8,
+    pa.int16(): np.int16,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.uint64(): np.uint64,
+    pa.float32(): np.float32,
+    pa.float64(): np.float64,
+}
+
+
+def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array | None:
+    """The column as one array; None when it is empty."""
+    if len(col) == 0:
+        return None
+    if isinstance(col, pa.Array):
+        return col
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
+    """Bits ``offset..offset+n`` of an Arrow bitmap (validity or boolean data) as bools."""
+    packed = np.frombuffer(buffer, np.uint8)
+    return np.unpackbits(packed, bitorder="little", count=offset + n)[offset:].astype(bool)
+
+
+def valid(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Per element, whether it is not null."""
+    arr = _one_array(col)
+    if arr is None:
+        return np.zeros(0, bool)
+    if arr.null_count == 0:
+        return np.ones(len(arr), bool)
+    return _bits(arr.buffers()[0], arr.offset, len(arr))
+
+
+def numbers(col: pa.ChunkedArray | pa.Array, dtype: type, null: float = 0) -> np.ndarray:
+    """A numeric or boolean column as ``dtype``, nulls as ``null`` (NaN for a float ``dtype``
+    when asked). Reads the Arrow buffers: a view without copying when no conversion is needed
+    (read-only then). pyarrow's ``to_numpy`` would import pandas (a third of a second)."""
+    arr = _one_array(col)
+    if arr is None:
+        return np.zeros(0, dtype)
+    n = len(arr)
+    if pa.types.is_boolean(arr.type):
+        raw = _bits(arr.buffers()[1], arr.offset, n)
+    else:
+        kind = np.dtype(_NUMPY_TYPES[arr.type])
+        raw = np.frombuffer(arr.buffers()[1], kind, n, arr.offset * kind.itemsize)
+    out = raw.astype(dtype, copy=False)
+    if arr.null_count:
+        out = out.copy()
+        out[~valid(arr)] = null
+    return out
+
+
 def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    if isinstance(arr, pa.ChunkedArray):  # an empty chunked array stays chunked
-        arr = pa.array([], type=col.type)
-    offsets = arr.offsets.to_numpy().astype(np.int64)
-    values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    values = values[offsets[0] : offsets[-1]]
+    """(offsets from 0, int64 values) of a list column without nulls inside."""
+    arr = _one_array(col)
+    if arr is None:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64)
+    width = 8 if pa.types.is_large_list(arr.type) else 4
+    offsets = np.frombuffer(arr.buffers()[1], f"<i{width}", len(arr) + 1, arr.offset * width)
+    offsets = offsets.astype(np.int64)
+    values = numbers(arr.values, np.int64)[offsets[0] : offsets[-1]]
     return offsets - offsets[0], values
 
 
@@ -168,7 +231,7 @@ def _hash_tree(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of hash-trace requests: full blocks only, ids salted per file (``digests``:
     file id -> content digest) and tenant, each block keyed by its path (``chain_ids``)."""
-    n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
+    n_tokens = numbers(table.column("n_tokens"), np.int64)
     offsets, blocks = _list_parts(table.column("blocks"))
     counts = np.diff(offsets)
     full = np.minimum(n_tokens // base, counts)
@@ -182,7 +245,7 @@ def _hash_tree(
     blocks = blocks[keep]
     del keep
     kept_offsets = np.concatenate([[0], np.cumsum(full)]).astype(np.int64)
-    files = table.column("file_id").to_numpy(zero_copy_only=False)
+    files = numbers(table.column("file_id"), np.int64)
     tenants = table.column("tenant").to_pylist()
     names = sorted({t for t in tenants if t is not None})
     code = {t: k for k, t in enumerate(names)}
@@ -209,16 +272,35 @@ def _hash_tree(
 def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of tokenized requests from the signature's block ``nodes`` (hash, parent,
     depth ordered by hash; blocks of requests outside the selection are harmless extra nodes)."""
-    hashes = nodes.column("hash").to_numpy()
-    parent_hash = nodes.column("parent").fill_null(0).to_numpy()
-    has_parent = nodes.column("parent").is_valid().to_numpy(zero_copy_only=False)
+    hashes = numbers(nodes.column("hash"), np.int64)
+    parent_hash = numbers(nodes.column("parent"), np.int64)
+    has_parent = valid(nodes.column("parent"))
     parent = np.where(has_parent, np.searchsorted(hashes, parent_hash), -1).astype(np.int64)
     last = table.column("last_block")
-    has_end = last.is_valid().to_numpy(zero_copy_only=False)
-    end = np.where(
-        has_end, np.searchsorted(hashes, last.fill_null(0).to_numpy(zero_copy_only=False)), -1
-    ).astype(np.int64)
-    return end, parent, nodes.column("depth").to_numpy().astype(np.int64)
+    has_end = valid(last)
+    end = np.where(has_end, np.searchsorted(hashes, numbers(last, np.int64)), -1).astype(np.int64)
+    return end, parent, numbers(nodes.column("depth"), np.int64)
+
+
+def _stored_hash_tree(
+    con: Connection, file_ids: list[int], files: list[FileRow], base: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Table]:
+    """(end, parent, depth, requests without their hash ids) of hash-trace ``files``: the tree
+    stored for them (``kvtool.store.trees``) when its requests are these, in this order; else
+    built from the hash ids (``_hash_tree``) and stored for the next load."""
+    key = tree_key(files, base, HASH_TREE_RECIPE)
+    stored = load_tree(con, key)
+    if stored is not None:
+        table = hash_request_table(con, file_ids, blocks=False)
+        if np.array_equal(stored.req_ids, numbers(table.column("req_id"), np.int64)):
+            return stored.end, stored.parent, stored.depth, table
+    table = hash_request_table(con, file_ids)
+    end, parent, depth = _hash_tree(table, {f.file_id: f.digest for f in files}, base)
+    table = table.drop_columns(["blocks"])  # the largest column, no longer needed
+    req_ids = numbers(table.column("req_id"), np.int64)
+    if stored is None:
+        store_tree(con, key, StoredTree(req_ids, end, parent, depth))
+    return end, parent, depth, table
 
 
 def load_workload(con: Connection, file_ids: list[int], signature: str | None) -> Workload:
@@ -238,9 +320,7 @@ def load_workload(con: Connection, file_ids: list[int], signature: str | None) -
         if len(sizes) != 1:
             raise WorkloadError(f"hash traces with different block sizes: {sorted(sizes)}")
         base = sizes.pop()
-        table = hash_request_table(con, file_ids)
-        end, parent, depth = _hash_tree(table, {f.file_id: f.digest for f in files}, base)
-        table = table.drop_columns(["blocks"])  # the largest column, no longer needed
+        end, parent, depth, table = _stored_hash_tree(con, file_ids, files, base)
         kind = "hash"
     else:
         base = 16
@@ -249,14 +329,14 @@ def load_workload(con: Connection, file_ids: list[int], signature: str | None) -
         kind = "tokens"
 
     def floats(name: str) -> np.ndarray:
-        return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        return numbers(table.column(name), np.float64, np.nan)
 
     return Workload(
-        req_ids=table.column("req_id").to_numpy(zero_copy_only=False).astype(np.int64),
+        req_ids=numbers(table.column("req_id"), np.int64),
         ts=floats("ts"),
         session=table.column("session_id").to_pylist(),
-        n_tokens=table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
-        output_tokens=np.nan_to_num(floats("output_tokens")).astype(np.int64),
+        n_tokens=numbers(table.column("n_tokens"), np.int64),
+        output_tokens=numbers(table.column("output_tokens"), np.int64),
         observed_prompt=floats("observed_prompt_tokens"),
         observed_cached=floats("observed_cached_tokens"),
         end=end,
