@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from benchlib import StageTimer
 
 from kvtool.generate import generate
 from kvtool.tokenize import load_tokenizer
@@ -153,33 +154,6 @@ def tool_output_tokens(path: Path) -> np.ndarray:
     tok = load_tokenizer().tokenizer
     encs = tok.encode_batch_fast(texts, add_special_tokens=False)
     return np.array([len(e.ids) for e in encs])
-
-
-class StageTimer:
-    """A progress sink that records how long each analyze stage took."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._stage: str | None = None
-        self._start = 0.0
-
-    def _close(self) -> None:
-        if self._stage is not None:
-            self.seconds[self._stage] = time.perf_counter() - self._start
-
-    def stage(self, name: str, total: float | None) -> None:
-        self._close()
-        self._stage, self._start = name, time.perf_counter()
-
-    def advance(self, amount: float) -> None:
-        pass
-
-    def update(self, completed: float, total: float | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        self._close()
-        self._stage = None
 
 
 def breakdown(log: Path, db: Path) -> None:

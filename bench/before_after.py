@@ -30,7 +30,6 @@ marked "slower". An unusable option or a failed command gives one line and exit 
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import os
 import shutil
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from benchlib import repeated_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -329,22 +329,6 @@ def generate(after: Version, path: Path, sessions: int, breakers: int) -> dict:
     if breakers:
         args += ["--breakers", str(breakers)]
     return kvtool(after, [*args, "--out", str(path), "--json"]).out
-
-
-def repeated_trace(src: Path, repeat: int, out: Path, limit: int | None = None) -> int:
-    """Write ``src`` ``repeat`` times with hash ids and timestamps offset per copy (as
-    bench/simulate_throughput.py does), at most ``limit`` records per copy; returns lines."""
-    recs = [orjson.loads(line) for line in gzip.decompress(src.read_bytes()).splitlines()]
-    span = max(max(r["hash_ids"]) for r in recs) + 1
-    dt = recs[-1]["timestamp"] + 1
-    recs = recs[:limit]
-    with out.open("wb") as f:
-        for k in range(repeat):
-            for r in recs:
-                rec = {**r, "timestamp": r["timestamp"] + k * dt}
-                rec["hash_ids"] = [h + k * span for h in r["hash_ids"]]
-                f.write(orjson.dumps(rec) + b"\n")
-    return len(recs) * repeat
 
 
 def warm_up(versions: list[Version]) -> None:

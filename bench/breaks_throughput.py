@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from benchlib import StageTimer
 
 from kvtool.analyze import analyze
 from kvtool.analyze.breaks import detect_breaks
@@ -28,33 +29,6 @@ from kvtool.tokenize.template import make_template, render_prompt
 from kvtool.traffic import load_workload
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-class StageTimer:
-    """A progress sink that records how long each analyze stage took."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._stage: str | None = None
-        self._start = 0.0
-
-    def _close(self) -> None:
-        if self._stage is not None:
-            self.seconds[self._stage] = time.perf_counter() - self._start
-
-    def stage(self, name: str, total: float | None) -> None:
-        self._close()
-        self._stage, self._start = name, time.perf_counter()
-
-    def advance(self, amount: float) -> None:
-        pass
-
-    def update(self, completed: float, total: float | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        self._close()
-        self._stage = None
 
 
 def naive(log: Path, batch: int = 128) -> tuple[int, float, int]:

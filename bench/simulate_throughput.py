@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from benchlib import repeated_trace
 
 from kvtool.progress import NullProgress
 from kvtool.simulate import Engine, SimConfig, simulate
@@ -50,20 +51,6 @@ from kvtool.traffic import load_traffic, output_blocks, streams_with_outputs
 
 OUT = Path(__file__).resolve().parent / "out"
 TRACES = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
-
-
-def repeated_trace(src: Path, repeat: int, out: Path) -> int:
-    """Write ``src`` ``repeat`` times with ids and timestamps offset per copy; returns lines."""
-    recs = [orjson.loads(line) for line in gzip.decompress(src.read_bytes()).splitlines()]
-    span = max(max(r["hash_ids"]) for r in recs) + 1
-    dt = recs[-1]["timestamp"] + 1
-    with out.open("wb") as f:
-        for k in range(repeat):
-            for r in recs:
-                rec = {**r, "timestamp": r["timestamp"] + k * dt}
-                rec["hash_ids"] = [h + k * span for h in r["hash_ids"]]
-                f.write(orjson.dumps(rec) + b"\n")
-    return len(recs) * repeat
 
 
 POLICIES = {"lru": "LRU", "fifo": "FIFO", "lfu": "LFU", "arc": "ARC", "s3fifo": "S3FIFO"}
