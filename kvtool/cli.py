@@ -316,6 +316,21 @@ def generate(
             "that prices the breaks)."
         ),
     ] = "once",
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LO,HI",
+            help="Requests per session, an inclusive range (default: the kind's own; agent 4,24).",
+        ),
+    ] = None,
+    tool_output: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LO,HI",
+            help="Words per tool result, an inclusive range drawn with a heavy tail (agent "
+            "only; default 60,400; coding agents' file reads and test logs: e.g. 100,3000).",
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Write a synthetic OpenAI-format log with exactly known properties (and <out>.truth.json)."""
@@ -328,8 +343,10 @@ def generate(
             seed,
             out,
             session_ids=not no_session_ids,
+            steps=_pair(steps, "steps"),
             breakers=breakers,
             breaker_mode=breaker_mode,
+            tool_output=_pair(tool_output, "tool_output"),
         )
     )
     if json_out:
@@ -339,6 +356,19 @@ def generate(
             f"wrote {truth.requests} requests in {truth.sessions} sessions to {out} "
             f"(truth: {out}.truth.json)"
         )
+
+
+def _pair(value: str | None, param: str) -> tuple[int, int] | None:
+    """``"LO,HI"`` as two integers (None stays None); the range itself is checked by the
+    function the pair goes to."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        lo, hi = (int(p) for p in parts)
+    except ValueError:
+        raise OptionError(param, f"must be LO,HI (two integers), got {value!r}") from None
+    return lo, hi
 
 
 def _break_losses(con: Connection, traffic: Traffic, progress: Progress) -> BreakLosses | None:

@@ -88,3 +88,20 @@ def test_bad_tool_output_ranges_are_refused(
         generate(kind, 2, 1, tmp_path / "x.jsonl", tool_output=tool_output)
     assert says in str(err.value)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_the_command_line_writes_what_the_library_writes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kvtool.cli import app
+
+    lib, cli = tmp_path / "lib.jsonl", tmp_path / "cli.jsonl"
+    generate("agent", 3, 7, lib, steps=(3, 5), tool_output=(100, 3000))
+    args = ["generate", "-o", str(cli), "--sessions", "3", "--seed", "7"]
+    result = CliRunner().invoke(app, [*args, "--steps", "3,5", "--tool-output", "100,3000"])
+    assert result.exit_code == 0, result.output
+    assert cli.read_bytes() == lib.read_bytes()
+    for flag, value in (("--steps", "3"), ("--tool-output", "x,9"), ("--tool-output", "9,3")):
+        bad = CliRunner().invoke(app, [*args, flag, value])
+        assert bad.exit_code == 2
+        assert flag in bad.output
