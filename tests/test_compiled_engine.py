@@ -182,3 +182,20 @@ def test_simulate_uses_the_compiled_engine_where_it_is_exact(tmp_path):
     assert not supports(config, [Tier("hbm", 10), Tier("dram", 100)], 100)
     assert not supports(SimConfig(policy="fifo", replicas=2), [Tier("hbm", 10)], 100)
     assert not supports(SimConfig(policy="belady_bypass"), [Tier("hbm", 10)], 100)
+
+
+class _Stages(NullProgress):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def stage(self, name: str, total: float | None) -> None:
+        self.names.append(name)
+
+
+def test_loaded_kernels_are_awaited_without_a_compiling_stage() -> None:
+    from kvtool.simulate.compiled_engine import await_kernels, preload
+
+    preload().join()  # this process has the kernels (compiled or loaded from the cache)
+    stages = _Stages()
+    assert await_kernels(stages) is False
+    assert stages.names == []

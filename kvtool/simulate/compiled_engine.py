@@ -20,6 +20,7 @@ from functools import cache
 
 import numpy as np
 
+from kvtool.progress import Progress
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
 from kvtool.tiers.spec import Tier
@@ -57,6 +58,23 @@ def preload() -> threading.Thread:
     thread = threading.Thread(target=_load_kernels, name="kvtool-kernels", daemon=True)
     thread.start()
     return thread
+
+
+LOAD_S = 1.0  # loading the cached machine code takes well under this: longer means compiling
+
+
+def await_kernels(progress: Progress) -> bool:
+    """Wait until ``preload``'s thread (started now if it was not) has the kernels. Loading
+    cached machine code takes a fraction of a second; a load still going after ``LOAD_S`` is
+    an install's first run compiling them (several seconds), which a progress stage then names.
+    Returns whether it did (the caller restores its own stage)."""
+    loading = preload()
+    loading.join(LOAD_S)
+    if not loading.is_alive():
+        return False
+    progress.stage("compiling the simulation kernels (once per install)", None)
+    loading.join()
+    return True
 
 
 def _load_kernels() -> None:

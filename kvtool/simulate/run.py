@@ -28,7 +28,13 @@ from kvtool.providers import load_provider
 from kvtool.providers.tokens import token_counts
 from kvtool.simulate.advisor import advise_breakpoints
 from kvtool.simulate.anthropic import predict_anthropic
-from kvtool.simulate.compiled_engine import POLICY_CODES, preload, run_compiled, supports
+from kvtool.simulate.compiled_engine import (
+    POLICY_CODES,
+    await_kernels,
+    preload,
+    run_compiled,
+    supports,
+)
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
 from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
@@ -313,6 +319,8 @@ def _points(
         else:
             tick = (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None
             if config.compiled and supports(config, tiers, wl.n):
+                if await_kernels(progress):
+                    progress.stage("simulate", None)
                 result = run_compiled(
                     tiers,
                     config,
