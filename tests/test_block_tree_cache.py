@@ -17,9 +17,10 @@ import pytest
 
 from kvtool import ingest
 from kvtool.store import connect
+from kvtool.store.arrow import numbers, valid
 from kvtool.store.files import file_rows
 from kvtool.store.trees import load_tree, tree_key
-from kvtool.traffic.workload import HASH_TREE_RECIPE, Workload, load_workload, numbers, valid
+from kvtool.traffic.workload import HASH_TREE_RECIPE, Workload, load_workload
 
 B = 16
 

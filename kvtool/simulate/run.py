@@ -318,34 +318,14 @@ def _points(
             points.append(SimPoint.of(result, tiers, config, duration, "stack"))
         else:
             tick = (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None
+            requests = (offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu)
             if config.compiled and supports(config, tiers, wl.n):
                 if await_kernels(progress):
                     progress.stage("simulate", None)
-                result = run_compiled(
-                    tiers,
-                    config,
-                    offsets,
-                    stream,
-                    wl.n_tokens,
-                    wl.ts,
-                    wl.output_tokens,
-                    nu,
-                    tick,
-                    count_from=window.start,
-                )
+                result = run_compiled(tiers, config, *requests, tick, count_from=window.start)
             else:
                 engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
-                result = engine.run(
-                    offsets,
-                    stream,
-                    wl.n_tokens,
-                    wl.ts,
-                    wl.output_tokens,
-                    nu,
-                    wl.session,
-                    tick,
-                    count_from=window.start,
-                )
+                result = engine.run(*requests, wl.session, tick, count_from=window.start)
             points.append(SimPoint.of(result, tiers, config, duration, "direct"))
         progress.update(n + 1, len(grid))
     return points

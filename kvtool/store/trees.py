@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from kvtool.store.arrow import list_parts
 from kvtool.store.db import Connection, temp_table
 from kvtool.store.files import FileRow
 
@@ -57,7 +58,7 @@ def load_tree(con: Connection, key: str) -> StoredTree | None:
         return None
     if table.num_rows != 1 or any(c.chunk(0).values.null_count for c in table.columns):
         return None
-    return StoredTree(*(_int64s(table.column(name).chunk(0)) for name in table.column_names))
+    return StoredTree(*(list_parts(table.column(name))[1] for name in table.column_names))
 
 
 def store_tree(con: Connection, key: str, tree: StoredTree) -> None:
@@ -85,12 +86,3 @@ def _list_of(values: np.ndarray) -> pa.Array:
     offsets = np.array([0, len(values)], np.int64)
     bounds = pa.Array.from_buffers(pa.int64(), 2, [None, pa.py_buffer(offsets)])
     return pa.LargeListArray.from_arrays(bounds, flat)
-
-
-def _int64s(lists: pa.Array) -> np.ndarray:
-    """The first list of a (large) list array of BIGINT without nulls, as an int64 view."""
-    width = 8 if pa.types.is_large_list(lists.type) else 4
-    offsets = np.frombuffer(lists.buffers()[1], f"<i{width}", 2, lists.offset * width)
-    values = lists.values
-    data = np.frombuffer(values.buffers()[1], np.int64, len(values), values.offset * 8)
-    return data[int(offsets[0]) : int(offsets[1])]

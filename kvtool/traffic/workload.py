@@ -29,6 +29,7 @@ import xxhash
 
 from kvtool.errors import WorkloadError
 from kvtool.store import Connection
+from kvtool.store.arrow import list_parts, numbers, valid
 from kvtool.store.files import FileRow, file_rows, request_kinds
 from kvtool.store.requests import chain_request_table, hash_request_table
 from kvtool.store.tokenizations import block_nodes
@@ -158,81 +159,13 @@ def chain_ids(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-_NUMPY_TYPES = {
-    pa.int8(): np.int8,
-    pa.int16(): np.int16,
-    pa.int32(): np.int32,
-    pa.int64(): np.int64,
-    pa.uint64(): np.uint64,
-    pa.float32(): np.float32,
-    pa.float64(): np.float64,
-}
-
-
-def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array | None:
-    """The column as one array; None when it is empty."""
-    if len(col) == 0:
-        return None
-    if isinstance(col, pa.Array):
-        return col
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-
-
-def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
-    """Bits ``offset..offset+n`` of an Arrow bitmap (validity or boolean data) as bools."""
-    packed = np.frombuffer(buffer, np.uint8)
-    return np.unpackbits(packed, bitorder="little", count=offset + n)[offset:].astype(bool)
-
-
-def valid(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Per element, whether it is not null."""
-    arr = _one_array(col)
-    if arr is None:
-        return np.zeros(0, bool)
-    if arr.null_count == 0:
-        return np.ones(len(arr), bool)
-    return _bits(arr.buffers()[0], arr.offset, len(arr))
-
-
-def numbers(col: pa.ChunkedArray | pa.Array, dtype: type, null: float = 0) -> np.ndarray:
-    """A numeric or boolean column as ``dtype``, nulls as ``null`` (NaN for a float ``dtype``
-    when asked). Reads the Arrow buffers: a view without copying when no conversion is needed
-    (read-only then). pyarrow's ``to_numpy`` would import pandas (a third of a second)."""
-    arr = _one_array(col)
-    if arr is None:
-        return np.zeros(0, dtype)
-    n = len(arr)
-    if pa.types.is_boolean(arr.type):
-        raw = _bits(arr.buffers()[1], arr.offset, n)
-    else:
-        kind = np.dtype(_NUMPY_TYPES[arr.type])
-        raw = np.frombuffer(arr.buffers()[1], kind, n, arr.offset * kind.itemsize)
-    out = raw.astype(dtype, copy=False)
-    if arr.null_count:
-        out = out.copy()
-        out[~valid(arr)] = null
-    return out
-
-
-def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets from 0, int64 values) of a list column without nulls inside."""
-    arr = _one_array(col)
-    if arr is None:
-        return np.zeros(1, np.int64), np.zeros(0, np.int64)
-    width = 8 if pa.types.is_large_list(arr.type) else 4
-    offsets = np.frombuffer(arr.buffers()[1], f"<i{width}", len(arr) + 1, arr.offset * width)
-    offsets = offsets.astype(np.int64)
-    values = numbers(arr.values, np.int64)[offsets[0] : offsets[-1]]
-    return offsets - offsets[0], values
-
-
 def _hash_tree(
     table: pa.Table, digests: dict[int, str], base: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of hash-trace requests: full blocks only, ids salted per file (``digests``:
     file id -> content digest) and tenant, each block keyed by its path (``chain_ids``)."""
     n_tokens = numbers(table.column("n_tokens"), np.int64)
-    offsets, blocks = _list_parts(table.column("blocks"))
+    offsets, blocks = list_parts(table.column("blocks"))
     counts = np.diff(offsets)
     full = np.minimum(n_tokens // base, counts)
     keep = np.ones(len(blocks), bool)
