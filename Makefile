@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench clean vllm-env browser
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py kvtool/kernels.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)

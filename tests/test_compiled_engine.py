@@ -173,10 +173,10 @@ def test_simulate_uses_the_compiled_engine_where_it_is_exact(tmp_path):
     ]
     fast, slow = (r.to_json()["points"] for r in runs)
     assert fast == slow and fast[0]["prefill_tokens_saved"] < fast[1]["prefill_tokens_saved"]
-    from kvtool.simulate import engine_kernel
+    from kvtool import native
 
     for name, code in POLICY_CODES.items():  # the wrapper's codes are the kernel's
-        assert getattr(engine_kernel, name.upper()) == code
+        assert getattr(native, name.upper()) == code
     config = SimConfig(policy="fifo")
     assert supports(config, [Tier("hbm", 10)], 100)
     assert not supports(config, [Tier("hbm", 10), Tier("dram", 100)], 100)
@@ -184,18 +184,27 @@ def test_simulate_uses_the_compiled_engine_where_it_is_exact(tmp_path):
     assert not supports(SimConfig(policy="belady_bypass"), [Tier("hbm", 10)], 100)
 
 
-class _Stages(NullProgress):
-    def __init__(self) -> None:
-        self.names: list[str] = []
+def test_ideal_in_one_stream_pass_equals_the_block_tree(traces, monkeypatch):
+    """simulate's ideal from one C pass over the streams equals the block tree's count (the
+    path an install without the C kernels takes), with and without outputs, at the trace's
+    block size and at 4 times it, from the first request and after a warm-up."""
+    from kvtool.simulate import run
 
-    def stage(self, name: str, total: float | None) -> None:
-        self.names.append(name)
+    gained = 0
+    for t in traces:
+        wl = t.wl
+        for B in (t.block_size, 4 * t.block_size):
+            outputs = output_blocks(wl, True)
+            offsets, stream = streams_with_outputs(wl, B, outputs)
+            for first in (0, wl.n // 3):
+                args = (wl, B, first, outputs, offsets, stream)
+                fast = run._ideals(*args)
+                with monkeypatch.context() as m:
+                    m.setattr(run, "library", lambda: None)
+                    slow = run._ideals(*args)
+                assert fast == slow, (t.name, B, first)
+                gained += fast.cached_tokens - round(
+                    fast.prompt_only_rate * wl.n_tokens[first:].sum()
+                )
+    assert gained > 0  # the agent trace's outputs raise its ideal
 
-
-def test_loaded_kernels_are_awaited_without_a_compiling_stage() -> None:
-    from kvtool.simulate.compiled_engine import await_kernels, preload
-
-    preload().join()  # this process has the kernels (compiled or loaded from the cache)
-    stages = _Stages()
-    assert await_kernels(stages) is False
-    assert stages.names == []

@@ -4,28 +4,25 @@
 evictions, uncached blocks, per-request cached tokens and TTFT, the same float operations in
 the same order) whenever ``supports(config, tiers)`` holds: one tier, one replica, no partial
 blocks held (``hold_partial=False``, the engine's default), a policy of ``POLICY_CODES``, any
-concurrency, timing, warm-up (``count_from``) and output blocks in the stream. The kernels are in
-``kvtool.simulate.engine_kernel`` (numba, imported on first use; the machine code is cached on
-disk, so only the first run of an install compiles it, in a few seconds). Requests run in chunks
-so that ``progress(done, total)`` is called between them, the state kept in arrays.
+concurrency, timing, warm-up (``count_from``) and output blocks in the stream. The kernel is C
+(``kernels.c``, compiled when kvtool is installed, loaded by ``kvtool.native``).
+Requests run in chunks so that ``progress(done, total)`` is called between them, the state kept
+in arrays.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
-from kvtool.progress import Progress
+from kvtool import native as k
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
 from kvtool.tiers.spec import Tier
 
-# the kernel's policy codes (``engine_kernel.LRU`` ...)
+# the kernel's policy codes (``native.LRU`` ...)
 POLICY_CODES = {
     "lru": 0,
     "fifo": 1,
@@ -43,59 +40,48 @@ MAX_REQUESTS = 1 << 22  # ranks pack (head, counter) into one int64: heads stay 
 def supports(config: SimConfig, tiers: list[Tier], n_requests: int) -> bool:
     """Whether ``run_compiled`` reproduces the Python engine for this configuration."""
     return (
-        config.policy in POLICY_CODES
+        k.library() is not None
+        and config.policy in POLICY_CODES
         and len(tiers) == 1
         and config.replicas == 1
         and n_requests < MAX_REQUESTS
     )
 
 
-@cache
-def preload() -> threading.Thread:
-    """Import numba and load the kernels' cached machine code in a thread (once a process):
-    a caller that will run the compiled engine starts it before loading its traffic, which
-    spends most of its time outside the GIL (DuckDB, numpy sorts)."""
-    thread = threading.Thread(target=_load_kernels, name="kvtool-kernels", daemon=True)
-    thread.start()
-    return thread
-
-
-LOAD_S = 1.0  # loading the cached machine code takes well under this: longer means compiling
-
-
-def await_kernels(progress: Progress) -> bool:
-    """Wait until ``preload``'s thread (started now if it was not) has the kernels. Loading
-    cached machine code takes a fraction of a second; a load still going after ``LOAD_S`` is
-    an install's first run compiling them (several seconds), which a progress stage then names.
-    Returns whether it did (the caller restores its own stage)."""
-    loading = preload()
-    loading.join(LOAD_S)
-    if not loading.is_alive():
-        return False
-    progress.stage("compiling the simulation kernels (once per install)", None)
-    loading.join()
-    return True
-
-
-def _load_kernels() -> None:
-    """A one-request run: every kernel's machine code loaded (compiled on an install's first
-    run). A failure here is left to the caller's own run, which raises it."""
-    one = np.ones(1, np.int64)
-    with contextlib.suppress(Exception):
-        run_compiled(
-            [Tier("hbm", 1)],
-            SimConfig(policy="lru", block_size=1),
-            np.array([0, 1]),
-            one * 0,
-            one * 2,
-            np.zeros(1),
-            one,
-        )
-
-
 @dataclass
 class EngineState:
-    """The kernel's state arrays (their layout: ``engine_kernel``'s docstring)."""
+    """The kernel's state arrays, which it continues from call to call.
+
+    The layout (block ids are dense, ``0..n_ids-1``; index names are the enums of ``kernels.c``,
+    repeated in ``native``):
+
+    - ``node[b, field]``, int32 (a block's fields side by side, all 0 at first): ``NEXT``/``PREV``
+      link b in the one list that holds it (-1 ends a list); ``WHERE`` names that list (``NONE``;
+      ``MAIN`` = the resident list of LRU, FIFO, TTL, ARC's T1, S3-FIFO's S, and "resident" for
+      LFU, Belady and the infinite cache; ``SECOND`` = ARC's T2, S3-FIFO's M; ``GHOST`` = ARC's B1,
+      S3-FIFO's G; ``GHOST2`` = ARC's B2); ``FREQ``: S3-FIFO's freq; ``PINS``: how many running
+      requests hold b; ``SEEN``: the mark of the last admission count that saw b;
+    - ``rank[b]``, int64 (LFU and Belady only): the rank as one int64, ``head << 40 | counter``:
+      unique, and ordered as the tuples of ``policies.base.Ranked``;
+    - ``stamp[b]``, float64 (TTL only): the time of b's latest use (``order[b]``);
+    - ``lists[HEAD|TAIL|LEN, list]``, int64: each list's oldest end (the OrderedDict's first
+      key), its newest end and length;
+    - ``heap[k] = (key, block)``: LFU's and Belady's binary min-heap on the key, with stale entries
+      (key no longer the block's, or the block gone) skipped when popped, as ``Ranked.evict`` does;
+      rebuilt from the live keys once it outgrows ``2 * resident + 64`` (keys are unique, so the
+      rebuild changes no victim);
+    - one request at a time, LFU runs as ``LFU_LISTS``: ``rank[b]`` is b's count (the key's
+      head) and ``heap[f] = (HEAD, TAIL, UP, DOWN)`` holds the blocks of count f in a list
+      linked through ``NEXT``/``PREV``, oldest first (a key's counter is the order of
+      ``set_rank`` calls, so appending keeps each list in key order), and the counts that have
+      blocks in a list of their own, smallest first from ``ints[LOW]`` (``UP`` the next larger,
+      ``DOWN`` the next smaller).
+      The victim is the first unpinned block from the smallest count up: the heap's victim, in
+      O(1) instead of a pop (the only pinned blocks are the running request's);
+    - ``run_end``/``run_idx``: the running requests as a binary min-heap on (end, request index),
+      the engine's ``heapq`` of ``(end, i, blocks)``;
+    - ``ints``/``floats``: the scalars (``native``'s index names).
+    """
 
     node: np.ndarray
     rank: np.ndarray
@@ -111,11 +97,9 @@ class EngineState:
     def empty(cls, n_ids: int, n_requests: int, code: int, max_count: int = 0) -> EngineState:
         """Zeros (pages mapped as they are first touched): no list, no pin, no mark.
         ``LFU_LISTS`` keeps a list per count up to ``max_count`` where the others keep a heap."""
-        from kvtool.simulate import engine_kernel as k
-
         ranked = code in (k.LFU, k.BELADY, k.LFU_LISTS)
-        node = np.zeros((n_ids, 6), np.int32)  # a block's fields side by side
-        lists = np.full((3, 5), -1, np.int64)
+        node = np.zeros((n_ids, k.NODE_FIELDS), np.int32)  # a block's fields side by side
+        lists = np.full((3, k.N_LISTS), -1, np.int64)
         lists[k.LEN] = 0
         heap_size = 3 * n_ids + 128 if ranked else 0  # live keys + stale ones (bounded)
         floats = np.zeros(k.N_FLOATS)
@@ -153,8 +137,6 @@ def run_compiled(
 ) -> EngineResult:
     """``Engine(tiers, config=config).run(offsets, blocks, ...)`` for a configuration that
     ``supports`` (arguments as there; ``config.block_size`` resolved)."""
-    from kvtool.simulate import engine_kernel as k
-
     B = config.block_size
     assert B is not None and supports(config, tiers, len(n_tokens))
     code = POLICY_CODES[config.policy]
@@ -184,10 +166,11 @@ def run_compiled(
     ns = np.ascontiguousarray(n_tokens, np.int64)
     ts = np.ascontiguousarray(arrivals, np.float64)
     outs = np.ascontiguousarray(output_tokens, np.int64)
+    run_requests = k.library().kv_run_requests
     for first in range(0, n_req, CHUNK):
         if progress is not None:
             progress(first, n_req)
-        k.run_requests(
+        run_requests(
             first,
             min(first + CHUNK, n_req),
             code,
@@ -199,12 +182,13 @@ def run_compiled(
             float(timing.prefill_tps),
             float(timing.decode_tps),
             count_from,
+            n_req,
             offs,
             stream,
             ns,
             ts,
             outs,
-            nu,
+            nu.ctypes.data if len(nu) else None,
             state.node,
             state.rank,
             state.stamp,

@@ -15,7 +15,6 @@ with the JSON it returns.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -23,18 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from kvtool.errors import NotFoundError, OptionError
+from kvtool.native import library
 from kvtool.progress import NullProgress, Progress
 from kvtool.providers import load_provider
 from kvtool.providers.tokens import token_counts
 from kvtool.simulate.advisor import advise_breakpoints
 from kvtool.simulate.anthropic import predict_anthropic
-from kvtool.simulate.compiled_engine import (
-    POLICY_CODES,
-    await_kernels,
-    preload,
-    run_compiled,
-    supports,
-)
+from kvtool.simulate.compiled_engine import run_compiled, supports
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
 from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
@@ -113,9 +107,6 @@ def simulate(
     if blocks is not None and len(blocks) > 1 and swept is not None:
         raise OptionError("blocks", "cannot be a list while a tier_gb tier is swept")
     progress = progress or NullProgress()
-    curve_only = config.policy == "lru" and config.concurrency == 1 and config.one_pass
-    if config.compiled and config.policy in POLICY_CODES and not curve_only:
-        preload()  # numba loads while the traffic does
     try:
         with open_db(db) as con:
             traffic = load_traffic(
@@ -144,27 +135,22 @@ def simulate(
             warmup = None if config.warmup is None else parse_warmup(config.warmup)
             window = measurement_window(wl, warmup)
             outputs = output_blocks(wl, config.output_cache)
-            # the ideal is computed beside the simulation (the compiled kernels release the GIL)
-            pool = ThreadPoolExecutor(1, thread_name_prefix="kvtool-ideal")
-            pending = pool.submit(_ideals, wl, B, window.start, outputs)
+            offsets, stream = streams_with_outputs(wl, B, outputs)
+            ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
             counted_ts = wl.ts[window.start :]
             known = counted_ts[~np.isnan(counted_ts)]
             duration = float(known.max() - known.min()) if len(known) > 1 else None
             try:
-                try:
-                    grid = _grid(specs, blocks, swept, B, kv)
-                except OptionError as exc:
-                    if spec is None or exc.param != "model":
-                        raise
-                    raise OptionError(
-                        "model",
-                        f"{exc.message}; the provider's figures do not depend on the self-hosted "
-                        "tiers simulated next to them: any built-in model or --blocks N will do",
-                    ) from None
-                points = _points(wl, grid, config, kv, duration, progress, window, outputs)
-                ideal = pending.result()
-            finally:
-                pool.shutdown()
+                grid = _grid(specs, blocks, swept, B, kv)
+            except OptionError as exc:
+                if spec is None or exc.param != "model":
+                    raise
+                raise OptionError(
+                    "model",
+                    f"{exc.message}; the provider's figures do not depend on the self-hosted "
+                    "tiers simulated next to them: any built-in model or --blocks N will do",
+                ) from None
+            points = _points(wl, offsets, stream, grid, config, kv, duration, progress, window)
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -283,21 +269,22 @@ def _grid(
 
 def _points(
     wl: Workload,
+    offsets: np.ndarray,
+    stream: np.ndarray,
     grid: list[list[Tier]],
     config: SimConfig,
     kv: int | None,
     duration: float | None,
     progress: Progress,
     window: Window,
-    outputs: OutputPaths,
 ) -> list[SimPoint]:
     """Each grid point from the one-pass LRU curve where it is exact, else from the engine (its
     compiled twin wherever that reproduces it: ``compiled_engine.supports``); each counts the
-    requests of ``window``. Each request's stream ends with its ``outputs`` (at ``B``), which
-    it inserts but cannot hit (its hits stop at ``(n - 1) // B``)."""
+    requests of ``window``. Request i's blocks are ``stream[offsets[i]:offsets[i + 1]]``
+    (``streams_with_outputs``: its output blocks last, which it inserts but cannot hit, its hits
+    stopping at ``(n - 1) // B``)."""
     B = config.block_size
     assert B is not None
-    offsets, stream = streams_with_outputs(wl, B, outputs)
     reach = np.maximum(wl.n_tokens - 1, 0) // B  # the blocks a request can hit
     nu = next_uses(offsets, stream, reach) if POLICIES[config.policy].cls.needs_next_use else None
     curve = None
@@ -320,8 +307,6 @@ def _points(
             tick = (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None
             requests = (offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu)
             if config.compiled and supports(config, tiers, wl.n):
-                if await_kernels(progress):
-                    progress.stage("simulate", None)
                 result = run_compiled(tiers, config, *requests, tick, count_from=window.start)
             else:
                 engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
@@ -341,22 +326,54 @@ class Ideal:
     prompt_only_rate: float | None
 
 
-def _ideals(wl: Workload, block_size: int, first: int, outputs: OutputPaths) -> Ideal:
+def _ideals(
+    wl: Workload,
+    block_size: int,
+    first: int,
+    outputs: OutputPaths,
+    offsets: np.ndarray,
+    stream: np.ndarray,
+) -> Ideal:
     """The infinite cache over requests ``first..``, the cache having seen every request before
-    them and (for ``rate``) the ``outputs`` of each."""
-    rs = runs(wl)
-    ps = passes(wl, rs)
+    them and (for ``rate``) the ``outputs`` of each. ``offsets``/``stream``: the requests' blocks
+    at ``block_size``, outputs last (``streams_with_outputs``). One pass over the stream in C
+    (``kv_ideal_hits``), or the block tree's passes (``kvtool.traffic.ideal``) on an install
+    without the C kernels: the same figures (leading blocks seen earlier, capped at
+    ``(n - 1) // B``; availability only grows along a path, so counting whole blocks of the
+    stream equals the tree's base-block count divided by ``k``)."""
     total = int(wl.n_tokens[first:].sum())
+    lib = library()
+    if lib is not None:
+        caps = np.minimum(np.diff(offsets), np.maximum(wl.n_tokens - 1, 0) // block_size)
+        k = block_size // wl.base
+        has = wl.end >= 0
+        prompt = np.zeros(wl.n, np.int64)  # the prompt's full blocks lead each stream
+        prompt[has] = (wl.depth[wl.end[has]] + 1) // k
+        n_ids = int(stream.max()) + 1 if len(stream) else 0
+        hits = np.empty(wl.n, np.int64), np.empty(wl.n, np.int64)
+        lib.kv_ideal_hits(
+            wl.n,
+            np.ascontiguousarray(offsets, np.int64),
+            np.ascontiguousarray(stream, np.int64),
+            prompt,
+            np.ascontiguousarray(caps, np.int64),
+            np.zeros(n_ids, np.uint8),
+            *hits,
+        )
+        with_outputs, prompt_only = (int(h[first:].sum()) * block_size for h in hits)
+    else:
+        rs = runs(wl)
+        ps = passes(wl, rs)
 
-    def cached(base: np.ndarray) -> int:
-        return int(ideal_hits(wl, rs, ps, base, block_size).cached_tokens[first:].sum())
+        def cached(base: np.ndarray) -> int:
+            return int(ideal_hits(wl, rs, ps, base, block_size).cached_tokens[first:].sum())
 
-    prompt_only = cached(base_hit_blocks(wl, rs, ps))
-    with_outputs = (
-        cached(output_hit_blocks(wl, rs, ps, outputs).base_hits)
-        if len(outputs.nodes)
-        else prompt_only
-    )
+        prompt_only = cached(base_hit_blocks(wl, rs, ps))
+        with_outputs = (
+            cached(output_hit_blocks(wl, rs, ps, outputs).base_hits)
+            if len(outputs.nodes)
+            else prompt_only
+        )
     return Ideal(
         with_outputs / total if total else None,
         with_outputs,

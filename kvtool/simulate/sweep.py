@@ -14,17 +14,18 @@ what fits while the request is pinned, which no stack model describes, so the ca
 those capacities directly (``LRUCurve.exact_from``).
 
 Distances come from a Fenwick tree over reference stamps that marks each block's latest stamp;
-the loop is compiled with numba (a core dependency), and the compiled code is cached on disk, so
-only the first run of an install compiles it (about half a second).
+the loop is C (``kv_stack_maxima`` in ``kernels.c``, compiled when kvtool is installed), and
+``_stack_maxima`` below is the same loop in Python: the reference the C is tested against, and
+what runs on an install built without a C compiler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
+
+from kvtool.native import library
 
 NEVER = np.iinfo(np.int64).max
 
@@ -61,8 +62,7 @@ def _stack_maxima(
     out_offsets: np.ndarray,
 ) -> int:
     """Fill ``out`` with the prefix maxima of stack distances (``NEVER`` for a block not seen
-    before, and for every block after it); returns the largest request in blocks. Plain Python
-    on arrays, compiled by numba (``compiled_kernel``)."""
+    before, and for every block after it); returns the largest request in blocks."""
     size = len(dense) + 1
     tree = np.zeros(size + 1, np.int32)  # counts and stamps stay below 2**31 references
     last = np.full(n_unique, -1, np.int32)
@@ -115,16 +115,6 @@ def _stack_maxima(
     return largest
 
 
-@cache
-def compiled_kernel() -> Callable[..., int]:
-    """The kernel compiled by numba, its machine code cached on disk beside this module (or in
-    ``NUMBA_CACHE_DIR``). numba is imported on first use: importing it takes a noticeable part
-    of a second, which commands that draw no curve do not pay."""
-    import numba
-
-    return numba.njit(cache=True, nogil=True)(_stack_maxima)
-
-
 def lru_curve(
     offsets: np.ndarray,
     blocks: np.ndarray,
@@ -136,10 +126,18 @@ def lru_curve(
     ``compiled=False`` runs the kernel as plain Python (same results, slower)."""
     counts = np.diff(offsets)
     caps = np.minimum(counts, np.maximum(n_tokens - 1, 0) // B).astype(np.int64)
-    dense = blocks.astype(np.int64, copy=False)  # tree node ids: already dense
+    dense = np.ascontiguousarray(blocks, np.int64)  # tree node ids: already dense
     n_unique = int(dense.max()) + 1 if len(dense) else 0
     out = np.empty(int(caps.sum()), np.int64)
     out_offsets = np.zeros(len(offsets), np.int64)
-    kernel = compiled_kernel() if compiled else _stack_maxima
-    largest = kernel(offsets.astype(np.int64), dense, caps, n_unique, out, out_offsets)
+    offsets = offsets.astype(np.int64)
+    lib = library() if compiled else None
+    if lib is None:
+        largest = _stack_maxima(offsets, dense, caps, n_unique, out, out_offsets)
+    else:
+        tree = np.zeros(len(dense) + 2, np.int32)  # counts and stamps stay below 2**31
+        last = np.full(n_unique, -1, np.int32)
+        largest = lib.kv_stack_maxima(
+            len(offsets) - 1, offsets, dense, len(dense), caps, out, out_offsets, tree, last
+        )
     return LRUCurve(out, out_offsets, B, max(int(largest), 1))
