@@ -207,4 +207,3 @@ def test_ideal_in_one_stream_pass_equals_the_block_tree(traces, monkeypatch):
                     fast.prompt_only_rate * wl.n_tokens[first:].sum()
                 )
     assert gained > 0  # the agent trace's outputs raise its ideal
-
