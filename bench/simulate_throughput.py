@@ -16,7 +16,7 @@ again). Measured in one run:
   figure is its object miss ratio (every block reference counts); kvtool's the token hit rate
   (a request's prefix up to its first miss): the figures differ by definition, and
   libCacheSim's ARC, LFU and S3-FIFO are variants of kvtool's (docs/simulate.md);
-- the one-pass LRU curve (compiled with numba) for 32 capacities, against libCacheSim's LRU at
+- the one-pass LRU curve (its C kernel) for 32 capacities, against libCacheSim's LRU at
   one capacity (10% of the distinct blocks);
 - the 3-point concurrent example (``--blocks 2000,20000,200000``, unlimited concurrency): the
   whole command, and the library call with the compiled engine and with the Python engine
@@ -168,14 +168,14 @@ def throughput(repeat: int, skip_python: bool, rebuild: bool) -> None:
         )
     capacity = unique // 10
     lcs_s, _ = libcachesim("LRU", capacity, oracle)
-    lru_curve(offsets[:3], blocks[: offsets[2]], wl.n_tokens[:2], 512)  # JIT warm-up
+    lru_curve(offsets[:3], blocks[: offsets[2]], wl.n_tokens[:2], 512)  # warm-up
     caps = np.unique(np.geomspace(16, unique, 32).astype(np.int64))
     t0 = time.perf_counter()
     curve = lru_curve(offsets, blocks, wl.n_tokens, 512)
     tokens = curve.cached_tokens(caps)
     one_pass = time.perf_counter() - t0
     print(
-        f"\none-pass LRU curve (numba), {len(caps)} capacities: {one_pass:.2f} s = "
+        f"\none-pass LRU curve (C), {len(caps)} capacities: {one_pass:.2f} s = "
         f"{lookups / one_pass / 1e6:.1f} M lookups/s for all of them; against libCacheSim's "
         f"LRU at one capacity ({capacity:,} blocks): {lcs_s:.2f} s ({lcs_s / one_pass:.1f}x); "
         f"hit rate at the largest capacity {tokens[-1] / wl.n_tokens.sum():.4f}"

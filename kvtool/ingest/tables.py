@@ -32,8 +32,6 @@ from typing import IO, Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from kvtool.errors import InputError
 from kvtool.ingest.decode import Decoded
@@ -144,6 +142,8 @@ def _cell(text: str) -> Any:
 
 
 def _cells(col: pa.ChunkedArray) -> list[Any]:
+    import pyarrow.compute as pc
+
     values = col.to_pylist()
     maybe = pc.match_substring_regex(col, _JSON_CELL)
     for i in pc.indices_nonzero(maybe).to_pylist():  # null cells are not listed
@@ -206,6 +206,8 @@ class CsvRows:
 
     def _header(self, seg: bytes) -> bytes:
         """Read the header from the start of ``seg``; returns the rest."""
+        import pyarrow.csv as pacsv
+
         start = len(seg) - len(seg.lstrip(b"\r\n"))
         end = next((e for e, p in _record_ends(seg[start:]) if p == 0), len(seg) - start)
         head = seg[start : start + end]
@@ -227,6 +229,8 @@ class CsvRows:
         return seg[start + end :]
 
     def _parse(self, seg: bytes) -> tuple[pa.Table, list[Any]]:
+        import pyarrow.csv as pacsv
+
         invalid: list[Any] = []
 
         def keep(row: Any) -> str:
@@ -282,6 +286,8 @@ class CsvRows:
 
     def _sizes(self, table: pa.Table) -> list[int]:
         """The bytes of each row's cells (what the row limit is checked against)."""
+        import pyarrow.compute as pc
+
         lengths = [pc.binary_length(col).fill_null(0) for col in table.columns]
         summed = lengths[0]
         for more in lengths[1:]:

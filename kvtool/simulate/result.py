@@ -15,7 +15,6 @@ import numpy as np
 
 from kvtool.jsonview import JsonView
 from kvtool.providers.tokens import TokenCounts
-from kvtool.simulate.advisor import Advice
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.providers import ProviderPrediction, ProviderSpec, request_rates
@@ -26,6 +25,8 @@ from kvtool.traffic.workload import Workload
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from kvtool.simulate.advisor import Advice  # advice is asked for with a provider only
 
 MONTH_S = 30 * 86400
 AGREEMENT = 0.02  # a request agrees when its predicted and logged hit rates differ by at most this

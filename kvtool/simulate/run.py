@@ -26,12 +26,9 @@ from kvtool.native import library
 from kvtool.progress import NullProgress, Progress
 from kvtool.providers import load_provider
 from kvtool.providers.tokens import token_counts
-from kvtool.simulate.advisor import advise_breakpoints
-from kvtool.simulate.anthropic import predict_anthropic
 from kvtool.simulate.compiled_engine import run_compiled, supports
 from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
-from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.providers import ProviderSpec, predict_provider
 from kvtool.simulate.result import ProviderReport, SimPoint, SimulateResult, Sweep
@@ -58,7 +55,6 @@ from kvtool.traffic import (
     runs,
     streams_with_outputs,
 )
-from kvtool.traffic.breakpoints import load_breakpoints, logged_cache_writes
 
 
 def simulate(
@@ -154,6 +150,12 @@ def simulate(
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
+                # the provider's engines and the breakpoint advisor (they tokenize prompt text)
+                from kvtool.simulate.advisor import advise_breakpoints
+                from kvtool.simulate.anthropic import predict_anthropic
+                from kvtool.simulate.gemini import has_explicit_caches, predict_gemini
+                from kvtool.traffic.breakpoints import load_breakpoints, logged_cache_writes
+
                 explicit = spec.rules.explicit_breakpoints
                 # explicit breakpoints: the markers placed on the prompts, once for the engine
                 # and the advisor; explicit caches (Gemini): the markers where there is prompt

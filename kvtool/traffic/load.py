@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvtool.errors import NotFoundError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options
@@ -27,15 +28,10 @@ from kvtool.store.files import all_file_ids, request_kinds
 from kvtool.store.fingerprints import redacted_files, redaction_spec
 from kvtool.store.tokenizations import last_tokenizer_spec, mark_used
 from kvtool.tiers.kv import lookup
-from kvtool.tokenize import (
-    TokenizerBundle,
-    TokenizeReport,
-    load_tokenizer,
-    tokenize_requests,
-    tokenizer_signature,
-)
-from kvtool.tokenize.redact import check_tokenizer, ingest_logs
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
+
+if TYPE_CHECKING:  # tokenize is imported where text is tokenized: a hash trace never needs it
+    from kvtool.tokenize import TokenizerBundle, TokenizeReport
 
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}  # the TTLs reuse is measured at
 PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
@@ -87,6 +83,8 @@ def load_traffic(
     if tokenizer is None and redacted_spec is not None:
         tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
     if paths:
+        from kvtool.tokenize.redact import ingest_logs
+
         done = ingest_logs(
             con,
             paths,
@@ -109,6 +107,9 @@ def load_traffic(
     signature = None
     mode = "whole"
     if kinds - {"hash"}:
+        from kvtool.tokenize import load_tokenizer, tokenize_requests, tokenizer_signature
+        from kvtool.tokenize.redact import check_tokenizer
+
         if tokenizer is None and not paths:  # working on the database: its own tokenizer
             tokenizer = last_tokenizer_spec(con)
         bundle = load_tokenizer(tokenizer)
