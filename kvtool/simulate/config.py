@@ -48,8 +48,9 @@ class SimConfig:
       session re-renders the answer, as vLLM keeps a finished request's full blocks
       (``kvtool.traffic.output_blocks``; text logs only); False: prompt blocks only;
     - ``one_pass``: LRU points with one request at a time and one replica come from the one-pass
-      stack curve wherever it is exact (capacities of at least the largest request), a single
-      point included; False: the engine simulates every point (for checks and benchmarks);
+      stack curve wherever it is exact (capacities of at least the largest request) and serves
+      three points or more (``run.CURVE_POINTS``: fewer are faster direct); False: the engine
+      simulates every point (for checks and benchmarks);
     - ``compiled``: points simulated directly run on the engine's compiled twin
       (``kvtool.simulate.compiled_engine``) wherever it reproduces the Python engine (one tier,
       one replica, its policies); False: always the Python engine (for checks and benchmarks).

@@ -269,6 +269,12 @@ def _grid(
     return [_tiers_for(specs, firsts, None, B, kv)]
 
 
+CURVE_POINTS = 3
+"""The one-pass curve costs about three direct simulations of one point (its loop does more per
+lookup than LRU's: Mooncake conversation x20, 0.28 s against 0.11 s in C); it pays from three
+points on, and fewer run directly (the same figures: ``tests/test_simulate.py``)."""
+
+
 def _points(
     wl: Workload,
     offsets: np.ndarray,
@@ -280,8 +286,9 @@ def _points(
     progress: Progress,
     window: Window,
 ) -> list[SimPoint]:
-    """Each grid point from the one-pass LRU curve where it is exact, else from the engine (its
-    compiled twin wherever that reproduces it: ``compiled_engine.supports``); each counts the
+    """Each grid point from the one-pass LRU curve where it is exact and serves at least
+    ``CURVE_POINTS`` points, else from the engine (its compiled twin wherever that reproduces
+    it: ``compiled_engine.supports``); each counts the
     requests of ``window``. Request i's blocks are ``stream[offsets[i]:offsets[i + 1]]``
     (``streams_with_outputs``: its output blocks last, which it inserts but cannot hit, its hits
     stopping at ``(n - 1) // B``)."""
@@ -298,7 +305,8 @@ def _points(
         and len(grid[0]) == 1
     )
     largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0  # the curve's exact_from
-    if one_pass and any(tiers[0].blocks >= max(largest, 1) for tiers in grid):
+    exact = sum(tiers[0].blocks >= max(largest, 1) for tiers in grid)
+    if one_pass and exact >= CURVE_POINTS:
         curve = lru_curve(offsets, stream, wl.n_tokens, B)
     points = []
     for n, tiers in enumerate(grid):
