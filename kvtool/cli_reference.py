@@ -34,13 +34,11 @@ def _default(param) -> str:
     return f"`{value}`"
 
 
-def _type(param, ctx) -> str:
+def _type(param) -> str:
     if getattr(param, "is_flag", False):
         return "flag"
-    shown = param.display_type(ctx).strip("<>")
-    if param.multiple:
-        return f"{shown.removeprefix('list[').removesuffix(']')}, repeatable"
-    return shown.removeprefix("list[").removesuffix("]").lower()
+    shown = param.type.name  # click's name of the value's type: str, int, float, path
+    return f"{shown}, repeatable" if param.multiple else shown
 
 
 def options_table(name: str, command) -> str:
@@ -56,7 +54,7 @@ def options_table(name: str, command) -> str:
             names = ", ".join(f"`{o}`" for o in param.opts + param.secondary_opts)
             help_ = param.help or ""
         help_ = help_.replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| {names} | {_type(param, ctx)} | {_default(param)} | {help_} |")
+        rows.append(f"| {names} | {_type(param)} | {_default(param)} | {help_} |")
     return "\n".join(
         [MARKER, "", "## Usage", "", "```", f"kvtool {name} {usage}", "```", "", *rows, ""]
     )
