@@ -4,10 +4,13 @@
 began), exported read-only with ``git archive`` into ``bench/out/before-<sha>/``; "after" is the
 working tree. Each version runs as a user runs it, ``python -m kvtool ...`` in a subprocess, with
 ``PYTHONPATH`` set to its root (checked: ``kvtool.__file__`` must lie under that root, because
-the venv also holds kvtool installed editable from this checkout), its own ``NUMBA_CACHE_DIR``, the
-same venv and dependencies (numba included, so "before" is that commit with numba installed) and
-the same input files. Subprocesses run in ``bench/out/before_after/``, where no kvtool package can
-shadow the one on ``PYTHONPATH``. Before any timing each version runs a warm-up (a small analyze and
+the venv also holds kvtool installed editable from this checkout), the same venv and
+dependencies and the same input files. "Before" compiled its kernels with numba, so numba must
+be in the venv (``pip install numba``) for it to run as it did, with its own ``NUMBA_CACHE_DIR``;
+"after" runs the C kernels built in the working tree (``make``, or ``python setup.py build_ext
+--inplace``). Subprocesses run in ``bench/out/before_after/``, where no kvtool package can shadow
+the one on ``PYTHONPATH``, and may write bytecode (``PYTHONDONTWRITEBYTECODE`` is unset for them,
+as a pip install compiles it). Before any timing each version runs a warm-up (a small analyze and
 one simulate per policy) that writes its bytecode and numba caches; its wall time is reported.
 Each figure is the fastest of ``--runs`` runs (1 by default), before and after interleaved.
 
@@ -72,6 +75,7 @@ class Version:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(self.root)
         env["NUMBA_CACHE_DIR"] = str(self.numba_cache)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # a pip install has its bytecode compiled
         return env
 
 

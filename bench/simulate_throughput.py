@@ -24,7 +24,12 @@ again). Measured in one run:
 
 ``--rss`` instead measures the peak RSS of ``kvtool simulate`` on a 1M-request hash trace.
 
-    python bench/simulate_throughput.py [--repeat 20] [--skip-python] [--rebuild] [--rss]
+Every time at one capacity is the median of ``--runs`` runs (3 by default; libCacheSim's and
+the command's alike, interleaved), as a machine shared with other work moves single runs by
+10-20%.
+
+    python bench/simulate_throughput.py [--repeat 20] [--runs 3] [--skip-python] [--rebuild]
+    python bench/simulate_throughput.py --rss
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -93,6 +99,10 @@ def whole_command(db: Path, *args: str) -> tuple[float, dict]:
     return time.perf_counter() - t0, orjson.loads(out.stdout)
 
 
+def _seconds(times: list[float]) -> str:
+    return " ".join(f"{t:.2f}" for t in times)
+
+
 def prepare(repeat: int, rebuild: bool) -> tuple[Path, Path]:
     """The repeated trace and its ingested database, built when missing (or ``rebuild``)."""
     OUT.mkdir(exist_ok=True)
@@ -109,7 +119,7 @@ def prepare(repeat: int, rebuild: bool) -> tuple[Path, Path]:
     return trace, db
 
 
-def throughput(repeat: int, skip_python: bool, rebuild: bool) -> None:
+def throughput(repeat: int, skip_python: bool, rebuild: bool, runs: int) -> None:
     trace, db = prepare(repeat, rebuild)
     con = connect(db)
     t0 = time.perf_counter()
@@ -143,12 +153,21 @@ def throughput(repeat: int, skip_python: bool, rebuild: bool) -> None:
         "hit rates (libCacheSim / kvtool)"
     )
     for policy, lcs_name in POLICIES.items():
-        lcs_s, miss = libcachesim(lcs_name, CAPACITY, oracle)
         config = SimConfig(policy=policy, block_size=512, concurrency=1)
         run_compiled(tiers, config, offsets[:3], blocks[: offsets[2]], *(a[:2] for a in args[2:]))
-        t0 = time.perf_counter()
-        fast = run_compiled(tiers, config, *args)
-        kernel_s = time.perf_counter() - t0
+        lcs_times, kernel_times, command_times = [], [], []
+        for _ in range(runs):
+            lcs_s, miss = libcachesim(lcs_name, CAPACITY, oracle)
+            lcs_times.append(lcs_s)
+            t0 = time.perf_counter()
+            fast = run_compiled(tiers, config, *args)
+            kernel_times.append(time.perf_counter() - t0)
+            command_s, body = whole_command(
+                db, "--blocks", str(CAPACITY), "--policy", policy, "--concurrency", "1"
+            )
+            command_times.append(command_s)
+        times = (lcs_times, kernel_times, command_times)
+        lcs_s, kernel_s, command_s = map(statistics.median, times)
         python_s = float("nan")
         if not skip_python:
             t0 = time.perf_counter()
@@ -156,15 +175,13 @@ def throughput(repeat: int, skip_python: bool, rebuild: bool) -> None:
             python_s = time.perf_counter() - t0
             assert slow.cached_tokens == fast.cached_tokens, policy
             assert np.array_equal(slow.ttft, fast.ttft), policy
-        command_s, body = whole_command(
-            db, "--blocks", str(CAPACITY), "--policy", policy, "--concurrency", "1"
-        )
         rate = body["token_hit_rate"]  # one point: its keys at the top
         assert rate == fast.token_hit_rate, (policy, rate, fast.token_hit_rate)
         print(
             f"{policy:8} {lcs_s:12.2f} {kernel_s:9.2f} {python_s:8.2f} {command_s:8.2f}  "
             f"{1 - miss:.4f} / {rate:.4f}   ({lookups / kernel_s / 1e6:.1f} M lookups/s "
-            f"compiled, {lookups / lcs_s / 1e6:.1f} M/s libCacheSim)"
+            f"compiled, {lookups / lcs_s / 1e6:.1f} M/s libCacheSim; runs: libCacheSim "
+            f"{_seconds(lcs_times)}, command {_seconds(command_times)})"
         )
     capacity = unique // 10
     lcs_s, _ = libcachesim("LRU", capacity, oracle)
@@ -229,6 +246,7 @@ def rss(requests: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=3, help="median of this many runs per figure")
     ap.add_argument("--rss", action="store_true", help="peak RSS on a 1M-request trace instead")
     ap.add_argument("--skip-python", action="store_true", help="skip the Python engine (slow)")
     ap.add_argument("--rebuild", action="store_true", help="build the trace and database again")
@@ -238,7 +256,7 @@ def main() -> None:
     if args.rss:
         rss(1_000_000)
     else:
-        throughput(args.repeat, args.skip_python, args.rebuild)
+        throughput(args.repeat, args.skip_python, args.rebuild, max(1, args.runs))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -840,10 +839,4 @@ def check_cmd(
 
 
 def main() -> None:
-    try:
-        app()
-    finally:
-        # the process ends next: its last garbage collection would walk every object the
-        # compiled kernels' runtime (numba, LLVM) created, a quarter of a second; frozen, they
-        # are freed with the process (atexit handlers, flushing and module teardown still run)
-        gc.freeze()
+    app()

@@ -207,3 +207,41 @@ def test_ideal_in_one_stream_pass_equals_the_block_tree(traces, monkeypatch):
                     fast.prompt_only_rate * wl.n_tokens[first:].sum()
                 )
     assert gained > 0  # the agent trace's outputs raise its ideal
+
+
+def test_an_install_without_the_c_kernels_gives_the_same_figures(tmp_path, monkeypatch):
+    """An install built without a C compiler has no ``kvtool._kernels``: ``kvtool.native``
+    warns once and simulate runs the Python engine, the Python curve loop and the block tree's
+    ideal, with the same figures."""
+    import importlib.util
+
+    from kvtool import native
+
+    log = tmp_path / "agent.jsonl"
+    generate("agent", 5, 4, log, steps=(3, 10))
+    db = tmp_path / "k.duckdb"
+    blocks = [30, 3000, 4000, 5000]  # one point simulated, three from the curve
+
+    def figures(policy: str) -> list:
+        config = SimConfig(policy=policy, concurrency=1)
+        body = simulate([log], db=db, blocks=blocks, config=config).to_json()
+        keys = ("method", "prefill_tokens_saved", "evictions", "ttft_estimate")
+        return [body["ideal_hit_rate"], *([p[k] for k in keys] for p in body["points"])]
+
+    with_c = {p: figures(p) for p in ("lru", "fifo")}
+    assert [p[0] for p in with_c["lru"][1:]] == ["direct", "stack", "stack", "stack"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "kvtool._kernels" else real(name, *a),
+    )
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="without its C kernels"):
+            assert native.library() is None
+        assert {p: figures(p) for p in ("lru", "fifo")} == with_c
+    finally:
+        monkeypatch.undo()
+        native.library.cache_clear()
+    assert native.library() is not None
