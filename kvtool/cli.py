@@ -434,6 +434,16 @@ def simulate_cmd(
     hash_block_size: HashBlockOption = 512,
     warmup: WarmupOption = None,
     output_cache: OutputCacheOption = True,
+    sample: Annotated[
+        float | None,
+        typer.Option(
+            help="Estimate from prefix-aware samples of this rate (0.01: 1% of the prefix "
+            "families) on tiers that much smaller, with an error bar."
+        ),
+    ] = None,
+    sample_salts: Annotated[
+        int, typer.Option(help="Independent samples behind each --sample estimate.")
+    ] = 3,
     redact: RedactOption = False,
     provider: Annotated[
         str | None,
@@ -482,6 +492,8 @@ def simulate_cmd(
             shared_lower=shared_lower,
             warmup=warmup,
             output_cache=output_cache,
+            sample=sample,
+            sample_salts=sample_salts,
         )
         return simulate(
             paths or None,

@@ -10,6 +10,7 @@
  * - kv_first_use_ids: a stream renumbered in order of first use.
  * - kv_stack_maxima: the one-pass LRU curve's kernel (kvtool/simulate/sweep.py).
  * - kv_ideal_hits: the infinite cache's hits per request (simulate's ideal).
+ * - kv_sequential_ttft: TTFT one request at a time (the one-pass curve's points).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -669,12 +670,13 @@ i64 kv_first_use_ids(const i64 *stream, i64 n, i64 *new_id, i64 *out) {
     return k;
 }
 
-/* sweep._stack_maxima: out gets the prefix maxima of stack distances (INT64_MAX for a block
-   not seen before, and for every block after it); tree: len(dense) + 2 zeros; last: n_unique
-   entries, all -1. Returns the largest request in blocks. */
+/* sweep._stack_maxima: out gets the prefix maxima of stack distances (maxima != 0), or the
+   distances themselves (maxima == 0), of each request's first caps[i] blocks (INT64_MAX for a
+   block not seen before, and for every block after it); tree: len(dense) + 2 zeros; last:
+   n_unique entries, all -1. Returns the largest request in blocks. */
 i64 kv_stack_maxima(
-    i64 n_req, const i64 *offsets, const i64 *dense, i64 n_dense, const i64 *caps, i64 *out,
-    i64 *out_offsets, i32 *tree, i32 *last) {
+    i64 n_req, const i64 *offsets, const i64 *dense, i64 n_dense, const i64 *caps, i64 maxima,
+    i64 *out, i64 *out_offsets, i32 *tree, i32 *last) {
     i64 size = n_dense + 1;
     i64 stamp = 0, active = 0, w = 0, largest = 0;
     for (i64 i = 0; i < n_req; i++) {
@@ -689,7 +691,7 @@ i64 kv_stack_maxima(
             }
             i64 below = 0;
             for (i64 k = at; k > 0; k -= k & -k) below += tree[k];
-            running = max64(running, active - below);
+            running = maxima ? max64(running, active - below) : active - below;
             out[w++] = running;
             j++;
         }
@@ -707,6 +709,23 @@ i64 kv_stack_maxima(
         }
     }
     return largest;
+}
+
+/* engine.sequential_ttft: each request's TTFT when requests run one at a time, queueing behind
+   the previous one, plus the prefill of its uncached tokens (the same float operations in the
+   same order as the Python loop). */
+void kv_sequential_ttft(
+    i64 n_req, const double *arrivals, const i64 *n_tokens, const i64 *cached,
+    const i64 *output_tokens, double prefill_tps, double decode_tps, double *out) {
+    double free = -INFINITY, prev = 0.0;
+    for (i64 i = 0; i < n_req; i++) {
+        double arrival = isnan(arrivals[i]) ? prev : arrivals[i];
+        prev = arrival;
+        double start = maxf(arrival, free);
+        double prefill = (double)(n_tokens[i] - cached[i]) / prefill_tps;
+        out[i] = start - arrival + prefill;
+        free = start + prefill + (double)output_tokens[i] / decode_tps;
+    }
 }
 
 /* The infinite cache, one request at a time (the ideal): request i hits its leading blocks, up

@@ -58,7 +58,11 @@ _SIGNATURES = {
         None,
     ),
     "kv_first_use_ids": ([_I64S, _I64, _I64S, _I64S], _I64),
-    "kv_stack_maxima": ([_I64, _I64S, _I64S, _I64, _I64S, _I64S, _I64S, _I32S, _I32S], _I64),
+    "kv_stack_maxima": (
+        [_I64, _I64S, _I64S, _I64, _I64S, _I64, _I64S, _I64S, _I32S, _I32S],
+        _I64,
+    ),
+    "kv_sequential_ttft": ([_I64, _F64S, _I64S, _I64S, _I64S, _F64, _F64, _F64S], None),
     "kv_ideal_hits": (
         [_I64, _I64S, _I64S, _I64S, _I64S, ndpointer(np.uint8, flags="C_CONTIGUOUS")]
         + [_I64S, _I64S],

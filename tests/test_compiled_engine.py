@@ -245,3 +245,23 @@ def test_an_install_without_the_c_kernels_gives_the_same_figures(tmp_path, monke
         monkeypatch.undo()
         native.library.cache_clear()
     assert native.library() is not None
+
+
+def test_sequential_ttft_in_c_equals_the_python_loop(traces, monkeypatch):
+    """The one-at-a-time TTFT of the curve's points, in C and in Python, bit for bit (NaN
+    arrivals take the previous one's)."""
+    from kvtool.simulate import engine
+    from kvtool.simulate.config import Timing
+
+    rng = np.random.default_rng(3)
+    for t in traces:
+        wl = t.wl
+        arrivals = wl.ts.copy()
+        arrivals[rng.random(wl.n) < 0.2] = np.nan
+        cached = (rng.random(wl.n) * wl.n_tokens).astype(np.int64)
+        args = (arrivals, wl.n_tokens, cached, wl.output_tokens, Timing(7919.0, 41.0))
+        fast = engine.sequential_ttft(*args)
+        with monkeypatch.context() as m:
+            m.setattr(engine, "library", lambda: None)
+            slow = engine.sequential_ttft(*args)
+        assert np.array_equal(fast, slow) and fast.max() > 0

@@ -53,7 +53,11 @@ class SimConfig:
       simulates every point (for checks and benchmarks);
     - ``compiled``: points simulated directly run on the engine's compiled twin
       (``kvtool.simulate.compiled_engine``) wherever it reproduces the Python engine (one tier,
-      one replica, its policies); False: always the Python engine (for checks and benchmarks).
+      one replica, its policies); False: always the Python engine (for checks and benchmarks);
+    - ``sample``: simulate prefix-aware samples of this rate in (0, 1] on tiers as many times
+      smaller, and estimate every point from them, with an error bar
+      (``kvtool.simulate.sample``); None: every request; ``sample_salts``: how many
+      independent samples (at least 2 for an error bar).
     """
 
     policy: str = "lru"
@@ -71,6 +75,8 @@ class SimConfig:
     output_cache: bool = True
     one_pass: bool = True
     compiled: bool = True
+    sample: float | None = None
+    sample_salts: int = 3
 
     def __post_init__(self) -> None:
         info = POLICIES.get(self.policy)
@@ -100,6 +106,10 @@ class SimConfig:
             raise OptionError("routing", f"{self.routing!r} is not one of {', '.join(ROUTINGS)}")
         if self.warmup is not None:
             parse_warmup(self.warmup)
+        if self.sample is not None and not 0 < self.sample <= 1:
+            raise OptionError("sample", f"must be in (0, 1], got {self.sample}")
+        if self.sample_salts < 1:
+            raise OptionError("sample_salts", f"must be >= 1, got {self.sample_salts}")
 
     @property
     def timing(self) -> Timing:

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvtool.native import library
 from kvtool.simulate.config import SimConfig, Timing
 from kvtool.simulate.policies import Policy, make_policy
 from kvtool.tiers.spec import Tier
@@ -97,8 +98,20 @@ def sequential_ttft(
     timing: Timing,
 ) -> np.ndarray:
     """TTFT of each request when requests run one at a time (no lower-tier loads): queueing
-    behind the previous request plus the prefill of its uncached tokens."""
+    behind the previous request plus the prefill of its uncached tokens. In C
+    (``kv_sequential_ttft``, the same float operations) where kvtool's kernels are built."""
     out = np.zeros(len(n_tokens))
+    lib = library()
+    if lib is not None:
+        lib.kv_sequential_ttft(
+            len(n_tokens),
+            np.ascontiguousarray(arrivals, np.float64),
+            *(np.ascontiguousarray(a, np.int64) for a in (n_tokens, cached, output_tokens)),
+            float(timing.prefill_tps),
+            float(timing.decode_tps),
+            out,
+        )
+        return out
     free = -INF
     prev = 0.0
     for i, (a, n, c, o) in enumerate(

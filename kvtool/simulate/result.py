@@ -18,6 +18,7 @@ from kvtool.providers.tokens import TokenCounts
 from kvtool.simulate.config import SimConfig
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.providers import ProviderPrediction, ProviderSpec, request_rates
+from kvtool.simulate.sample import SampleEstimate
 from kvtool.simulate.shortfall import Shortfall, logged_usage
 from kvtool.tiers.spec import Tier
 from kvtool.traffic import Window
@@ -76,7 +77,8 @@ class Cost:
 @dataclass(frozen=True)
 class SimPoint:
     """One configuration's result. ``method``: ``stack`` (from the one-pass LRU curve; no
-    eviction count) or ``direct`` (simulated event by event)."""
+    eviction count), ``direct`` (simulated event by event) or ``sampled`` (estimated from
+    samples, ``sample`` says how; the figures are scaled to the whole trace)."""
 
     tiers: tuple[TierPoint, ...]
     token_hit_rate: float | None
@@ -88,6 +90,7 @@ class SimPoint:
     uncached_blocks: int
     cost: Cost
     method: str
+    sample: SampleEstimate | None = None
 
     @classmethod
     def of(
@@ -140,8 +143,12 @@ class SimPoint:
         )
 
     def to_json(self) -> dict:
+        """The point's object; ``sample`` only where the point was sampled."""
         out = asdict(self)
         out["tiers"] = [asdict(t) for t in self.tiers]
+        out.pop("sample")
+        if self.sample is not None:
+            out["sample"] = self.sample.to_json()
         return out
 
 

@@ -26,8 +26,9 @@ from kvtool.native import library
 from kvtool.progress import NullProgress, Progress
 from kvtool.providers import load_provider
 from kvtool.providers.tokens import token_counts
+from kvtool.simulate import sample
 from kvtool.simulate.compiled_engine import run_compiled, supports
-from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig, Timing
+from kvtool.simulate.config import DEFAULT_PREFILL_TPS, SimConfig
 from kvtool.simulate.engine import Engine, EngineResult, next_uses, sequential_ttft, tier_loads
 from kvtool.simulate.policies import POLICIES
 from kvtool.simulate.providers import ProviderSpec, predict_provider
@@ -41,6 +42,7 @@ from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes
 from kvtool.traffic import (
     BreakFinder,
     OutputPaths,
+    Warmup,
     Window,
     Workload,
     base_hit_blocks,
@@ -146,7 +148,16 @@ def simulate(
                     f"{exc.message}; the provider's figures do not depend on the self-hosted "
                     "tiers simulated next to them: any built-in model or --blocks N will do",
                 ) from None
-            points = _points(wl, offsets, stream, grid, config, kv, duration, progress, window)
+            if config.sample is None:
+                point_runs = _point_runs(wl, offsets, stream, grid, config, kv, progress, window)
+                points = [
+                    SimPoint.of(r.result, tiers, config, duration, r.method)
+                    for r, tiers in zip(point_runs, grid, strict=True)
+                ]
+            else:
+                points = _sampled_points(
+                    wl, offsets, stream, grid, config, kv, duration, progress, warmup, window
+                )
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -211,7 +222,7 @@ def simulate(
                 ),
                 provider=report,
                 window=window if warmup is not None else None,
-                warnings=tuple(traffic.warnings),
+                warnings=(*traffic.warnings, *_suggest_sample(len(stream), len(grid), config)),
             )
             body = result.to_json()
             run_id = insert_sim_run(
@@ -269,23 +280,47 @@ def _grid(
     return [_tiers_for(specs, firsts, None, B, kv)]
 
 
+SUGGEST_SAMPLE_LOOKUPS = 200_000_000
+"""Above this many block lookups ``simulate`` suggests ``--sample``: the C engine looks up
+20-50 M blocks a second (docs/performance.md), so a point of such a trace takes 4-10 s and a
+sweep minutes, where a 1% sample with three salts simulates 3% of the lookups."""
+
+
+def _suggest_sample(lookups: int, points: int, config: SimConfig) -> list[str]:
+    """The warning that suggests ``--sample`` for a large trace (none when sampling)."""
+    if config.sample is not None or lookups <= SUGGEST_SAMPLE_LOOKUPS:
+        return []
+    return [
+        f"the trace has {lookups:,} block lookups: each of the {points} points simulates all "
+        "of them; --sample 0.01 estimates every point from 1% samples of its prefix families, "
+        "with an error bar (docs/simulate.md, Sampling)"
+    ]
+
+
 CURVE_POINTS = 3
 """The one-pass curve costs about three direct simulations of one point (its loop does more per
 lookup than LRU's: Mooncake conversation x20, 0.28 s against 0.11 s in C); it pays from three
 points on, and fewer run directly (the same figures: ``tests/test_simulate.py``)."""
 
 
-def _points(
+@dataclass(frozen=True)
+class PointRun:
+    """One grid point's engine result and how it was got (``stack`` or ``direct``)."""
+
+    result: EngineResult
+    method: str
+
+
+def _point_runs(
     wl: Workload,
     offsets: np.ndarray,
     stream: np.ndarray,
     grid: list[list[Tier]],
     config: SimConfig,
     kv: int | None,
-    duration: float | None,
     progress: Progress,
     window: Window,
-) -> list[SimPoint]:
+) -> list[PointRun]:
     """Each grid point from the one-pass LRU curve where it is exact and serves at least
     ``CURVE_POINTS`` points, else from the engine (its compiled twin wherever that reproduces
     it: ``compiled_engine.supports``); each counts the
@@ -297,13 +332,7 @@ def _points(
     reach = np.maximum(wl.n_tokens - 1, 0) // B  # the blocks a request can hit
     nu = next_uses(offsets, stream, reach) if POLICIES[config.policy].cls.needs_next_use else None
     curve = None
-    one_pass = (
-        config.one_pass
-        and config.policy == "lru"
-        and config.concurrency == 1
-        and config.replicas == 1
-        and len(grid[0]) == 1
-    )
+    one_pass = _one_pass(config, grid)
     largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0  # the curve's exact_from
     exact = sum(tiers[0].blocks >= max(largest, 1) for tiers in grid)
     if one_pass and exact >= CURVE_POINTS:
@@ -311,8 +340,8 @@ def _points(
     points = []
     for n, tiers in enumerate(grid):
         if curve is not None and tiers[0].blocks >= curve.exact_from:
-            result = _from_curve(curve, tiers[0], wl, config.timing, window.start)
-            points.append(SimPoint.of(result, tiers, config, duration, "stack"))
+            result = _from_curve(curve, tiers[0].blocks, tiers[0].name, wl, config, window)
+            points.append(PointRun(result, "stack"))
         else:
             tick = (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None
             requests = (offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu)
@@ -321,9 +350,109 @@ def _points(
             else:
                 engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
                 result = engine.run(*requests, wl.session, tick, count_from=window.start)
-            points.append(SimPoint.of(result, tiers, config, duration, "direct"))
+            points.append(PointRun(result, "direct"))
         progress.update(n + 1, len(grid))
     return points
+
+
+def _one_pass(config: SimConfig, grid: list[list[Tier]]) -> bool:
+    """Whether the stack model applies: LRU, one request at a time, one replica, one tier."""
+    return (
+        config.one_pass
+        and config.policy == "lru"
+        and config.concurrency == 1
+        and config.replicas == 1
+        and len(grid[0]) == 1
+    )
+
+
+def _sampled_points(
+    wl: Workload,
+    offsets: np.ndarray,
+    stream: np.ndarray,
+    grid: list[list[Tier]],
+    config: SimConfig,
+    kv: int | None,
+    duration: float | None,
+    progress: Progress,
+    warmup: Warmup | None,
+    window: Window,
+) -> list[SimPoint]:
+    """Each grid point estimated from ``config.sample_salts`` prefix-aware samples
+    (``kvtool.simulate.sample``), each simulated on tiers as many times smaller as it is; the
+    point's figures are scaled to the whole trace and carry the estimate's error. A point's
+    rate is ``config.sample``, doubled until its sampled first tier holds the largest request
+    (``sample.point_rate``); a point whose samples would cost a whole run is simulated whole."""
+    assert config.sample is not None and config.block_size is not None
+    B = config.block_size
+    largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 1
+    rates = [
+        sample.point_rate(config.sample, tiers[0].blocks, largest, config.sample_salts)
+        for tiers in grid
+    ]
+    refs = sample.block_refs(offsets, stream, _prompt_blocks(wl, B))
+    prompt_tokens = int(wl.n_tokens[window.start :].sum())
+    # LRU one request at a time: the stack model, as SHARDS scales it
+    stack = _one_pass(config, grid)
+    points: list[SimPoint | None] = [None] * len(grid)
+    for rate in sorted(set(rates)):
+        members = [k for k, r in enumerate(rates) if r == rate]
+        sub_grid = [grid[k] for k in members]
+        by_point: list[list[EngineResult]] = [[] for _ in members]
+        methods = ["sampled"] * len(members)
+        if rate >= 1:  # the whole trace
+            runs = _point_runs(wl, offsets, stream, sub_grid, config, kv, progress, window)
+            by_point = [[run.result] for run in runs]
+            methods = [run.method for run in runs]
+        units = sample.families(refs, sample.family_cap(rate, wl.n))
+        for salt in range(config.sample_salts if rate < 1 else 0):
+            kept = np.flatnonzero(sample.keep(units.keys, rate, salt))
+            if not len(kept):
+                continue
+            part = wl.select(kept)
+            part_offsets, part_stream = sample.gather(offsets, stream, kept)
+            # the sample's blocks renumbered 0.. (the engines size their state by the ids)
+            ids, part_stream = np.unique(part_stream, return_inverse=True)
+            part_window = measurement_window(part, warmup)
+            if stack:  # every capacity from the sample's stack distances, scaled
+                keys, trunk = units.keys[kept], units.trunk[ids]
+                curve = sample.corrected_curve(
+                    part_offsets, part_stream, part.n_tokens, B, keys, trunk, rate
+                )
+                for j, tiers in enumerate(sub_grid):
+                    result = _from_curve(
+                        curve, tiers[0].blocks * rate, tiers[0].name, part, config, part_window
+                    )
+                    by_point[j].append(result)
+                continue
+            scaled = [
+                [replace(t, blocks=max(1, round(t.blocks * rate))) for t in tiers]
+                for tiers in sub_grid
+            ]
+            salt_runs = _point_runs(
+                part, part_offsets, part_stream, scaled, config, kv, progress, part_window
+            )
+            for j, run in enumerate(salt_runs):
+                by_point[j].append(run.result)
+        for j, k in enumerate(members):
+            if not by_point[j]:
+                raise OptionError(
+                    "sample",
+                    f"{config.sample:g} kept no request in {config.sample_salts} salts: raise it "
+                    f"(the trace has {wl.n} requests)",
+                )
+            result, estimate = sample.pooled(by_point[j], rate, window.counted, prompt_tokens)
+            point = SimPoint.of(result, grid[k], config, duration, methods[j])
+            points[k] = replace(point, sample=estimate)
+    return [p for p in points if p is not None]
+
+
+def _prompt_blocks(wl: Workload, block_size: int) -> np.ndarray:
+    """Per request, its prompt's full blocks at ``block_size``: the first of its stream."""
+    prompt = np.zeros(wl.n, np.int64)
+    has = wl.end >= 0
+    prompt[has] = (wl.depth[wl.end[has]] + 1) // (block_size // wl.base)
+    return prompt
 
 
 @dataclass(frozen=True)
@@ -355,10 +484,7 @@ def _ideals(
     lib = library()
     if lib is not None:
         caps = np.minimum(np.diff(offsets), np.maximum(wl.n_tokens - 1, 0) // block_size)
-        k = block_size // wl.base
-        has = wl.end >= 0
-        prompt = np.zeros(wl.n, np.int64)  # the prompt's full blocks lead each stream
-        prompt[has] = (wl.depth[wl.end[has]] + 1) // k
+        prompt = _prompt_blocks(wl, block_size)  # the prompt's full blocks lead each stream
         n_ids = int(stream.max()) + 1 if len(stream) else 0
         hits = np.empty(wl.n, np.int64), np.empty(wl.n, np.int64)
         lib.kv_ideal_hits(
@@ -410,19 +536,20 @@ def _tiers_for(
 
 
 def _from_curve(
-    curve: LRUCurve, tier: Tier, wl: Workload, timing: Timing, first: int
+    curve: LRUCurve, capacity: float, tier: str, wl: Workload, config: SimConfig, window: Window
 ) -> EngineResult:
-    """A one-tier LRU result from the stack curve, counting requests ``first..``; TTFT from the
-    one-at-a-time schedule."""
-    hits = curve.hits(tier.blocks)
+    """A one-tier LRU result from the stack curve at ``capacity`` blocks, counting the requests
+    of ``window``; TTFT from the one-at-a-time schedule."""
+    first = window.start
+    hits = curve.hits(capacity)
     cached = hits * curve.block_size
     counted = int(cached[first:].sum())
-    result = EngineResult([tier.name], hit_tokens=[counted], first_counted=first)
+    result = EngineResult([tier], hit_tokens=[counted], first_counted=first)
     result.requests = wl.n - first
     result.prompt_tokens = int(wl.n_tokens[first:].sum())
     result.cached_tokens = counted
     result.requests_with_hit = int((hits[first:] > 0).sum())
     result.evictions = -1  # not tracked by the stack algorithm
     result.cached_per_request = cached
-    result.ttft = sequential_ttft(wl.ts, wl.n_tokens, cached, wl.output_tokens, timing)
+    result.ttft = sequential_ttft(wl.ts, wl.n_tokens, cached, wl.output_tokens, config.timing)
     return result

@@ -60,8 +60,10 @@ def _stack_maxima(
     n_unique: int,
     out: np.ndarray,
     out_offsets: np.ndarray,
+    maxima: bool = True,
 ) -> int:
-    """Fill ``out`` with the prefix maxima of stack distances (``NEVER`` for a block not seen
+    """Fill ``out`` with the prefix maxima of stack distances (``maxima``; else the distances
+    themselves) of each request's first ``caps[i]`` blocks (``NEVER`` for a block not seen
     before, and for every block after it); returns the largest request in blocks."""
     size = len(dense) + 1
     tree = np.zeros(size + 1, np.int32)  # counts and stamps stay below 2**31 references
@@ -91,7 +93,7 @@ def _stack_maxima(
                 below += tree[k]
                 k -= k & -k
             d = active - below
-            running = max(running, d)
+            running = max(running, d) if maxima else d
             out[w] = running
             w += 1
             j += 1
@@ -124,6 +126,28 @@ def lru_curve(
 ) -> LRUCurve:
     """Stack-distance prefix maxima of every counted block (see the module docstring).
     ``compiled=False`` runs the kernel as plain Python (same results, slower)."""
+    out, out_offsets, largest = _distances(offsets, blocks, n_tokens, B, True, compiled)
+    return LRUCurve(out, out_offsets, B, max(int(largest), 1))
+
+
+def stack_distances(
+    offsets: np.ndarray, blocks: np.ndarray, n_tokens: np.ndarray, B: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stack distance of every counted block (the first ``(n - 1) // B`` of each request;
+    ``NEVER`` for a block not seen before and every block after it) and their offsets per
+    request: what ``lru_curve`` takes the prefix maxima of."""
+    out, out_offsets, _ = _distances(offsets, blocks, n_tokens, B, False, True)
+    return out, out_offsets
+
+
+def _distances(
+    offsets: np.ndarray,
+    blocks: np.ndarray,
+    n_tokens: np.ndarray,
+    B: int,
+    maxima: bool,
+    compiled: bool,
+) -> tuple[np.ndarray, np.ndarray, int]:
     counts = np.diff(offsets)
     caps = np.minimum(counts, np.maximum(n_tokens - 1, 0) // B).astype(np.int64)
     dense = np.ascontiguousarray(blocks, np.int64)  # tree node ids: already dense
@@ -133,11 +157,20 @@ def lru_curve(
     offsets = offsets.astype(np.int64)
     lib = library() if compiled else None
     if lib is None:
-        largest = _stack_maxima(offsets, dense, caps, n_unique, out, out_offsets)
+        largest = _stack_maxima(offsets, dense, caps, n_unique, out, out_offsets, maxima)
     else:
         tree = np.zeros(len(dense) + 2, np.int32)  # counts and stamps stay below 2**31
         last = np.full(n_unique, -1, np.int32)
         largest = lib.kv_stack_maxima(
-            len(offsets) - 1, offsets, dense, len(dense), caps, out, out_offsets, tree, last
+            len(offsets) - 1,
+            offsets,
+            dense,
+            len(dense),
+            caps,
+            int(maxima),
+            out,
+            out_offsets,
+            tree,
+            last,
         )
-    return LRUCurve(out, out_offsets, B, max(int(largest), 1))
+    return out, out_offsets, int(largest)

@@ -21,6 +21,7 @@ content hashes, or numbered per conversation, ``[4, 2, 3]``'s second block is no
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,24 @@ class Workload:
     @property
     def n(self) -> int:
         return len(self.req_ids)
+
+    def select(self, idx: np.ndarray) -> Workload:
+        """The requests ``idx`` (increasing indices, so processing order is kept) on the same
+        block tree."""
+        pick = idx.tolist()
+        return dataclasses.replace(
+            self,
+            req_ids=self.req_ids[idx],
+            ts=self.ts[idx],
+            session=[self.session[i] for i in pick],
+            n_tokens=self.n_tokens[idx],
+            output_tokens=self.output_tokens[idx],
+            observed_prompt=self.observed_prompt[idx],
+            observed_cached=self.observed_cached[idx],
+            end=self.end[idx],
+            models=[self.models[i] for i in pick],
+            cache_keys=[self.cache_keys[i] for i in pick],
+        )
 
     @property
     def hash_identity(self) -> str | None:
@@ -121,7 +140,7 @@ def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
     return inv, n
 
 
-def _mix64(x: np.ndarray, salt: int, chunk: int = 1 << 22) -> np.ndarray:
+def mix64(x: np.ndarray, salt: int, chunk: int = 1 << 22) -> np.ndarray:
     """splitmix64 finalizer of ``x + salt`` (uint64 arithmetic wraps), in chunks so that the
     temporaries stay small."""
     out = np.empty(len(x), np.uint64)
@@ -154,7 +173,7 @@ def chain_ids(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
         for d in range(int(-reach[0])):
             active = int(np.searchsorted(reach, -d, side="left"))
             at = starts[:active] + d
-            key = _mix64(key[:active] * _CHAIN ^ ids[at], 0)
+            key = mix64(key[:active] * _CHAIN ^ ids[at], 0)
             out[at] = key
     return out
 
@@ -187,7 +206,7 @@ def _hash_tree(
     if len(groups) == 1:  # one file, one tenant: one salt for everything
         ((fid, t),) = groups
         salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{names[t] if t >= 0 else ''}".encode())
-        salted = _mix64(blocks.view(np.uint64), salt)
+        salted = mix64(blocks.view(np.uint64), salt)
     else:
         salted = np.empty(len(blocks), np.uint64)
         group_of = np.repeat(files.astype(np.int64) * (len(names) + 1) + tenant + 1, full)
@@ -195,7 +214,7 @@ def _hash_tree(
             mask = group_of == fid * (len(names) + 1) + t + 1
             name = names[t] if t >= 0 else ""
             salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{name}".encode())
-            salted[mask] = _mix64(blocks[mask].view(np.uint64), salt)
+            salted[mask] = mix64(blocks[mask].view(np.uint64), salt)
     del blocks
     keys = chain_ids(kept_offsets, salted)
     del salted

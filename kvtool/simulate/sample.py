@@ -1,0 +1,221 @@
+"""Prefix-aware spatial sampling (SHARDS for prefix trees): simulate a sample, scaled.
+
+SHARDS samples a cache's reference stream by a hash of each object, keeps rate R of them and
+simulates a cache R times smaller: an object's reuse distance shrinks by R, so the sampled cache
+hits where the full one does, in expectation. Blocks of a prefix cache cannot be sampled one by
+one: a request hits the leading blocks of its prompt, so dropping one block breaks every chain
+through it. The unit here is a **prefix family**: the requests whose prompts share a block that
+few requests reach. Per request, its family is the first of its blocks (at the simulated block
+size) that at most ``family_cap`` requests pass through; blocks that more requests pass through
+(the trunk: system prompts, tool catalogs) are kept with every sampled request, as the shared
+prefix they are. A request whose whole prompt is trunk is its own unit. A unit is kept when a
+64-bit mix of its key and the salt falls below R; a salt gives an independent sample.
+
+``family_cap`` is a twentieth of the expected sample (``R * requests / 20``, at least 1), so
+that no family is more than a twentieth of any sample. The estimate of a point is the ratio
+over the pooled samples of ``salts`` salts (cached tokens over prompt tokens); its error bar is
+the standard error of the salts' own ratios (their standard deviation over the square root of
+their number). Exact where R = 1: every request is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvtool.simulate.engine import EngineResult
+from kvtool.simulate.sweep import NEVER, LRUCurve, stack_distances
+from kvtool.traffic.workload import mix64
+
+_SALT = 0x9E3779B97F4A7C15  # salt k hashes with (k + 1) times this, modulo 2**64
+
+
+def point_rate(rate: float, capacity: int, largest: int, salts: int = 1) -> float:
+    """The rate a point of ``capacity`` blocks is sampled at: ``rate``, doubled until the
+    sampled cache (``capacity`` times it) holds the ``largest`` request; 1 (the whole trace)
+    once ``salts`` samples at that rate would hold half the trace: with what each sample costs
+    beside its engine run, that is about the cost of the whole (measured on the Mooncake
+    conversation trace x20, bench/sample_accuracy.py). A sampled cache
+    smaller than one request no longer stands for the whole one: a family's blocks come whole
+    into the sample, and a few of them decide its hits."""
+    while rate < 1 and rate * capacity < largest:
+        rate *= 2
+    return 1.0 if rate * salts >= 0.5 else rate
+
+
+def family_cap(rate: float, n_requests: int) -> int:
+    """The most requests a family's first block may have: a twentieth of the sample."""
+    return max(1, int(rate * n_requests / 20))
+
+
+@dataclass(frozen=True)
+class Families:
+    """The sampling units: ``keys[i]`` is request i's (its family's first block, or
+    ``-1 - i`` alone), ``trunk[b]`` whether block b is referenced by more requests than a
+    family may have (kept with every request that references it)."""
+
+    keys: np.ndarray
+    trunk: np.ndarray
+
+
+@dataclass(frozen=True)
+class BlockRefs:
+    """Which requests reference which blocks, as ``families`` reads it: ``refs[b]`` requests
+    reference block b from their prompt; ``blocks`` and ``owner`` list every prompt block of
+    every request, request by request, prompt order within."""
+
+    refs: np.ndarray
+    blocks: np.ndarray
+    owner: np.ndarray
+    n: int
+
+
+def block_refs(offsets: np.ndarray, stream: np.ndarray, prompt: np.ndarray) -> BlockRefs:
+    """The prompt blocks of each request (the first ``prompt[i]`` of
+    ``stream[offsets[i]:offsets[i + 1]]``, ``streams_with_outputs``) and how many requests
+    reference each block (once per request: a path never repeats a node)."""
+    n = len(offsets) - 1
+    counts = np.diff(offsets)
+    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+    pos = np.arange(len(stream), dtype=np.int64) - np.repeat(offsets[:-1], counts)
+    in_prompt = pos < np.repeat(prompt, counts)
+    blocks, owner = stream[in_prompt], owner[in_prompt]
+    refs = np.bincount(blocks, minlength=int(stream.max()) + 1 if len(stream) else 0)
+    return BlockRefs(refs, blocks, owner, n)
+
+
+def families(refs: BlockRefs, cap: int) -> Families:
+    """Per request, its sampling unit: the first of its prompt blocks that at most ``cap``
+    requests reference (its prefix family), or the request alone when every one of them is
+    referenced more often."""
+    trunk = refs.refs > cap
+    rare = np.flatnonzero(~trunk[refs.blocks])  # each request's first comes first
+    keys = -1 - np.arange(refs.n, dtype=np.int64)
+    if len(rare):
+        first = np.ones(len(rare), bool)
+        first[1:] = refs.owner[rare[1:]] != refs.owner[rare[:-1]]
+        keys[refs.owner[rare[first]]] = refs.blocks[rare[first]]
+    return Families(keys, trunk)
+
+
+def keep(keys: np.ndarray, rate: float, salt: int) -> np.ndarray:
+    """Which requests salt ``salt`` keeps: those whose unit's hash falls below ``rate``."""
+    if rate >= 1:
+        return np.ones(len(keys), bool)
+    hashed = mix64(keys.astype(np.int64).view(np.uint64), (salt + 1) * _SALT % 2**64)
+    return hashed < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
+
+
+def gather(
+    offsets: np.ndarray, stream: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The block streams of requests ``idx``, in that order: (offsets, stream)."""
+    counts = offsets[idx + 1] - offsets[idx]
+    new = np.zeros(len(idx) + 1, np.int64)
+    np.cumsum(counts, out=new[1:])
+    starts = np.repeat(offsets[idx] - new[:-1], counts)
+    return new, stream[starts + np.arange(int(new[-1]), dtype=np.int64)]
+
+
+def corrected_curve(
+    offsets: np.ndarray,
+    stream: np.ndarray,
+    n_tokens: np.ndarray,
+    B: int,
+    keys: np.ndarray,
+    trunk: np.ndarray,
+    rate: float,
+) -> LRUCurve:
+    """The stack model of one sample (requests with family ``keys``), its distances scaled to
+    compare with capacities ``rate`` times smaller. Between two uses of a block, the blocks of
+    other families are in the sample at ``rate`` already, but the block's own family is there
+    whole: its blocks would count ``1 / rate`` times too much. So a distance ``d`` becomes
+    ``d - (1 - rate) * d_own``, with ``d_own`` the distance within the family alone (the same
+    references, sorted by family); trunk blocks, kept with every family, are not scaled."""
+    distances, out_offsets = stack_distances(offsets, stream, n_tokens, B)
+    counted = np.diff(out_offsets)
+    order = np.lexsort((np.arange(len(keys)), keys))  # by family, processing order within
+    own_offsets, own_stream = gather(offsets, stream, order)
+    own_sorted, own_out = stack_distances(own_offsets, own_stream, n_tokens[order], B)
+    own = np.empty_like(own_sorted)
+    back = np.repeat(out_offsets[order] - own_out[:-1], counted[order])
+    own[back + np.arange(len(own_sorted), dtype=np.int64)] = own_sorted
+    within = np.arange(len(distances), dtype=np.int64) - np.repeat(out_offsets[:-1], counted)
+    blocks = stream[np.repeat(offsets[:-1], counted) + within]
+    never = distances == NEVER
+    own[never | (own == NEVER) | trunk[blocks]] = 0
+    scaled = np.where(never, 0.0, distances - (1 - rate) * own)
+    # the prefix maxima per request: each request's values lifted above every earlier one's
+    top = float(scaled.max()) + 1 if len(scaled) else 1.0
+    lift = np.repeat(np.arange(len(counted), dtype=np.float64) * top, counted)
+    maxima = np.maximum.accumulate(scaled + lift) - lift
+    maxima[never] = np.inf  # a block never seen misses, and so does every block after it
+    return LRUCurve(maxima, out_offsets, B, 1)
+
+
+@dataclass(frozen=True)
+class SampleEstimate:
+    """How a point was estimated from samples: ``rate`` R, ``salts`` samples, the requests each
+    kept, each salt's token and request hit rates, and the standard errors of the pooled
+    estimate (None with one salt; 0 at rate 1, where the whole trace was simulated)."""
+
+    rate: float
+    salts: int
+    requests_by_salt: tuple[int, ...]
+    token_hit_rate_by_salt: tuple[float | None, ...]
+    token_hit_rate_error: float | None
+    request_hit_rate_error: float | None
+
+    def to_json(self) -> dict:
+        return {
+            "rate": self.rate,
+            "salts": self.salts,
+            "requests_by_salt": list(self.requests_by_salt),
+            "token_hit_rate_by_salt": list(self.token_hit_rate_by_salt),
+            "token_hit_rate_error": self.token_hit_rate_error,
+            "request_hit_rate_error": self.request_hit_rate_error,
+        }
+
+
+def _error(values: list[float]) -> float | None:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
+def pooled(
+    runs: list[EngineResult], rate: float, requests: int, prompt_tokens: int
+) -> tuple[EngineResult, SampleEstimate]:
+    """One point's estimate from its runs on ``len(runs)`` samples, scaled to the whole trace
+    (``requests`` counted requests, ``prompt_tokens`` their tokens): token figures by the ratio
+    of prompt tokens, request figures by the ratio of requests; TTFT percentiles from every
+    sampled request."""
+    pool_tokens = sum(r.prompt_tokens for r in runs)
+    pool_requests = sum(r.requests for r in runs)
+    f_tokens = prompt_tokens / pool_tokens if pool_tokens else 0.0
+    f_requests = requests / pool_requests if pool_requests else 0.0
+    tiers = runs[0].tiers
+    evictions = -1 if any(r.evictions < 0 for r in runs) else sum(r.evictions for r in runs)
+    result = EngineResult(
+        tiers,
+        requests=requests,
+        prompt_tokens=prompt_tokens,
+        cached_tokens=round(sum(r.cached_tokens for r in runs) * f_tokens),
+        hit_tokens=[
+            round(sum(r.hit_tokens[t] for r in runs) * f_tokens) for t in range(len(tiers))
+        ],
+        requests_with_hit=round(sum(r.requests_with_hit for r in runs) * f_requests),
+        evictions=evictions if evictions < 0 else round(evictions * f_tokens),
+        uncached_blocks=round(sum(r.uncached_blocks for r in runs) * f_tokens),
+        ttft=np.concatenate([r.counted_ttft for r in runs]) if runs else np.zeros(0),
+    )
+    token_rates = [r.token_hit_rate for r in runs]
+    request_rates = [r.requests_with_hit / r.requests for r in runs if r.requests]
+    estimate = SampleEstimate(
+        rate=rate,
+        salts=len(runs),
+        requests_by_salt=tuple(r.requests for r in runs),
+        token_hit_rate_by_salt=tuple(token_rates),
+        token_hit_rate_error=0.0 if rate >= 1 else _error([x for x in token_rates if x]),
+        request_hit_rate_error=0.0 if rate >= 1 else _error(request_rates),
+    )
+    return result, estimate

@@ -1,0 +1,130 @@
+"""Prefix-aware sampling (``kvtool.simulate.sample``, ``simulate --sample``): whole prefix
+families are kept or dropped, rate 1 is the exact simulation, and a 1% sample of a trace with
+many families estimates its LRU curve within its error bars."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kvtool.cli import app
+from kvtool.errors import OptionError
+from kvtool.simulate import SimConfig, sample, simulate
+
+MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
+
+
+def _streams(paths: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in paths])]).astype(np.int64)
+    return offsets, np.array([b for p in paths for b in p], np.int64)
+
+
+def test_families_keep_a_prefix_family_whole_and_the_trunk_with_everyone():
+    # block 0 is a system prompt every request starts with (the trunk); blocks 1 and 5 start two
+    # conversations, each growing by a block per turn; request 6 is the system prompt alone
+    paths = [[0, 1], [0, 5], [0, 1, 2], [0, 5, 6], [0, 1, 2, 3], [0, 5, 6, 7], [0]]
+    offsets, stream = _streams(paths)
+    units = sample.families(sample.block_refs(offsets, stream, np.diff(offsets)), cap=3)
+    assert units.keys.tolist() == [1, 5, 1, 5, 1, 5, -7]
+    assert units.trunk[0] and not units.trunk[1:].any()
+    for salt in range(20):  # a family is kept or dropped whole, whatever the salt
+        kept = sample.keep(units.keys, 0.5, salt)
+        assert len(set(kept[[0, 2, 4]])) == 1 and len(set(kept[[1, 3, 5]])) == 1
+    rates = [sample.keep(units.keys, 0.5, s)[[0, 1]].mean() for s in range(400)]
+    assert 0.4 < np.mean(rates) < 0.6  # salts draw independent samples at the rate
+    offs, blocks = sample.gather(offsets, stream, np.array([1, 4]))
+    assert offs.tolist() == [0, 2, 6] and blocks.tolist() == [0, 5, 0, 1, 2, 3]
+
+
+def test_point_rate_doubles_until_the_sampled_cache_holds_the_largest_request():
+    assert sample.point_rate(0.01, 100_000, 246) == 0.01
+    assert sample.point_rate(0.01, 10_000, 246) == 0.04  # 0.02 * 10,000 = 200 < 246
+    assert sample.point_rate(0.01, 100, 246) == 1.0
+    assert sample.point_rate(0.01, 10_000, 246, salts=3) == 0.04
+    assert sample.point_rate(0.01, 1_000, 246, salts=3) == 1.0  # 3 samples at 0.32: the whole
+
+
+@pytest.fixture(scope="module")
+def conversation_x6(tmp_path_factory) -> Path:
+    """The bundled Mooncake conversation trace six times, ids and timestamps offset per copy
+    (many prefix families; every copy new content), ingested once."""
+    import orjson
+
+    tmp = tmp_path_factory.mktemp("sample")
+    lines = gzip.decompress((MOONCAKE / "conversation_trace.jsonl.gz").read_bytes()).splitlines()
+    out = []
+    for copy in range(6):
+        for line in lines:
+            rec = orjson.loads(line)
+            rec["timestamp"] += copy * 4_000_000
+            rec["hash_ids"] = [h + copy * 10_000_000 for h in rec["hash_ids"]]
+            out.append(orjson.dumps(rec))
+    trace = tmp / "x6.jsonl"
+    trace.write_bytes(b"\n".join(out) + b"\n")
+    db = tmp / "x6.duckdb"
+    simulate([trace], db=db, blocks=[10], config=SimConfig(concurrency=1))  # ingest once
+    return db
+
+
+def test_rate_one_is_the_exact_simulation(conversation_x6):
+    caps = [100, 5_000, 40_000, 200_000]
+    for policy in ("lru", "fifo"):
+        exact = simulate(None, db=conversation_x6, blocks=caps, config=SimConfig(policy=policy))
+        whole = simulate(
+            None, db=conversation_x6, blocks=caps, config=SimConfig(policy=policy, sample=1.0)
+        )
+        for e, w in zip(exact.points, whole.points, strict=True):
+            assert w.prefill_tokens_saved == e.prefill_tokens_saved and w.method == e.method
+            assert w.sample is not None and w.sample.rate == 1.0
+            assert w.sample.token_hit_rate_error == 0.0
+
+
+def test_a_small_sample_estimates_the_lru_curve_within_its_error(conversation_x6):
+    caps = [20_000, 40_000, 80_000, 160_000, 400_000]
+    config = SimConfig(concurrency=1)
+    exact = simulate(None, db=conversation_x6, blocks=caps, config=config)
+    est = simulate(
+        None, db=conversation_x6, blocks=caps, config=SimConfig(concurrency=1, sample=0.05)
+    )
+    n = exact.requests
+    for e, s in zip(exact.points, est.points, strict=True):
+        assert s.method == "sampled" and s.sample.rate == 0.05 and s.sample.salts == 3
+        assert all(0.02 * n < k < 0.08 * n for k in s.sample.requests_by_salt)
+        error = s.sample.token_hit_rate_error
+        assert 0 < error < 0.05
+        assert abs(s.token_hit_rate - e.token_hit_rate) < max(4 * error, 0.02), s.tiers
+    rates = [p.token_hit_rate for p in est.points]
+    assert rates == sorted(rates)  # a larger cache hits more, in the estimate too
+
+
+def test_cli_sample_prints_the_estimate_and_rejects_a_bad_rate(conversation_x6):
+    runner = CliRunner()
+    args = ["simulate", "--db", str(conversation_x6), "--blocks", "50000", "--concurrency", "1"]
+    r = runner.invoke(app, [*args, "--sample", "0.05", "--sample-salts", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    import orjson
+
+    body = orjson.loads(r.stdout)
+    assert body["method"] == "sampled" and body["sample"]["salts"] == 4
+    assert len(body["sample"]["token_hit_rate_by_salt"]) == 4
+    assert body["sample"]["token_hit_rate_error"] > 0
+    bad = runner.invoke(app, [*args, "--sample", "1.5"])
+    assert bad.exit_code == 2 and "sample" in bad.stderr and "(0, 1]" in bad.stderr
+    with pytest.raises(OptionError, match="sample_salts"):
+        SimConfig(sample=0.1, sample_salts=0)
+
+
+def test_a_large_trace_gets_the_suggestion_to_sample(conversation_x6, monkeypatch):
+    from kvtool.simulate import run
+
+    config = SimConfig(concurrency=1)
+    assert not simulate(None, db=conversation_x6, blocks=[1000], config=config).warnings
+    monkeypatch.setattr(run, "SUGGEST_SAMPLE_LOOKUPS", 1000)  # the trace has about 1.6 M
+    (warning,) = simulate(None, db=conversation_x6, blocks=[1000], config=config).warnings
+    assert "--sample 0.01" in warning and "block lookups" in warning
+    sampled = SimConfig(concurrency=1, sample=0.5)
+    assert not simulate(None, db=conversation_x6, blocks=[1000], config=sampled).warnings
