@@ -103,9 +103,11 @@ def test_analyze_and_simulate_keys_are_the_documented_ones(demo):
     assert set(charts) == documented
     one = _json(["simulate", "--db", db, "--blocks", "300", "--json"])
     sweep = _json(["simulate", "--db", db, "--blocks", "100,300", "--json"])
+    sampled = _json(["simulate", "--db", db, "--blocks", "300", "--sample", "0.5", "--json"])
     documented = documented_keys(DOCS / "simulate.md", "## JSON keys (stable)")
-    assert set(one) <= documented and set(sweep) <= documented
-    assert set(one) | set(sweep) == documented
+    assert set(one) <= documented and set(sweep) <= documented and set(sampled) <= documented
+    assert set(one) | set(sweep) == documented - {"sample"}  # only where a point was sampled
+    assert "sample" in sampled
 
 
 def test_json_md_keys_are_what_the_commands_print(demo, tmp_path):

@@ -38,6 +38,12 @@ def render_simulation(console: Console, s: dict) -> None:
         _render_sweep(console, s)
     else:
         _render_point(console, s)
+    if s["config"].get("sample") is not None:
+        console.print(
+            f"estimated from {s['config']['sample_salts']} samples of prefix families at rate "
+            f"{s['config']['sample']:g} (± one standard error; each point's rate in --json)",
+            emoji=False,
+        )
     if s.get("provider") is not None:
         _render_provider(console, s["provider"])
 
@@ -51,7 +57,7 @@ def _render_point(console: Console, s: dict) -> None:
             Text(f"tier {tier['name']}"),
             f"{num(tier['gb'])} GB = {num(tier['blocks'])} × {tier['block_tokens']} tokens",
         )
-    t.add_row("token hit rate", pct(s["token_hit_rate"]))
+    t.add_row("token hit rate", _rate(s))
     for name, tokens in s["hits_by_tier"].items():
         t.add_row(Text(f"  hit tokens from {name}"), num(tokens))
     t.add_row("prefill tokens saved", num(s["prefill_tokens_saved"]))
@@ -64,6 +70,13 @@ def _render_point(console: Console, s: dict) -> None:
     t.add_row("storage $ per month", money(cost["storage_per_month"]))
     t.add_row("net $ per month", money(cost["net_per_month"]))
     console.print(t)
+
+
+def _rate(point: dict) -> str:
+    """A point's token hit rate; a sampled one with its standard error (``± 0.4%``)."""
+    shown = pct(point["token_hit_rate"])
+    error = (point.get("sample") or {}).get("token_hit_rate_error")
+    return f"{shown} ± {pct(error)}" if error else shown
 
 
 def _render_sweep(console: Console, s: dict) -> None:
@@ -82,7 +95,7 @@ def _render_sweep(console: Console, s: dict) -> None:
         )
         t.add_row(
             num(x),
-            pct(p["token_hit_rate"]),
+            _rate(p),
             pct(share),
             seconds(p["ttft_estimate"]["p90"]),
             money(p["cost"]["net_per_month"]),
