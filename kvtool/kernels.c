@@ -10,6 +10,7 @@
  * - kv_first_use_ids: a stream renumbered in order of first use.
  * - kv_stack_maxima: the one-pass LRU curve's kernel (kvtool/simulate/sweep.py).
  * - kv_ideal_hits: the infinite cache's hits per request (simulate's ideal).
+ * - kv_families: the prefix families of --sample, from the block tree.
  * - kv_sequential_ttft: TTFT one request at a time (the one-pass curve's points).
  */
 #define PY_SSIZE_T_CLEAN
@@ -725,6 +726,30 @@ void kv_sequential_ttft(
         double prefill = (double)(n_tokens[i] - cached[i]) / prefill_tps;
         out[i] = start - arrival + prefill;
         free = start + prefill + (double)output_tokens[i] / decode_tps;
+    }
+}
+
+/* sample.families: per node, how many requests' paths pass through it (counts: on entry the
+   requests that end there), and its prefix family (fam): the shallowest node on its path that
+   at most cap requests pass through, -1 where the node itself has more (the trunk). order:
+   n_nodes scratch; depth_starts: n_depths = max depth + 2 zeros. Children are visited after their
+   parents by sorting nodes by depth (a counting sort). */
+void kv_families(
+    i64 n_nodes, const i64 *parent, const i64 *depth, i64 cap, i64 *counts, i64 *fam,
+    i64 *order, i64 n_depths, i64 *depth_starts) {
+    for (i64 v = 0; v < n_nodes; v++) depth_starts[depth[v] + 1]++;
+    for (i64 d = 1; d < n_depths; d++) depth_starts[d] += depth_starts[d - 1];
+    for (i64 v = 0; v < n_nodes; v++) order[depth_starts[depth[v]]++] = v;
+    for (i64 q = n_nodes - 1; q >= 0; q--) { /* deepest first: counts flow up */
+        i64 v = order[q];
+        if (parent[v] >= 0) counts[parent[v]] += counts[v];
+    }
+    for (i64 q = 0; q < n_nodes; q++) { /* shallowest first: families flow down */
+        i64 v = order[q], p = parent[v];
+        if (counts[v] > cap)
+            fam[v] = -1;
+        else
+            fam[v] = (p < 0 || counts[p] > cap) ? v : fam[p];
     }
 }
 

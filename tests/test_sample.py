@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from workloads import token_workload
 
 from kvtool.cli import app
 from kvtool.errors import OptionError
@@ -18,26 +19,34 @@ from kvtool.simulate import SimConfig, sample, simulate
 MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
 
 
-def _streams(paths: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in paths])]).astype(np.int64)
-    return offsets, np.array([b for p in paths for b in p], np.int64)
+def _blocks(*ids: int) -> list[int]:
+    """Token ids whose 16-token blocks are the given block labels, in order."""
+    return [t for b in ids for t in [b] * 16]
 
 
-def test_families_keep_a_prefix_family_whole_and_the_trunk_with_everyone():
+def test_families_keep_a_prefix_family_whole_and_the_trunk_with_everyone(monkeypatch):
     # block 0 is a system prompt every request starts with (the trunk); blocks 1 and 5 start two
     # conversations, each growing by a block per turn; request 6 is the system prompt alone
     paths = [[0, 1], [0, 5], [0, 1, 2], [0, 5, 6], [0, 1, 2, 3], [0, 5, 6, 7], [0]]
-    offsets, stream = _streams(paths)
-    units = sample.families(sample.block_refs(offsets, stream, np.diff(offsets)), cap=3)
-    assert units.keys.tolist() == [1, 5, 1, 5, 1, 5, -7]
-    assert units.trunk[0] and not units.trunk[1:].any()
+    wl = token_workload([_blocks(*p) + [9] for p in paths])
+    units = sample.families(wl, cap=3)
+    keys = units.keys.tolist()
+    assert keys[0] == keys[2] == keys[4] >= 0 and keys[1] == keys[3] == keys[5] >= 0
+    assert keys[0] != keys[1] and keys[6] == -7  # the system prompt alone: its own unit
+    root = int(wl.parent[wl.end[0]])  # block 0's node
+    assert units.trunk.tolist() == [v == root for v in range(len(wl.parent))]
+    with monkeypatch.context() as m:  # an install without the C kernels: the same units
+        m.setattr(sample, "library", lambda: None)
+        slow = sample.families(wl, cap=3)
+    assert np.array_equal(slow.keys, units.keys) and np.array_equal(slow.trunk, units.trunk)
     for salt in range(20):  # a family is kept or dropped whole, whatever the salt
         kept = sample.keep(units.keys, 0.5, salt)
         assert len(set(kept[[0, 2, 4]])) == 1 and len(set(kept[[1, 3, 5]])) == 1
     rates = [sample.keep(units.keys, 0.5, s)[[0, 1]].mean() for s in range(400)]
     assert 0.4 < np.mean(rates) < 0.6  # salts draw independent samples at the rate
-    offs, blocks = sample.gather(offsets, stream, np.array([1, 4]))
-    assert offs.tolist() == [0, 2, 6] and blocks.tolist() == [0, 5, 0, 1, 2, 3]
+    offsets = np.array([0, 2, 4, 7], np.int64)
+    offs, blocks = sample.gather(offsets, np.arange(7, dtype=np.int64), np.array([2, 0]))
+    assert offs.tolist() == [0, 3, 5] and blocks.tolist() == [4, 5, 6, 0, 1]
 
 
 def test_point_rate_doubles_until_the_sampled_cache_holds_the_largest_request():

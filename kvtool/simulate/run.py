@@ -132,9 +132,6 @@ def simulate(
             progress.stage("simulate", None)
             warmup = None if config.warmup is None else parse_warmup(config.warmup)
             window = measurement_window(wl, warmup)
-            outputs = output_blocks(wl, config.output_cache)
-            offsets, stream = streams_with_outputs(wl, B, outputs)
-            ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
             counted_ts = wl.ts[window.start :]
             known = counted_ts[~np.isnan(counted_ts)]
             duration = float(known.max() - known.min()) if len(known) > 1 else None
@@ -148,16 +145,19 @@ def simulate(
                     f"{exc.message}; the provider's figures do not depend on the self-hosted "
                     "tiers simulated next to them: any built-in model or --blocks N will do",
                 ) from None
+            lookups = 0
             if config.sample is None:
+                outputs = output_blocks(wl, config.output_cache)
+                offsets, stream = streams_with_outputs(wl, B, outputs)
+                lookups = len(stream)
+                ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
                 point_runs = _point_runs(wl, offsets, stream, grid, config, kv, progress, window)
                 points = [
                     SimPoint.of(r.result, tiers, config, duration, r.method)
                     for r, tiers in zip(point_runs, grid, strict=True)
                 ]
             else:
-                points = _sampled_points(
-                    wl, offsets, stream, grid, config, kv, duration, progress, warmup, window
-                )
+                points, ideal = _sampled(wl, grid, config, kv, duration, progress, warmup, window)
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -222,7 +222,7 @@ def simulate(
                 ),
                 provider=report,
                 window=window if warmup is not None else None,
-                warnings=(*traffic.warnings, *_suggest_sample(len(stream), len(grid), config)),
+                warnings=(*traffic.warnings, *_suggest_sample(lookups, len(grid), config)),
             )
             body = result.to_json()
             run_id = insert_sim_run(
@@ -366,10 +366,8 @@ def _one_pass(config: SimConfig, grid: list[list[Tier]]) -> bool:
     )
 
 
-def _sampled_points(
+def _sampled(
     wl: Workload,
-    offsets: np.ndarray,
-    stream: np.ndarray,
     grid: list[list[Tier]],
     config: SimConfig,
     kv: int | None,
@@ -377,43 +375,53 @@ def _sampled_points(
     progress: Progress,
     warmup: Warmup | None,
     window: Window,
-) -> list[SimPoint]:
-    """Each grid point estimated from ``config.sample_salts`` prefix-aware samples
-    (``kvtool.simulate.sample``), each simulated on tiers as many times smaller as it is; the
-    point's figures are scaled to the whole trace and carry the estimate's error. A point's
-    rate is ``config.sample``, doubled until its sampled first tier holds the largest request
-    (``sample.point_rate``); a point whose samples would cost a whole run is simulated whole."""
+) -> tuple[list[SimPoint], Ideal]:
+    """Each grid point, and the ideal, estimated from ``config.sample_salts`` prefix-aware
+    samples (``kvtool.simulate.sample``): the families come from the block tree, and only the
+    sampled requests get block streams, output blocks and a simulation, on tiers as many times
+    smaller as the sample is. The point's figures are scaled to the whole trace and carry the
+    estimate's error. A point's rate is ``config.sample``, doubled until its sampled first
+    tier holds the largest request (``sample.point_rate``); a point whose samples would cost a
+    whole run is simulated whole."""
     assert config.sample is not None and config.block_size is not None
     B = config.block_size
-    largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 1
+    largest = max(int(_prompt_blocks(wl, B).max()) if wl.n else 1, 1)
     rates = [
         sample.point_rate(config.sample, tiers[0].blocks, largest, config.sample_salts)
         for tiers in grid
     ]
-    refs = sample.block_refs(offsets, stream, _prompt_blocks(wl, B))
     prompt_tokens = int(wl.n_tokens[window.start :].sum())
-    # LRU one request at a time: the stack model, as SHARDS scales it
-    stack = _one_pass(config, grid)
+    stack = _one_pass(config, grid)  # LRU one request at a time: the stack model, scaled
     points: list[SimPoint | None] = [None] * len(grid)
+    ideals: list[Ideal] = []
+    ideal_tokens: list[int] = []
     for rate in sorted(set(rates)):
         members = [k for k, r in enumerate(rates) if r == rate]
         sub_grid = [grid[k] for k in members]
         by_point: list[list[EngineResult]] = [[] for _ in members]
         methods = ["sampled"] * len(members)
         if rate >= 1:  # the whole trace
+            outputs = output_blocks(wl, config.output_cache)
+            offsets, stream = streams_with_outputs(wl, B, outputs)
             runs = _point_runs(wl, offsets, stream, sub_grid, config, kv, progress, window)
             by_point = [[run.result] for run in runs]
             methods = [run.method for run in runs]
-        units = sample.families(refs, sample.family_cap(rate, wl.n))
+        units = sample.families(wl, sample.family_cap(rate, wl.n))
         for salt in range(config.sample_salts if rate < 1 else 0):
             kept = np.flatnonzero(sample.keep(units.keys, rate, salt))
             if not len(kept):
                 continue
             part = wl.select(kept)
-            part_offsets, part_stream = sample.gather(offsets, stream, kept)
+            part_window = measurement_window(part, warmup)
+            outputs = output_blocks(part, config.output_cache)
+            part_offsets, part_stream = streams_with_outputs(part, B, outputs)
+            if rate == min(rates):  # the ideal from the samples of the smallest rate
+                ideals.append(
+                    _ideals(part, B, part_window.start, outputs, part_offsets, part_stream)
+                )
+                ideal_tokens.append(int(part.n_tokens[part_window.start :].sum()))
             # the sample's blocks renumbered 0.. (the engines size their state by the ids)
             ids, part_stream = np.unique(part_stream, return_inverse=True)
-            part_window = measurement_window(part, warmup)
             if stack:  # every capacity from the sample's stack distances, scaled
                 keys, trunk = units.keys[kept], units.trunk[ids]
                 curve = sample.corrected_curve(
@@ -444,7 +452,26 @@ def _sampled_points(
             result, estimate = sample.pooled(by_point[j], rate, window.counted, prompt_tokens)
             point = SimPoint.of(result, grid[k], config, duration, methods[j])
             points[k] = replace(point, sample=estimate)
-    return [p for p in points if p is not None]
+    if not ideals:  # every point simulated whole: so is the ideal
+        outputs = output_blocks(wl, config.output_cache)
+        offsets, stream = streams_with_outputs(wl, B, outputs)
+        ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
+    else:
+        ideal = _pooled_ideal(ideals, ideal_tokens, prompt_tokens)
+    return [p for p in points if p is not None], ideal
+
+
+def _pooled_ideal(ideals: list[Ideal], tokens: list[int], prompt_tokens: int) -> Ideal:
+    """The ideal of the whole trace estimated from samples' ideals (``tokens``: each sample's
+    counted prompt tokens): cached over prompt tokens, pooled."""
+    pooled = sum(tokens)
+    if not pooled:
+        return Ideal(None, 0, None)
+    rate = sum(i.cached_tokens for i in ideals) / pooled
+    prompt_only = (
+        sum((i.prompt_only_rate or 0.0) * t for i, t in zip(ideals, tokens, strict=True)) / pooled
+    )
+    return Ideal(rate, round(rate * prompt_tokens), prompt_only)
 
 
 def _prompt_blocks(wl: Workload, block_size: int) -> np.ndarray:

@@ -5,8 +5,8 @@ simulates a cache R times smaller: an object's reuse distance shrinks by R, so t
 hits where the full one does, in expectation. Blocks of a prefix cache cannot be sampled one by
 one: a request hits the leading blocks of its prompt, so dropping one block breaks every chain
 through it. The unit here is a **prefix family**: the requests whose prompts share a block that
-few requests reach. Per request, its family is the first of its blocks (at the simulated block
-size) that at most ``family_cap`` requests pass through; blocks that more requests pass through
+few requests reach. Per request, its family is the shallowest node of its path in the block
+tree that at most ``family_cap`` requests pass through; nodes that more requests pass through
 (the trunk: system prompts, tool catalogs) are kept with every sampled request, as the shared
 prefix they are. A request whose whole prompt is trunk is its own unit. A unit is kept when a
 64-bit mix of its key and the salt falls below R; a salt gives an independent sample.
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvtool.native import library
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.sweep import NEVER, LRUCurve, stack_distances
-from kvtool.traffic.workload import mix64
+from kvtool.traffic.workload import Workload, mix64
 
 _SALT = 0x9E3779B97F4A7C15  # salt k hashes with (k + 1) times this, modulo 2**64
 
@@ -51,52 +52,49 @@ def family_cap(rate: float, n_requests: int) -> int:
 
 @dataclass(frozen=True)
 class Families:
-    """The sampling units: ``keys[i]`` is request i's (its family's first block, or
-    ``-1 - i`` alone), ``trunk[b]`` whether block b is referenced by more requests than a
-    family may have (kept with every request that references it)."""
+    """The sampling units: ``keys[i]`` is request i's (its family's first node, or ``-1 - i``
+    alone), ``trunk[v]`` whether more requests pass through node v than a family may have
+    (kept with every request that does)."""
 
     keys: np.ndarray
     trunk: np.ndarray
 
 
-@dataclass(frozen=True)
-class BlockRefs:
-    """Which requests reference which blocks, as ``families`` reads it: ``refs[b]`` requests
-    reference block b from their prompt; ``blocks`` and ``owner`` list every prompt block of
-    every request, request by request, prompt order within."""
-
-    refs: np.ndarray
-    blocks: np.ndarray
-    owner: np.ndarray
-    n: int
-
-
-def block_refs(offsets: np.ndarray, stream: np.ndarray, prompt: np.ndarray) -> BlockRefs:
-    """The prompt blocks of each request (the first ``prompt[i]`` of
-    ``stream[offsets[i]:offsets[i + 1]]``, ``streams_with_outputs``) and how many requests
-    reference each block (once per request: a path never repeats a node)."""
-    n = len(offsets) - 1
-    counts = np.diff(offsets)
-    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
-    pos = np.arange(len(stream), dtype=np.int64) - np.repeat(offsets[:-1], counts)
-    in_prompt = pos < np.repeat(prompt, counts)
-    blocks, owner = stream[in_prompt], owner[in_prompt]
-    refs = np.bincount(blocks, minlength=int(stream.max()) + 1 if len(stream) else 0)
-    return BlockRefs(refs, blocks, owner, n)
-
-
-def families(refs: BlockRefs, cap: int) -> Families:
-    """Per request, its sampling unit: the first of its prompt blocks that at most ``cap``
-    requests reference (its prefix family), or the request alone when every one of them is
-    referenced more often."""
-    trunk = refs.refs > cap
-    rare = np.flatnonzero(~trunk[refs.blocks])  # each request's first comes first
-    keys = -1 - np.arange(refs.n, dtype=np.int64)
-    if len(rare):
-        first = np.ones(len(rare), bool)
-        first[1:] = refs.owner[rare[1:]] != refs.owner[rare[:-1]]
-        keys[refs.owner[rare[first]]] = refs.blocks[rare[first]]
-    return Families(keys, trunk)
+def families(wl: Workload, cap: int) -> Families:
+    """Per request, its sampling unit from the block tree: the shallowest node of its path that
+    at most ``cap`` requests pass through (its prefix family), or the request alone when its
+    last node has more (its whole path is trunk). In C (``kv_families``: one counting sort of
+    the nodes by depth, a pass up and a pass down), or level by level in numpy."""
+    n_nodes = len(wl.parent)
+    counts = np.bincount(wl.end[wl.end >= 0], minlength=n_nodes).astype(np.int64)
+    parent = np.ascontiguousarray(wl.parent, np.int64)
+    depth = np.ascontiguousarray(wl.depth, np.int64)
+    fam = np.full(n_nodes, -1, np.int64)
+    lib = library()
+    if lib is not None and n_nodes:
+        n_depths = int(depth.max()) + 2
+        order = np.empty(n_nodes, np.int64)
+        lib.kv_families(
+            n_nodes, parent, depth, cap, counts, fam, order, n_depths, np.zeros(n_depths, np.int64)
+        )
+    elif n_nodes:
+        order = np.argsort(depth, kind="stable")
+        bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
+        levels = [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+        for level in reversed(levels):  # deepest first: counts flow up
+            up = parent[level] >= 0
+            np.add.at(counts, parent[level[up]], counts[level[up]])
+        for level in levels:  # shallowest first: families flow down
+            p = parent[level]
+            top = (p < 0) | (counts[np.maximum(p, 0)] > cap)
+            fam[level] = np.where(
+                counts[level] > cap, -1, np.where(top, level, fam[np.maximum(p, 0)])
+            )
+    keys = -1 - np.arange(wl.n, dtype=np.int64)
+    has = wl.end >= 0
+    mine = np.where(has, fam[np.maximum(wl.end, 0)], -1) if n_nodes else np.full(wl.n, -1)
+    keys[mine >= 0] = mine[mine >= 0]
+    return Families(keys, counts > cap)
 
 
 def keep(keys: np.ndarray, rate: float, salt: int) -> np.ndarray:
