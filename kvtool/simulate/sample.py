@@ -34,19 +34,18 @@ _SALT = 0x9E3779B97F4A7C15  # salt k hashes with (k + 1) times this, modulo 2**6
 
 def point_rate(rate: float, capacity: int, largest: int, salts: int = 1) -> float:
     """The rate a point of ``capacity`` blocks is sampled at: ``rate``, doubled until the
-    sampled cache (``capacity`` times it) holds the ``largest`` request; 1 (the whole trace)
-    once ``salts`` samples at that rate would hold half the trace: with what each sample costs
-    beside its engine run, that is about the cost of the whole (measured on the Mooncake
-    conversation trace x20, bench/sample_accuracy.py). A sampled cache
-    smaller than one request no longer stands for the whole one: a family's blocks come whole
-    into the sample, and a few of them decide its hits."""
+    sampled cache (``capacity`` times it) holds the ``largest`` request, since a sampled cache
+    smaller than one request no longer stands for the whole one (a family's blocks come whole
+    into the sample, and a few families decide its hits); 1, the whole trace, once ``salts``
+    samples at that rate would hold half of it, about the cost of the whole with what each
+    sample costs beside its engine run (bench/sample_accuracy.py)."""
     while rate < 1 and rate * capacity < largest:
         rate *= 2
     return 1.0 if rate * salts >= 0.5 else rate
 
 
 def family_cap(rate: float, n_requests: int) -> int:
-    """The most requests a family's first block may have: a twentieth of the sample."""
+    """The most requests a family's first node may have: a twentieth of the sample."""
     return max(1, int(rate * n_requests / 20))
 
 
