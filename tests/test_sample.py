@@ -121,6 +121,8 @@ def test_cli_sample_prints_the_estimate_and_rejects_a_bad_rate(conversation_x6):
     assert body["method"] == "sampled" and body["sample"]["salts"] == 4
     assert len(body["sample"]["token_hit_rate_by_salt"]) == 4
     assert body["sample"]["token_hit_rate_error"] > 0
+    table = runner.invoke(app, [*args, "--sample", "0.05"])
+    assert table.exit_code == 0 and " ± " in table.stdout and "3 samples" in table.stdout
     bad = runner.invoke(app, [*args, "--sample", "1.5"])
     assert bad.exit_code == 2 and "sample" in bad.stderr and "(0, 1]" in bad.stderr
     with pytest.raises(OptionError, match="sample_salts"):

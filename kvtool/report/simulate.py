@@ -38,10 +38,12 @@ def render_simulation(console: Console, s: dict) -> None:
         _render_sweep(console, s)
     else:
         _render_point(console, s)
-    if s["config"].get("sample") is not None:
+    points = s.get("points") or [s]
+    if any((p.get("sample") or {}).get("rate", 1) < 1 for p in points):
         console.print(
             f"estimated from {s['config']['sample_salts']} samples of prefix families at rate "
-            f"{s['config']['sample']:g} (± one standard error; each point's rate in --json)",
+            f"{s['config']['sample']:g} (± one standard error; each point's rate in --json, "
+            "small capacities at higher rates)",
             emoji=False,
         )
     if s.get("provider") is not None:
