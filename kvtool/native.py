@@ -49,7 +49,8 @@ _F64S = ndpointer(np.float64, flags="C_CONTIGUOUS")
 
 _SIGNATURES = {
     "kv_run_requests": (
-        [_I64] * 8  # first, last, policy, room, capacity, ttl (below), block_size, concurrency
+        [_I64] * 5  # first, last, policy, room, capacity
+        + [_F64, _I64, _I64]  # ttl (seconds), block_size, concurrency
         + [_F64, _F64, _I64, _I64]  # prefill_tps, decode_tps, count_from, n_req
         + [_I64S, _I64S, _I64S, _F64S, _I64S]  # offsets, stream, n_tokens, arrivals, outputs
         + [ctypes.c_void_p]  # next_use: NULL unless Belady
@@ -70,7 +71,6 @@ _SIGNATURES = {
         None,
     ),
 }
-_SIGNATURES["kv_run_requests"][0][5] = _F64  # ttl, seconds
 
 
 @cache

@@ -139,3 +139,15 @@ def test_a_large_trace_gets_the_suggestion_to_sample(conversation_x6, monkeypatc
     assert "--sample 0.01" in warning and "block lookups" in warning
     sampled = SimConfig(concurrency=1, sample=0.5)
     assert not simulate(None, db=conversation_x6, blocks=[1000], config=sampled).warnings
+
+
+def test_pooled_counts_a_salt_that_hit_nothing():
+    from kvtool.simulate.engine import EngineResult
+
+    def run(cached: int) -> EngineResult:
+        return EngineResult(["hbm"], 10, 1000, cached, [cached], int(cached > 0), 0, 0, np.ones(10))
+
+    result, estimate = sample.pooled([run(0), run(300), run(600)], 0.1, 100, 10_000)
+    assert result.cached_tokens == 3000 and result.requests_with_hit == 7  # 2 of 30, scaled to 100
+    assert estimate.token_hit_rate_by_salt == (0.0, 0.3, 0.6)
+    assert estimate.token_hit_rate_error == pytest.approx(0.3 / np.sqrt(3))

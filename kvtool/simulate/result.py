@@ -146,9 +146,8 @@ class SimPoint:
         """The point's object; ``sample`` only where the point was sampled."""
         out = asdict(self)
         out["tiers"] = [asdict(t) for t in self.tiers]
-        out.pop("sample")
-        if self.sample is not None:
-            out["sample"] = self.sample.to_json()
+        if self.sample is None:
+            del out["sample"]
         return out
 
 

@@ -392,22 +392,31 @@ def _sampled(
     ]
     prompt_tokens = int(wl.n_tokens[window.start :].sum())
     stack = _one_pass(config, grid)  # LRU one request at a time: the stack model, scaled
+    whole: list[tuple[OutputPaths, np.ndarray, np.ndarray]] = []  # built once, if needed
+
+    def whole_streams() -> tuple[OutputPaths, np.ndarray, np.ndarray]:
+        if not whole:
+            outputs = output_blocks(wl, config.output_cache)
+            whole.append((outputs, *streams_with_outputs(wl, B, outputs)))
+        return whole[0]
+
     points: list[SimPoint | None] = [None] * len(grid)
     ideals: list[Ideal] = []
     ideal_tokens: list[int] = []
     for rate in sorted(set(rates)):
         members = [k for k, r in enumerate(rates) if r == rate]
         sub_grid = [grid[k] for k in members]
-        by_point: list[list[EngineResult]] = [[] for _ in members]
-        methods = ["sampled"] * len(members)
         if rate >= 1:  # the whole trace
-            outputs = output_blocks(wl, config.output_cache)
-            offsets, stream = streams_with_outputs(wl, B, outputs)
+            _, offsets, stream = whole_streams()
             runs = _point_runs(wl, offsets, stream, sub_grid, config, kv, progress, window)
-            by_point = [[run.result] for run in runs]
-            methods = [run.method for run in runs]
+            for k, run in zip(members, runs, strict=True):
+                result, estimate = sample.pooled([run.result], 1.0, window.counted, prompt_tokens)
+                point = SimPoint.of(result, grid[k], config, duration, run.method)
+                points[k] = replace(point, sample=estimate)
+            continue
+        by_point: list[list[EngineResult]] = [[] for _ in members]
         units = sample.families(wl, sample.family_cap(rate, wl.n))
-        for salt in range(config.sample_salts if rate < 1 else 0):
+        for salt in range(config.sample_salts):
             kept = np.flatnonzero(sample.keep(units.keys, rate, salt))
             if not len(kept):
                 continue
@@ -442,22 +451,21 @@ def _sampled(
             )
             for j, run in enumerate(salt_runs):
                 by_point[j].append(run.result)
+        if not by_point[0]:
+            raise OptionError(
+                "sample",
+                f"{config.sample:g} kept no request in {config.sample_salts} salts: raise it "
+                f"(the trace has {wl.n} requests)",
+            )
         for j, k in enumerate(members):
-            if not by_point[j]:
-                raise OptionError(
-                    "sample",
-                    f"{config.sample:g} kept no request in {config.sample_salts} salts: raise it "
-                    f"(the trace has {wl.n} requests)",
-                )
             result, estimate = sample.pooled(by_point[j], rate, window.counted, prompt_tokens)
-            point = SimPoint.of(result, grid[k], config, duration, methods[j])
+            point = SimPoint.of(result, grid[k], config, duration, "sampled")
             points[k] = replace(point, sample=estimate)
-    if not ideals:  # every point simulated whole: so is the ideal
-        outputs = output_blocks(wl, config.output_cache)
-        offsets, stream = streams_with_outputs(wl, B, outputs)
-        ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
-    else:
+    if ideals:
         ideal = _pooled_ideal(ideals, ideal_tokens, prompt_tokens)
+    else:  # every point simulated whole: so is the ideal
+        outputs, offsets, stream = whole_streams()
+        ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
     return [p for p in points if p is not None], ideal
 
 

@@ -164,16 +164,6 @@ class SampleEstimate:
     token_hit_rate_error: float | None
     request_hit_rate_error: float | None
 
-    def to_json(self) -> dict:
-        return {
-            "rate": self.rate,
-            "salts": self.salts,
-            "requests_by_salt": list(self.requests_by_salt),
-            "token_hit_rate_by_salt": list(self.token_hit_rate_by_salt),
-            "token_hit_rate_error": self.token_hit_rate_error,
-            "request_hit_rate_error": self.request_hit_rate_error,
-        }
-
 
 def _error(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
@@ -212,7 +202,9 @@ def pooled(
         salts=len(runs),
         requests_by_salt=tuple(r.requests for r in runs),
         token_hit_rate_by_salt=tuple(token_rates),
-        token_hit_rate_error=0.0 if rate >= 1 else _error([x for x in token_rates if x]),
+        token_hit_rate_error=(
+            0.0 if rate >= 1 else _error([x for x in token_rates if x is not None])
+        ),
         request_hit_rate_error=0.0 if rate >= 1 else _error(request_rates),
     )
     return result, estimate
