@@ -22,6 +22,7 @@ from kvtool.store import DEFAULT_DB, DbArg, open_db
 if TYPE_CHECKING:
     from kvtool.analyze import AnalyzeOptions, AnalyzeResult, analyze
     from kvtool.check import CheckResult, Policy, ProviderGate
+    from kvtool.traffic.engine import Executor
 
 __version__ = "0.1.0"
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "analyze", "check", "ingest"]
@@ -63,6 +64,7 @@ def ingest(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     redact: bool = False,
     tokenizer: str | None = None,
+    engine: Executor | str | None = None,
 ) -> list[FileReport]:
     """Ingest log files (``-``: stdin) into the database at ``db``; see
     ``kvtool.ingest.ingest_file``. Progress has no total when an input is not a regular file.
@@ -70,13 +72,30 @@ def ingest(
     the one the database was redacted with, else deepseek-v4) and only hashes, token counts and
     fingerprints are kept (docs/redaction.md). A database is redacted or not, never both:
     ``InputError`` when this ingest would mix them, or use another tokenizer than the database's.
-    ``tokenizer`` is only used with ``redact``."""
+    ``tokenizer`` is only used with ``redact``. ``engine``: 'ray' (or an ``Executor``) parses
+    the files on a Ray cluster, one task per file (docs/scale.md); the database ends up the
+    same."""
     from kvtool.store.tokenizations import mark_used
     from kvtool.tokenize.redact import ingest_logs
+    from kvtool.traffic.engine import as_executor
 
+    executor = as_executor(engine)
     progress = progress or NullProgress()
     try:
         with open_db(db) as con:
+            if executor.distributed:
+                from kvtool.traffic.ray_cluster import ingest_on_ray
+
+                return ingest_on_ray(
+                    con,
+                    executor,
+                    paths,
+                    fmt=fmt,
+                    hash_block_size=hash_block_size,
+                    max_line_bytes=max_line_bytes,
+                    redact=redact,
+                    progress=progress,
+                )
             done = ingest_logs(
                 con,
                 paths,

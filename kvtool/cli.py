@@ -104,6 +104,27 @@ RedactOption = Annotated[
         help="Store no prompt text: tokenize now, keep hashes and fingerprints (redaction.md).",
     ),
 ]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        help="Where parsing and tokenization run: local (this process) or ray (a Ray cluster, "
+        "kvtool[ray]; scale.md). The database ends up the same.",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: the cluster (ray://host:10001, auto for `ray start` here; "
+        "default: RAY_ADDRESS, else a cluster started for this command).",
+    ),
+]
+RayStagingOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: where workers write Parquet for the merge (a path or s3:// URL "
+        "that every node and this machine share; default: a temporary directory here).",
+    ),
+]
 WarmupOption = Annotated[
     str | None,
     typer.Option(
@@ -159,6 +180,13 @@ def _run(fn: Callable[[], object]) -> object:
         _fail(f"{_flag(exc.param)} {exc.message}" if isinstance(exc, OptionError) else str(exc))
 
 
+def _engine(name: str, address: str | None, staging: str | None) -> object:
+    """The ``--engine`` options as a ``kvtool.traffic.Executor`` (exit 2 when they conflict)."""
+    from kvtool.traffic.engine import Executor
+
+    return _run(lambda: Executor(name, address, staging))
+
+
 def _progress(json_out: bool) -> RichProgress | NullProgress:
     return NullProgress() if json_out or not sys.stderr.isatty() else RichProgress()
 
@@ -200,6 +228,9 @@ def ingest(
     hash_block_size: HashBlockOption = 512,
     max_line_bytes: MaxLineOption = DEFAULT_MAX_LINE_BYTES,
     redact: RedactOption = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_staging: RayStagingOption = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(
@@ -227,6 +258,7 @@ def ingest(
             max_line_bytes=max_line_bytes,
             redact=redact,
             tokenizer=tokenizer,
+            engine=_engine(engine, ray_address, ray_staging),
         )
     )
     if json_out:
@@ -252,6 +284,9 @@ def analyze_cmd(
     warmup: WarmupOption = None,
     output_cache: OutputCacheOption = True,
     redact: RedactOption = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_staging: RayStagingOption = None,
     html: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -279,6 +314,7 @@ def analyze_cmd(
             redact=redact,
             warmup=warmup,
             output_cache=output_cache,
+            engine=_engine(engine, ray_address, ray_staging),
         ).to_json()
     )
     if json_out:
@@ -445,6 +481,9 @@ def simulate_cmd(
         int, typer.Option(help="Independent samples behind each --sample estimate.")
     ] = 3,
     redact: RedactOption = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_staging: RayStagingOption = None,
     provider: Annotated[
         str | None,
         typer.Option(
@@ -513,6 +552,7 @@ def simulate_cmd(
             rules=rules,
             prices=prices,
             breaks=_break_losses,
+            engine=_engine(engine, ray_address, ray_staging),
         ).to_json()
 
     out = _run(go)

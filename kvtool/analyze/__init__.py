@@ -43,10 +43,12 @@ from kvtool.store.requests import unusable_prompts
 from kvtool.tokenize import request_token_ids
 from kvtool.traffic import (
     PRICE_INPUT,
+    Executor,
     Passes,
     Traffic,
     Window,
     Workload,
+    as_executor,
     base_hit_blocks,
     caches_outputs,
     ideal_hits,
@@ -230,6 +232,7 @@ def analyze(
     redact: bool = False,
     warmup: str | float | None = None,
     output_cache: bool = True,
+    engine: Executor | str | None = None,
 ) -> AnalyzeResult:
     """Ingest ``paths`` (all files in the database when None), tokenize, and analyze: the
     keyword parameters are the fields of ``AnalyzeOptions`` (validated before the database is
@@ -239,7 +242,9 @@ def analyze(
     ``warmup``: the cache sees the requests of the warm-up, the figures count the rest
     (``AnalyzeOptions``; the result's ``warmup`` key says which). ``output_cache``: the blocks of
     an answer that the next prompt re-renders count as cached (vLLM's semantics; False: prompt
-    blocks only; the result's ``output_caching`` gives both ideals).
+    blocks only; the result's ``output_caching`` gives both ideals). ``engine``: where
+    ingest and tokenization run, 'local' (default) or 'ray' or an ``Executor``
+    (``kvtool.traffic.engine``, docs/scale.md); the result is the same.
 
     Raises a ``KvtoolError`` for input or options that cannot be analyzed (the CLI turns it into
     one line and exit code 2): ``OptionError`` naming the parameter (also a ``block_size`` that
@@ -260,10 +265,11 @@ def analyze(
         warmup=warmup,
         output_cache=output_cache,
     )
+    executor = as_executor(engine)
     progress = progress or NullProgress()
     try:
         with open_db(db) as con:
-            return _analyze(con, paths, options, progress, redact)
+            return _analyze(con, paths, options, progress, redact, executor)
     finally:
         progress.close()
 
@@ -274,6 +280,7 @@ def _analyze(
     opts: AnalyzeOptions,
     progress: Progress,
     redact: bool = False,
+    engine: Executor | None = None,
 ) -> AnalyzeResult:
     traffic = load_traffic(
         con,
@@ -284,6 +291,7 @@ def _analyze(
         max_line_bytes=opts.max_line_bytes,
         progress=progress,
         redact=redact,
+        engine=engine,
     )
     wl = traffic.wl
     progress.stage("analyze", None)

@@ -445,17 +445,32 @@ class InputStream:
 
 @contextmanager
 def open_input(
-    path: Path,
+    path: Path | str,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[InputStream]:
-    """``path`` (``-``: stdin) opened once for the ``with`` block; ``InputError`` when it is
+    """``path`` (``-``: stdin; a ``scheme://`` string: an object-store URL that ``pyarrow.fs``
+    reads) opened once for the ``with`` block; ``InputError`` when it is
     missing, a directory or unreadable. FIFOs, devices and ``/dev/fd/N`` are read as streams."""
     name = str(path)
     if name == STDIN:
         yield InputStream(sys.stdin.buffer, "<stdin>", max_line_bytes, progress)
         return
+    if isinstance(path, str) and "://" in path:  # an object-store URL, read through pyarrow
+        import pyarrow as pa
+
+        from kvtool.store.parquet import resolve
+
+        fs, inside = resolve(path)
+        try:
+            stream = fs.open_input_stream(inside, compression=None)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{path}: cannot open: {one_line(exc)}") from None
+        with stream:
+            yield InputStream(stream, name, max_line_bytes, progress)
+        return
+    path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
     try:

@@ -97,7 +97,7 @@ def duplicate_reason(rid: str, where: str) -> str:
     return f"duplicate request id {rid[:60]!r} (first at {where})"
 
 
-def _reason_class(reason: str) -> str:
+def reason_class(reason: str) -> str:
     """A reject reason without its specifics (quoted values, indexes, parentheses, details after
     a colon)."""
     head = reason.split(": ")[0]
@@ -267,7 +267,7 @@ class _FileWriter:
     def reject(
         self, line: int, reason: str, raw: bytes, duplicate: bool = False, item: int = 0
     ) -> None:
-        short = _reason_class(reason)
+        short = reason_class(reason)
         if duplicate:
             self.duplicates += 1
         elif reason == "blank line":
@@ -302,7 +302,7 @@ class _FileWriter:
         self.skips += 1
         text = raw.decode("utf-8", errors="backslashreplace")
         self.rejects.append(Reject(self.file_id, self.path, line, reason, text, item, True))
-        short = _reason_class(reason)
+        short = reason_class(reason)
         self.skip_reasons[short] = self.skip_reasons.get(short, 0) + 1
 
     def add(self, line: int, raw: bytes, rec: Normalized, item: int = 0) -> None:
@@ -487,24 +487,29 @@ def path_text(path: Path) -> str:
 
 def ingest_file(
     con: duckdb.DuckDBPyConnection,
-    path: Path,
+    path: Path | str,
     *,
     fmt: str | None = None,
     hash_block_size: int = 512,
     progress: Callable[[int], None] | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    name: str | None = None,
 ) -> FileReport:
-    """Ingest one file, or stdin for a path of ``-`` (see the module invariants).
+    """Ingest one file, or stdin for a path of ``-``, or an object-store URL given as a string
+    (``s3://...``: read through ``pyarrow.fs``) (see the module invariants).
     ``InputError`` for unreadable input or a file whose every line is rejected, ``OptionError``
-    for an unknown ``fmt`` or a ``hash_block_size`` / ``max_line_bytes`` that is not positive."""
+    for an unknown ``fmt`` or a ``hash_block_size`` / ``max_line_bytes`` that is not positive.
+    ``name``: the path stored and reported for the file (default: ``path`` as given)."""
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
     with open_input(path, max_line_bytes=max_line_bytes, progress=progress) as stream:
-        source = None if str(path) == STDIN else path
+        url = isinstance(path, str) and "://" in path
+        source = None if str(path) == STDIN or url else Path(path)
         chosen = _choose_format(stream, fmt, hash_block_size, source)
         normalize = normalizer(chosen, hash_block_size, source)
         split = REGISTRY[chosen].records
-        name = stream.name if str(path) == STDIN else path_text(path)
+        if name is None:
+            name = stream.name if str(path) == STDIN or url else path_text(Path(path))
         try:
             with atomic(con):
                 file_id = next_id(con, "files", "file_id")

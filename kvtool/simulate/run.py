@@ -41,10 +41,12 @@ from kvtool.tiers.kv import lookup
 from kvtool.tiers.spec import Tier, TierSpec, apply_overrides, check_block_sizes, parse_tier_gb
 from kvtool.traffic import (
     BreakFinder,
+    Executor,
     OutputPaths,
     Warmup,
     Window,
     Workload,
+    as_executor,
     base_hit_blocks,
     ideal_hits,
     kv_shape_name,
@@ -78,6 +80,7 @@ def simulate(
     rules: str | Path | None = None,
     prices: str | Path | None = None,
     breaks: BreakFinder | None = None,
+    engine: Executor | str | None = None,
 ) -> SimulateResult:
     """Simulate the traffic of ``paths`` (everything in ``db`` when None) on the tiers of
     ``tier_gb``; ``blocks`` gives the first tier's capacity in blocks instead (several values:
@@ -89,8 +92,10 @@ def simulate(
     ``breaks`` finds what prompt breaks lost for its shortfall waterfall (the command line
     passes ``kvtool.analyze.break_losses``; None: the waterfall starts at the infinite cache).
     A file of ``paths`` whose records were mostly rejected is simulated, and named in the
-    result's ``warnings``."""
+    result's ``warnings``. ``engine``: where ingest and tokenization run ('local', 'ray', an
+    ``Executor``: docs/scale.md)."""
     config = config or SimConfig()
+    executor = as_executor(engine)
     if config.warmup is not None and provider is not None:
         raise OptionError(
             "warmup",
@@ -115,6 +120,7 @@ def simulate(
                 hash_block_size=hash_block_size,
                 progress=progress,
                 redact=redact,
+                engine=executor,
             )
             wl = traffic.wl
             B = config.block_size or (wl.base if wl.kind == "hash" else 16)

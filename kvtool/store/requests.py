@@ -60,25 +60,111 @@ def load_contents(con: Connection, keys: set[int]) -> dict[int, object]:
     return {k: orjson.loads(body) for k, body in rows}
 
 
+def _untokenized(file_ids: list[int] | None) -> str:
+    """The WHERE clause of requests (alias ``r``) to tokenize for signature ``$sig``."""
+    where = "" if file_ids is None else f"AND r.file_id IN ({id_list(file_ids)})"
+    return f"""r.kind != 'hash' AND NOT r.truncated AND r.incomplete IS NULL {where}
+              AND NOT EXISTS (SELECT 1 FROM chains c WHERE c.req_id = r.req_id
+                              AND c.tokenizer = $sig)
+              AND NOT EXISTS (SELECT 1 FROM template_errors e WHERE e.req_id = r.req_id
+                              AND e.tokenizer = $sig)"""
+
+
 def untokenized_prompts(
-    con: Connection, signature: str, file_ids: list[int] | None = None
+    con: Connection, signature: str, file_ids: list[int] | None = None, limit: int | None = None
 ) -> list[PromptRow]:
     """Chat and completion requests (of ``file_ids``; all when None) without a chain for
-    ``signature`` and not set aside for it (``template_errors``), in req_id order. Requests whose
-    logged prompt is truncated or incomplete are never tokenized: their prompt is not the one
-    that was sent (``unusable_prompts`` counts them)."""
-    where = "" if file_ids is None else f"AND r.file_id IN ({id_list(file_ids)})"
+    ``signature`` and not set aside for it (``template_errors``), in req_id order (the first
+    ``limit``). Requests whose logged prompt is truncated or incomplete are never tokenized:
+    their prompt is not the one that was sent (``unusable_prompts`` counts them)."""
+    cut = "" if limit is None else f"LIMIT {int(limit)}"
     rows = con.execute(
-        f"""SELECT {_PROMPT_COLUMNS} FROM requests r
-            WHERE r.kind != 'hash' AND NOT r.truncated AND r.incomplete IS NULL {where}
-              AND NOT EXISTS (SELECT 1 FROM chains c WHERE c.req_id = r.req_id
-                              AND c.tokenizer = ?)
-              AND NOT EXISTS (SELECT 1 FROM template_errors e WHERE e.req_id = r.req_id
-                              AND e.tokenizer = ?)
-            ORDER BY r.req_id""",
-        [signature, signature],
+        f"""SELECT {_PROMPT_COLUMNS} FROM requests r WHERE {_untokenized(file_ids)}
+            ORDER BY r.req_id {cut}""",
+        {"sig": signature},
     ).fetchall()
     return [_prompt(t) for t in rows]
+
+
+PROMPT_SCHEMA = pa.schema(
+    [
+        ("req_id", pa.int64()),
+        ("kind", pa.string()),
+        ("model", pa.string()),
+        ("tenant", pa.string()),
+        ("message_keys", pa.list_(pa.int64())),
+        ("tools_key", pa.int64()),
+        ("prompt_key", pa.int64()),
+    ]
+)
+CONTENT_SCHEMA = pa.schema([("key", pa.int64()), ("kind", pa.string()), ("body", pa.string())])
+
+
+def partition_untokenized(
+    con: Connection, signature: str, file_ids: list[int] | None, parts: int, share: float
+) -> list[int]:
+    """Put the requests ``untokenized_prompts`` would return into temp table ``_kv_parted``
+    (``PROMPT_SCHEMA`` and ``part``, 0 to ``parts - 1``) and their contents into
+    ``_kv_parted_contents`` (``part`` and ``CONTENT_SCHEMA``, each key once per part); returns
+    the parts that hold requests. A request's *family* is its tenant, model, tool catalog and
+    first message (or completion prompt): the requests that can share a first block, and every
+    turn of a conversation. A family of more than ``share`` times a partition's fair share of
+    the requests is split by its second message (a conversation's first user message after a
+    system prompt), so one system prompt shared by all traffic does not make one partition."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _kv_parted AS
+            WITH r AS (
+                SELECT {_PROMPT_COLUMNS},
+                       hash(r.tenant, r.model, r.tools_key,
+                            coalesce(r.message_keys[1], r.prompt_key)) AS family
+                FROM requests r WHERE {_untokenized(file_ids)}),
+            sizes AS (SELECT family, count(*) AS n FROM r GROUP BY family),
+            big AS (SELECT family FROM sizes
+                    WHERE n > $share * (SELECT count(*) FROM r) / $parts)
+            SELECT r.* EXCLUDE (family),
+                   (CASE WHEN r.family IN (SELECT family FROM big)
+                         THEN hash(r.family, r.message_keys[2])
+                         ELSE r.family END % $parts)::INTEGER AS part
+            FROM r""",
+        {"sig": signature, "share": share, "parts": parts},
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _kv_parted_contents AS
+           WITH k AS (
+               SELECT DISTINCT part, key FROM (
+                   SELECT part, unnest(message_keys) AS key FROM _kv_parted
+                   UNION ALL SELECT part, tools_key FROM _kv_parted WHERE tools_key IS NOT NULL
+                   UNION ALL SELECT part, prompt_key FROM _kv_parted
+                             WHERE prompt_key IS NOT NULL))
+           SELECT k.part, c.key, any_value(c.kind) AS kind, any_value(c.body) AS body
+           FROM k JOIN contents c USING (key) GROUP BY k.part, c.key"""
+    )
+    return [p for (p,) in con.execute("SELECT DISTINCT part FROM _kv_parted ORDER BY 1").fetchall()]
+
+
+def parted_prompts(con: Connection, part: int, batch_rows: int) -> pa.RecordBatchReader:
+    """One part of ``_kv_parted`` in req_id order, as ``PROMPT_SCHEMA`` batches."""
+    return con.sql(
+        "SELECT * EXCLUDE (part) FROM _kv_parted WHERE part = ? ORDER BY req_id", params=[part]
+    ).to_arrow_reader(batch_rows)
+
+
+def parted_contents(con: Connection, part: int, batch_rows: int) -> pa.RecordBatchReader:
+    """The contents one part of ``_kv_parted`` refers to, as ``CONTENT_SCHEMA`` batches."""
+    return con.sql(
+        "SELECT key, kind, body FROM _kv_parted_contents WHERE part = ?", params=[part]
+    ).to_arrow_reader(batch_rows)
+
+
+def drop_parted(con: Connection) -> None:
+    con.execute("DROP TABLE IF EXISTS _kv_parted")
+    con.execute("DROP TABLE IF EXISTS _kv_parted_contents")
+
+
+def prompt_rows(table: pa.Table) -> list[PromptRow]:
+    """``PromptRow``s of a ``PROMPT_SCHEMA`` table, in its order."""
+    cols = [table[name].to_pylist() for name in PROMPT_SCHEMA.names]
+    return [_prompt(t) for t in zip(*cols, strict=True)]
 
 
 def prompt_row(con: Connection, req_id: int) -> PromptRow | None:

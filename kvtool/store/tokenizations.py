@@ -79,6 +79,46 @@ def write_chains(con: Connection, signature: str, chains: pa.Table, blocks: pa.T
         )
 
 
+CHAIN_SCHEMA = pa.schema(
+    [("req_id", pa.int64()), ("n_tokens", pa.int64()), ("last_block", pa.int64())]
+)
+BLOCK_SCHEMA = pa.schema([("hash", pa.int64()), ("parent", pa.int64()), ("depth", pa.int32())])
+FAILURE_SCHEMA = pa.schema([("req_id", pa.int64()), ("message", pa.string())])
+
+
+def merge_staged_chains(
+    con: Connection, signature: str, chains: object, blocks: object, failures: object
+) -> None:
+    """``write_chains`` and ``write_render_failures`` for tables a scan of DuckDB can read
+    (``pyarrow.dataset`` of staged Parquet, in ``CHAIN_SCHEMA``, ``BLOCK_SCHEMA`` and
+    ``FAILURE_SCHEMA``): a block staged by several workers is written once."""
+    views = {"_kv_staged_chains": chains, "_kv_staged_blocks": blocks, "_kv_staged_fail": failures}
+    for name, data in views.items():
+        con.register(name, data)
+    try:
+        con.execute(
+            "INSERT INTO chains SELECT req_id, ?, n_tokens, last_block FROM _kv_staged_chains",
+            [signature],
+        )
+        con.execute(
+            """INSERT INTO blocks
+               SELECT DISTINCT ON (hash) ?, hash, parent, depth FROM _kv_staged_blocks b
+               WHERE NOT EXISTS (SELECT 1 FROM blocks x
+                                 WHERE x.tokenizer = ? AND x.hash = b.hash)""",
+            [signature, signature],
+        )
+        con.execute(
+            """INSERT INTO template_errors
+               SELECT ?, req_id, message FROM _kv_staged_fail t
+               WHERE NOT EXISTS (SELECT 1 FROM template_errors x
+                                 WHERE x.tokenizer = ? AND x.req_id = t.req_id)""",
+            [signature, signature],
+        )
+    finally:
+        for name in views:
+            con.unregister(name)
+
+
 def block_nodes(con: Connection, signature: str) -> pa.Table:
     """Every block of ``signature`` as (hash, parent, depth), ordered by hash."""
     return con.sql(

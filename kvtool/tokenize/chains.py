@@ -12,11 +12,12 @@ it again nor forget it) and every report of the signature counts it; the pass go
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kvtool.errors import InputError
 from kvtool.store import Connection, as_bigint
@@ -61,6 +62,11 @@ class TokenizeReport:
     template_errors: int = 0
     template_error_examples: list[RenderFailure] = field(default_factory=list)
 
+    def add(self, batch: ChainBatch) -> None:
+        """Count a batch's chains."""
+        self.requests += len(batch.chains)
+        self.logical_tokens += int(pc.sum(batch.chains["n_tokens"]).as_py() or 0)
+
     def to_json(self) -> dict:
         out = dict(self.__dict__)
         out["template_error_examples"] = [
@@ -77,6 +83,14 @@ def _signature(bundle: TokenizerBundle, template: Template) -> str:
 def tokenizer_signature(bundle: TokenizerBundle) -> str:
     """The ``chains.tokenizer`` value this bundle writes."""
     return _signature(bundle, make_template(bundle))
+
+
+def first_mode(bundle: TokenizerBundle, template: Template) -> str:
+    """The mode a signature's first pass tries (then checks): 'pieces' for the default
+    template, 'segments' where the text splits at added tokens, else 'whole'."""
+    if isinstance(template, DefaultTemplate) and template.segmentable:
+        return "pieces"
+    return "segments" if bundle.encoder.splits else "whole"
 
 
 def tokenize_requests(
@@ -98,16 +112,9 @@ def tokenize_requests(
     rows = untokenized_prompts(con, signature, file_ids)
     encoder = bundle.encoder
     stored = get_tokenization(con, signature)
-    if stored is not None:
-        mode = stored.mode
-    elif isinstance(template, DefaultTemplate) and template.segmentable:
-        mode = "pieces"
-    elif encoder.splits:
-        mode = "segments"
-    else:
-        mode = "whole"
+    mode = stored.mode if stored is not None else first_mode(bundle, template)
     if stored is None and rows:
-        mode = _checked_mode(con, rows[:VERIFY_POOL], template, encoder, mode, report)
+        mode = checked_mode(con, rows[:VERIFY_POOL], template, encoder, mode, report)
         put_tokenization(
             con, Tokenization(signature, bundle.spec, template.id, mode, report.verified)
         )
@@ -120,26 +127,37 @@ def tokenize_requests(
     return report
 
 
-def _tokenize(
-    con: Connection,
+@dataclass
+class ChainBatch:
+    """The chains of one batch of requests: ``chains`` (req_id, n_tokens, last_block),
+    the ``blocks`` first met in this batch (hash, parent, depth; a block met again in a later
+    batch is not repeated), the template ``failures`` and how many ``rows`` the batch covered."""
+
+    chains: pa.Table
+    blocks: pa.Table
+    failures: list[RenderFailure]
+    rows: int
+
+
+def chain_batches(
     rows: list[PromptRow],
+    bodies_of: Callable[[set[int]], dict[int, object]],
     signature: str,
     template: Template,
     encoder: SegmentEncoder,
     mode: str,
-    report: TokenizeReport,
-    progress: Callable[[int, int], None] | None,
-    batch_size: int,
-) -> None:
-    """Chains (or template failures) of ``rows``, written batch by batch."""
+    batch_size: int = 20_000,
+) -> Iterator[ChainBatch]:
+    """Chains of ``rows`` (in order) batch by batch; ``bodies_of`` gives the parsed contents of
+    a set of keys. A request's chain depends on its own prompt only, never on the other rows:
+    any split of the rows gives the same chains, and the union of the blocks."""
     pieces = Pieces(encoder)
     trie = PrefixTrie()
     conversations: set[tuple] = set()
     saved: dict[tuple, int] = {}
-    done = 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        bodies = load_contents(con, content_keys(chunk))
+        bodies = bodies_of(content_keys(chunk))
         plans = request_plans(chunk, bodies, template, pieces, mode, conversations)
         encode_pieces(pieces)
         req_ids: list[int] = []
@@ -174,19 +192,36 @@ def _tokenize(
                 "last_block": pa.array(lasts, pa.int64()),
             }
         )
-        write_chains(con, signature, chains, trie.take_blocks())
-        write_render_failures(con, signature, failures)
-        report.logical_tokens += sum(n_tokens)
-        report.requests += len(req_ids)
-        done += len(chunk)
+        yield ChainBatch(chains, trie.take_blocks(), failures, len(chunk))
+
+
+def _tokenize(
+    con: Connection,
+    rows: list[PromptRow],
+    signature: str,
+    template: Template,
+    encoder: SegmentEncoder,
+    mode: str,
+    report: TokenizeReport,
+    progress: Callable[[int, int], None] | None,
+    batch_size: int,
+) -> None:
+    """Chains (or template failures) of ``rows``, written batch by batch."""
+    done = 0
+    for batch in chain_batches(
+        rows, lambda keys: load_contents(con, keys), signature, template, encoder, mode, batch_size
+    ):
+        write_chains(con, signature, batch.chains, batch.blocks)
+        write_render_failures(con, signature, batch.failures)
+        report.add(batch)
+        done += batch.rows
         if progress:
             progress(done, len(rows))
     report.tokens_encoded = encoder.tokens_encoded
     report.segments_encoded = encoder.segments_encoded
-    return report
 
 
-def _checked_mode(
+def checked_mode(
     con: Connection,
     sample: list[PromptRow],
     template: Template,

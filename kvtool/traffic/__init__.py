@@ -9,9 +9,12 @@ the measurement window after a warm-up (``measurement_window``); ``output_blocks
 request's generated output adds to the cache (vLLM keeps them), shared by the ideal and the
 engine;
 ``BreakLosses`` what prompt breaks cost, as analyze hands it to simulate's shortfall waterfall.
+``Executor`` says where ingest and tokenization run (``engine``): here, or on a Ray cluster
+(``ray_cluster``, imported only then).
 """
 
 from kvtool.traffic.blocks import block_streams
+from kvtool.traffic.engine import ENGINES, Executor, as_executor
 from kvtool.traffic.ideal import (
     Hits,
     OutputHits,
@@ -46,6 +49,9 @@ from kvtool.traffic.output_blocks import (
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 __all__ = [
+    "ENGINES",
+    "Executor",
+    "as_executor",
     "BreakFinder",
     "BreakLosses",
     "PRICE_INPUT",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvtool.errors import NotFoundError
+from kvtool.errors import NotFoundError, OptionError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options
 from kvtool.progress import Progress
 from kvtool.store import Connection
@@ -28,10 +28,12 @@ from kvtool.store.files import all_file_ids, request_kinds
 from kvtool.store.fingerprints import redacted_files, redaction_spec
 from kvtool.store.tokenizations import last_tokenizer_spec, mark_used
 from kvtool.tiers.kv import lookup
+from kvtool.traffic.engine import Executor
 from kvtool.traffic.workload import Workload, WorkloadError, load_workload
 
 if TYPE_CHECKING:  # tokenize is imported where text is tokenized: a hash trace never needs it
     from kvtool.tokenize import TokenizerBundle, TokenizeReport
+    from kvtool.traffic.ray_cluster import RayCluster
 
 REUSE_WINDOWS = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}  # the TTLs reuse is measured at
 PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) token
@@ -67,6 +69,7 @@ def load_traffic(
     progress: Progress,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     redact: bool = False,
+    engine: Executor | None = None,
 ) -> Traffic:
     """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
     yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
@@ -75,14 +78,75 @@ def load_traffic(
     are left out (counted in ``tok_report``); ``WorkloadError`` when that leaves none.
     ``redact``: ingest ``paths`` without prompt text (see the module docstring); ``InputError``
     when that would mix redacted and unredacted files, or when a redacted database is asked
-    for another tokenizer than the one it was tokenized with."""
+    for another tokenizer than the one it was tokenized with. ``engine``: where ingest and
+    tokenization run (``kvtool.traffic.engine``; default: this process); the store ends up the
+    same either way."""
     check_ingest_options(fmt, hash_block_size)
+    engine = engine or Executor()
+    if engine.distributed and redact:
+        raise OptionError("redact", "runs on the local engine: the text must stay in memory")
+    with _Cluster(engine) as cluster:
+        return _load(
+            con, paths, tokenizer, fmt, hash_block_size, progress, max_line_bytes, redact, cluster
+        )
+
+
+class _Cluster:
+    """The Ray cluster of one load, connected to on first use (None: the local engine)."""
+
+    def __init__(self, engine: Executor) -> None:
+        self.engine = engine
+        self.cluster: RayCluster | None = None
+
+    def get(self) -> RayCluster | None:
+        if self.engine.distributed and self.cluster is None:
+            from kvtool.traffic.ray_cluster import RayCluster
+
+            self.cluster = RayCluster(self.engine)
+        return self.cluster
+
+    def __enter__(self) -> _Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _load(
+    con: Connection,
+    paths: list[str | Path] | None,
+    tokenizer: str | None,
+    fmt: str | None,
+    hash_block_size: int,
+    progress: Progress,
+    max_line_bytes: int,
+    redact: bool,
+    clusters: _Cluster,
+) -> Traffic:
     reports: list[FileReport] = []
     tok_report = None
     redacted_spec = redaction_spec(con)
     if tokenizer is None and redacted_spec is not None:
         tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
-    if paths:
+    if paths and clusters.engine.distributed:
+        from kvtool.tokenize.redact import check_not_mixed
+        from kvtool.traffic.ray_cluster import ray_ingest
+
+        cluster = clusters.get()
+        assert cluster is not None
+        check_not_mixed(con, redact=False)
+        reports = ray_ingest(
+            con,
+            cluster,
+            paths,
+            fmt=fmt,
+            hash_block_size=hash_block_size,
+            max_line_bytes=max_line_bytes,
+            progress=progress,
+        )
+        file_ids = sorted({r.file_id for r in reports})
+    elif paths:
         from kvtool.tokenize.redact import ingest_logs
 
         done = ingest_logs(
@@ -115,10 +179,16 @@ def load_traffic(
         bundle = load_tokenizer(tokenizer)
         if redacted:
             check_tokenizer(con, tokenizer_signature(bundle), bundle.spec)
-        progress.stage("tokenize", None)
-        again = tokenize_requests(
-            con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
-        )
+        cluster = clusters.get()
+        if cluster is not None:
+            from kvtool.tokenize.staged import tokenize_distributed
+
+            again = tokenize_distributed(con, bundle, file_ids, cluster, progress)
+        else:
+            progress.stage("tokenize", None)
+            again = tokenize_requests(
+                con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
+            )
         if tok_report is None:
             tok_report = again
         else:  # the redacted ingest tokenized in memory: its pass, this selection's failures
