@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml setup.py kvtool/kernels.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

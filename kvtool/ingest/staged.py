@@ -79,8 +79,8 @@ def stage_file(
                     BATCH_ROWS
                 )
                 write_batches(join(where, f"{table}.parquet"), reader.schema, reader)
-        except KvtoolError as exc:
-            return StagedFile(index, where, error=str(exc))
+        except KvtoolError as exc:  # named as the user gave it, not by the worker's path
+            return StagedFile(index, where, error=str(exc).replace(source, name))
         finally:
             con.close()
     finally:
