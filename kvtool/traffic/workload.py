@@ -38,7 +38,10 @@ from kvtool.store.trees import StoredTree, load_tree, store_tree, tree_key
 
 # how ``_hash_tree`` builds a tree (salts, ``chain_ids``, dense node ids): part of a stored
 # tree's key, so that changing the construction here changes it (``kvtool.store.trees``)
-HASH_TREE_RECIPE = "salt-xxh3-splitmix64/chain-9e3779b97f4a7c15/dense-value-order/1"
+HASH_TREE_RECIPE = "salt-xxh3-splitmix64/chain-9e3779b97f4a7c15/dense-value-order/root-parts/2"
+# block ids per partition of the tree build: a trace with more is built one partition of root
+# blocks at a time, so the sort's temporaries stay this small (about 30 bytes per id)
+TREE_PART_IDS = 1 << 22
 
 
 @dataclass
@@ -216,9 +219,52 @@ def _hash_tree(
             salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{name}".encode())
             salted[mask] = mix64(blocks[mask].view(np.uint64), salt)
     del blocks
-    keys = chain_ids(kept_offsets, salted)
-    del salted
-    return tree_from_paths(kept_offsets, keys.view(np.int64))
+    return rooted_tree(kept_offsets, salted, -(-len(salted) // TREE_PART_IDS))
+
+
+def rooted_tree(
+    offsets: np.ndarray, ids: np.ndarray, parts: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``tree_from_paths`` of the chains of salted block ``ids`` (``chain_ids``), built in
+    ``parts`` partitions of requests by their first block: requests with different first
+    blocks share no node, so each partition's tree is independent and its temporaries are a
+    partition's size. Nodes are numbered partition by partition (value order within one);
+    with one partition this is the whole-trace build."""
+    if parts <= 1:
+        keys = chain_ids(offsets, ids)
+        return tree_from_paths(offsets, keys.view(np.int64))
+    counts = np.diff(offsets)
+    has = counts > 0
+    root = np.zeros(len(counts), np.uint64)
+    root[has] = ids[offsets[:-1][has]]
+    part = mix64(root, 0x5EED) % np.uint64(parts)
+    del root
+    order = np.argsort(part, kind="stable")  # request order kept within a partition
+    bounds = np.searchsorted(part[order], np.arange(parts + 1, dtype=np.uint64))
+    del part
+    end = np.full(len(counts), -1, np.int64)
+    parents: list[np.ndarray] = []
+    depths: list[np.ndarray] = []
+    base = 0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = order[lo:hi]
+        if not len(rows):
+            continue
+        sizes = counts[rows]
+        sub = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(sizes, out=sub[1:])
+        at = np.repeat(offsets[:-1][rows] - sub[:-1], sizes) + np.arange(sub[-1])
+        keys = chain_ids(sub, ids[at])
+        del at
+        e, parent, depth = tree_from_paths(sub, keys.view(np.int64))
+        del keys
+        end[rows] = np.where(e >= 0, e + base, -1)
+        parents.append(np.where(parent >= 0, parent + base, -1))
+        depths.append(depth)
+        base += len(parent)
+    if not parents:
+        return end, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return end, np.concatenate(parents), np.concatenate(depths)
 
 
 def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
