@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,9 +186,35 @@ def test_partitions_keep_conversations_together_and_split_a_shared_system_prompt
 def test_engine_options_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(OptionError, match="engine must be one of local, ray"):
         Executor("spark")
-    with pytest.raises(OptionError, match="ray_address"):
+    with pytest.raises(OptionError, match="ray_address needs engine 'ray'"):
         Executor("local", address="auto")
+    with pytest.raises(OptionError, match="ray_staging needs engine 'ray'"):
+        Executor("local", staging="/tmp/x")
     with pytest.raises(OptionError, match="redact runs on the local engine"):
         analyze([DEMO], db=tmp_path / "kv.duckdb", engine="ray", redact=True)
     with pytest.raises(OptionError, match="not stdin"):
         kvtool.ingest(["-"], db=tmp_path / "kv.duckdb", engine="ray")
+
+
+def test_without_ray_installed_the_engine_says_how_to_get_it(tmp_path, monkeypatch):
+    # the one fault a real Ray cannot produce here: not being installed
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(OptionError, match=r"pip install 'kvtool\[ray\]'"):
+        kvtool.ingest([DEMO], db=tmp_path / "kv.duckdb", engine="ray")
+    assert analyze([DEMO], db=tmp_path / "kv.duckdb").to_json()["requests"] == 510
+
+
+def test_the_command_line_runs_the_ray_engine(tmp_path):
+    from typer.testing import CliRunner
+
+    from kvtool.cli import app
+
+    db = str(tmp_path / "kv.duckdb")
+    got = CliRunner().invoke(
+        app, ["ingest", str(MOONCAKE), "--db", db, "--engine", "ray", "--json"]
+    )
+    assert got.exit_code == 0, got.output
+    assert orjson.loads(got.stdout)["files"][0]["requests"] == 12031
+    bad = CliRunner().invoke(app, ["analyze", "--db", db, "--ray-staging", "/tmp/x"])
+    assert bad.exit_code == 2
+    assert "--ray-staging needs engine 'ray'" in bad.output

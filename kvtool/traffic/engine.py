@@ -37,8 +37,9 @@ class Executor:
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
             raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, not {self.name!r}")
-        if self.name == "local" and (self.address or self.staging):
-            raise OptionError("ray_address", "and ray_staging need engine 'ray'")
+        for param, value in (("ray_address", self.address), ("ray_staging", self.staging)):
+            if value and self.name == "local":
+                raise OptionError(param, "needs engine 'ray'")
         if self.parts is not None and self.parts < 1:
             raise OptionError("ray_parts", "must be at least 1")
 
