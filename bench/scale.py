@@ -46,6 +46,7 @@ PERF = ROOT / "docs" / "performance.md"
 SVG = ROOT / "docs" / "img" / "scale.svg"
 BEGIN, END = "<!-- scale table: bench/scale.py --write-docs -->", "<!-- end of scale table -->"
 PER_COPY = 12_031  # requests in one copy of the conversation trace
+GOAL_MB = 4000  # issue 17: analyze and simulate --sample of 10M requests in 4 GB
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def table(rows: list[Row]) -> str:
 
 
 def svg(rows: list[Row]) -> str:
-    """Peak RSS (MB) against requests, log-log, one line per hash-trace command."""
+    """Peak RSS (MB) against requests, log-log, one line per hash-trace command, and the
+    issue's 4 GB goal."""
     import math
 
     series: dict[str, list[Row]] = {}
@@ -166,8 +168,9 @@ def svg(rows: list[Row]) -> str:
         if "LOG" not in r.command:
             series.setdefault(r.command, []).append(r)
     W, H, L, B = 640, 360, 70, 50
-    xs = [math.log10(r.requests) for r in rows]
-    ys = [math.log10(max(r.rss_mb, 1)) for r in rows]
+    plotted = [r for points in series.values() for r in points]
+    xs = [math.log10(r.requests) for r in plotted]
+    ys = [math.log10(max(r.rss_mb, 1)) for r in plotted] + [math.log10(GOAL_MB)]
     x0, x1 = min(xs), max(xs) + 1e-9
     y0, y1 = math.floor(min(ys)), math.ceil(max(ys) + 1e-9)
 
@@ -187,7 +190,16 @@ def svg(rows: list[Row]) -> str:
         _, y = px(x0, e)
         out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - 20}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{10**e:,} MB</text>')
-    for r in sorted({r.requests for r in rows}):
+    _, goal = px(x0, math.log10(GOAL_MB))
+    out.append(
+        f'<line x1="{L}" y1="{goal:.1f}" x2="{W - 20}" y2="{goal:.1f}" stroke="#d62728" '
+        'stroke-dasharray="6 4"/>'
+    )
+    out.append(
+        f'<text x="{W - 22}" y="{goal - 4:.1f}" text-anchor="end" fill="#d62728">'
+        "goal at 10M requests: 4 GB</text>"
+    )
+    for r in sorted({r.requests for r in plotted}):
         x, _ = px(math.log10(r), y0)
         out.append(f'<text x="{x:.1f}" y="{H - B + 16}" text-anchor="middle">{r:,}</text>')
     out.append(f'<text x="{(W + L) / 2}" y="{H - 12}" text-anchor="middle">requests</text>')
