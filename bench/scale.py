@@ -176,7 +176,7 @@ def svg(rows: list[Row]) -> str:
 
     def px(x: float, y: float) -> tuple[float, float]:
         return (
-            L + (x - x0) / (x1 - x0) * (W - L - 20),
+            L + (x - x0) / (x1 - x0) * (W - L - 50),
             H - B - (y - y0) / (y1 - y0) * (H - B - 20),
         )
 
@@ -188,15 +188,15 @@ def svg(rows: list[Row]) -> str:
     ]
     for e in range(int(y0), int(y1) + 1):
         _, y = px(x0, e)
-        out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - 20}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - 50}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{10**e:,} MB</text>')
     _, goal = px(x0, math.log10(GOAL_MB))
     out.append(
-        f'<line x1="{L}" y1="{goal:.1f}" x2="{W - 20}" y2="{goal:.1f}" stroke="#d62728" '
+        f'<line x1="{L}" y1="{goal:.1f}" x2="{W - 50}" y2="{goal:.1f}" stroke="#d62728" '
         'stroke-dasharray="6 4"/>'
     )
     out.append(
-        f'<text x="{W - 22}" y="{goal - 4:.1f}" text-anchor="end" fill="#d62728">'
+        f'<text x="{W - 52}" y="{goal - 4:.1f}" text-anchor="end" fill="#d62728">'
         "goal at 10M requests: 4 GB</text>"
     )
     for r in sorted({r.requests for r in plotted}):
