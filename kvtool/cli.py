@@ -53,8 +53,9 @@ FormatOption = Annotated[
     str | None,
     typer.Option("--format", help=f"Input format instead of detection: {', '.join(FORMATS)}."),
 ]
-PathsArgument = Annotated[
-    list[Path] | None, typer.Argument(help="Log files; none = everything in --db.")
+PathsArgument = Annotated[  # strings: a URL (s3://...) must keep its double slash
+    list[str] | None,
+    typer.Argument(help="Log files (paths, globs, or URLs with --engine ray); none = --db's."),
 ]
 TokenizerOption = Annotated[
     str | None,
@@ -217,10 +218,10 @@ def _warn(warnings: list[str]) -> None:
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="Log files (JSONL, JSON, CSV, Parquet; .gz or .zst), directories or quoted "
-            "globs; - for stdin."
+            help="Log files (JSONL, JSON, CSV, Parquet; .gz or .zst), directories, quoted "
+            "globs or object-store URLs (s3://...); - for stdin."
         ),
     ],
     db: DbOption = Path(DEFAULT_DB),

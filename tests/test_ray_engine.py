@@ -218,3 +218,17 @@ def test_the_command_line_runs_the_ray_engine(tmp_path):
     bad = CliRunner().invoke(app, ["analyze", "--db", db, "--ray-staging", "/tmp/x"])
     assert bad.exit_code == 2
     assert "--ray-staging needs engine 'ray'" in bad.output
+
+
+def test_an_object_store_url_is_read_through_pyarrow_by_both_engines(tmp_path):
+    url = MOONCAKE.resolve().as_uri()  # file:///...: the same code path as s3:// or gs://
+    reports = [
+        kvtool.ingest([url], db=tmp_path / f"{name}.duckdb", engine=name)[0]
+        for name in ("local", "ray")
+    ]
+    assert reports[0].path == url and reports[0].requests == 12031
+    assert reports[1].to_json() == reports[0].to_json()
+    assert _digests(tmp_path / "ray.duckdb") == _digests(tmp_path / "local.duckdb")
+    # the same bytes by path: already ingested (a file's identity is its content)
+    again = kvtool.ingest([MOONCAKE], db=tmp_path / "local.duckdb")
+    assert again[0].skipped

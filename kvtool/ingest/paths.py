@@ -11,7 +11,9 @@
   matches, sorted (``**`` matches any depth; hidden names only when the pattern spells the dot).
   Every matched file is kept, whatever its name; a matched directory expands as above;
 - a directory or glob that yields no file is an ``InputError`` naming it, before anything is
-  read.
+  read;
+- a URL (``scheme://...``: ``s3://``, ``gs://``, ``file://``, what ``pyarrow.fs`` opens) names
+  one object and is kept as the string given (never a glob).
 """
 
 from __future__ import annotations
@@ -69,11 +71,19 @@ def _glob(pattern: str) -> list[Path]:
     return found
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+def is_url(given: str | Path) -> bool:
+    """Whether an input names an object by URL (a string with ``://``)."""
+    return isinstance(given, str) and "://" in given
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path | str]:
     """The files to read for ``paths``, in order (see the module docstring)."""
-    out: list[Path] = []
+    out: list[Path | str] = []
     for given in paths:
         text = str(given)
+        if is_url(given):
+            out.append(text)
+            continue
         path = Path(given)
         if text == STDIN:
             out.append(path)

@@ -42,7 +42,7 @@ from kvtool.ingest.formats.registry import (
     detect_format,
     normalizer,
 )
-from kvtool.ingest.paths import expand_paths
+from kvtool.ingest.paths import expand_paths, is_url
 from kvtool.ingest.reader import (
     DEFAULT_MAX_LINE_BYTES,
     STDIN,
@@ -503,7 +503,7 @@ def ingest_file(
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
     with open_input(path, max_line_bytes=max_line_bytes, progress=progress) as stream:
-        url = isinstance(path, str) and "://" in path
+        url = is_url(path)
         source = None if str(path) == STDIN or url else Path(path)
         chosen = _choose_format(stream, fmt, hash_block_size, source)
         normalize = normalizer(chosen, hash_block_size, source)
@@ -573,7 +573,7 @@ def ingest_file(
 
 def ingest_files(
     con: duckdb.DuckDBPyConnection,
-    paths: Iterable[Path],
+    paths: Iterable[Path | str],
     *,
     fmt: str | None = None,
     hash_block_size: int = 512,
@@ -609,8 +609,11 @@ def ingest_paths(
     """``ingest_files`` as an "ingest" stage of ``progress``, sized by the bytes of the files
     the paths stand for (no total when an input is not a regular file: stdin, a FIFO)."""
     files = expand_paths(paths)
-    sized = all(p.is_file() for p in files if p.exists() or str(p) == STDIN)
-    progress.stage("ingest", sum(p.stat().st_size for p in files if p.is_file()) if sized else None)
+    local = [p for p in files if isinstance(p, Path)]
+    sized = len(local) == len(files) and all(
+        p.is_file() for p in local if p.exists() or str(p) == STDIN
+    )
+    progress.stage("ingest", sum(p.stat().st_size for p in local if p.is_file()) if sized else None)
     return ingest_files(
         con,
         files,

@@ -21,7 +21,7 @@ from kvtool.ingest.staged import StagedFile, merge_staged, stage_file
 from kvtool.ingest.writer import path_text
 from kvtool.progress import Progress
 from kvtool.store import Connection
-from kvtool.store.parquet import is_url, join, remove
+from kvtool.store.parquet import join, remove
 from kvtool.traffic.engine import Executor
 
 PARTS_PER_CPU = 4  # tokenize partitions per worker CPU: small enough to balance skew
@@ -138,11 +138,11 @@ def _inputs(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
         text = str(given)
         if text == STDIN:
             raise OptionError("engine", "'ray' reads files, not stdin: use the local engine")
-        if is_url(text):
-            out.append((text, text))
-            continue
         for path in expand_paths([given]):
-            out.append((str(path.absolute()), path_text(path)))
+            if isinstance(path, str):  # a URL
+                out.append((path, path))
+            else:
+                out.append((str(path.absolute()), path_text(path)))
     return out
 
 
