@@ -8,6 +8,8 @@ directory first on ``sys.path``.
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,3 +59,29 @@ def repeated_trace(src: Path, repeat: int, out: Path, limit: int | None = None) 
                 rec["hash_ids"] = [h + k * span for h in r["hash_ids"]]
                 f.write(orjson.dumps(rec) + b"\n")
     return len(recs) * repeat
+
+
+def agent_log(out: Path, sessions: int, *extra: str) -> Path:
+    """``kvtool generate --kind agent --sessions N --seed 3 [extra]`` into ``out`` unless it
+    is there already (the bench workloads share the seed, so a log is made once)."""
+    if not out.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kvtool",
+                "generate",
+                "--kind",
+                "agent",
+                "--sessions",
+                str(sessions),
+                "--seed",
+                "3",
+                *extra,
+                "-o",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return out

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from benchlib import StageTimer, repeated_trace
+from benchlib import StageTimer, agent_log, repeated_trace
 
 from kvtool.progress import NullProgress
 from kvtool.simulate import SimConfig, simulate
@@ -52,20 +52,7 @@ def mooncake_db(repeat: int) -> Path:
 def agent_db(sessions: int) -> Path:
     db = OUT / f"agent_{sessions}.duckdb"
     if not db.exists():
-        log = OUT / f"agent_{sessions}.jsonl"
-        _kvtool(
-            "generate",
-            "--kind",
-            "agent",
-            "--sessions",
-            str(sessions),
-            "--seed",
-            "3",
-            "--steps",
-            "5,35",
-            "-o",
-            str(log),
-        )
+        log = agent_log(OUT / f"agent_{sessions}.jsonl", sessions, "--steps", "5,35")
         _kvtool("ingest", str(log), "--db", str(db))
     return db
 

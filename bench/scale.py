@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import repeated_trace
+from benchlib import agent_log, repeated_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "scale"
@@ -117,19 +117,7 @@ def measure(n: int, parts: int, ray: bool, keep: bool) -> list[Row]:
 
 def measure_chat(sessions: int, ray: bool) -> list[Row]:
     OUT.mkdir(parents=True, exist_ok=True)
-    log = OUT / f"agent_{sessions}.jsonl"
-    if not log.exists():
-        run(
-            "generate",
-            "--kind",
-            "agent",
-            "--sessions",
-            str(sessions),
-            "--seed",
-            "3",
-            "-o",
-            str(log),
-        )
+    log = agent_log(OUT / f"agent_{sessions}.jsonl", sessions)
     n = sum(1 for _ in log.open("rb"))
     rows = []
     for name, extra in (

@@ -47,6 +47,12 @@ class Executor:
     def distributed(self) -> bool:
         return self.name != "local"
 
+    def refuse_redact(self, redact: bool) -> None:
+        """``OptionError`` for a redacted ingest on a cluster: it keeps the prompt text in one
+        process's memory and nowhere else."""
+        if redact and self.distributed:
+            raise OptionError("redact", "runs on the local engine: the text must stay in memory")
+
 
 def as_executor(engine: Executor | str | None) -> Executor:
     """An ``Executor`` from a name ('local', 'ray') or an engine; None is local."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvtool.errors import NotFoundError, OptionError
+from kvtool.errors import NotFoundError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options
 from kvtool.progress import Progress
 from kvtool.store import Connection
@@ -59,6 +59,28 @@ class Traffic:
         return [r.warning for r in self.reports if r.warning]
 
 
+class _Cluster:
+    """The Ray cluster of one load, connected to on first use (None: the local engine)."""
+
+    def __init__(self, engine: Executor) -> None:
+        self.engine = engine
+        self.cluster: RayCluster | None = None
+
+    def get(self) -> RayCluster | None:
+        if self.engine.distributed and self.cluster is None:
+            from kvtool.traffic.ray_cluster import RayCluster
+
+            self.cluster = RayCluster(self.engine)
+        return self.cluster
+
+    def __enter__(self) -> _Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+
+
 def load_traffic(
     con: Connection,
     *,
@@ -83,128 +105,89 @@ def load_traffic(
     same either way."""
     check_ingest_options(fmt, hash_block_size)
     engine = engine or Executor()
-    if engine.distributed and redact:
-        raise OptionError("redact", "runs on the local engine: the text must stay in memory")
-    with _Cluster(engine) as cluster:
-        return _load(
-            con, paths, tokenizer, fmt, hash_block_size, progress, max_line_bytes, redact, cluster
-        )
+    engine.refuse_redact(redact)
+    with _Cluster(engine) as clusters:
+        reports: list[FileReport] = []
+        tok_report = None
+        redacted_spec = redaction_spec(con)
+        if tokenizer is None and redacted_spec is not None:
+            tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
+        if paths and clusters.engine.distributed:
+            from kvtool.tokenize.redact import check_not_mixed
+            from kvtool.traffic.ray_cluster import ray_ingest
 
-
-class _Cluster:
-    """The Ray cluster of one load, connected to on first use (None: the local engine)."""
-
-    def __init__(self, engine: Executor) -> None:
-        self.engine = engine
-        self.cluster: RayCluster | None = None
-
-    def get(self) -> RayCluster | None:
-        if self.engine.distributed and self.cluster is None:
-            from kvtool.traffic.ray_cluster import RayCluster
-
-            self.cluster = RayCluster(self.engine)
-        return self.cluster
-
-    def __enter__(self) -> _Cluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-def _load(
-    con: Connection,
-    paths: list[str | Path] | None,
-    tokenizer: str | None,
-    fmt: str | None,
-    hash_block_size: int,
-    progress: Progress,
-    max_line_bytes: int,
-    redact: bool,
-    clusters: _Cluster,
-) -> Traffic:
-    reports: list[FileReport] = []
-    tok_report = None
-    redacted_spec = redaction_spec(con)
-    if tokenizer is None and redacted_spec is not None:
-        tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
-    if paths and clusters.engine.distributed:
-        from kvtool.tokenize.redact import check_not_mixed
-        from kvtool.traffic.ray_cluster import ray_ingest
-
-        cluster = clusters.get()
-        assert cluster is not None
-        check_not_mixed(con, redact=False)
-        reports = ray_ingest(
-            con,
-            cluster,
-            paths,
-            fmt=fmt,
-            hash_block_size=hash_block_size,
-            max_line_bytes=max_line_bytes,
-            progress=progress,
-        )
-        file_ids = sorted({r.file_id for r in reports})
-    elif paths:
-        from kvtool.tokenize.redact import ingest_logs
-
-        done = ingest_logs(
-            con,
-            paths,
-            redact=redact,
-            tokenizer=tokenizer,
-            fmt=fmt,
-            hash_block_size=hash_block_size,
-            max_line_bytes=max_line_bytes,
-            progress=progress,
-        )
-        reports, tok_report = done.files, done.tokenize
-        file_ids = sorted({r.file_id for r in reports})
-    else:
-        file_ids = all_file_ids(con)
-    if not file_ids:
-        raise WorkloadError("the database holds no ingested files; pass log files to analyze")
-    kinds = request_kinds(con, file_ids)
-    redacted = bool(redacted_files(con, file_ids))
-    bundle = None
-    signature = None
-    mode = "whole"
-    if kinds - {"hash"}:
-        from kvtool.tokenize import load_tokenizer, tokenize_requests, tokenizer_signature
-        from kvtool.tokenize.redact import check_tokenizer
-
-        if tokenizer is None and not paths:  # working on the database: its own tokenizer
-            tokenizer = last_tokenizer_spec(con)
-        bundle = load_tokenizer(tokenizer)
-        if redacted:
-            check_tokenizer(con, tokenizer_signature(bundle), bundle.spec)
-        cluster = clusters.get()
-        if cluster is not None:
-            from kvtool.tokenize.staged import tokenize_distributed
-
-            again = tokenize_distributed(con, bundle, file_ids, cluster, progress)
-        else:
-            progress.stage("tokenize", None)
-            again = tokenize_requests(
-                con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
+            cluster = clusters.get()
+            assert cluster is not None
+            check_not_mixed(con, redact=False)
+            reports = ray_ingest(
+                con,
+                cluster,
+                paths,
+                fmt=fmt,
+                hash_block_size=hash_block_size,
+                max_line_bytes=max_line_bytes,
+                progress=progress,
             )
-        if tok_report is None:
-            tok_report = again
-        else:  # the redacted ingest tokenized in memory: its pass, this selection's failures
-            tok_report.template_errors = again.template_errors
-        signature = again.signature
-        mode = again.mode
-        mark_used(con, signature, bundle.spec)
-    progress.stage("load", None)
-    wl = load_workload(con, file_ids, signature)
-    if tok_report is not None and tok_report.template_errors and not len(wl.req_ids):
-        first = tok_report.template_error_examples[0]
-        raise WorkloadError(
-            f"the chat template raised for all {tok_report.template_errors} requests it was "
-            f"given; first: {first.path}:{first.line}: {first.message}"
-        )
-    return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report, redacted)
+            file_ids = sorted({r.file_id for r in reports})
+        elif paths:
+            from kvtool.tokenize.redact import ingest_logs
+
+            done = ingest_logs(
+                con,
+                paths,
+                redact=redact,
+                tokenizer=tokenizer,
+                fmt=fmt,
+                hash_block_size=hash_block_size,
+                max_line_bytes=max_line_bytes,
+                progress=progress,
+            )
+            reports, tok_report = done.files, done.tokenize
+            file_ids = sorted({r.file_id for r in reports})
+        else:
+            file_ids = all_file_ids(con)
+        if not file_ids:
+            raise WorkloadError("the database holds no ingested files; pass log files to analyze")
+        kinds = request_kinds(con, file_ids)
+        redacted = bool(redacted_files(con, file_ids))
+        bundle = None
+        signature = None
+        mode = "whole"
+        if kinds - {"hash"}:
+            from kvtool.tokenize import load_tokenizer, tokenize_requests, tokenizer_signature
+            from kvtool.tokenize.redact import check_tokenizer
+
+            if tokenizer is None and not paths:  # working on the database: its own tokenizer
+                tokenizer = last_tokenizer_spec(con)
+            bundle = load_tokenizer(tokenizer)
+            if redacted:
+                check_tokenizer(con, tokenizer_signature(bundle), bundle.spec)
+            cluster = clusters.get()
+            if cluster is not None:
+                from kvtool.tokenize.staged import tokenize_distributed
+
+                again = tokenize_distributed(con, bundle, file_ids, cluster, progress)
+            else:
+                progress.stage("tokenize", None)
+                again = tokenize_requests(
+                    con, bundle, file_ids, progress=lambda done, total: progress.update(done, total)
+                )
+            if tok_report is None:
+                tok_report = again
+            else:  # the redacted ingest tokenized in memory: its pass, this selection's failures
+                tok_report.template_errors = again.template_errors
+            signature = again.signature
+            mode = again.mode
+            mark_used(con, signature, bundle.spec)
+        progress.stage("load", None)
+        wl = load_workload(con, file_ids, signature)
+        if tok_report is not None and tok_report.template_errors and not len(wl.req_ids):
+            first = tok_report.template_error_examples[0]
+            raise WorkloadError(
+                f"the chat template raised for all {tok_report.template_errors} requests it was "
+                f"given; first: {first.path}:{first.line}: {first.message}"
+            )
+        return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report, redacted)
 
 
 def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:

@@ -157,10 +157,14 @@ def ray_ingest(
     progress: Progress,
 ) -> list[FileReport]:
     """``ingest_paths`` on the cluster: each file parsed by one task, merged here in the order
-    given (``kvtool.ingest.staged``). The first file that fails (in that order) raises its
-    ``InputError`` after the files before it are merged, as a local ingest would."""
+    given (``kvtool.ingest.staged``); ``InputError`` first for a redacted database. The first
+    file that fails (in that order) raises its ``InputError`` after the files before it are
+    merged, as a local ingest would."""
+    from kvtool.tokenize.redact import check_not_mixed
+
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
+    check_not_mixed(con, redact=False)
     inputs = _inputs(paths)
     location = join(cluster.location, "ingest")
     items = [
@@ -197,29 +201,15 @@ def ingest_on_ray(
     engine: Executor,
     paths: Iterable[str | Path],
     *,
-    fmt: str | None,
-    hash_block_size: int,
-    max_line_bytes: int,
     redact: bool,
-    progress: Progress,
+    **options: Any,
 ) -> list[FileReport]:
-    """``kvtool ingest --engine ray``: ``ray_ingest`` on a cluster connected for this call.
-    ``OptionError`` for ``redact`` (a redacted ingest keeps the text in this process's memory)."""
-    if redact:
-        raise OptionError("redact", "runs on the local engine: the text must stay in memory")
-    from kvtool.tokenize.redact import check_not_mixed
-
-    check_not_mixed(con, redact=False)
+    """``kvtool ingest --engine ray``: ``ray_ingest`` (``options``: its ``fmt``,
+    ``hash_block_size``, ``max_line_bytes`` and ``progress``) on a cluster connected for this
+    call; ``OptionError`` for ``redact``."""
+    engine.refuse_redact(redact)
     cluster = RayCluster(engine)
     try:
-        return ray_ingest(
-            con,
-            cluster,
-            paths,
-            fmt=fmt,
-            hash_block_size=hash_block_size,
-            max_line_bytes=max_line_bytes,
-            progress=progress,
-        )
+        return ray_ingest(con, cluster, paths, **options)
     finally:
         cluster.close()
