@@ -66,7 +66,7 @@ def db(tmp_path: Path) -> tuple[str, list[int]]:
 
 
 def _trees(con) -> int:
-    return con.execute("SELECT count(*) FROM hash_trees").fetchall()[0][0]
+    return con.execute("SELECT count(*) FROM hash_tree_keys").fetchall()[0][0]
 
 
 def test_stored_tree_gives_the_rebuilt_workload(db):
@@ -89,7 +89,7 @@ def test_stored_tree_gives_the_rebuilt_workload(db):
     assert loaded.n == 102 and (loaded.end == -1).sum() == (loaded.n_tokens < B).sum() > 1
     assert len(loaded.parent) < int((loaded.depth[loaded.end[loaded.end >= 0]] + 1).sum())
     # stored ids in another order than the requests': the tree is rebuilt, never misapplied
-    con.execute("UPDATE hash_trees SET req_ids = list_reverse(req_ids)")
+    con.execute("UPDATE hash_tree_requests SET req_id = -1 - req_id")
     _equal(built, load_workload(con, ids, None))
     con.close()
 
@@ -117,7 +117,8 @@ def test_a_database_without_the_table_still_loads(db):
     path, ids = db
     con = connect(path)
     built = load_workload(con, ids, None)
-    con.execute("DROP TABLE hash_trees")  # as a database of the previous release
+    for table in ("hash_tree_keys", "hash_tree_requests", "hash_tree_nodes"):
+        con.execute(f"DROP TABLE {table}")  # as a database of an older release
     con.close()
     con = connect(path, read_only=True)  # nothing is created or stored
     _equal(built, load_workload(con, ids, None))

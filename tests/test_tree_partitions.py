@@ -41,8 +41,11 @@ def test_partitions_give_the_same_tree_renumbered():
     offsets = np.zeros(len(chains) + 1, np.int64)
     np.cumsum([len(c) for c in chains], out=offsets[1:])
     ids = np.array([x for c in chains for x in c], np.uint64)
-    whole = rooted_tree(offsets, ids, 1)
-    split = rooted_tree(offsets, ids, 5)
+    sizes = np.diff(offsets)
+    salts = np.zeros(len(chains), np.uint64)
+    salts[::7] = 12345  # a seventh of the requests in another tenant: shares nothing with them
+    whole = rooted_tree(offsets[:-1], sizes, ids, salts, 1)
+    split = rooted_tree(offsets[:-1], sizes, ids, salts, 5)
     assert len(split[1]) == len(whole[1])  # the same number of distinct blocks
     assert _canonical(*split) == _canonical(*whole)
     assert len(set(int(e) for e in split[0] if e >= 0)) > 12  # a non-trivial tree

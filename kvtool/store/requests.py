@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
+from kvtool.store.arrow import list_parts, numbers
 from kvtool.store.db import Connection, id_list, temp_table
 
 
@@ -277,18 +279,42 @@ def request_sources(con: Connection, req_ids: list[int]) -> dict[int, RequestSou
 _ORDER = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"  # processing order
 
 
-def hash_request_table(con: Connection, file_ids: list[int], blocks: bool = True) -> pa.Table:
+def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
     """Hash-trace requests of ``file_ids`` in processing order (timestamp, then file and line):
     req_id, ts, session_id, model, n_tokens, output_tokens, observed_prompt_tokens,
-    observed_cached_tokens, blocks (the hash ids; left out unless ``blocks``), file_id, tenant,
-    cache_key."""
-    ids = "r.hash_ids AS blocks, " if blocks else ""
+    observed_cached_tokens, file_id, tenant, cache_key. Their hash ids: ``hash_id_lists``."""
     return con.sql(
         f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
                    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                   {ids}r.file_id, r.tenant, r.cache_key
+                   r.file_id, r.tenant, r.cache_key
             FROM requests r WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}"""
     ).to_arrow_table()
+
+
+@dataclass(frozen=True)
+class HashIdLists:
+    """The hash ids of requests, in the order the scan met them (not processing order: sorting
+    the lists would copy them): request ``req_ids[i]``'s ids are
+    ``values[offsets[i]:offsets[i + 1]]``."""
+
+    req_ids: np.ndarray
+    offsets: np.ndarray
+    values: np.ndarray
+
+    def aligned(self, req_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, count) into ``values`` of each of ``req_ids`` (all of them present)."""
+        sorter = np.argsort(self.req_ids, kind="stable")
+        at = sorter[np.searchsorted(self.req_ids, req_ids, sorter=sorter)]
+        return self.offsets[:-1][at], np.diff(self.offsets)[at]
+
+
+def hash_id_lists(con: Connection, file_ids: list[int]) -> HashIdLists:
+    """The hash ids of the requests of ``file_ids``, without sorting them."""
+    table = con.sql(
+        f"SELECT r.req_id, r.hash_ids FROM requests r WHERE r.file_id IN ({id_list(file_ids)})"
+    ).to_arrow_table()
+    offsets, values = list_parts(table.column("hash_ids"))
+    return HashIdLists(numbers(table.column("req_id"), np.int64), offsets, values)
 
 
 def chain_request_table(con: Connection, file_ids: list[int], signature: str) -> pa.Table:

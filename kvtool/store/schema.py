@@ -54,10 +54,14 @@ Tables (one row each):
   other, found at ingest.
 - ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
   before the reusable part of it ended: position, cause, field path, tokens lost, diff text.
-- ``hash_trees``: a hash trace's block tree, built once per file set (``kvtool.store.trees``:
-  the key names the files, their digests and block size, and how the tree was built): each
-  request's id and last block node, each node's parent and depth, as BIGINT lists. A cache: created
-  when missing, in a database of any version, and rebuilt from ``requests`` whenever absent.
+- ``hash_tree_keys``, ``hash_tree_requests``, ``hash_tree_nodes``: a hash trace's block tree,
+  built once per file set (``kvtool.store.trees``: the key names the files, their digests and
+  block size, and how the tree was built): one row per request (its id and last block node, in
+  processing order) and per node (its parent and depth, in node order), and a key row, written
+  last, with both counts. A cache: created when missing, in a database of any version, and
+  rebuilt from ``requests`` whenever absent (``hash_trees``, the one-row-of-lists layout of
+  earlier releases, is dropped: storing lists of millions of values took DuckDB 7 times their
+  size in memory).
 - ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the ``--json``
   output), the files it read, policy and block size.
 - ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration, the
@@ -157,12 +161,21 @@ CREATE TABLE IF NOT EXISTS breaks (
     detail VARCHAR NOT NULL,
     diff VARCHAR NOT NULL
 );
-CREATE TABLE IF NOT EXISTS hash_trees (
+DROP TABLE IF EXISTS hash_trees;
+CREATE TABLE IF NOT EXISTS hash_tree_keys (
     key VARCHAR PRIMARY KEY,
-    req_ids BIGINT[] NOT NULL,
-    ends BIGINT[] NOT NULL,
-    parents BIGINT[] NOT NULL,
-    depths BIGINT[] NOT NULL
+    requests BIGINT NOT NULL,
+    nodes BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hash_tree_requests (
+    key VARCHAR NOT NULL,
+    req_id BIGINT NOT NULL,
+    end_node BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hash_tree_nodes (
+    key VARCHAR NOT NULL,
+    parent BIGINT NOT NULL,
+    depth BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sim_runs (
     run_id INTEGER NOT NULL,

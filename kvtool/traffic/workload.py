@@ -30,9 +30,14 @@ import xxhash
 
 from kvtool.errors import WorkloadError
 from kvtool.store import Connection
-from kvtool.store.arrow import list_parts, numbers, valid
+from kvtool.store.arrow import numbers, valid
 from kvtool.store.files import FileRow, file_rows, request_kinds
-from kvtool.store.requests import chain_request_table, hash_request_table
+from kvtool.store.requests import (
+    HashIdLists,
+    chain_request_table,
+    hash_id_lists,
+    hash_request_table,
+)
 from kvtool.store.tokenizations import block_nodes
 from kvtool.store.trees import StoredTree, load_tree, store_tree, tree_key
 
@@ -182,67 +187,60 @@ def chain_ids(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def _hash_tree(
-    table: pa.Table, digests: dict[int, str], base: int
+    table: pa.Table, lists: HashIdLists, digests: dict[int, str], base: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of hash-trace requests: full blocks only, ids salted per file (``digests``:
-    file id -> content digest) and tenant, each block keyed by its path (``chain_ids``)."""
+    file id -> content digest) and tenant, each block keyed by its path (``chain_ids``).
+    ``table``: the requests in processing order; ``lists``: their ids, read where the query
+    left them (no whole-trace copy is made)."""
     n_tokens = numbers(table.column("n_tokens"), np.int64)
-    offsets, blocks = list_parts(table.column("blocks"))
-    counts = np.diff(offsets)
+    starts, counts = lists.aligned(numbers(table.column("req_id"), np.int64))
     full = np.minimum(n_tokens // base, counts)
-    keep = np.ones(len(blocks), bool)
-    drop = counts - full
-    if drop.max(initial=0) <= 1:  # the usual case: at most the last id covers a partial block
-        keep[offsets[1:][drop == 1] - 1] = False
-    else:
-        for i in np.flatnonzero(drop):
-            keep[offsets[i] + full[i] : offsets[i + 1]] = False
-    blocks = blocks[keep]
-    del keep
-    kept_offsets = np.concatenate([[0], np.cumsum(full)]).astype(np.int64)
+    salts = _request_salts(table, digests)
+    parts = -(-int(full.sum()) // TREE_PART_IDS)
+    return rooted_tree(starts, full, lists.values.view(np.uint64), salts, parts)
+
+
+def _request_salts(table: pa.Table, digests: dict[int, str]) -> np.ndarray:
+    """Per request, the salt of its file and tenant: the xxh3-64 of the file's digest and the
+    tenant's name (empty without one), so that files and tenants never share a block."""
     files = numbers(table.column("file_id"), np.int64)
-    tenants = table.column("tenant").to_pylist()
-    names = sorted({t for t in tenants if t is not None})
-    code = {t: k for k, t in enumerate(names)}
-    tenant = np.array([code.get(t, -1) for t in tenants], np.int32)
-    groups = {(int(f), int(t)) for f, t in zip(files, tenant, strict=True)}
-    if len(groups) == 1:  # one file, one tenant: one salt for everything
-        ((fid, t),) = groups
-        salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{names[t] if t >= 0 else ''}".encode())
-        salted = mix64(blocks.view(np.uint64), salt)
-    else:
-        salted = np.empty(len(blocks), np.uint64)
-        group_of = np.repeat(files.astype(np.int64) * (len(names) + 1) + tenant + 1, full)
-        for fid, t in groups:  # one vectorized pass per file and tenant
-            mask = group_of == fid * (len(names) + 1) + t + 1
-            name = names[t] if t >= 0 else ""
-            salt = xxhash.xxh3_64_intdigest(f"{digests[fid]}\x00{name}".encode())
-            salted[mask] = mix64(blocks[mask].view(np.uint64), salt)
-    del blocks
-    return rooted_tree(kept_offsets, salted, -(-len(salted) // TREE_PART_IDS))
+    tenants = table.column("tenant").combine_chunks().dictionary_encode()
+    names = tenants.dictionary.to_pylist()
+    width = len(names) + 1
+    group = files * width + numbers(tenants.indices, np.int64, -1) + 1
+    keys, inverse = np.unique(group, return_inverse=True)
+    labels = ["", *names]  # a group's tenant index + 1: 0 for requests without a tenant
+    salt_of = np.array(
+        [
+            xxhash.xxh3_64_intdigest(f"{digests[int(k) // width]}\x00{labels[k % width]}".encode())
+            for k in keys
+        ],
+        np.uint64,
+    )
+    return salt_of[inverse.reshape(-1)]
 
 
 def rooted_tree(
-    offsets: np.ndarray, ids: np.ndarray, parts: int
+    starts: np.ndarray, sizes: np.ndarray, ids: np.ndarray, salts: np.ndarray, parts: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``tree_from_paths`` of the chains of salted block ``ids`` (``chain_ids``), built in
-    ``parts`` partitions of requests by their first block: requests with different first
-    blocks share no node, so each partition's tree is independent and its temporaries are a
-    partition's size. Nodes are numbered partition by partition (value order within one);
-    with one partition this is the whole-trace build."""
-    if parts <= 1:
-        keys = chain_ids(offsets, ids)
-        return tree_from_paths(offsets, keys.view(np.int64))
-    counts = np.diff(offsets)
-    has = counts > 0
-    root = np.zeros(len(counts), np.uint64)
-    root[has] = ids[offsets[:-1][has]]
-    part = mix64(root, 0x5EED) % np.uint64(parts)
-    del root
+    """``tree_from_paths`` of the chains (``chain_ids``) of request i's block ids
+    ``ids[starts[i]:starts[i] + sizes[i]]`` (uint64), each salted with ``salts[i]``, built in
+    ``parts`` partitions of requests by their first salted block: requests with different first
+    blocks share no node, so each partition's tree is independent, and only a partition's ids
+    are ever copied (gathered, salted, keyed, sorted). Nodes are numbered partition by
+    partition (value order within one); one partition is the whole-trace build."""
+    parts = max(1, parts)
+    has = sizes > 0
+    first = np.zeros(len(sizes), np.uint64)
+    with np.errstate(over="ignore"):
+        first[has] = ids[starts[has]] + salts[has]
+    part = mix64(first, 0x5EED) % np.uint64(parts)
+    del first
     order = np.argsort(part, kind="stable")  # request order kept within a partition
     bounds = np.searchsorted(part[order], np.arange(parts + 1, dtype=np.uint64))
     del part
-    end = np.full(len(counts), -1, np.int64)
+    end = np.full(len(sizes), -1, np.int64)
     parents: list[np.ndarray] = []
     depths: list[np.ndarray] = []
     base = 0
@@ -250,12 +248,15 @@ def rooted_tree(
         rows = order[lo:hi]
         if not len(rows):
             continue
-        sizes = counts[rows]
+        counts = sizes[rows]
         sub = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(sizes, out=sub[1:])
-        at = np.repeat(offsets[:-1][rows] - sub[:-1], sizes) + np.arange(sub[-1])
-        keys = chain_ids(sub, ids[at])
+        np.cumsum(counts, out=sub[1:])
+        at = np.repeat(starts[rows] - sub[:-1], counts) + np.arange(sub[-1])
+        with np.errstate(over="ignore"):
+            salted = ids[at] + np.repeat(salts[rows], counts)
         del at
+        keys = chain_ids(sub, mix64(salted, 0))
+        del salted
         e, parent, depth = tree_from_paths(sub, keys.view(np.int64))
         del keys
         end[rows] = np.where(e >= 0, e + base, -1)
@@ -288,14 +289,13 @@ def _stored_hash_tree(
     built from the hash ids (``_hash_tree``) and stored for the next load."""
     key = tree_key(files, base, HASH_TREE_RECIPE)
     stored = load_tree(con, key)
-    if stored is not None:
-        table = hash_request_table(con, file_ids, blocks=False)
-        if np.array_equal(stored.req_ids, numbers(table.column("req_id"), np.int64)):
-            return stored.end, stored.parent, stored.depth, table
     table = hash_request_table(con, file_ids)
-    end, parent, depth = _hash_tree(table, {f.file_id: f.digest for f in files}, base)
-    table = table.drop_columns(["blocks"])  # the largest column, no longer needed
     req_ids = numbers(table.column("req_id"), np.int64)
+    if stored is not None and np.array_equal(stored.req_ids, req_ids):
+        return stored.end, stored.parent, stored.depth, table
+    lists = hash_id_lists(con, file_ids)
+    end, parent, depth = _hash_tree(table, lists, {f.file_id: f.digest for f in files}, base)
+    del lists
     if stored is None:
         store_tree(con, key, StoredTree(req_ids, end, parent, depth))
     return end, parent, depth, table
