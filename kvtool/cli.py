@@ -565,6 +565,10 @@ def simulate_cmd(
         from kvtool.report import html as page
 
         _wrote(_run(lambda: page.write_simulation(html, out)))
+    for hint in out["suggestions"]:  # advice: printed, never a failed run
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold cyan]kvtool: hint:[/] {escape(hint)}", highlight=False
+        )
     _warn(out["warnings"])
 
 

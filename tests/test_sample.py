@@ -8,6 +8,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from typer.testing import CliRunner
 from workloads import token_workload
@@ -133,12 +134,19 @@ def test_a_large_trace_gets_the_suggestion_to_sample(conversation_x6, monkeypatc
     from kvtool.simulate import run
 
     config = SimConfig(concurrency=1)
-    assert not simulate(None, db=conversation_x6, blocks=[1000], config=config).warnings
+    assert not simulate(None, db=conversation_x6, blocks=[1000], config=config).suggestions
     monkeypatch.setattr(run, "SUGGEST_SAMPLE_LOOKUPS", 1000)  # the trace has about 1.6 M
-    (warning,) = simulate(None, db=conversation_x6, blocks=[1000], config=config).warnings
-    assert "--sample 0.01" in warning and "block lookups" in warning
+    result = simulate(None, db=conversation_x6, blocks=[1000], config=config)
+    (hint,) = result.suggestions
+    assert "--sample 0.01" in hint and "block lookups" in hint
+    assert not result.warnings  # advice, not a warning: the command line exits 0
+    got = CliRunner().invoke(
+        app, ["simulate", "--db", str(conversation_x6), "--blocks", "1000", "--json"]
+    )
+    assert got.exit_code == 0 and "kvtool: hint:" in got.stderr and "--sample 0.01" in got.stderr
+    assert orjson.loads(got.stdout)["suggestions"] == [hint]
     sampled = SimConfig(concurrency=1, sample=0.5)
-    assert not simulate(None, db=conversation_x6, blocks=[1000], config=sampled).warnings
+    assert not simulate(None, db=conversation_x6, blocks=[1000], config=sampled).suggestions
 
 
 def test_pooled_counts_a_salt_that_hit_nothing():

@@ -344,6 +344,7 @@ class SimulateResult(JsonView):
     window: Window | None = None
     warnings: tuple[str, ...] = ()
     ideal_hit_rate_prompt_only: float | None = None
+    suggestions: tuple[str, ...] = ()
 
     @property
     def point(self) -> SimPoint:
@@ -373,6 +374,7 @@ class SimulateResult(JsonView):
             "trace_kind": self.trace_kind,
             "hash_identity": self.hash_identity,
             "warnings": list(self.warnings),
+            "suggestions": list(self.suggestions),
             "duration_s": self.duration_s,
             "warmup": None if self.window is None else self.window.to_json(),
             "ideal_hit_rate": self.ideal_hit_rate,

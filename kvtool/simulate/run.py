@@ -228,7 +228,8 @@ def simulate(
                 ),
                 provider=report,
                 window=window if warmup is not None else None,
-                warnings=(*traffic.warnings, *_suggest_sample(lookups, len(grid), config)),
+                warnings=tuple(traffic.warnings),
+                suggestions=tuple(_suggest_sample(lookups, len(grid), config)),
             )
             body = result.to_json()
             run_id = insert_sim_run(
@@ -293,7 +294,8 @@ sweep minutes, where a 1% sample with three salts simulates 3% of the lookups.""
 
 
 def _suggest_sample(lookups: int, points: int, config: SimConfig) -> list[str]:
-    """The warning that suggests ``--sample`` for a large trace (none when sampling)."""
+    """The suggestion to use ``--sample`` for a large trace (none when sampling): advice, not a
+    warning, so a run that gets it still succeeds."""
     if config.sample is not None or lookups <= SUGGEST_SAMPLE_LOOKUPS:
         return []
     return [
