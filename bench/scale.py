@@ -108,7 +108,10 @@ def measure(n: int, parts: int, ray: bool, keep: bool) -> list[Row]:
         commands.append(
             ("ingest --engine ray", ["ingest", *files, "--db", str(ray_db), *ray_args, "--json"])
         )
-    rows = [Row(n, name, *run(*args)) for name, args in commands]
+    rows = []
+    for name, args in commands:
+        rows.append(Row(n, name, *run(*args)))
+        show(rows[-1])
     if not keep:
         for path in [*files, db, ray_db]:
             Path(path).unlink(missing_ok=True)
@@ -129,8 +132,17 @@ def measure_chat(sessions: int, ray: bool) -> list[Row]:
         db = OUT / f"agent_{sessions}_{len(extra)}.duckdb"
         db.unlink(missing_ok=True)
         rows.append(Row(n, name, *run("analyze", str(log), "--db", str(db), "--json", *extra)))
+        show(rows[-1])
         db.unlink()
     return rows
+
+
+def show(r: Row) -> None:
+    print(
+        f"{r.requests:>10,} {r.command:26} {r.seconds:9.2f} "
+        f"{1000 * r.seconds / r.requests:10.3f} {r.rss_mb:11,.0f}",
+        flush=True,
+    )
 
 
 def table(rows: list[Row]) -> str:
@@ -243,13 +255,7 @@ def main() -> None:
             *(lambda n=n: measure(n, args.shards, args.ray, args.keep) for n in sizes),
             *([lambda: measure_chat(args.chat, args.ray)] if args.chat else []),
         ):
-            for r in got():
-                rows.append(r)
-                print(
-                    f"{r.requests:>10,} {r.command:26} {r.seconds:9.2f} "
-                    f"{1000 * r.seconds / r.requests:10.3f} {r.rss_mb:11,.0f}",
-                    flush=True,
-                )
+            rows.extend(got())  # each row is shown as it is measured
     finally:
         if args.ray:
             subprocess.run([ray, "stop", "--force"], capture_output=True)
