@@ -182,6 +182,14 @@ def test_simulate_uses_the_compiled_engine_where_it_is_exact(tmp_path):
     assert not supports(config, [Tier("hbm", 10), Tier("dram", 100)], 100)
     assert not supports(SimConfig(policy="fifo", replicas=2), [Tier("hbm", 10)], 100)
     assert not supports(SimConfig(policy="belady_bypass"), [Tier("hbm", 10)], 100)
+    # 10M requests: LRU and FIFO stay compiled (a 10M trace fell back to Python: 323 s against
+    # about 20 s); LFU and Belady pack a request count into a rank, which caps them at 4M
+    for policy in ("lru", "fifo", "arc", "s3fifo"):
+        assert supports(SimConfig(policy=policy), [Tier("hbm", 10)], 10_000_000, 230_000_000)
+    for policy in ("lfu", "belady"):
+        assert not supports(SimConfig(policy=policy), [Tier("hbm", 10)], 10_000_000)
+        assert supports(SimConfig(policy=policy), [Tier("hbm", 10)], 4_000_000)
+    assert not supports(config, [Tier("hbm", 10)], 100, 1 << 31)  # int32 block links
 
 
 def test_ideal_in_one_stream_pass_equals_the_block_tree(traces, monkeypatch):

@@ -34,17 +34,23 @@ POLICY_CODES = {
     "belady": 7,
 }
 CHUNK = 8192  # requests per kernel call: progress between calls
+RANKED = frozenset({"lfu", "belady"})  # the policies whose blocks carry a packed rank
 MAX_REQUESTS = 1 << 22  # ranks pack (head, counter) into one int64: heads stay below 2**23
+MAX_LOOKUPS = (1 << 31) - 1  # a block's list links are int32
 
 
-def supports(config: SimConfig, tiers: list[Tier], n_requests: int) -> bool:
-    """Whether ``run_compiled`` reproduces the Python engine for this configuration."""
+def supports(config: SimConfig, tiers: list[Tier], n_requests: int, n_lookups: int = 0) -> bool:
+    """Whether ``run_compiled`` reproduces the Python engine for this configuration: any
+    number of requests for the unranked policies, fewer than ``MAX_REQUESTS`` for LFU and
+    Belady (their rank's head counts requests), and fewer block lookups than an int32 link
+    can name (``n_lookups`` bounds the distinct blocks)."""
     return (
         k.library() is not None
         and config.policy in POLICY_CODES
         and len(tiers) == 1
         and config.replicas == 1
-        and n_requests < MAX_REQUESTS
+        and (config.policy not in RANKED or n_requests < MAX_REQUESTS)
+        and n_lookups < MAX_LOOKUPS
     )
 
 
@@ -138,7 +144,7 @@ def run_compiled(
     """``Engine(tiers, config=config).run(offsets, blocks, ...)`` for a configuration that
     ``supports`` (arguments as there; ``config.block_size`` resolved)."""
     B = config.block_size
-    assert B is not None and supports(config, tiers, len(n_tokens))
+    assert B is not None and supports(config, tiers, len(n_tokens), len(blocks))
     code = POLICY_CODES[config.policy]
     n_req = len(n_tokens)
     stream = np.ascontiguousarray(blocks, np.int64)

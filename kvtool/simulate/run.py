@@ -353,7 +353,7 @@ def _point_runs(
         else:
             tick = (lambda d, t: progress.update(d, t)) if len(grid) == 1 else None
             requests = (offsets, stream, wl.n_tokens, wl.ts, wl.output_tokens, nu)
-            if config.compiled and supports(config, tiers, wl.n):
+            if config.compiled and supports(config, tiers, wl.n, len(stream)):
                 result = run_compiled(tiers, config, *requests, tick, count_from=window.start)
             else:
                 engine = Engine(tiers, config=config, kv_bytes_per_token=kv)
