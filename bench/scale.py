@@ -3,8 +3,8 @@
 For each size N (``--sizes``, default 10k, 100k and 1M requests; add 10000000 for the 10M
 row: about 20 minutes, 11 GB of memory and 6 GB of disk), a hash trace of N requests is written
 from the bundled Mooncake conversation trace (repeated, ids and timestamps offset per copy, the
-last copy cut), as ``--shards`` files (4: log rotation, what lets the Ray engine parse in parallel), and run
-through kvtool as a user runs it, each command a subprocess:
+last copy cut), as ``--shards`` files (4: log rotation, what lets the Ray engine parse in
+parallel), and run through kvtool as a user runs it, each command a subprocess:
 
 1. ``kvtool ingest SHARDS --db DB``;
 2. ``kvtool analyze --db DB --json``;
