@@ -40,7 +40,7 @@ import orjson
 from kvtool.progress import NullProgress
 from kvtool.simulate.sweep import lru_curve
 from kvtool.store import connect
-from kvtool.store.requests import hash_request_table
+from kvtool.store.requests import hash_id_lists, hash_request_table
 from kvtool.traffic import load_traffic
 from kvtool.traffic.workload import chain_ids
 
@@ -117,13 +117,16 @@ def load_trace(path: Path, db: Path) -> Trace:
             con, paths=[path], tokenizer=None, fmt=None, hash_block_size=B, progress=NullProgress()
         )
         table = hash_request_table(con, traffic.file_ids)
+        lists = hash_id_lists(con, traffic.file_ids)
     finally:
         con.close()
-    col = table.column("blocks").combine_chunks()
-    offsets = col.offsets.to_numpy().astype(np.int64)
-    ids = col.values.to_numpy(zero_copy_only=False).astype(np.int64)[offsets[0] : offsets[-1]]
+    req_ids = table.column("req_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    starts, counts = lists.aligned(req_ids)  # each request's ids, in processing order
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    ids = lists.values[np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])]
     n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
-    return trace_from_ids(offsets - offsets[0], ids, n_tokens, B)
+    return trace_from_ids(offsets, ids, n_tokens, B)
 
 
 @dataclass
