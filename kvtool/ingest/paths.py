@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kvtool.errors import InputError
 from kvtool.ingest.reader import STDIN
+from kvtool.store.parquet import is_url
 
 _TEXT = (".jsonl", ".ndjson", ".json", ".csv")
 LOG_SUFFIXES = (*_TEXT, *(s + c for s in _TEXT for c in (".gz", ".zst")), ".parquet")
@@ -69,11 +70,6 @@ def _glob(pattern: str) -> list[Path]:
     if not found:
         raise InputError(f"{pattern}: no files match")
     return found
-
-
-def is_url(given: str | Path) -> bool:
-    """Whether an input names an object by URL (a string with ``://``)."""
-    return isinstance(given, str) and "://" in given
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path | str]:

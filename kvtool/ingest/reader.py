@@ -56,6 +56,7 @@ from kvtool.errors import InputError, OptionError
 from kvtool.ingest.decode import READ_CHUNK, Decoded
 from kvtool.ingest.line import RAW_KEPT, Line, one_line
 from kvtool.ingest.tables import CsvRows, ParquetRows
+from kvtool.store.parquet import is_url, resolve
 
 DEFAULT_MAX_LINE_BYTES = 64 << 20  # 64 MiB: the longest line kept; longer ones are rejected
 SAMPLE_LINES = 50  # records buffered for format detection
@@ -457,10 +458,8 @@ def open_input(
     if name == STDIN:
         yield InputStream(sys.stdin.buffer, "<stdin>", max_line_bytes, progress)
         return
-    if isinstance(path, str) and "://" in path:  # an object-store URL, read through pyarrow
+    if is_url(path):  # an object-store URL, read through pyarrow
         import pyarrow as pa
-
-        from kvtool.store.parquet import resolve
 
         fs, inside = resolve(path)
         try:

@@ -42,7 +42,7 @@ from kvtool.ingest.formats.registry import (
     detect_format,
     normalizer,
 )
-from kvtool.ingest.paths import expand_paths, is_url
+from kvtool.ingest.paths import expand_paths
 from kvtool.ingest.reader import (
     DEFAULT_MAX_LINE_BYTES,
     STDIN,
@@ -63,6 +63,7 @@ from kvtool.store.files import (
     insert_requests,
     set_synthetic_ids,
 )
+from kvtool.store.parquet import is_url
 
 PENDING = "\x00pending:"  # synthetic ids until the file's identity is known
 BATCH = 1024  # rows buffered per flush; bounds memory, raw lines are kept until then

@@ -9,23 +9,29 @@ lazily, so neither side holds a whole table.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from kvtool.errors import InputError
 
+if TYPE_CHECKING:  # imported where used: pyarrow.dataset alone takes 0.4 s to import
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
 
-def is_url(location: str) -> bool:
-    """Whether ``location`` names a filesystem by scheme (``s3://...``) rather than a path."""
-    return "://" in location
+
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` names an object by URL (a string with ``s3://``, ``file://``...)
+    rather than a path (a ``Path`` never is one: it would have lost a slash)."""
+    return isinstance(location, str) and "://" in location
 
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of ``location`` and the path inside it; ``InputError`` when pyarrow does
     not know the scheme or cannot reach it."""
+    import pyarrow.fs as pafs
+
     if not is_url(location):
         return pafs.LocalFileSystem(), location
     try:
@@ -43,6 +49,8 @@ def write_batches(
     location: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch | pa.Table]
 ) -> int:
     """Write ``batches`` as one Parquet file at ``location`` (parents created); returns rows."""
+    import pyarrow.parquet as pq
+
     fs, path = resolve(location)
     parent = path.rsplit("/", 1)[0]
     if parent and parent != path:
@@ -62,6 +70,9 @@ def write_batches(
 def read_dataset(location: str, schema: pa.Schema) -> pads.Dataset:
     """The Parquet files under ``location`` (a file or a directory, recursively) as one
     dataset of ``schema``; empty when nothing is there."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
     fs, path = resolve(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -71,6 +82,8 @@ def read_dataset(location: str, schema: pa.Schema) -> pads.Dataset:
 
 def remove(location: str) -> None:
     """Delete ``location`` (a directory tree or file) if it exists."""
+    import pyarrow.fs as pafs
+
     fs, path = resolve(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.Directory:

@@ -25,7 +25,6 @@ from typing import Protocol
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kvtool.errors import InputError
 from kvtool.progress import Progress
@@ -124,7 +123,7 @@ def tokenize_partition(item: dict) -> dict:
     del table
     encoder = bundle.encoder
     tokens0, segments0 = encoder.tokens_encoded, encoder.segments_encoded
-    requests = logical = 0
+    counted = TokenizeReport(signature=signature, template=template.id)
     for i, batch in enumerate(
         chain_batches(rows, lambda keys: bodies, signature, template, encoder, item["mode"])
     ):
@@ -138,12 +137,11 @@ def tokenize_partition(item: dict) -> dict:
             }
         )
         write_batches(join(location, "failures", out), FAILURE_SCHEMA, [failures])
-        requests += len(batch.chains)
-        logical += int(pc.sum(batch.chains["n_tokens"]).as_py() or 0)
+        counted.add(batch)
     return PartitionReport(
         part,
-        requests,
-        logical,
+        counted.requests,
+        counted.logical_tokens,
         encoder.tokens_encoded - tokens0,
         encoder.segments_encoded - segments0,
     ).to_item()

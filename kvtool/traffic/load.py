@@ -112,13 +112,10 @@ def load_traffic(
         redacted_spec = redaction_spec(con)
         if tokenizer is None and redacted_spec is not None:
             tokenizer = redacted_spec  # a redacted database has only the tokenizer of its ingest
-        if paths and clusters.engine.distributed:
-            from kvtool.tokenize.redact import check_not_mixed
+        cluster = clusters.get() if paths else None  # None: the local engine
+        if cluster is not None:
             from kvtool.traffic.ray_cluster import ray_ingest
 
-            cluster = clusters.get()
-            assert cluster is not None
-            check_not_mixed(con, redact=False)
             reports = ray_ingest(
                 con,
                 cluster,

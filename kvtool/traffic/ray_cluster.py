@@ -77,7 +77,6 @@ class RayCluster:
         base = engine.staging or tempfile.mkdtemp(prefix="kvtool-ray-")
         self.location = join(base, f"run-{os.getpid()}-{id(self):x}")
         self.parts = engine.parts or PARTS_PER_CPU * max(1, cpus)
-        self.cpus = cpus
 
     def map(self, fn: Callable[[dict], dict], items: Iterable[dict]) -> Iterator[dict]:
         """``fn`` over ``items``, one Ray Data block (and task) per item, results as they
