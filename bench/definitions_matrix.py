@@ -42,7 +42,7 @@ from kvtool.simulate.sweep import lru_curve
 from kvtool.store import connect
 from kvtool.store.requests import hash_id_lists, hash_request_table
 from kvtool.traffic import load_traffic
-from kvtool.traffic.workload import chain_ids
+from kvtool.traffic.tree import chain_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 B = 512

@@ -38,7 +38,7 @@ from kvtool.tokenize import chain_blocks
 from kvtool.traffic import Workload, base_hit_blocks, ideal_hits, passes, runs
 from kvtool.traffic.ideal import output_hit_blocks
 from kvtool.traffic.output_blocks import output_paths
-from kvtool.traffic.workload import tree_from_paths
+from kvtool.traffic.tree import tree_from_paths
 
 B = 32
 

@@ -20,7 +20,8 @@ from kvtool.store import connect
 from kvtool.store.arrow import numbers, valid
 from kvtool.store.files import file_rows
 from kvtool.store.trees import load_tree, tree_key
-from kvtool.traffic.workload import HASH_TREE_RECIPE, Workload, load_workload
+from kvtool.traffic.hash_tree import HASH_TREE_RECIPE
+from kvtool.traffic.workload import Workload, load_workload
 
 B = 16
 

@@ -333,3 +333,16 @@ def test_kvtool_connections_never_install_or_load_extensions(tmp_path):
         assert con.execute(sql).fetchall() == off
     with connect(":memory:") as con:
         assert con.execute(sql).fetchall() == off
+
+
+def test_kvtool_connections_draw_no_duckdb_progress_bar(tmp_path):
+    """DuckDB draws its progress bar on stdout for a query over 2 s: on a 10M-request trace
+    that landed inside ``--json`` output. Every kvtool connection turns it off."""
+    db = tmp_path / "kv.duckdb"
+    sql = "SELECT current_setting('enable_progress_bar')"
+    with connect(db) as con:
+        assert con.execute(sql).fetchall() == [(False,)]
+    with connect(db, read_only=True) as con:
+        assert con.execute(sql).fetchall() == [(False,)]
+    with connect(":memory:") as con:
+        assert con.execute(sql).fetchall() == [(False,)]

@@ -6,11 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from kvtool.analyze import analyze
+from kvtool import ingest
+from kvtool.analyze import analyze, summarize
 from kvtool.simulate import SimConfig, simulate
-from kvtool.traffic import workload
-from kvtool.traffic.workload import rooted_tree
+from kvtool.store import connect
+from kvtool.store.arrow import numbers
+from kvtool.store.files import all_file_ids, file_rows
+from kvtool.store.requests import hash_request_table
+from kvtool.traffic import hash_tree, measurement_window, parse_warmup
+from kvtool.traffic.tree import rooted_tree
+from kvtool.traffic.workload import load_parts
 
 MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
 
@@ -51,15 +58,90 @@ def test_partitions_give_the_same_tree_renumbered():
     assert len(set(int(e) for e in split[0] if e >= 0)) > 12  # a non-trivial tree
 
 
-def test_analyze_and_simulate_agree_with_small_partitions(tmp_path, monkeypatch):
-    trace = MOONCAKE / "conversation_trace.jsonl.gz"
+@pytest.mark.parametrize(
+    ("trace", "parts"),
+    [("synthetic_trace.jsonl.gz", 12), ("conversation_trace.jsonl.gz", 1)],
+)
+def test_analyze_and_simulate_agree_with_small_partitions(tmp_path, monkeypatch, trace, parts):
+    """Partitions change node numbers, never the figures: analyze and simulate agree with one
+    partition. And analyze, which merges the figures of each stored partition
+    (``kvtool.analyze.summary``), equals the one-pass summary of the same tree: numbers, top
+    prefixes, charts and per-request arrays, with and without a warm-up. The synthetic trace's
+    requests start with 2,211 different blocks; every request of the conversation trace starts
+    with the same one, so it is one partition however small they are asked to be."""
     config = SimConfig(policy="lru")
     results = []
-    for name, ids in (("whole", 1 << 40), ("parts", 20_000)):  # 20k ids: about 15 partitions
-        monkeypatch.setattr(workload, "TREE_PART_IDS", ids)
+    for name, ids in (("whole", 1 << 40), ("parts", 10_000)):
+        monkeypatch.setattr(hash_tree, "TREE_PART_IDS", ids)
         db = tmp_path / f"{name}.duckdb"
-        summary = analyze([trace], db=db).to_json()
+        summary = analyze([MOONCAKE / trace], db=db, top=25).to_json()
         sim = simulate(db=db, blocks=[1000, 4000, 16000], config=config).to_json()
         results.append((summary, sim["points"]))
     assert results[1] == results[0]
-    assert 0 < results[0][1][0]["token_hit_rate"] < results[0][1][2]["token_hit_rate"]
+    summary, points = results[0]
+    assert 0 < points[0]["token_hit_rate"] < points[2]["token_hit_rate"]
+    assert len(summary["top_prefixes"]) == 25
+    con = connect(tmp_path / "parts.duckdb", read_only=True)
+    loaded = load_parts(con, all_file_ids(con), None)
+    assert loaded.parts == parts
+    assert sum(len(p.rows) for p in loaded) == loaded.head.n == summary["requests"]
+    whole = loaded.whole()
+    for warmup in (None, 0.3):
+        window = measurement_window(whole, None if warmup is None else parse_warmup(warmup))
+        one = summarize(whole, 512, charts=True, top=25, window=window)
+        merged = summarize(loaded.head, 512, charts=True, top=25, window=window, parts=loaded)
+        assert merged.to_json() == one.to_json()
+        assert len(one.charts["prefix_tree"]) >= 40
+        assert [vars(p) for p in merged.prefixes] == [vars(p) for p in one.prefixes]
+        a, b = merged.per_request, one.per_request
+        for field in ("session_code", "cached_tokens", "within_session_tokens"):
+            assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert one.requests == summary["requests"] - int(0.3 * summary["requests"])
+    con.close()
+
+
+def test_stored_partitions_are_the_in_memory_tree(tmp_path, monkeypatch):
+    """The tree built from spilled partitions and stored equals the whole-trace build that a
+    database which cannot store a tree gets, node for node."""
+    monkeypatch.setattr(hash_tree, "TREE_PART_IDS", 10_000)
+    db = tmp_path / "t.duckdb"
+    ingest([MOONCAKE / "synthetic_trace.jsonl.gz"], db=db)
+    con = connect(db)
+    files = all_file_ids(con)
+    stored = load_parts(con, files, None)
+    whole = stored.whole()
+    table = hash_request_table(con, files)
+    digests = {f.file_id: f.digest for f in file_rows(con, files)}
+
+    def col(name: str) -> np.ndarray:
+        return numbers(table.column(name), np.int64)
+
+    plan = hash_tree.Plan(
+        col("req_id"),
+        col("n_tokens"),
+        col("first_id"),
+        col("n_ids"),
+        col("file_id"),
+        table.column("tenant"),
+        digests,
+        512,
+    )
+    end, parent, depth = hash_tree.build_in_memory(con, files, plan)
+    assert np.array_equal(whole.end, end)
+    assert np.array_equal(whole.parent, parent)
+    assert np.array_equal(whole.depth, depth)
+    # each partition is the whole tree's nodes node_base.. with parents inside it
+    assert stored.parts > 1
+    for part in stored:
+        n = len(part.wl.parent)
+        assert np.array_equal(
+            part.wl.parent,
+            np.where(
+                parent[part.node_base : part.node_base + n] >= 0,
+                parent[part.node_base : part.node_base + n] - part.node_base,
+                -1,
+            ),
+        )
+        assert part.wl.parent.max(initial=-1) < n
+        assert np.array_equal(part.wl.req_ids, whole.req_ids[part.rows])
+    con.close()

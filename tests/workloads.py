@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from kvtool.tokenize import chain_blocks
-from kvtool.traffic.workload import Workload, tree_from_paths
+from kvtool.traffic.tree import tree_from_paths
+from kvtool.traffic.workload import Workload
 
 
 def token_workload(seqs: list[list[int]], sessions=None, ts=None, cache_keys=None) -> Workload:

@@ -15,25 +15,16 @@ import numpy as np
 
 from kvtool.analyze import redacted
 from kvtool.analyze.breaks import BreakSummary, detect_breaks, store_breaks, summarize_breaks
-from kvtool.analyze.distributions import prefix_tree, prompt_lengths, reuse_gaps, timeline
 from kvtool.analyze.losses import break_losses
-from kvtool.analyze.prefix import (
-    Prefix,
-    assign_sessions,
-    infer_parents,
-    reuse_within,
-    top_prefixes,
-    within_session,
-    working_set_blocks,
-)
+from kvtool.analyze.prefix import Prefix
 from kvtool.analyze.result import (
     AnalyzeOptions,
     AnalyzeResult,
-    OutputCaching,
     RequestFigures,
     TopPrefix,
     WorkloadSummary,
 )
+from kvtool.analyze.summary import BLOCK_SIZES, summarize
 from kvtool.errors import OptionError, WorkloadError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES
 from kvtool.progress import NullProgress, Progress
@@ -44,25 +35,14 @@ from kvtool.tokenize import request_token_ids
 from kvtool.traffic import (
     PRICE_INPUT,
     Executor,
-    Passes,
     Traffic,
-    Window,
-    Workload,
     as_executor,
-    base_hit_blocks,
-    caches_outputs,
-    ideal_hits,
     kv_shape_name,
     load_traffic,
     measurement_window,
-    output_blocks,
-    output_hit_blocks,
     parse_warmup,
-    passes,
-    runs,
 )
 
-BLOCK_SIZES = (16, 64, 256, 512)
 PREVIEW_CHARS = 48
 
 __all__ = [
@@ -87,131 +67,6 @@ def _preview(text: str) -> tuple[str, str]:
     if len(flat) <= 2 * PREVIEW_CHARS + 3:
         return flat, tail
     return f"{flat[:PREVIEW_CHARS]} … {tail}", tail
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return float(num / den) if den else None
-
-
-def summarize(
-    wl: Workload,
-    block_size: int,
-    kv_bytes_per_token: int | None = None,
-    charts: bool = False,
-    top: int = 10,
-    window: Window | None = None,
-    output_cache: bool = True,
-) -> WorkloadSummary:
-    """The workload's figures at ``block_size`` (no I/O): ``WorkloadSummary`` with the ``top``
-    most valuable prefixes and, with ``charts``, the report's distributions. With a ``window``
-    (``kvtool.traffic.measurement_window``) the cache sees every request and the figures count
-    the requests after its warm-up. ``output_cache``: output blocks count as cached
-    (``kvtool.traffic.output_blocks``; the figures say which in ``output_caching``).
-    ``WorkloadError`` when ``block_size`` is not a multiple of the workload's base block size."""
-    if block_size % wl.base:
-        raise WorkloadError(
-            f"block_size {block_size} is not a multiple of the trace's block size {wl.base}"
-        )
-    rs = runs(wl)
-    ps = passes(wl, rs)
-    sessions = assign_sessions(wl, infer_parents(wl, rs, ps))
-    prompt_hits = base_hit_blocks(wl, rs, ps)
-    outputs = output_blocks(wl)
-    with_output = output_hit_blocks(wl, rs, ps, outputs)
-    base_hits = with_output.base_hits if output_cache else prompt_hits
-    # reuse times: since the latest request that used a block or wrote it as output
-    src = Passes(ps.run, ps.req, with_output.source) if output_cache else ps
-    # a hash trace's ids cannot be split: its own block size and the one asked for (a multiple)
-    listed = (wl.base,) if wl.kind == "hash" else BLOCK_SIZES
-    sizes = tuple(sorted({*listed, block_size}))
-    first = 0 if window is None else window.start  # requests first.. are counted
-    prompt_tokens = int(wl.n_tokens[first:].sum())
-    by_size = {}
-    for B in sizes:
-        hits_b = ideal_hits(wl, rs, ps, base_hits, B)
-        by_size[str(B)] = _ratio(int(hits_b.cached_tokens[first:].sum()), prompt_tokens)
-        if B == block_size:
-            hits = hits_b
-    cached = int(hits.cached_tokens[first:].sum())
-    other = ideal_hits(
-        wl, rs, ps, prompt_hits if output_cache else with_output.base_hits, block_size
-    )
-    other_cached = int(other.cached_tokens[first:].sum())
-    with_cached, prompt_cached = (cached, other_cached) if output_cache else (other_cached, cached)
-    k = block_size // wl.base
-    out_owner = np.repeat(np.arange(wl.n), np.diff(outputs.offsets))
-    out_full = (wl.depth[outputs.nodes] + 1) % k == 0
-    caching = OutputCaching(
-        enabled=output_cache,
-        applies=caches_outputs(wl),
-        ideal_hit_rate_with_output=_ratio(with_cached, prompt_tokens),
-        ideal_hit_rate_prompt_only=_ratio(prompt_cached, prompt_tokens),
-        cached_tokens_added=with_cached - prompt_cached,
-        output_block_tokens=int((out_full & (out_owner >= first)).sum()) * block_size,
-    )
-    split = within_session(ps, sessions.code)
-    within_pass = split.within
-    if output_cache:  # a stretch first cached by an output of the same session is within it
-        s = np.maximum(src.prev, 0)
-        within_pass = within_pass | ((src.prev >= 0) & (sessions.code[s] == sessions.code[ps.req]))
-    within_blocks = np.bincount(
-        ps.req[within_pass], hits.cached_blocks[within_pass], minlength=wl.n
-    ).astype(np.int64)
-    within = int(within_blocks[first:].sum()) * block_size
-    distinct = working_set_blocks(rs, ps, hits.k)
-    observed = ~np.isnan(wl.observed_prompt) & ~np.isnan(wl.observed_cached)
-    observed[:first] = False
-    codes = sessions.code[first:]
-    obs_prompt = float(wl.observed_prompt[observed].sum())
-    chart_data = None
-    if charts:
-        chart_data = {
-            "timeline": timeline(wl.ts, wl.n_tokens, hits.cached_tokens),
-            "prompt_lengths": prompt_lengths(wl.n_tokens),
-            "reuse_gaps": reuse_gaps(src, hits, wl.ts),
-            "prefix_tree": prefix_tree(wl, rs, ps, split.sessions_per_run),
-        }
-    return WorkloadSummary(
-        requests=wl.n - first,
-        sessions=int(len(np.unique(codes))),
-        sessions_inferred=int(len(np.unique(codes[codes < 0]))),
-        prompt_tokens=prompt_tokens,
-        output_tokens=int(wl.output_tokens[first:].sum()),
-        block_size=block_size,
-        cached_tokens=cached,
-        ideal_hit_rate=_ratio(cached, prompt_tokens),
-        ideal_hit_rate_by_block_size=by_size,
-        output_caching=caching,
-        within_session_tokens=within,
-        cross_session_tokens=cached - within,
-        reuse_within=reuse_within(src, hits, wl.ts, first),
-        working_set_tokens=distinct * block_size,
-        kv_bytes_per_token=kv_bytes_per_token,
-        working_set_gb=(
-            distinct * block_size * kv_bytes_per_token / 1e9 if kv_bytes_per_token else None
-        ),
-        observed_requests=int(observed.sum()),
-        observed_hit_rate=_ratio(float(wl.observed_cached[observed].sum()), obs_prompt),
-        predicted_hit_rate_on_observed=_ratio(
-            float(hits.cached_tokens[observed].sum()), float(wl.n_tokens[observed].sum())
-        ),
-        charts=chart_data,
-        prefixes=top_prefixes(wl, rs, ps, split.sessions_per_run, hits.k, limit=top),
-        per_request=RequestFigures(
-            req_id=wl.req_ids,
-            ts=wl.ts,
-            session=wl.session,
-            session_code=sessions.code,
-            n_tokens=wl.n_tokens,
-            cached_tokens=hits.cached_tokens,
-            within_session_tokens=within_blocks * block_size,
-            output_tokens=wl.output_tokens,
-            observed_prompt_tokens=wl.observed_prompt,
-            observed_cached_tokens=wl.observed_cached,
-            first_counted=first,
-        ),
-        window=window,
-    )
 
 
 def analyze(
@@ -293,7 +148,7 @@ def _analyze(
         redact=redact,
         engine=engine,
     )
-    wl = traffic.wl
+    wl = traffic.tree.head  # the requests; the tree is read by partitions
     progress.stage("analyze", None)
     model_name, kv_bytes = kv_shape_name(opts.model, wl)
     # hash traces: their own block size; text logs: vLLM's GPU default
@@ -304,7 +159,9 @@ def _analyze(
         )
     warmup = None if opts.warmup is None else parse_warmup(opts.warmup)
     window = measurement_window(wl, warmup)
-    summary = summarize(wl, block_size, kv_bytes, opts.charts, opts.top, window, opts.output_cache)
+    summary = summarize(
+        wl, block_size, kv_bytes, opts.charts, opts.top, window, opts.output_cache, traffic.tree
+    )
     if summary.charts is not None:
         _label_tree(con, traffic, summary.charts["prefix_tree"])
     breaks = None
@@ -314,12 +171,12 @@ def _analyze(
         oc = opts.output_cache  # breaks are priced under the ideal's semantics
         if traffic.redacted:
             found = redacted.detect_breaks(
-                con, wl, traffic.signature, block_size, step, output_cache=oc
+                con, traffic.wl, traffic.signature, block_size, step, output_cache=oc
             )
         else:
             found = detect_breaks(
                 con,
-                wl,
+                traffic.wl,
                 traffic.bundle,
                 traffic.mode,
                 block_size,

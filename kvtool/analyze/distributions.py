@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvtool.analyze.prefix import first_requests, reuse_gap_tokens
+from kvtool.analyze.prefix import ReuseGaps, first_requests, reuse_gap_tokens
 from kvtool.traffic import Hits, Passes, Runs, Workload
 
 # time-bin widths in seconds, smallest first: the first one giving at most MAX_BINS bins wins
@@ -67,7 +67,11 @@ def prompt_lengths(n_tokens: np.ndarray) -> dict:
 
 def reuse_gaps(ps: Passes, hits: Hits, ts: np.ndarray) -> dict:
     """Cached tokens by the time since their previous use (log bins of seconds, from 1 ms)."""
-    gaps = reuse_gap_tokens(ps, hits, ts)
+    return reuse_histogram(reuse_gap_tokens(ps, hits, ts))
+
+
+def reuse_histogram(gaps: ReuseGaps) -> dict:
+    """``reuse_gaps`` of the cached stretches ``gaps``."""
     known = ~np.isnan(gaps.seconds)
     out = log_histogram(np.maximum(gaps.seconds[known], MIN_GAP_S), gaps.tokens[known])
     out["unknown_tokens"] = int(gaps.tokens[~known].sum())

@@ -168,11 +168,15 @@ class Sessions:
     inferred: int
 
 
-def assign_sessions(wl: Workload, parents: np.ndarray) -> Sessions:
-    """Logged ids where present, else the session of the inferred parent, else a new one."""
-    codes: dict[str, int] = {}
+def assign_sessions(
+    wl: Workload, parents: np.ndarray, logged: dict[str, int] | None = None, inferred: int = 0
+) -> Sessions:
+    """Logged ids where present, else the session of the inferred parent, else a new one.
+    ``logged`` (updated) and ``inferred`` carry the codes given so far, for a workload seen in
+    parts; the codes are then unique across the parts, numbered in the order they are met."""
+    codes: dict[str, int] = {} if logged is None else logged
     out = np.empty(wl.n, np.int64)
-    inferred = 0
+    start = inferred
     for i, s in enumerate(wl.session):
         if s is not None:
             out[i] = codes.setdefault(s, len(codes))
@@ -181,4 +185,4 @@ def assign_sessions(wl: Workload, parents: np.ndarray) -> Sessions:
         else:  # inferred sessions take negative codes, disjoint from logged ones
             inferred += 1
             out[i] = -inferred
-    return Sessions(out, inferred)
+    return Sessions(out, inferred - start)

@@ -21,7 +21,8 @@ import xxhash
 from kvtool.simulate.prompt_layout import PromptLayout
 from kvtool.tokenize.breakpoints import Breakpoints, RequestMarks
 from kvtool.tokenize.hashing import BASE_BLOCK, chain_blocks, root_seed
-from kvtool.traffic.workload import Workload, tree_from_paths
+from kvtool.traffic.tree import tree_from_paths
+from kvtool.traffic.workload import Workload
 
 
 @dataclass(frozen=True)

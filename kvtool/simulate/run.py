@@ -46,6 +46,7 @@ from kvtool.traffic import (
     Warmup,
     Window,
     Workload,
+    WorkloadParts,
     as_executor,
     base_hit_blocks,
     ideal_hits,
@@ -122,7 +123,7 @@ def simulate(
                 redact=redact,
                 engine=executor,
             )
-            wl = traffic.wl
+            wl = traffic.tree.head  # the requests; ``traffic.wl`` reads the whole tree
             B = config.block_size or (wl.base if wl.kind == "hash" else 16)
             if B % wl.base:
                 raise OptionError(
@@ -153,6 +154,7 @@ def simulate(
                 ) from None
             lookups = 0
             if config.sample is None:
+                wl = traffic.wl
                 outputs = output_blocks(wl, config.output_cache)
                 offsets, stream = streams_with_outputs(wl, B, outputs)
                 lookups = len(stream)
@@ -163,7 +165,9 @@ def simulate(
                     for r, tiers in zip(point_runs, grid, strict=True)
                 ]
             else:
-                points, ideal = _sampled(wl, grid, config, kv, duration, progress, warmup, window)
+                points, ideal = _sampled(
+                    traffic.tree, grid, config, kv, duration, progress, warmup, window
+                )
             _, usable = tier_loads(grid[0], B, kv, config.timing.prefill_tps)
             report = None
             if spec is not None:
@@ -178,6 +182,7 @@ def simulate(
                 # and the advisor; explicit caches (Gemini): the markers where there is prompt
                 # text to place them on, else implicit caching only; otherwise automatic
                 # prefix caching
+                wl = traffic.wl
                 gemini = has_explicit_caches(spec.rules) and not (
                     wl.kind == "hash" or traffic.bundle is None or traffic.redacted
                 )
@@ -375,7 +380,7 @@ def _one_pass(config: SimConfig, grid: list[list[Tier]]) -> bool:
 
 
 def _sampled(
-    wl: Workload,
+    tree: WorkloadParts,
     grid: list[list[Tier]],
     config: SimConfig,
     kv: int | None,
@@ -390,24 +395,33 @@ def _sampled(
     smaller as the sample is. The point's figures are scaled to the whole trace and carry the
     estimate's error. A point's rate is ``config.sample``, doubled until its sampled first
     tier holds the largest request (``sample.point_rate``); a point whose samples would cost a
-    whole run is simulated whole."""
+    whole run is simulated whole. A hash trace is read one partition of its tree at a time
+    (``sample.sample_set``): only the sampled requests' paths are held, unless a point is
+    simulated whole."""
     assert config.sample is not None and config.block_size is not None
     B = config.block_size
-    largest = max(int(_prompt_blocks(wl, B).max()) if wl.n else 1, 1)
+    head = tree.head
+    largest = max((tree.max_depth() + 1) // (B // head.base), 1)
     rates = [
         sample.point_rate(config.sample, tiers[0].blocks, largest, config.sample_salts)
         for tiers in grid
     ]
-    prompt_tokens = int(wl.n_tokens[window.start :].sum())
+    prompt_tokens = int(head.n_tokens[window.start :].sum())
     stack = _one_pass(config, grid)  # LRU one request at a time: the stack model, scaled
-    whole: list[tuple[OutputPaths, np.ndarray, np.ndarray]] = []  # built once, if needed
+    whole: list[tuple[Workload, OutputPaths, np.ndarray, np.ndarray]] = []  # built if needed
 
-    def whole_streams() -> tuple[OutputPaths, np.ndarray, np.ndarray]:
+    def whole_streams() -> tuple[Workload, OutputPaths, np.ndarray, np.ndarray]:
         if not whole:
+            wl = tree.whole()
             outputs = output_blocks(wl, config.output_cache)
-            whole.append((outputs, *streams_with_outputs(wl, B, outputs)))
+            whole.append((wl, outputs, *streams_with_outputs(wl, B, outputs)))
         return whole[0]
 
+    sampled_rates = sorted({r for r in rates if r < 1})
+    if head.kind == "hash":  # no output blocks: the kept requests' paths are all they use
+        kept_set = sample.sample_set(tree, sampled_rates, config.sample_salts)
+    else:
+        kept_set = sample.whole_set(tree.whole(), sampled_rates)
     points: list[SimPoint | None] = [None] * len(grid)
     ideals: list[Ideal] = []
     ideal_tokens: list[int] = []
@@ -415,7 +429,7 @@ def _sampled(
         members = [k for k, r in enumerate(rates) if r == rate]
         sub_grid = [grid[k] for k in members]
         if rate >= 1:  # the whole trace
-            _, offsets, stream = whole_streams()
+            wl, _, offsets, stream = whole_streams()
             runs = _point_runs(wl, offsets, stream, sub_grid, config, kv, progress, window)
             for k, run in zip(members, runs, strict=True):
                 result, estimate = sample.pooled([run.result], 1.0, window.counted, prompt_tokens)
@@ -423,12 +437,12 @@ def _sampled(
                 points[k] = replace(point, sample=estimate)
             continue
         by_point: list[list[EngineResult]] = [[] for _ in members]
-        units = sample.families(wl, sample.family_cap(rate, wl.n))
+        pool, unit_keys, trunk = kept_set.wl, kept_set.keys[rate], kept_set.trunk[rate]
         for salt in range(config.sample_salts):
-            kept = np.flatnonzero(sample.keep(units.keys, rate, salt))
+            kept = np.flatnonzero(sample.keep(unit_keys, rate, salt))
             if not len(kept):
                 continue
-            part = wl.select(kept)
+            part = pool.select(kept)
             part_window = measurement_window(part, warmup)
             outputs = output_blocks(part, config.output_cache)
             part_offsets, part_stream = streams_with_outputs(part, B, outputs)
@@ -440,9 +454,8 @@ def _sampled(
             # the sample's blocks renumbered 0.. (the engines size their state by the ids)
             ids, part_stream = np.unique(part_stream, return_inverse=True)
             if stack:  # every capacity from the sample's stack distances, scaled
-                keys, trunk = units.keys[kept], units.trunk[ids]
                 curve = sample.corrected_curve(
-                    part_offsets, part_stream, part.n_tokens, B, keys, trunk, rate
+                    part_offsets, part_stream, part.n_tokens, B, unit_keys[kept], trunk[ids], rate
                 )
                 for j, tiers in enumerate(sub_grid):
                     result = _from_curve(
@@ -463,7 +476,7 @@ def _sampled(
             raise OptionError(
                 "sample",
                 f"{config.sample:g} kept no request in {config.sample_salts} salts: raise it "
-                f"(the trace has {wl.n} requests)",
+                f"(the trace has {head.n} requests)",
             )
         for j, k in enumerate(members):
             result, estimate = sample.pooled(by_point[j], rate, window.counted, prompt_tokens)
@@ -472,7 +485,7 @@ def _sampled(
     if ideals:
         ideal = _pooled_ideal(ideals, ideal_tokens, prompt_tokens)
     else:  # every point simulated whole: so is the ideal
-        outputs, offsets, stream = whole_streams()
+        wl, outputs, offsets, stream = whole_streams()
         ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
     return [p for p in points if p is not None], ideal
 

@@ -20,14 +20,15 @@ their number). Exact where R = 1: every request is kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from kvtool.native import library
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.sweep import NEVER, LRUCurve, stack_distances
-from kvtool.traffic.workload import Workload, mix64
+from kvtool.traffic.tree import mix64
+from kvtool.traffic.workload import Workload, WorkloadParts
 
 _SALT = 0x9E3779B97F4A7C15  # salt k hashes with (k + 1) times this, modulo 2**64
 
@@ -94,6 +95,86 @@ def families(wl: Workload, cap: int) -> Families:
     mine = np.where(has, fam[np.maximum(wl.end, 0)], -1) if n_nodes else np.full(wl.n, -1)
     keys[mine >= 0] = mine[mine >= 0]
     return Families(keys, counts > cap)
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """The requests that any sample keeps, on the nodes their paths use: ``wl`` (processing
+    order kept; node ids in the whole tree's order, so that streams renumber as the whole
+    tree's do), and per rate each request's unit (``keys``) and each node's ``trunk`` flag,
+    as ``families`` gives them on the whole tree."""
+
+    wl: Workload
+    keys: dict[float, np.ndarray]
+    trunk: dict[float, np.ndarray]
+
+
+def whole_set(wl: Workload, rates: list[float]) -> SampleSet:
+    """The ``SampleSet`` of the whole workload: every request, every node (for a text log,
+    whose output blocks lie on other requests' paths)."""
+    units = {rate: families(wl, family_cap(rate, wl.n)) for rate in rates}
+    return SampleSet(
+        wl, {r: u.keys for r, u in units.items()}, {r: u.trunk for r, u in units.items()}
+    )
+
+
+def sample_set(tree: WorkloadParts, rates: list[float], salts: int) -> SampleSet:
+    """The ``SampleSet`` of the requests that salts ``0..salts-1`` keep at any of ``rates``,
+    read one partition of the tree at a time: a family lies within one partition, so its units
+    and trunk are those of the whole tree, and only the kept requests' paths are held (about
+    ``salts * rate`` of the trace). For a hash trace (no output blocks)."""
+    head = tree.head
+    caps = {rate: family_cap(rate, head.n) for rate in rates}
+    keys = {rate: np.empty(head.n, np.int64) for rate in rates}
+    taken: list[np.ndarray] = []
+    parents: list[np.ndarray] = []
+    depths: list[np.ndarray] = []
+    trunks: dict[float, list[np.ndarray]] = {rate: [] for rate in rates}
+    ends = np.full(head.n, -1, np.int64)
+    base = 0
+    for part in tree:
+        w, rows = part.wl, part.rows
+        kept = np.zeros(w.n, bool)
+        units = {}
+        for rate in rates:
+            units[rate] = families(w, caps[rate])
+            k = units[rate].keys
+            k = np.where(k >= 0, k + part.node_base, -1 - rows[np.maximum(-1 - k, 0)])
+            keys[rate][rows] = k
+            for salt in range(salts):
+                kept |= keep(k, rate, salt)
+        on_path = np.zeros(len(w.parent), bool)
+        cur = np.unique(w.end[kept & (w.end >= 0)])
+        while len(cur):
+            cur = cur[~on_path[cur]]
+            on_path[cur] = True
+            cur = w.parent[cur]
+            cur = np.unique(cur[cur >= 0])
+        nodes = np.flatnonzero(on_path)
+        compact = np.full(len(w.parent), -1, np.int64)
+        compact[nodes] = base + np.arange(len(nodes))
+        up = w.parent[nodes]
+        parents.append(np.where(up >= 0, compact[np.maximum(up, 0)], -1))
+        depths.append(w.depth[nodes])
+        for rate in rates:
+            trunks[rate].append(units[rate].trunk[nodes])
+        mine = np.flatnonzero(kept)
+        ends[rows[mine]] = np.where(w.end[mine] >= 0, compact[np.maximum(w.end[mine], 0)], -1)
+        taken.append(rows[mine])
+        base += len(nodes)
+    chosen = np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.int64)
+    empty = np.zeros(0, np.int64)
+    wl = replace(
+        head.select(chosen),
+        end=ends[chosen],
+        parent=np.concatenate(parents) if parents else empty,
+        depth=np.concatenate(depths) if depths else empty,
+    )
+    return SampleSet(
+        wl,
+        {rate: k[chosen] for rate, k in keys.items()},
+        {rate: np.concatenate(t) if t else np.zeros(0, bool) for rate, t in trunks.items()},
+    )
 
 
 def keep(keys: np.ndarray, rate: float, salt: int) -> np.ndarray:

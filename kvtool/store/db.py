@@ -11,6 +11,7 @@ Invariants of ``connect``:
   new); a DuckDB file with tables but without kvtool's ``schema_version`` raises ``SchemaError``
   untouched;
 - no connection ever fetches anything: extension autoinstall and autoload are off (``NO_NETWORK``);
+- DuckDB's own progress bar is off: it draws on stdout for a query over 2 s, into ``--json``;
 - a file locked by another process is retried for ``lock_wait`` seconds (default
   ``KVTOOL_DB_LOCK_WAIT``, else 10), then ``InputError`` says so;
 - every DuckDB error while opening, creating or migrating becomes one-line ``InputError`` /
@@ -187,6 +188,7 @@ def connect(
             if path.parent and not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
         con = _open(path, read_only, wait_s)
+    con.execute("SET enable_progress_bar = false")
     if read_only:
         return con
     try:

@@ -6,7 +6,7 @@ A request's prompt is rebuilt from its ``PromptRow`` (kind, model, tenant, conte
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,16 +279,56 @@ def request_sources(con: Connection, req_ids: list[int]) -> dict[int, RequestSou
 _ORDER = "ORDER BY r.ts NULLS LAST, r.file_id, r.line"  # processing order
 
 
+# what a hash trace's workload needs of a request, and what its tree build needs (both with
+# the keys of processing order: ts, file_id, line)
+HASH_WORKLOAD_COLUMNS = """r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
+    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens, r.cache_key,
+    r.file_id, r.line"""
+HASH_TREE_COLUMNS = """r.req_id, r.ts, r.input_length AS n_tokens, r.file_id, r.line, r.tenant,
+    r.hash_ids[1] AS first_id, len(r.hash_ids) AS n_ids"""
+HASH_REQUEST_COLUMNS = """r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
+    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens, r.file_id, r.tenant,
+    r.cache_key, r.hash_ids[1] AS first_id, len(r.hash_ids) AS n_ids"""
+
+
+def processing_order(ts: np.ndarray, file_id: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """The permutation that puts requests in processing order, as ``_ORDER`` does in SQL:
+    timestamp (NaN: unknown, last), then file and line (unique together, so the order is
+    total)."""
+    unknown = np.isnan(ts)
+    return np.lexsort((line, file_id, np.where(unknown, 0.0, ts), unknown))
+
+
 def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
     """Hash-trace requests of ``file_ids`` in processing order (timestamp, then file and line):
     req_id, ts, session_id, model, n_tokens, output_tokens, observed_prompt_tokens,
-    observed_cached_tokens, file_id, tenant, cache_key. Their hash ids: ``hash_id_lists``."""
+    observed_cached_tokens, file_id, tenant, cache_key, and of their hash ids the first
+    (``first_id``, NULL for none) and how many (``n_ids``). Their hash ids: ``hash_id_lists``,
+    ``hash_id_batches``. ``hash_request_batches``: the same, streamed."""
     return con.sql(
-        f"""SELECT r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
-                   r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens,
-                   r.file_id, r.tenant, r.cache_key
-            FROM requests r WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}"""
+        f"SELECT {HASH_REQUEST_COLUMNS} FROM requests r "
+        f"WHERE r.file_id IN ({id_list(file_ids)}) {_ORDER}"
     ).to_arrow_table()
+
+
+def hash_request_batches(
+    con: Connection, file_ids: list[int], columns: str, rows: int = 1 << 17
+) -> tuple[int, Iterator[pa.RecordBatch]]:
+    """(how many, batches of up to ``rows``) of the ``columns`` (``HASH_WORKLOAD_COLUMNS``,
+    ``HASH_TREE_COLUMNS``) of the requests of ``file_ids``, in scan order: the caller keeps
+    what it converts, not the query's Arrow table, and sorts it (``processing_order``), which
+    costs it a permutation where DuckDB's sort would hold every column of every row."""
+    where = f"WHERE r.file_id IN ({id_list(file_ids)})"
+    (count,) = con.execute(f"SELECT count(*) FROM requests r {where}").fetchall()[0]
+    reader = con.sql(f"SELECT {columns} FROM requests r {where}")
+    return int(count), _batches(reader.to_arrow_reader(rows))
+
+
+def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    finally:
+        reader.close()  # a result left unfinished would block the connection
 
 
 @dataclass(frozen=True)
@@ -315,6 +355,17 @@ def hash_id_lists(con: Connection, file_ids: list[int]) -> HashIdLists:
     ).to_arrow_table()
     offsets, values = list_parts(table.column("hash_ids"))
     return HashIdLists(numbers(table.column("req_id"), np.int64), offsets, values)
+
+
+def hash_id_batches(
+    con: Connection, file_ids: list[int], rows: int = 1 << 16
+) -> Iterator[pa.RecordBatch]:
+    """The (req_id, hash_ids) of the requests of ``file_ids`` in batches of up to ``rows``, in
+    scan order: one pass over the ids, memory one batch."""
+    reader = con.sql(
+        f"SELECT r.req_id, r.hash_ids FROM requests r WHERE r.file_id IN ({id_list(file_ids)})"
+    ).to_arrow_reader(rows)
+    yield from _batches(reader)
 
 
 def chain_request_table(con: Connection, file_ids: list[int], signature: str) -> pa.Table:

@@ -54,11 +54,12 @@ Tables (one row each):
   other, found at ingest.
 - ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
   before the reusable part of it ended: position, cause, field path, tokens lost, diff text.
-- ``hash_tree_keys``, ``hash_tree_requests``, ``hash_tree_nodes``: a hash trace's block tree,
-  built once per file set (``kvtool.store.trees``: the key names the files, their digests and
-  block size, and how the tree was built): one row per request (its id and last block node, in
-  processing order) and per node (its parent and depth, in node order), and a key row, written
-  last, with both counts. A cache: created when missing, in a database of any version, and
+- ``hash_tree_keys``, ``hash_tree_requests``, ``hash_tree_nodes``, ``hash_tree_parts``: a hash
+  trace's block tree, built once per file set (``kvtool.store.trees``: the key names the files,
+  their digests and block size, and how the tree was built): one row per request (its id and
+  last block node, in processing order), per node (its parent and depth, in node order,
+  partition after partition) and per partition (its node count), and a key row, written last,
+  with the counts. A cache: created when missing, in a database of any version, and
   rebuilt from ``requests`` whenever absent (``hash_trees``, the one-row-of-lists layout of
   earlier releases, is dropped: storing lists of millions of values took DuckDB 7 times their
   size in memory).
@@ -176,6 +177,11 @@ CREATE TABLE IF NOT EXISTS hash_tree_nodes (
     key VARCHAR NOT NULL,
     parent BIGINT NOT NULL,
     depth BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hash_tree_parts (
+    key VARCHAR NOT NULL,
+    part BIGINT NOT NULL,
+    nodes BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sim_runs (
     run_id INTEGER NOT NULL,

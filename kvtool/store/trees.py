@@ -8,15 +8,19 @@ re-ingested file (a new id) or a new recipe is another key, built and stored afr
 
 Tables ``hash_tree_requests`` (per request in processing order: its id and its last full
 block's node, -1 for none; a reader checks the ids against its own requests),
-``hash_tree_nodes`` (per node: parent and depth) and ``hash_tree_keys`` (the counts, written
-last: a key row means the tree is whole). One row per value, not lists: DuckDB stores long
-columns in a stream, and a reader streams them into preallocated arrays. A database without
-the tables (opened read-only, created by an older kvtool and never opened writable since)
-stores nothing: the tree is built every time.
+``hash_tree_nodes`` (per node: parent and depth, partition after partition),
+``hash_tree_parts`` (per partition, in order: its node count; no node has a parent in another
+partition) and ``hash_tree_keys`` (the counts, written last: a key row means the tree is whole).
+A writer (``TreeWriter``) adds one partition at a time and a reader can stream them back one at
+a time (``node_parts``), so neither holds more than a partition's nodes. One row per value,
+not lists: DuckDB stores long columns in a stream, and a reader streams them into preallocated
+arrays. A database without the tables (opened read-only, created by an older kvtool and never
+opened writable since) stores nothing: the tree is built every time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -94,36 +98,123 @@ def _columns(
     return out if at == rows else None
 
 
-def store_tree(con: Connection, key: str, tree: StoredTree) -> None:
-    """Store ``tree`` under ``key``, its key row last, so that a tree is whole or absent (a key
-    already stored keeps its tree: it is the same). A read-only connection, or one without the
-    tables, stores nothing."""
-    requests = pa.Table.from_arrays(
-        [int64_array(tree.req_ids), int64_array(tree.end)], names=["req_id", "end_node"]
-    )
-    nodes = pa.Table.from_arrays(
-        [int64_array(tree.parent), int64_array(tree.depth)], names=["parent", "depth"]
-    )
+@dataclass(frozen=True)
+class TreeIndex:
+    """A stored tree's requests and partitions: ``req_ids`` and ``end`` (global node ids) per
+    request in processing order, ``part_nodes`` the node count of each partition in order."""
+
+    req_ids: np.ndarray
+    end: np.ndarray
+    part_nodes: np.ndarray
+
+
+def load_index(con: Connection, key: str) -> TreeIndex | None:
+    """The requests and partitions of the tree stored under ``key``, without its nodes; None
+    when there is none, it is incomplete, or the database has no tree tables."""
     try:
-        if con.execute("SELECT 1 FROM hash_tree_keys WHERE key = ?", [key]).fetchall():
+        rows = con.execute(
+            "SELECT requests, nodes FROM hash_tree_keys WHERE key = ?", [key]
+        ).fetchall()
+        if not rows:
+            return None
+        (row,) = rows
+        requests = _columns(con, "hash_tree_requests", ("req_id", "end_node"), key, row[0])
+        parts = con.execute(
+            "SELECT nodes FROM hash_tree_parts WHERE key = ? ORDER BY part", [key]
+        ).fetchall()
+    except duckdb.CatalogException:  # a database this kvtool has not opened writable
+        return None
+    part_nodes = np.array([r[0] for r in parts], np.int64)
+    if requests is None or int(part_nodes.sum()) != row[1]:
+        return None
+    return TreeIndex(requests[0], requests[1], part_nodes)
+
+
+def node_parts(
+    con: Connection, key: str, part_nodes: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(parent, depth) of each partition of the tree under ``key`` in order, streamed: memory is
+    one partition and one batch. Parents are global node ids."""
+    reader = con.sql(
+        "SELECT parent, depth FROM hash_tree_nodes WHERE key = $key", params={"key": key}
+    ).to_arrow_reader(BATCH_ROWS)
+    try:
+        batches = iter(reader)
+        pending: tuple[np.ndarray, np.ndarray] | None = None
+        for count in part_nodes.tolist():
+            out = (np.empty(count, np.int64), np.empty(count, np.int64))
+            at = 0
+            while at < count:
+                if pending is None:
+                    batch = next(batches, None)
+                    if batch is None:
+                        raise ValueError(f"stored tree {key}: fewer nodes than its partitions")
+                    pending = (
+                        numbers(batch.column(0), np.int64),
+                        numbers(batch.column(1), np.int64),
+                    )
+                take = min(count - at, len(pending[0]))
+                out[0][at : at + take] = pending[0][:take]
+                out[1][at : at + take] = pending[1][:take]
+                at += take
+                pending = (pending[0][take:], pending[1][take:]) if take < len(pending[0]) else None
+            yield out
+    finally:
+        reader.close()  # a result left unfinished would block the connection
+
+
+class TreeWriter:
+    """Stores a tree under ``key`` one partition at a time: ``add_part`` for each partition in
+    order (each committed on its own, so that the database never holds a whole tree in an open
+    transaction), then ``finish`` with the requests, which writes the key row last: a tree
+    without its key row is incomplete, never read, and deleted when the key is built again.
+    ``ok`` is False when the database cannot store it (read-only, no tables, or the key is
+    stored already: it is the same tree); every call is then a no-op."""
+
+    def __init__(self, con: Connection, key: str) -> None:
+        self.con, self.key, self.parts, self.nodes = con, key, 0, 0
+        self.ok = True
+        try:
+            if con.execute("SELECT 1 FROM hash_tree_keys WHERE key = ?", [key]).fetchall():
+                self.ok = False
+                return
+            with atomic(con):  # the rows of a build that did not finish
+                for table in ("hash_tree_requests", "hash_tree_nodes", "hash_tree_parts"):
+                    con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
+        except (duckdb.CatalogException, duckdb.InvalidInputException):  # no table; read-only
+            self.ok = False
+
+    def add_part(self, parent: np.ndarray, depth: np.ndarray) -> None:
+        """The next partition's nodes: ``parent`` (global node ids, -1 at a root), ``depth``."""
+        if not self.ok:
             return
-        with atomic(con):
-            for table in ("hash_tree_requests", "hash_tree_nodes"):  # rows of an unfinished one
-                con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
-            with temp_table(con, "_kv_tree_requests", requests):
-                con.execute(
-                    "INSERT INTO hash_tree_requests SELECT ?, req_id, end_node "
-                    "FROM _kv_tree_requests",
-                    [key],
-                )
-            with temp_table(con, "_kv_tree_nodes", nodes):
-                con.execute(
-                    "INSERT INTO hash_tree_nodes SELECT ?, parent, depth FROM _kv_tree_nodes",
-                    [key],
-                )
-            con.execute(
-                "INSERT INTO hash_tree_keys VALUES (?, ?, ?)",
-                [key, len(tree.req_ids), len(tree.parent)],
+        nodes = pa.Table.from_arrays(
+            [int64_array(parent), int64_array(depth)], names=["parent", "depth"]
+        )
+        with atomic(self.con), temp_table(self.con, "_kv_tree_nodes", nodes):
+            self.con.execute(
+                "INSERT INTO hash_tree_nodes SELECT ?, parent, depth FROM _kv_tree_nodes",
+                [self.key],
             )
-    except (duckdb.CatalogException, duckdb.InvalidInputException):  # no table; read-only
-        return
+            self.con.execute(
+                "INSERT INTO hash_tree_parts VALUES (?, ?, ?)", [self.key, self.parts, len(parent)]
+            )
+        self.parts += 1
+        self.nodes += len(parent)
+
+    def finish(self, req_ids: np.ndarray, end: np.ndarray) -> None:
+        """The requests in processing order and their last nodes, then the key row."""
+        if not self.ok:
+            return
+        requests = pa.Table.from_arrays(
+            [int64_array(req_ids), int64_array(end)], names=["req_id", "end_node"]
+        )
+        with atomic(self.con), temp_table(self.con, "_kv_tree_requests", requests):
+            self.con.execute(
+                "INSERT INTO hash_tree_requests SELECT ?, req_id, end_node FROM _kv_tree_requests",
+                [self.key],
+            )
+            self.con.execute(
+                "INSERT INTO hash_tree_keys VALUES (?, ?, ?)", [self.key, len(req_ids), self.nodes]
+            )
+        self.ok = False

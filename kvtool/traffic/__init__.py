@@ -46,7 +46,14 @@ from kvtool.traffic.output_blocks import (
     output_blocks,
     streams_with_outputs,
 )
-from kvtool.traffic.workload import Workload, WorkloadError, load_workload
+from kvtool.traffic.workload import (
+    TreePart,
+    Workload,
+    WorkloadError,
+    WorkloadParts,
+    load_parts,
+    load_workload,
+)
 
 __all__ = [
     "ENGINES",
@@ -62,16 +69,19 @@ __all__ = [
     "Passes",
     "Runs",
     "Traffic",
+    "TreePart",
     "Warmup",
     "Window",
     "Workload",
     "WorkloadError",
+    "WorkloadParts",
     "base_hit_blocks",
     "boundaries",
     "caches_outputs",
     "block_streams",
     "ideal_hits",
     "kv_shape_name",
+    "load_parts",
     "load_traffic",
     "load_workload",
     "measurement_window",

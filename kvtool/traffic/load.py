@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ from kvtool.store.fingerprints import redacted_files, redaction_spec
 from kvtool.store.tokenizations import last_tokenizer_spec, mark_used
 from kvtool.tiers.kv import lookup
 from kvtool.traffic.engine import Executor
-from kvtool.traffic.workload import Workload, WorkloadError, load_workload
+from kvtool.traffic.workload import Workload, WorkloadError, WorkloadParts, load_parts
 
 if TYPE_CHECKING:  # tokenize is imported where text is tokenized: a hash trace never needs it
     from kvtool.tokenize import TokenizerBundle, TokenizeReport
@@ -41,9 +42,10 @@ PRICE_INPUT = 3.0  # $/M input tokens: the default price of a lost (recomputed) 
 
 @dataclass
 class Traffic:
-    """Requests ready for analysis: the workload arrays and how its text was tokenized."""
+    """Requests ready for analysis: the workload (``tree``: by partitions of its block tree;
+    ``wl``: whole, read on first use) and how its text was tokenized."""
 
-    wl: Workload
+    tree: WorkloadParts
     file_ids: list[int]
     reports: list[FileReport]
     bundle: TokenizerBundle | None
@@ -51,6 +53,11 @@ class Traffic:
     mode: str
     tok_report: TokenizeReport | None
     redacted: bool = False
+
+    @cached_property
+    def wl(self) -> Workload:
+        """The workload with its whole block tree."""
+        return self.tree.whole()
 
     @property
     def warnings(self) -> list[str]:
@@ -177,14 +184,14 @@ def load_traffic(
             mode = again.mode
             mark_used(con, signature, bundle.spec)
         progress.stage("load", None)
-        wl = load_workload(con, file_ids, signature)
-        if tok_report is not None and tok_report.template_errors and not len(wl.req_ids):
+        tree = load_parts(con, file_ids, signature)
+        if tok_report is not None and tok_report.template_errors and not tree.head.n:
             first = tok_report.template_error_examples[0]
             raise WorkloadError(
                 f"the chat template raised for all {tok_report.template_errors} requests it was "
                 f"given; first: {first.path}:{first.line}: {first.message}"
             )
-        return Traffic(wl, file_ids, reports, bundle, signature, mode, tok_report, redacted)
+        return Traffic(tree, file_ids, reports, bundle, signature, mode, tok_report, redacted)
 
 
 def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:

@@ -8,45 +8,44 @@ is its end node (last full block); its blocks are the path from a root to that n
 tree instead of every request's block list keeps analysis proportional to distinct content.
 
 Blocks are at the workload's base size: 16 for tokenized requests (tables ``blocks`` and
-``chains``), the trace's own block size for hash traces, where ids are salted per file (trace
-files number blocks independently) and per tenant (tenants never share, as vLLM's
-``cache_salt``), and only full blocks count (the last id covers a partial block).
+``chains``), the trace's own block size for hash traces (``kvtool.traffic.hash_tree``: ids
+salted per file and tenant, full blocks only).
 
 A hash-trace block is keyed by its whole path: the chain hash of the salted ids from the first
-block to it (``chain_ids``), whatever the trace's ids mean. In a prefix-chained trace (Mooncake's)
-equal ids already have equal prefixes, so the tree is the same; in one whose ids are per-block
-content hashes, or numbered per conversation, ``[4, 2, 3]``'s second block is not
-``[1, 2, 3]``'s, as a prefix cache sees it.
+block to it (``kvtool.traffic.tree.chain_ids``), whatever the trace's ids mean. In a
+prefix-chained trace (Mooncake's) equal ids already have equal prefixes, so the tree is the
+same; in one whose ids are per-block content hashes, or numbered per conversation,
+``[4, 2, 3]``'s second block is not ``[1, 2, 3]``'s, as a prefix cache sees it.
+
+``load_parts`` gives the workload as ``WorkloadParts``: the requests, and the tree one partition
+at a time (``TreePart``; a hash trace's tree is stored by partitions of first blocks, which
+share no node), so that a pass over the tree holds one partition's nodes; ``load_workload``
+gives it whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import xxhash
 
 from kvtool.errors import WorkloadError
 from kvtool.store import Connection
-from kvtool.store.arrow import numbers, valid
+from kvtool.store.arrow import int64_array, numbers, valid
 from kvtool.store.files import FileRow, file_rows, request_kinds
 from kvtool.store.requests import (
-    HashIdLists,
+    HASH_TREE_COLUMNS,
+    HASH_WORKLOAD_COLUMNS,
     chain_request_table,
-    hash_id_lists,
-    hash_request_table,
+    hash_request_batches,
+    processing_order,
 )
 from kvtool.store.tokenizations import block_nodes
-from kvtool.store.trees import StoredTree, load_tree, store_tree, tree_key
-
-# how ``_hash_tree`` builds a tree (salts, ``chain_ids``, dense node ids): part of a stored
-# tree's key, so that changing the construction here changes it (``kvtool.store.trees``)
-HASH_TREE_RECIPE = "salt-xxh3-splitmix64/chain-9e3779b97f4a7c15/dense-value-order/root-parts/2"
-# block ids per partition of the tree build: a trace with more is built one partition of root
-# blocks at a time, so the sort's temporaries stay this small (about 30 bytes per id)
-TREE_PART_IDS = 1 << 22
+from kvtool.store.trees import TreeIndex, TreeWriter, load_index, load_tree, node_parts, tree_key
+from kvtool.traffic.hash_tree import HASH_TREE_RECIPE, Plan, build_in_memory, build_stored
 
 
 @dataclass
@@ -103,171 +102,6 @@ class Workload:
         return "path" if self.kind == "hash" else None
 
 
-def tree_from_paths(
-    offsets: np.ndarray, blocks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(end per request, parent per node, depth per node) from flat per-request block hashes
-    (``blocks[offsets[i]:offsets[i+1]]`` is request i's chain); a node's parent and depth come
-    from its first occurrence. One sort of the flat array; flat temporaries are 32-bit."""
-    counts = np.diff(offsets)
-    n = len(blocks)
-    small = np.int32 if n < 2**31 - 1 else np.int64
-    inv, n_nodes = _dense_ids(blocks, small)
-    parent_of_flat = np.empty(n, small)
-    parent_of_flat[1:] = inv[:-1]
-    starts = offsets[:-1][counts > 0]
-    parent_of_flat[starts] = -1
-    parent = np.empty(n_nodes, np.int64)
-    parent[inv[::-1]] = parent_of_flat[::-1]  # repeated indices: the last write (first) wins
-    del parent_of_flat
-    pos = np.arange(n, dtype=small) - np.repeat(offsets[:-1].astype(small), counts)
-    depth = np.empty(n_nodes, np.int64)
-    depth[inv[::-1]] = pos[::-1]
-    del pos
-    end = np.full(len(counts), -1, np.int64)
-    has = counts > 0
-    end[has] = inv[offsets[1:][has] - 1]
-    return end, parent, depth
-
-
-def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
-    """(id per element, number of distinct values): equal values get equal ids, numbered in
-    value order; what ``np.unique(return_inverse=True)`` gives, with fewer big temporaries.
-    Equal values get equal ids whatever their order in the sort: it need not be stable."""
-    if len(values) == 0:
-        return np.zeros(0, dtype), 0
-    perm = values.argsort()
-    ordered = values[perm]
-    ids = np.empty(len(values), dtype)
-    ids[0] = 0
-    np.cumsum(ordered[1:] != ordered[:-1], out=ids[1:])
-    del ordered
-    n = int(ids[-1]) + 1
-    inv = np.empty(len(values), dtype)
-    inv[perm] = ids
-    return inv, n
-
-
-def mix64(x: np.ndarray, salt: int, chunk: int = 1 << 22) -> np.ndarray:
-    """splitmix64 finalizer of ``x + salt`` (uint64 arithmetic wraps), in chunks so that the
-    temporaries stay small."""
-    out = np.empty(len(x), np.uint64)
-    with np.errstate(over="ignore"):
-        for lo in range(0, len(x), chunk):
-            z = x[lo : lo + chunk].astype(np.uint64) + np.uint64(salt)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            out[lo : lo + chunk] = z ^ (z >> np.uint64(31))
-    return out
-
-
-_CHAIN = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it is a bijection of uint64
-
-
-def chain_ids(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Each element's path key: ``k_0 = mix(x_0)``, ``k_j = mix(k_{j-1} * C ^ x_j)`` along each
-    request (``ids[offsets[i]:offsets[i+1]]``, uint64), so two blocks get the same key only when
-    their whole prefixes of ids are equal (up to 64-bit collisions). One vectorized step per
-    depth, over the requests that reach it (longest first)."""
-    counts = np.diff(offsets)
-    out = np.empty(len(ids), np.uint64)
-    if len(ids) == 0:
-        return out
-    order = np.argsort(-counts, kind="stable")
-    starts = offsets[:-1][order]
-    reach = -counts[order]  # ascending: the requests longer than d are a prefix of ``order``
-    key = np.zeros(len(order), np.uint64)
-    with np.errstate(over="ignore"):
-        for d in range(int(-reach[0])):
-            active = int(np.searchsorted(reach, -d, side="left"))
-            at = starts[:active] + d
-            key = mix64(key[:active] * _CHAIN ^ ids[at], 0)
-            out[at] = key
-    return out
-
-
-def _hash_tree(
-    table: pa.Table, lists: HashIdLists, digests: dict[int, str], base: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block tree of hash-trace requests: full blocks only, ids salted per file (``digests``:
-    file id -> content digest) and tenant, each block keyed by its path (``chain_ids``).
-    ``table``: the requests in processing order; ``lists``: their ids, read where the query
-    left them (no whole-trace copy is made)."""
-    n_tokens = numbers(table.column("n_tokens"), np.int64)
-    starts, counts = lists.aligned(numbers(table.column("req_id"), np.int64))
-    full = np.minimum(n_tokens // base, counts)
-    salts = _request_salts(table, digests)
-    parts = -(-int(full.sum()) // TREE_PART_IDS)
-    return rooted_tree(starts, full, lists.values.view(np.uint64), salts, parts)
-
-
-def _request_salts(table: pa.Table, digests: dict[int, str]) -> np.ndarray:
-    """Per request, the salt of its file and tenant: the xxh3-64 of the file's digest and the
-    tenant's name (empty without one), so that files and tenants never share a block."""
-    files = numbers(table.column("file_id"), np.int64)
-    tenants = table.column("tenant").combine_chunks().dictionary_encode()
-    names = tenants.dictionary.to_pylist()
-    width = len(names) + 1
-    group = files * width + numbers(tenants.indices, np.int64, -1) + 1
-    keys, inverse = np.unique(group, return_inverse=True)
-    labels = ["", *names]  # a group's tenant index + 1: 0 for requests without a tenant
-    salt_of = np.array(
-        [
-            xxhash.xxh3_64_intdigest(f"{digests[int(k) // width]}\x00{labels[k % width]}".encode())
-            for k in keys
-        ],
-        np.uint64,
-    )
-    return salt_of[inverse.reshape(-1)]
-
-
-def rooted_tree(
-    starts: np.ndarray, sizes: np.ndarray, ids: np.ndarray, salts: np.ndarray, parts: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``tree_from_paths`` of the chains (``chain_ids``) of request i's block ids
-    ``ids[starts[i]:starts[i] + sizes[i]]`` (uint64), each salted with ``salts[i]``, built in
-    ``parts`` partitions of requests by their first salted block: requests with different first
-    blocks share no node, so each partition's tree is independent, and only a partition's ids
-    are ever copied (gathered, salted, keyed, sorted). Nodes are numbered partition by
-    partition (value order within one); one partition is the whole-trace build."""
-    parts = max(1, parts)
-    has = sizes > 0
-    first = np.zeros(len(sizes), np.uint64)
-    with np.errstate(over="ignore"):
-        first[has] = ids[starts[has]] + salts[has]
-    part = mix64(first, 0x5EED) % np.uint64(parts)
-    del first
-    order = np.argsort(part, kind="stable")  # request order kept within a partition
-    bounds = np.searchsorted(part[order], np.arange(parts + 1, dtype=np.uint64))
-    del part
-    end = np.full(len(sizes), -1, np.int64)
-    parents: list[np.ndarray] = []
-    depths: list[np.ndarray] = []
-    base = 0
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        rows = order[lo:hi]
-        if not len(rows):
-            continue
-        counts = sizes[rows]
-        sub = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(counts, out=sub[1:])
-        at = np.repeat(starts[rows] - sub[:-1], counts) + np.arange(sub[-1])
-        with np.errstate(over="ignore"):
-            salted = ids[at] + np.repeat(salts[rows], counts)
-        del at
-        keys = chain_ids(sub, mix64(salted, 0))
-        del salted
-        e, parent, depth = tree_from_paths(sub, keys.view(np.int64))
-        del keys
-        end[rows] = np.where(e >= 0, e + base, -1)
-        parents.append(np.where(parent >= 0, parent + base, -1))
-        depths.append(depth)
-        base += len(parent)
-    if not parents:
-        return end, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return end, np.concatenate(parents), np.concatenate(depths)
-
-
 def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of tokenized requests from the signature's block ``nodes`` (hash, parent,
     depth ordered by hash; blocks of requests outside the selection are harmless extra nodes)."""
@@ -281,28 +115,237 @@ def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarra
     return end, parent, numbers(nodes.column("depth"), np.int64)
 
 
-def _stored_hash_tree(
-    con: Connection, file_ids: list[int], files: list[FileRow], base: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Table]:
-    """(end, parent, depth, requests without their hash ids) of hash-trace ``files``: the tree
-    stored for them (``kvtool.store.trees``) when its requests are these, in this order; else
-    built from the hash ids (``_hash_tree``) and stored for the next load."""
+@dataclass(frozen=True)
+class TreePart:
+    """One partition of the block tree and the requests whose paths lie in it: ``rows``, their
+    indices in the whole workload (increasing); ``wl``, those requests on the partition's nodes,
+    numbered from 0 (node v here is node ``node_base + v`` of the whole tree). Requests without
+    a full block are in the first partition."""
+
+    rows: np.ndarray
+    node_base: int
+    wl: Workload
+
+
+class WorkloadParts:
+    """A workload read partition by partition. ``head`` holds every request; where the tree is
+    stored by partitions (a hash trace in a writable database), ``head.end`` holds whole-tree
+    node ids and ``head.parent``/``head.depth`` are empty: iterate for the partitions (streamed
+    from the store, one at a time), or ``whole()`` for the whole tree. Otherwise ``head`` is the
+    whole workload and its one partition."""
+
+    def __init__(
+        self,
+        head: Workload,
+        con: Connection | None = None,
+        key: str = "",
+        index: TreeIndex | None = None,
+    ) -> None:
+        self.head = head
+        self._con, self._key, self._index = con, key, index
+
+    @property
+    def parts(self) -> int:
+        return 1 if self._index is None else max(1, len(self._index.part_nodes))
+
+    def __iter__(self) -> Iterator[TreePart]:
+        head = self.head
+        if self._index is None or self._con is None:
+            yield TreePart(np.arange(head.n, dtype=np.int64), 0, head)
+            return
+        counts = self._index.part_nodes
+        bounds = np.cumsum(counts)
+        part = np.searchsorted(bounds, head.end, side="right")
+        part[head.end < 0] = 0
+        order = np.argsort(part, kind="stable")
+        cut = np.searchsorted(part[order], np.arange(len(counts) + 1))
+        del part
+        base = 0
+        for p, (parent, depth) in enumerate(node_parts(self._con, self._key, counts)):
+            rows = order[cut[p] : cut[p + 1]]
+            if len(rows) or len(parent):
+                end = head.end[rows]
+                sub = dataclasses.replace(
+                    head.select(rows),
+                    end=np.where(end >= 0, end - base, -1),
+                    parent=np.where(parent >= 0, parent - base, -1),
+                    depth=depth,
+                )
+                yield TreePart(rows, base, sub)
+            base += len(parent)
+
+    def max_depth(self) -> int:
+        """The depth of the deepest request end (-1 when no request has a full block)."""
+        head = self.head
+        if self._index is None or self._con is None:
+            has = head.end >= 0
+            return int(head.depth[head.end[has]].max()) if has.any() else -1
+        # a stored tree holds the nodes of its requests' paths only: its deepest is an end
+        (row,) = self._con.execute(
+            "SELECT max(depth) FROM hash_tree_nodes WHERE key = ?", [self._key]
+        ).fetchall()
+        return -1 if row[0] is None else int(row[0])
+
+    def whole(self) -> Workload:
+        """The workload with its whole tree."""
+        if self._index is None or self._con is None:
+            return self.head
+        tree = load_tree(self._con, self._key)
+        if tree is None:
+            raise WorkloadError("the stored block tree changed while it was read")
+        return dataclasses.replace(self.head, parent=tree.parent, depth=tree.depth)
+
+
+_INTS = ("req_id", "n_tokens", "output_tokens")
+_FLOATS = ("ts", "observed_prompt_tokens", "observed_cached_tokens")
+_TEXTS = ("session_id", "model", "cache_key")
+
+
+@dataclass
+class _Columns:
+    """Request columns converted batch by batch, so that a query's Arrow batches are dropped
+    as they are read: numbers into preallocated arrays (``ints``: nulls 0; ``floats``: nulls
+    NaN), text into lists, and ``arrow`` columns kept as they came."""
+
+    ints: dict[str, np.ndarray]
+    floats: dict[str, np.ndarray]
+    texts: dict[str, list]
+    arrow: dict[str, pa.ChunkedArray]
+
+    @classmethod
+    def read(
+        cls,
+        n: int,
+        batches: Iterator[pa.RecordBatch],
+        ints: tuple[str, ...] = _INTS,
+        floats: tuple[str, ...] = _FLOATS,
+        texts: tuple[str, ...] = _TEXTS,
+        arrow: tuple[str, ...] = (),
+    ) -> _Columns:
+        """``n`` rows of ``batches``; ``WorkloadError`` when they hold another number."""
+        out = cls(
+            {c: np.zeros(n, np.int64) for c in ints},
+            {c: np.full(n, np.nan) for c in floats},
+            {c: [] for c in texts},
+            {},
+        )
+        kept: dict[str, list[pa.Array]] = {c: [] for c in arrow}
+        at = 0
+        for batch in batches:
+            m = batch.num_rows
+            if at + m > n:
+                raise WorkloadError("the requests changed while they were read")
+            for c in ints:
+                out.ints[c][at : at + m] = numbers(batch.column(c), np.int64)
+            for c in floats:
+                out.floats[c][at : at + m] = numbers(batch.column(c), np.float64, np.nan)
+            for c in texts:
+                out.texts[c].extend(batch.column(c).to_pylist())
+            for c in arrow:
+                kept[c].append(batch.column(c))
+            at += m
+        if at != n:
+            raise WorkloadError("the requests changed while they were read")
+        out.arrow = {
+            c: pa.chunked_array(v) if v else pa.chunked_array([], pa.string())
+            for c, v in kept.items()
+        }
+        return out
+
+    def sort(self) -> _Columns:
+        """The rows in processing order (``processing_order`` of ts, file_id, line; columns
+        ``ts`` among the floats, the others among the ints), permuted one column at a time."""
+        order = processing_order(self.floats["ts"], self.ints["file_id"], self.ints["line"])
+        for group in (self.ints, self.floats):
+            for c in group:
+                group[c] = group[c][order]
+        for c, values in self.texts.items():
+            if any(v is not None for v in values):
+                self.texts[c] = [values[i] for i in order.tolist()]
+        self.arrow = {c: v.take(int64_array(order)) for c, v in self.arrow.items()}
+        return self
+
+    def workload(
+        self, end: np.ndarray, parent: np.ndarray, depth: np.ndarray, base: int, kind: str
+    ) -> Workload:
+        return Workload(
+            req_ids=self.ints["req_id"],
+            ts=self.floats["ts"],
+            session=self.texts["session_id"],
+            n_tokens=self.ints["n_tokens"],
+            output_tokens=self.ints["output_tokens"],
+            observed_prompt=self.floats["observed_prompt_tokens"],
+            observed_cached=self.floats["observed_cached_tokens"],
+            end=end,
+            parent=parent,
+            depth=depth,
+            base=base,
+            kind=kind,
+            models=self.texts["model"],
+            cache_keys=self.texts["cache_key"],
+        )
+
+
+def _hash_workload(con: Connection, file_ids: list[int]) -> WorkloadParts:
+    """The hash-trace requests of ``file_ids`` and their tree: the one stored for them
+    (``kvtool.store.trees``) when its requests are these, in this order; else built partition
+    by partition and stored (``kvtool.traffic.hash_tree``); in a database that cannot store it,
+    built in memory, whole. The build reads only what it needs, before the workload's columns,
+    so that the two are never held together."""
+    files = file_rows(con, file_ids)
+    sizes = {f.hash_block_size for f in files if f.hash_block_size is not None}
+    if len(sizes) != 1:
+        raise WorkloadError(f"hash traces with different block sizes: {sorted(sizes)}")
+    base = sizes.pop()
     key = tree_key(files, base, HASH_TREE_RECIPE)
-    stored = load_tree(con, key)
-    table = hash_request_table(con, file_ids)
-    req_ids = numbers(table.column("req_id"), np.int64)
-    if stored is not None and np.array_equal(stored.req_ids, req_ids):
-        return stored.end, stored.parent, stored.depth, table
-    lists = hash_id_lists(con, file_ids)
-    end, parent, depth = _hash_tree(table, lists, {f.file_id: f.digest for f in files}, base)
-    del lists
-    if stored is None:
-        store_tree(con, key, StoredTree(req_ids, end, parent, depth))
-    return end, parent, depth, table
+    index = load_index(con, key)
+    writer = TreeWriter(con, key) if index is None else None
+    if writer is not None and writer.ok:
+        build_stored(con, file_ids, _plan(con, file_ids, files, base), writer)
+        index = load_index(con, key)
+    cols = _Columns.read(
+        *hash_request_batches(con, file_ids, HASH_WORKLOAD_COLUMNS),
+        ints=(*_INTS, "file_id", "line"),
+    ).sort()
+    if index is None or not np.array_equal(index.req_ids, cols.ints["req_id"]):
+        # no table to store it in, or a stored tree of these files for other requests
+        end, parent, depth = build_in_memory(con, file_ids, _plan(con, file_ids, files, base))
+        return WorkloadParts(cols.workload(end, parent, depth, base, "hash"))
+    empty = np.zeros(0, np.int64)
+    return WorkloadParts(cols.workload(index.end, empty, empty, base, "hash"), con, key, index)
 
 
-def load_workload(con: Connection, file_ids: list[int], signature: str | None) -> Workload:
-    """The requests of ``file_ids``. Chat/completion requests need chains for ``signature``."""
+def _plan(con: Connection, file_ids: list[int], files: list[FileRow], base: int) -> Plan:
+    """The tree build's ``Plan`` of the requests of ``file_ids``, in processing order."""
+    cols = _Columns.read(
+        *hash_request_batches(con, file_ids, HASH_TREE_COLUMNS),
+        ints=("req_id", "n_tokens", "file_id", "line", "first_id", "n_ids"),
+        floats=("ts",),
+        texts=(),
+        arrow=("tenant",),
+    ).sort()
+    return Plan(
+        cols.ints["req_id"],
+        cols.ints["n_tokens"],
+        cols.ints["first_id"],
+        cols.ints["n_ids"],
+        cols.ints["file_id"],
+        cols.arrow["tenant"],
+        {f.file_id: f.digest for f in files},
+        base,
+    )
+
+
+def _workload(
+    table: pa.Table, end: np.ndarray, parent: np.ndarray, depth: np.ndarray, base: int, kind: str
+) -> Workload:
+    cols = _Columns.read(table.num_rows, iter(table.to_batches()))
+    return cols.workload(end, parent, depth, base, kind)
+
+
+def load_parts(con: Connection, file_ids: list[int], signature: str | None) -> WorkloadParts:
+    """The requests of ``file_ids`` and their tree by partitions. Chat/completion requests need
+    chains for ``signature``."""
     if not file_ids:
         raise WorkloadError("no input files")
     kinds = request_kinds(con, file_ids)
@@ -313,35 +356,12 @@ def load_workload(con: Connection, file_ids: list[int], signature: str | None) -
             "hash traces and text logs cannot be analyzed together; name the files to analyze"
         )
     if "hash" in kinds:
-        files = file_rows(con, file_ids)
-        sizes = {f.hash_block_size for f in files if f.hash_block_size is not None}
-        if len(sizes) != 1:
-            raise WorkloadError(f"hash traces with different block sizes: {sorted(sizes)}")
-        base = sizes.pop()
-        end, parent, depth, table = _stored_hash_tree(con, file_ids, files, base)
-        kind = "hash"
-    else:
-        base = 16
-        table = chain_request_table(con, file_ids, signature or "")
-        end, parent, depth = _token_tree(block_nodes(con, signature or ""), table)
-        kind = "tokens"
+        return _hash_workload(con, file_ids)
+    table = chain_request_table(con, file_ids, signature or "")
+    end, parent, depth = _token_tree(block_nodes(con, signature or ""), table)
+    return WorkloadParts(_workload(table, end, parent, depth, 16, "tokens"))
 
-    def floats(name: str) -> np.ndarray:
-        return numbers(table.column(name), np.float64, np.nan)
 
-    return Workload(
-        req_ids=numbers(table.column("req_id"), np.int64),
-        ts=floats("ts"),
-        session=table.column("session_id").to_pylist(),
-        n_tokens=numbers(table.column("n_tokens"), np.int64),
-        output_tokens=numbers(table.column("output_tokens"), np.int64),
-        observed_prompt=floats("observed_prompt_tokens"),
-        observed_cached=floats("observed_cached_tokens"),
-        end=end,
-        parent=parent,
-        depth=depth,
-        base=base,
-        kind=kind,
-        models=table.column("model").to_pylist(),
-        cache_keys=table.column("cache_key").to_pylist(),
-    )
+def load_workload(con: Connection, file_ids: list[int], signature: str | None) -> Workload:
+    """The requests of ``file_ids`` with their whole tree (``load_parts``)."""
+    return load_parts(con, file_ids, signature).whole()
