@@ -159,6 +159,8 @@ def encode_pieces(pieces: Pieces) -> None:
     encoded = pieces.encoder.encode_many([pieces.texts[i] for i in batch])
     for i, ids in zip(batch, encoded, strict=True):
         pieces.ids[i] = ids
+    for i in pieces.pending:  # only the ids are read from here on: the text can go
+        pieces.texts[i] = None
     pieces.pending = []
 
 
