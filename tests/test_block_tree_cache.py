@@ -16,10 +16,12 @@ import pyarrow as pa
 import pytest
 
 from kvtool import ingest
+from kvtool.progress import NullProgress
 from kvtool.store import connect
 from kvtool.store.arrow import numbers, valid
 from kvtool.store.files import file_rows
 from kvtool.store.trees import load_tree, tree_key
+from kvtool.traffic import load_traffic
 from kvtool.traffic.hash_tree import HASH_TREE_RECIPE
 from kvtool.traffic.workload import Workload, load_workload
 
@@ -159,3 +161,28 @@ def test_simulate_imports_neither_pandas_nor_analyze(db):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert '"token_hit_rate"' in out.stdout
     assert "LOADED []" in out.stderr, out.stderr
+
+
+def test_traffic_holds_its_whole_tree_unless_read_by_partitions(db):
+    """``load_traffic`` reads the whole tree before it returns (a script may close the
+    connection, as bench/sample_accuracy.py does); with ``parts`` it reads it only when asked,
+    so that analyze never holds it."""
+    path, ids = db
+    con = connect(path)
+    traffic = load_traffic(
+        con, paths=None, tokenizer=None, fmt=None, hash_block_size=B, progress=NullProgress()
+    )
+    parted = load_traffic(
+        con,
+        paths=None,
+        tokenizer=None,
+        fmt=None,
+        hash_block_size=B,
+        progress=NullProgress(),
+        parts=True,
+    )
+    assert "wl" not in vars(parted) and len(parted.tree.head.parent) == 0
+    whole = parted.wl  # read now, on the open connection
+    con.close()
+    _equal(traffic.wl, whole)
+    assert traffic.wl.n == 102 and len(traffic.wl.parent) > 0

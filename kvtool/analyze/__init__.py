@@ -147,6 +147,7 @@ def _analyze(
         progress=progress,
         redact=redact,
         engine=engine,
+        parts=True,
     )
     wl = traffic.tree.head  # the requests; the tree is read by partitions
     progress.stage("analyze", None)

@@ -122,6 +122,7 @@ def simulate(
                 progress=progress,
                 redact=redact,
                 engine=executor,
+                parts=True,
             )
             wl = traffic.tree.head  # the requests; ``traffic.wl`` reads the whole tree
             B = config.block_size or (wl.base if wl.kind == "hash" else 16)

@@ -99,6 +99,7 @@ def load_traffic(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     redact: bool = False,
     engine: Executor | None = None,
+    parts: bool = False,
 ) -> Traffic:
     """Ingest ``paths`` (all files in the database when None), tokenize what is not tokenized
     yet, and load the workload (what analyze and simulate start from). Without ``paths`` and
@@ -109,7 +110,9 @@ def load_traffic(
     when that would mix redacted and unredacted files, or when a redacted database is asked
     for another tokenizer than the one it was tokenized with. ``engine``: where ingest and
     tokenization run (``kvtool.traffic.engine``; default: this process); the store ends up the
-    same either way."""
+    same either way. ``parts``: the whole tree (``Traffic.wl``) is read only when first asked
+    for, on ``con``, which must then still be open; a caller that reads the tree partition by
+    partition (``Traffic.tree``) never holds it whole. Without it, ``wl`` is read here."""
     check_ingest_options(fmt, hash_block_size)
     engine = engine or Executor()
     engine.refuse_redact(redact)
@@ -191,7 +194,10 @@ def load_traffic(
                 f"the chat template raised for all {tok_report.template_errors} requests it was "
                 f"given; first: {first.path}:{first.line}: {first.message}"
             )
-        return Traffic(tree, file_ids, reports, bundle, signature, mode, tok_report, redacted)
+        traffic = Traffic(tree, file_ids, reports, bundle, signature, mode, tok_report, redacted)
+        if not parts:
+            traffic.wl  # noqa: B018 (read now, while the connection is open)
+        return traffic
 
 
 def kv_shape_name(model: str | None, wl: Workload) -> tuple[str | None, int | None]:
