@@ -58,20 +58,17 @@ def tree_key(files: list[FileRow], base: int, recipe: str) -> str:
 def load_tree(con: Connection, key: str) -> StoredTree | None:
     """The tree stored under ``key``; None when there is none, it is incomplete, or the
     database has no tree tables."""
-    try:
-        rows = con.execute(
-            "SELECT requests, nodes FROM hash_tree_keys WHERE key = ?", [key]
-        ).fetchall()
-        if not rows:
-            return None
-        (row,) = rows
-        requests = _columns(con, "hash_tree_requests", ("req_id", "end_node"), key, row[0])
-        nodes = _columns(con, "hash_tree_nodes", ("parent", "depth"), key, row[1])
-    except duckdb.CatalogException:  # a database this kvtool has not opened writable
+    index = load_index(con, key)
+    nodes = None if index is None else load_nodes(con, key, index)
+    if index is None or nodes is None:
         return None
-    if requests is None or nodes is None:
-        return None
-    return StoredTree(requests[0], requests[1], nodes[0], nodes[1])
+    return StoredTree(index.req_ids, index.end, nodes[0], nodes[1])
+
+
+def load_nodes(con: Connection, key: str, index: TreeIndex) -> tuple[np.ndarray, np.ndarray] | None:
+    """(parent, depth) of every node of the tree under ``key`` whose ``index`` was loaded;
+    None when the table holds another number of them."""
+    return _columns(con, "hash_tree_nodes", ("parent", "depth"), key, int(index.part_nodes.sum()))
 
 
 def _columns(
@@ -184,21 +181,26 @@ class TreeWriter:
         except (duckdb.CatalogException, duckdb.InvalidInputException):  # no table; read-only
             self.ok = False
 
+    def _write(self, table: str, columns: dict[str, np.ndarray], row: tuple[str, list]) -> None:
+        """``columns`` appended to ``table`` under the key, and the one ``row`` statement
+        (SQL, parameters), in one transaction."""
+        rows = pa.Table.from_arrays([int64_array(v) for v in columns.values()], names=list(columns))
+        names = ", ".join(columns)
+        with atomic(self.con), temp_table(self.con, "_kv_tree_rows", rows):
+            self.con.execute(
+                f"INSERT INTO {table} SELECT ?, {names} FROM _kv_tree_rows", [self.key]
+            )
+            self.con.execute(*row)
+
     def add_part(self, parent: np.ndarray, depth: np.ndarray) -> None:
         """The next partition's nodes: ``parent`` (global node ids, -1 at a root), ``depth``."""
         if not self.ok:
             return
-        nodes = pa.Table.from_arrays(
-            [int64_array(parent), int64_array(depth)], names=["parent", "depth"]
+        self._write(
+            "hash_tree_nodes",
+            {"parent": parent, "depth": depth},
+            ("INSERT INTO hash_tree_parts VALUES (?, ?, ?)", [self.key, self.parts, len(parent)]),
         )
-        with atomic(self.con), temp_table(self.con, "_kv_tree_nodes", nodes):
-            self.con.execute(
-                "INSERT INTO hash_tree_nodes SELECT ?, parent, depth FROM _kv_tree_nodes",
-                [self.key],
-            )
-            self.con.execute(
-                "INSERT INTO hash_tree_parts VALUES (?, ?, ?)", [self.key, self.parts, len(parent)]
-            )
         self.parts += 1
         self.nodes += len(parent)
 
@@ -206,15 +208,9 @@ class TreeWriter:
         """The requests in processing order and their last nodes, then the key row."""
         if not self.ok:
             return
-        requests = pa.Table.from_arrays(
-            [int64_array(req_ids), int64_array(end)], names=["req_id", "end_node"]
+        self._write(
+            "hash_tree_requests",
+            {"req_id": req_ids, "end_node": end},
+            ("INSERT INTO hash_tree_keys VALUES (?, ?, ?)", [self.key, len(req_ids), self.nodes]),
         )
-        with atomic(self.con), temp_table(self.con, "_kv_tree_requests", requests):
-            self.con.execute(
-                "INSERT INTO hash_tree_requests SELECT ?, req_id, end_node FROM _kv_tree_requests",
-                [self.key],
-            )
-            self.con.execute(
-                "INSERT INTO hash_tree_keys VALUES (?, ?, ?)", [self.key, len(req_ids), self.nodes]
-            )
         self.ok = False

@@ -44,7 +44,7 @@ from kvtool.store.requests import (
     processing_order,
 )
 from kvtool.store.tokenizations import block_nodes
-from kvtool.store.trees import TreeIndex, TreeWriter, load_index, load_tree, node_parts, tree_key
+from kvtool.store.trees import TreeIndex, TreeWriter, load_index, load_nodes, node_parts, tree_key
 from kvtool.traffic.hash_tree import HASH_TREE_RECIPE, Plan, build_in_memory, build_stored
 
 
@@ -190,10 +190,10 @@ class WorkloadParts:
         """The workload with its whole tree."""
         if self._index is None or self._con is None:
             return self.head
-        tree = load_tree(self._con, self._key)
-        if tree is None:
+        nodes = load_nodes(self._con, self._key, self._index)
+        if nodes is None:
             raise WorkloadError("the stored block tree changed while it was read")
-        return dataclasses.replace(self.head, parent=tree.parent, depth=tree.depth)
+        return dataclasses.replace(self.head, parent=nodes[0], depth=nodes[1])
 
 
 _INTS = ("req_id", "n_tokens", "output_tokens")
