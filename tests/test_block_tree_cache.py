@@ -20,6 +20,7 @@ from kvtool.progress import NullProgress
 from kvtool.store import connect
 from kvtool.store.arrow import numbers, valid
 from kvtool.store.files import file_rows
+from kvtool.store.requests import hash_request_table, processing_order
 from kvtool.store.trees import load_tree, tree_key
 from kvtool.traffic import load_traffic
 from kvtool.traffic.hash_tree import HASH_TREE_RECIPE
@@ -186,3 +187,22 @@ def test_traffic_holds_its_whole_tree_unless_read_by_partitions(db):
     con.close()
     _equal(traffic.wl, whole)
     assert traffic.wl.n == 102 and len(traffic.wl.parent) > 0
+
+
+def test_requests_are_read_in_the_sql_processing_order(tmp_path):
+    """The workload sorts its requests in NumPy (``processing_order``), not with DuckDB's
+    ``ORDER BY``: the same order, ties in timestamp broken by file, then line. (A hash trace
+    always has timestamps; the NaN-last rule is checked on its own below.)"""
+    path = str(tmp_path / "order.duckdb")
+    files = [_trace(tmp_path / "b.jsonl", 2, 30), _trace(tmp_path / "a.jsonl", 1, 30)]
+    reports = ingest(files, db=path, hash_block_size=B)
+    ids = sorted(r.file_id for r in reports)
+    con = connect(path)
+    sql = numbers(hash_request_table(con, ids).column("req_id"), np.int64)
+    assert np.array_equal(load_workload(con, ids, None).req_ids, sql)
+    assert not np.array_equal(sql, np.sort(sql))  # ties interleave the two files
+    con.close()
+    ts = np.array([2.0, np.nan, 1.0, 2.0, np.nan, 1.0])
+    file_id = np.array([1, 0, 1, 0, 0, 0])
+    line = np.array([1, 2, 2, 5, 1, 9])
+    assert processing_order(ts, file_id, line).tolist() == [5, 2, 3, 0, 4, 1]

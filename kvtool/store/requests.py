@@ -286,9 +286,8 @@ HASH_WORKLOAD_COLUMNS = """r.req_id, r.ts, r.session_id, r.model, r.input_length
     r.file_id, r.line"""
 HASH_TREE_COLUMNS = """r.req_id, r.ts, r.input_length AS n_tokens, r.file_id, r.line, r.tenant,
     r.hash_ids[1] AS first_id, len(r.hash_ids) AS n_ids"""
-HASH_REQUEST_COLUMNS = """r.req_id, r.ts, r.session_id, r.model, r.input_length AS n_tokens,
-    r.output_tokens, r.observed_prompt_tokens, r.observed_cached_tokens, r.file_id, r.tenant,
-    r.cache_key, r.hash_ids[1] AS first_id, len(r.hash_ids) AS n_ids"""
+HASH_REQUEST_COLUMNS = f"""{HASH_WORKLOAD_COLUMNS}, r.tenant, r.hash_ids[1] AS first_id,
+    len(r.hash_ids) AS n_ids"""
 
 
 def processing_order(ts: np.ndarray, file_id: np.ndarray, line: np.ndarray) -> np.ndarray:
@@ -302,7 +301,7 @@ def processing_order(ts: np.ndarray, file_id: np.ndarray, line: np.ndarray) -> n
 def hash_request_table(con: Connection, file_ids: list[int]) -> pa.Table:
     """Hash-trace requests of ``file_ids`` in processing order (timestamp, then file and line):
     req_id, ts, session_id, model, n_tokens, output_tokens, observed_prompt_tokens,
-    observed_cached_tokens, file_id, tenant, cache_key, and of their hash ids the first
+    observed_cached_tokens, cache_key, file_id, line, tenant, and of their hash ids the first
     (``first_id``, NULL for none) and how many (``n_ids``). Their hash ids: ``hash_id_lists``,
     ``hash_id_batches``. ``hash_request_batches``: the same, streamed."""
     return con.sql(

@@ -91,11 +91,9 @@ def build_in_memory(
     return rooted_tree(starts, plan.full, lists.values.view(np.uint64), plan.salts, plan.parts)
 
 
-def build_stored(
-    con: Connection, file_ids: list[int], plan: Plan, writer: TreeWriter
-) -> np.ndarray:
-    """Build the tree partition by partition into ``writer`` (which commits it) and return
-    ``end`` per request (global node ids, -1 without a full block). The ids are read once, in
+def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeWriter) -> None:
+    """Build the tree partition by partition into ``writer``, which stores it with ``end`` per
+    request (global node ids, -1 without a full block). The ids are read once, in
     scan order, and spilled per partition to a temporary directory, then each partition is built
     from its file alone."""
     n = len(plan.req_ids)
@@ -139,4 +137,3 @@ def build_stored(
             writer.add_part(np.where(parent >= 0, parent + base, -1), depth)
             base += len(parent)
     writer.finish(plan.req_ids, end)
-    return end
