@@ -18,7 +18,7 @@ LRU (exact: the one-pass curve) and FIFO (exact: each point simulated directly) 
 sampled, with the seconds of the simulate stage of each run (block streams, the ideal, the
 points; loading excluded, the same for both).
 
-    python bench/sample_accuracy.py [--rate 0.01] [--salts 3] [--only mooncake|agent]
+    python bench/sample_accuracy.py [--rate 0.01] [--salts 3] [--draws 10] [--only mooncake|agent]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _run(db: Path, caps: list[int], config: SimConfig) -> tuple[list, float]:
     return list(result.points), timer.seconds.get("simulate", float("nan"))
 
 
-def compare(name: str, db: Path, rate: float, salts: int) -> None:
+def compare(name: str, db: Path, rate: float, salts: int, draws: int) -> None:
     con = connect(db)
     traffic = load_traffic(
         con, paths=None, tokenizer=None, fmt=None, hash_block_size=512, progress=NullProgress()
@@ -104,6 +104,18 @@ def compare(name: str, db: Path, rate: float, salts: int) -> None:
     )
     if not at_rate:
         return
+    exact_at = [e for c, e in zip(caps, exact, strict=True) if c in at_rate]
+    maes = []
+    for seed in range(draws):  # independent draws of the samples (--sample-seed)
+        config = SimConfig(concurrency=1, sample=rate, sample_salts=salts, sample_seed=seed)
+        drawn, _ = _run(db, at_rate, config)
+        pairs = zip(exact_at, drawn, strict=True)
+        maes.append(float(np.mean([abs(s.token_hit_rate - e.token_hit_rate) for e, s in pairs])))
+    print(
+        f"lru on the {len(at_rate)} points sampled at {rate}, {draws} draws of {salts} salts "
+        f"(--sample-seed 0..{draws - 1}): mean absolute error per draw "
+        f"{' '.join(f'{m:.4f}' for m in maes)}; mean {np.mean(maes):.4f}, largest {max(maes):.4f}"
+    )
     for policy in ("lru", "fifo"):
         exact_pts, e_s = _run(db, at_rate, SimConfig(policy=policy, concurrency=1))
         est_pts, s_s = _run(
@@ -123,6 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=0.01)
     ap.add_argument("--salts", type=int, default=3)
+    ap.add_argument("--draws", type=int, default=10, help="independent draws at R")
     ap.add_argument("--repeat", type=int, default=20, help="copies of the Mooncake trace")
     ap.add_argument("--sessions", type=int, default=5000, help="generated agent sessions")
     ap.add_argument("--only", choices=("mooncake", "agent"))
@@ -130,10 +143,11 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     if args.only in (None, "mooncake"):
         db = mooncake_db(args.repeat)
-        compare(f"Mooncake conversation x{args.repeat}", db, args.rate, args.salts)
+        compare(f"Mooncake conversation x{args.repeat}", db, args.rate, args.salts, args.draws)
     if args.only in (None, "agent"):
         db = agent_db(args.sessions)
-        compare(f"generated agent traffic, {args.sessions} sessions", db, args.rate, args.salts)
+        name = f"generated agent traffic, {args.sessions} sessions"
+        compare(name, db, args.rate, args.salts, args.draws)
 
 
 if __name__ == "__main__":

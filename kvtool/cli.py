@@ -481,6 +481,13 @@ def simulate_cmd(
     sample_salts: Annotated[
         int, typer.Option(help="Independent samples behind each --sample estimate.")
     ] = 3,
+    sample_seed: Annotated[
+        int,
+        typer.Option(
+            help="Which draw of --sample's samples: another seed draws other families "
+            "(0, the default, is the same draw every run)."
+        ),
+    ] = 0,
     redact: RedactOption = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
@@ -534,6 +541,7 @@ def simulate_cmd(
             output_cache=output_cache,
             sample=sample,
             sample_salts=sample_salts,
+            sample_seed=sample_seed,
         )
         return simulate(
             paths or None,

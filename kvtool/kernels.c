@@ -10,7 +10,9 @@
  * - kv_first_use_ids: a stream renumbered in order of first use.
  * - kv_stack_maxima: the one-pass LRU curve's kernel (kvtool/simulate/sweep.py).
  * - kv_ideal_hits: the infinite cache's hits per request (simulate's ideal).
+ * - kv_depth_order: the block tree's nodes sorted by depth.
  * - kv_families: the prefix families of --sample, from the block tree.
+ * - kv_first_through: the first request through each node of the block tree.
  * - kv_sequential_ttft: TTFT one request at a time (the one-pass curve's points).
  */
 #define PY_SSIZE_T_CLEAN
@@ -729,17 +731,19 @@ void kv_sequential_ttft(
     }
 }
 
-/* sample.families: per node, how many requests' paths pass through it (counts: on entry the
-   requests that end there), and its prefix family (fam): the shallowest node on its path that
-   at most cap requests pass through, -1 where the node itself has more (the trunk). order:
-   n_nodes scratch; depth_starts: n_depths = max depth + 2 zeros. Children are visited after their
-   parents by sorting nodes by depth (a counting sort). */
-void kv_families(
-    i64 n_nodes, const i64 *parent, const i64 *depth, i64 cap, i64 *counts, i64 *fam,
-    i64 *order, i64 n_depths, i64 *depth_starts) {
+/* Node ids sorted by depth, shallowest first, ties by id (a counting sort): a child comes after
+   its parent. depth_starts: n_depths = max depth + 2 zeros. */
+void kv_depth_order(i64 n_nodes, const i64 *depth, i64 *order, i64 n_depths, i64 *depth_starts) {
     for (i64 v = 0; v < n_nodes; v++) depth_starts[depth[v] + 1]++;
     for (i64 d = 1; d < n_depths; d++) depth_starts[d] += depth_starts[d - 1];
     for (i64 v = 0; v < n_nodes; v++) order[depth_starts[depth[v]]++] = v;
+}
+
+/* The prefix families of --sample: counts[v] enters as the requests ending at v and leaves as
+   those passing through it; fam[v] is the shallowest node of v's path with at most cap requests
+   through it, -1 where v itself has more (the trunk). order: kv_depth_order's. */
+void kv_families(
+    i64 n_nodes, const i64 *parent, const i64 *order, i64 cap, i64 *counts, i64 *fam) {
     for (i64 q = n_nodes - 1; q >= 0; q--) { /* deepest first: counts flow up */
         i64 v = order[q];
         if (parent[v] >= 0) counts[parent[v]] += counts[v];
@@ -750,6 +754,16 @@ void kv_families(
             fam[v] = -1;
         else
             fam[v] = (p < 0 || counts[p] > cap) ? v : fam[p];
+    }
+}
+
+/* The first request through each node: on entry first[v] is the first request ending at v
+   (n_req where none ends there), on exit the first ending anywhere below v or at it. Deepest
+   nodes first, so a node is final before its parent takes it. order: kv_depth_order's. */
+void kv_first_through(i64 n_nodes, const i64 *parent, const i64 *order, i64 *first) {
+    for (i64 q = n_nodes - 1; q >= 0; q--) {
+        i64 v = order[q], p = parent[v];
+        if (p >= 0 && first[v] < first[p]) first[p] = first[v];
     }
 }
 

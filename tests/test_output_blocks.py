@@ -23,8 +23,11 @@ from kvtool.tiers.spec import Tier
 from kvtool.traffic import (
     base_hit_blocks,
     caches_outputs,
+    first_through_hits,
+    ideal,
     ideal_hits,
     output_blocks,
+    output_hit_blocks,
     passes,
     runs,
     streams_with_outputs,
@@ -148,6 +151,20 @@ def test_engine_at_infinite_capacity_equals_the_ideal(B):
         assert got.cached_per_request.tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("seed", [16, 32, 64])
+def test_first_through_hits_with_outputs_equal_the_runs_and_passes(seed, monkeypatch):
+    # simulate --sample's exact ideal of a text log (one pass up the tree) against analyze's
+    wl = agent_workload(seed)
+    outputs = output_blocks(wl)
+    rs = runs(wl)
+    ps = passes(wl, rs)
+    want = output_hit_blocks(wl, rs, ps, outputs).base_hits
+    assert want.sum() > base_hit_blocks(wl, rs, ps).sum()  # the answers add hits
+    assert np.array_equal(first_through_hits(wl, outputs=outputs), want)
+    monkeypatch.setattr(ideal, "library", lambda: None)
+    assert np.array_equal(first_through_hits(wl, outputs=outputs), want)
+
+
 def test_streams_append_the_output_blocks_at_the_block_size():
     wl = two_turns()
     out = output_blocks(wl)
@@ -176,6 +193,10 @@ def test_cli_flag_and_the_infinite_policy_on_a_generated_agent_log(tmp_path):
     assert on["cached_tokens"] - off["cached_tokens"] == on["output_caching"]["cached_tokens_added"]
     sim = _json(["simulate", *db, "--policy", "infinite", "--blocks", "100000"])
     assert sim["config"]["output_cache"] is True
+    sampled = _json(["simulate", *db, "--blocks", "100000", "--sample", "0.4", "--warmup", "0.2"])
+    exact = _json(["simulate", *db, "--blocks", "100000", "--warmup", "0.2"])
+    for key in ("ideal_hit_rate", "ideal_cached_tokens", "ideal_hit_rate_prompt_only"):
+        assert sampled[key] == exact[key]  # the ideal with --sample is exact, outputs and all
     assert sim["token_hit_rate"] == pytest.approx(on["ideal_hit_rate"])
     assert sim["ideal_hit_rate_prompt_only"] == pytest.approx(off["ideal_hit_rate"])
     sim_off = _json(

@@ -10,7 +10,17 @@ from workloads import token_workload as _workload
 
 from kvtool.analyze import summarize
 from kvtool.analyze.prefix import assign_sessions, infer_parents, top_prefixes, within_session
-from kvtool.traffic import REUSE_WINDOWS, Workload, base_hit_blocks, ideal_hits, passes, runs
+from kvtool.traffic import (
+    REUSE_WINDOWS,
+    Workload,
+    base_hit_blocks,
+    first_through_hits,
+    hit_blocks,
+    ideal,
+    ideal_hits,
+    passes,
+    runs,
+)
 
 
 def _structure(wl: Workload):
@@ -63,6 +73,20 @@ def test_ideal_hits_match_bruteforce(seed, B):
     seqs = _random_tree_workload(random.Random(seed), 120)
     wl = _workload(seqs)
     assert _cached(wl, B) == _oracle_cached(seqs, B)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_first_through_hits_equal_the_runs_and_passes(seed, monkeypatch):
+    # simulate --sample's ideal (one pass up the tree) against analyze's, in C and in numpy
+    wl = _workload(_random_tree_workload(random.Random(seed), 200))
+    rs, ps = _structure(wl)
+    expected = base_hit_blocks(wl, rs, ps)
+    assert expected.sum() > 0 and (expected == 0).any()  # some requests hit, some do not
+    assert np.array_equal(first_through_hits(wl), expected)
+    monkeypatch.setattr(ideal, "library", lambda: None)
+    assert np.array_equal(first_through_hits(wl), expected)
+    cached = hit_blocks(wl, expected, 32) * 32
+    assert np.array_equal(cached, ideal_hits(wl, rs, ps, expected, 32).cached_tokens)
 
 
 def test_cap_keeps_one_token_to_compute():

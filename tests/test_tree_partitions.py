@@ -68,17 +68,23 @@ def test_analyze_and_simulate_agree_with_small_partitions(tmp_path, monkeypatch,
     (``kvtool.analyze.summary``), equals the one-pass summary of the same tree: numbers, top
     prefixes, charts and per-request arrays, with and without a warm-up. The synthetic trace's
     requests start with 2,211 different blocks; every request of the conversation trace starts
-    with the same one, so it is one partition however small they are asked to be."""
+    with the same one, so it is one partition however small they are asked to be. ``--sample``
+    reads the partitions too, and its ideal is the exact one."""
     config = SimConfig(policy="lru")
+    sampled_config = SimConfig(concurrency=1, sample=0.2, warmup="0.3")
     results = []
     for name, ids in (("whole", 1 << 40), ("parts", 10_000)):
         monkeypatch.setattr(hash_tree, "TREE_PART_IDS", ids)
         db = tmp_path / f"{name}.duckdb"
         summary = analyze([MOONCAKE / trace], db=db, top=25).to_json()
         sim = simulate(db=db, blocks=[1000, 4000, 16000], config=config).to_json()
-        results.append((summary, sim["points"]))
+        sampled = simulate(db=db, blocks=[4000, 16000], config=sampled_config).to_json()
+        results.append((summary, sim["points"], sampled["points"], sampled["ideal_hit_rate"]))
     assert results[1] == results[0]
-    summary, points = results[0]
+    summary, points, _, sampled_ideal = results[0]
+    # the sampled run's ideal, summed over the partitions, is the exact run's, warm-up and all
+    exact = simulate(db=db, blocks=[4000], config=SimConfig(warmup="0.3")).ideal_hit_rate
+    assert sampled_ideal == exact
     assert 0 < points[0]["token_hit_rate"] < points[2]["token_hit_rate"]
     assert len(summary["top_prefixes"]) == 25
     con = connect(tmp_path / "parts.duckdb", read_only=True)

@@ -57,7 +57,8 @@ class SimConfig:
     - ``sample``: simulate prefix-aware samples of this rate in (0, 1] on tiers as many times
       smaller, and estimate every point from them, with an error bar
       (``kvtool.simulate.sample``); None: every request; ``sample_salts``: how many
-      independent samples (at least 2 for an error bar).
+      independent samples (at least 2 for an error bar); ``sample_seed``: which draw of them
+      (draw d uses salts ``d * sample_salts`` up to the next draw's: draws are disjoint).
     """
 
     policy: str = "lru"
@@ -77,6 +78,7 @@ class SimConfig:
     compiled: bool = True
     sample: float | None = None
     sample_salts: int = 3
+    sample_seed: int = 0
 
     def __post_init__(self) -> None:
         info = POLICIES.get(self.policy)
@@ -110,6 +112,15 @@ class SimConfig:
             raise OptionError("sample", f"must be in (0, 1], got {self.sample}")
         if self.sample_salts < 1:
             raise OptionError("sample_salts", f"must be >= 1, got {self.sample_salts}")
+        if not 0 <= self.sample_seed < 2**32:
+            raise OptionError("sample_seed", f"must be in [0, 2**32), got {self.sample_seed}")
+
+    @property
+    def salts(self) -> range:
+        """The salts of ``--sample``'s samples: draw ``sample_seed``'s ``sample_salts``."""
+        return range(
+            self.sample_seed * self.sample_salts, (self.sample_seed + 1) * self.sample_salts
+        )
 
     @property
     def timing(self) -> Timing:

@@ -48,18 +48,16 @@ from kvtool.traffic import (
     Workload,
     WorkloadParts,
     as_executor,
-    base_hit_blocks,
-    ideal_hits,
+    first_through_hits,
+    hit_blocks,
     kv_shape_name,
     load_traffic,
     measurement_window,
     output_blocks,
-    output_hit_blocks,
     parse_warmup,
-    passes,
-    runs,
     streams_with_outputs,
 )
+from kvtool.traffic.tree import depth_order
 
 
 def simulate(
@@ -390,10 +388,11 @@ def _sampled(
     warmup: Warmup | None,
     window: Window,
 ) -> tuple[list[SimPoint], Ideal]:
-    """Each grid point, and the ideal, estimated from ``config.sample_salts`` prefix-aware
-    samples (``kvtool.simulate.sample``): the families come from the block tree, and only the
-    sampled requests get block streams, output blocks and a simulation, on tiers as many times
-    smaller as the sample is. The point's figures are scaled to the whole trace and carry the
+    """Each grid point estimated from ``config.sample_salts`` prefix-aware samples
+    (``kvtool.simulate.sample``), and the ideal exactly: the families and the ideal come from
+    the block tree, and only the sampled requests get block streams, output blocks and a
+    simulation, on tiers as many times smaller as the sample is. The point's figures are scaled
+    to the whole trace (hits by their share of the ideal's, ``sample.pooled``) and carry the
     estimate's error. A point's rate is ``config.sample``, doubled until its sampled first
     tier holds the largest request (``sample.point_rate``); a point whose samples would cost a
     whole run is simulated whole. A hash trace is read one partition of its tree at a time
@@ -409,23 +408,27 @@ def _sampled(
     ]
     prompt_tokens = int(head.n_tokens[window.start :].sum())
     stack = _one_pass(config, grid)  # LRU one request at a time: the stack model, scaled
-    whole: list[tuple[Workload, OutputPaths, np.ndarray, np.ndarray]] = []  # built if needed
+    whole: dict[str, tuple[Workload, OutputPaths, np.ndarray, np.ndarray]] = {}  # if needed
 
     def whole_streams() -> tuple[Workload, OutputPaths, np.ndarray, np.ndarray]:
         if not whole:
             wl = tree.whole()
             outputs = output_blocks(wl, config.output_cache)
-            whole.append((wl, outputs, *streams_with_outputs(wl, B, outputs)))
-        return whole[0]
+            whole["streams"] = (wl, outputs, *streams_with_outputs(wl, B, outputs))
+        return whole["streams"]
 
     sampled_rates = sorted({r for r in rates if r < 1})
     if head.kind == "hash":  # no output blocks: the kept requests' paths are all they use
-        kept_set = sample.sample_set(tree, sampled_rates, config.sample_salts)
+        kept_set = sample.sample_set(tree, sampled_rates, config.salts)
     else:
         kept_set = sample.whole_set(tree.whole(), sampled_rates)
+    if kept_set.base_hits is not None:  # the ideal, exactly, from the tree's partitions
+        ideal = _ideal_from_base(head, B, window.start, kept_set.base_hits, kept_set.base_hits)
+    else:  # from the whole tree at hand, without its block streams
+        ideal = _tree_ideal(
+            kept_set.wl, B, window.start, output_blocks(kept_set.wl, config.output_cache)
+        )
     points: list[SimPoint | None] = [None] * len(grid)
-    ideals: list[Ideal] = []
-    ideal_tokens: list[int] = []
     for rate in sorted(set(rates)):
         members = [k for k, r in enumerate(rates) if r == rate]
         sub_grid = [grid[k] for k in members]
@@ -433,13 +436,21 @@ def _sampled(
             wl, _, offsets, stream = whole_streams()
             runs = _point_runs(wl, offsets, stream, sub_grid, config, kv, progress, window)
             for k, run in zip(members, runs, strict=True):
-                result, estimate = sample.pooled([run.result], 1.0, window.counted, prompt_tokens)
+                result, estimate = sample.pooled(
+                    [run.result],
+                    1.0,
+                    window.counted,
+                    prompt_tokens,
+                    ideal.cached_tokens,
+                    [ideal.cached_tokens],
+                )
                 point = SimPoint.of(result, grid[k], config, duration, run.method)
                 points[k] = replace(point, sample=estimate)
             continue
         by_point: list[list[EngineResult]] = [[] for _ in members]
+        salt_ideals: list[int] = []  # each sample's own ideal: cached tokens
         pool, unit_keys, trunk = kept_set.wl, kept_set.keys[rate], kept_set.trunk[rate]
-        for salt in range(config.sample_salts):
+        for salt in config.salts:
             kept = np.flatnonzero(sample.keep(unit_keys, rate, salt))
             if not len(kept):
                 continue
@@ -447,11 +458,11 @@ def _sampled(
             part_window = measurement_window(part, warmup)
             outputs = output_blocks(part, config.output_cache)
             part_offsets, part_stream = streams_with_outputs(part, B, outputs)
-            if rate == min(rates):  # the ideal from the samples of the smallest rate
-                ideals.append(
-                    _ideals(part, B, part_window.start, outputs, part_offsets, part_stream)
-                )
-                ideal_tokens.append(int(part.n_tokens[part_window.start :].sum()))
+            salt_ideals.append(
+                _ideals(
+                    part, B, part_window.start, outputs, part_offsets, part_stream
+                ).cached_tokens
+            )
             # the sample's blocks renumbered 0.. (the engines size their state by the ids)
             ids, part_stream = np.unique(part_stream, return_inverse=True)
             if stack:  # every capacity from the sample's stack distances, scaled
@@ -480,28 +491,12 @@ def _sampled(
                 f"(the trace has {head.n} requests)",
             )
         for j, k in enumerate(members):
-            result, estimate = sample.pooled(by_point[j], rate, window.counted, prompt_tokens)
+            result, estimate = sample.pooled(
+                by_point[j], rate, window.counted, prompt_tokens, ideal.cached_tokens, salt_ideals
+            )
             point = SimPoint.of(result, grid[k], config, duration, "sampled")
             points[k] = replace(point, sample=estimate)
-    if ideals:
-        ideal = _pooled_ideal(ideals, ideal_tokens, prompt_tokens)
-    else:  # every point simulated whole: so is the ideal
-        wl, outputs, offsets, stream = whole_streams()
-        ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
     return [p for p in points if p is not None], ideal
-
-
-def _pooled_ideal(ideals: list[Ideal], tokens: list[int], prompt_tokens: int) -> Ideal:
-    """The ideal of the whole trace estimated from samples' ideals (``tokens``: each sample's
-    counted prompt tokens): cached over prompt tokens, pooled."""
-    pooled = sum(tokens)
-    if not pooled:
-        return Ideal(None, 0, None)
-    rate = sum(i.cached_tokens for i in ideals) / pooled
-    prompt_only = (
-        sum((i.prompt_only_rate or 0.0) * t for i, t in zip(ideals, tokens, strict=True)) / pooled
-    )
-    return Ideal(rate, round(rate * prompt_tokens), prompt_only)
 
 
 def _prompt_blocks(wl: Workload, block_size: int) -> np.ndarray:
@@ -533,45 +528,54 @@ def _ideals(
     """The infinite cache over requests ``first..``, the cache having seen every request before
     them and (for ``rate``) the ``outputs`` of each. ``offsets``/``stream``: the requests' blocks
     at ``block_size``, outputs last (``streams_with_outputs``). One pass over the stream in C
-    (``kv_ideal_hits``), or the block tree's passes (``kvtool.traffic.ideal``) on an install
-    without the C kernels: the same figures (leading blocks seen earlier, capped at
+    (``kv_ideal_hits``), or from the block tree (``_tree_ideal``) on an install without the C
+    kernels: the same figures (leading blocks seen earlier, capped at
     ``(n - 1) // B``; availability only grows along a path, so counting whole blocks of the
     stream equals the tree's base-block count divided by ``k``)."""
-    total = int(wl.n_tokens[first:].sum())
     lib = library()
-    if lib is not None:
-        caps = np.minimum(np.diff(offsets), np.maximum(wl.n_tokens - 1, 0) // block_size)
-        prompt = _prompt_blocks(wl, block_size)  # the prompt's full blocks lead each stream
-        n_ids = int(stream.max()) + 1 if len(stream) else 0
-        hits = np.empty(wl.n, np.int64), np.empty(wl.n, np.int64)
-        lib.kv_ideal_hits(
-            wl.n,
-            np.ascontiguousarray(offsets, np.int64),
-            np.ascontiguousarray(stream, np.int64),
-            prompt,
-            np.ascontiguousarray(caps, np.int64),
-            np.zeros(n_ids, np.uint8),
-            *hits,
-        )
-        with_outputs, prompt_only = (int(h[first:].sum()) * block_size for h in hits)
-    else:
-        rs = runs(wl)
-        ps = passes(wl, rs)
-
-        def cached(base: np.ndarray) -> int:
-            return int(ideal_hits(wl, rs, ps, base, block_size).cached_tokens[first:].sum())
-
-        prompt_only = cached(base_hit_blocks(wl, rs, ps))
-        with_outputs = (
-            cached(output_hit_blocks(wl, rs, ps, outputs).base_hits)
-            if len(outputs.nodes)
-            else prompt_only
-        )
+    if lib is None:
+        return _tree_ideal(wl, block_size, first, outputs)
+    total = int(wl.n_tokens[first:].sum())
+    caps = np.minimum(np.diff(offsets), np.maximum(wl.n_tokens - 1, 0) // block_size)
+    prompt = _prompt_blocks(wl, block_size)  # the prompt's full blocks lead each stream
+    n_ids = int(stream.max()) + 1 if len(stream) else 0
+    hits = np.empty(wl.n, np.int64), np.empty(wl.n, np.int64)
+    lib.kv_ideal_hits(
+        wl.n,
+        np.ascontiguousarray(offsets, np.int64),
+        np.ascontiguousarray(stream, np.int64),
+        prompt,
+        np.ascontiguousarray(caps, np.int64),
+        np.zeros(n_ids, np.uint8),
+        *hits,
+    )
+    with_outputs, prompt_only = (int(h[first:].sum()) * block_size for h in hits)
     return Ideal(
         with_outputs / total if total else None,
         with_outputs,
         prompt_only / total if total else None,
     )
+
+
+def _tree_ideal(wl: Workload, block_size: int, first: int, outputs: OutputPaths) -> Ideal:
+    """``_ideals`` from the block tree alone (``first_through_hits``), without block streams."""
+    order = depth_order(wl.depth)
+    prompt = first_through_hits(wl, order)
+    with_outputs = first_through_hits(wl, order, outputs) if len(outputs.nodes) else prompt
+    return _ideal_from_base(wl, block_size, first, with_outputs, prompt)
+
+
+def _ideal_from_base(
+    wl: Workload, block_size: int, first: int, with_outputs: np.ndarray, prompt: np.ndarray
+) -> Ideal:
+    """The ideal over requests ``first..`` from each request's leading base blocks seen earlier,
+    outputs included (``with_outputs``) and prompts alone (``prompt``)."""
+    total = int(wl.n_tokens[first:].sum())
+    cached, prompt_only = (
+        int(hit_blocks(wl, base, block_size)[first:].sum()) * block_size
+        for base in (with_outputs, prompt)
+    )
+    return Ideal(cached / total if total else None, cached, prompt_only / total if total else None)
 
 
 def _tiers_for(

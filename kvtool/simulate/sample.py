@@ -12,10 +12,12 @@ prefix they are. A request whose whole prompt is trunk is its own unit. A unit i
 64-bit mix of its key and the salt falls below R; a salt gives an independent sample.
 
 ``family_cap`` is a twentieth of the expected sample (``R * requests / 20``, at least 1), so
-that no family is more than a twentieth of any sample. The estimate of a point is the ratio
-over the pooled samples of ``salts`` salts (cached tokens over prompt tokens); its error bar is
-the standard error of the salts' own ratios (their standard deviation over the square root of
-their number). Exact where R = 1: every request is kept.
+that no family is more than a twentieth of any sample. A point's hits are estimated by their
+share of the ideal's (``pooled``): the samples' cached tokens over their own ideal's, pooled
+over the salts, times the whole trace's ideal, which the caller computes exactly from the tree
+(``SampleSet.base_hits``). The error bar is the standard error of the salts' own estimates
+(their standard deviation over the square root of their number). Exact where R = 1: every
+request is kept.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 from kvtool.native import library
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.sweep import NEVER, LRUCurve, stack_distances
-from kvtool.traffic.tree import mix64
+from kvtool.traffic.ideal import first_through_hits
+from kvtool.traffic.tree import depth_levels, depth_order, mix64
 from kvtool.traffic.workload import Workload, WorkloadParts
 
 _SALT = 0x9E3779B97F4A7C15  # salt k hashes with (k + 1) times this, modulo 2**64
@@ -60,27 +63,22 @@ class Families:
     trunk: np.ndarray
 
 
-def families(wl: Workload, cap: int) -> Families:
+def families(wl: Workload, cap: int, order: np.ndarray | None = None) -> Families:
     """Per request, its sampling unit from the block tree: the shallowest node of its path that
     at most ``cap`` requests pass through (its prefix family), or the request alone when its
-    last node has more (its whole path is trunk). In C (``kv_families``: one counting sort of
-    the nodes by depth, a pass up and a pass down), or level by level in numpy."""
+    last node has more (its whole path is trunk). ``order``: ``depth_order(wl.depth)`` where
+    the caller has it. In C (``kv_families``: a pass up, a pass down), or level by level in
+    numpy."""
     n_nodes = len(wl.parent)
     counts = np.bincount(wl.end[wl.end >= 0], minlength=n_nodes).astype(np.int64)
     parent = np.ascontiguousarray(wl.parent, np.int64)
-    depth = np.ascontiguousarray(wl.depth, np.int64)
     fam = np.full(n_nodes, -1, np.int64)
+    order = depth_order(wl.depth) if order is None else order
     lib = library()
     if lib is not None and n_nodes:
-        n_depths = int(depth.max()) + 2
-        order = np.empty(n_nodes, np.int64)
-        lib.kv_families(
-            n_nodes, parent, depth, cap, counts, fam, order, n_depths, np.zeros(n_depths, np.int64)
-        )
+        lib.kv_families(n_nodes, parent, np.ascontiguousarray(order, np.int64), cap, counts, fam)
     elif n_nodes:
-        order = np.argsort(depth, kind="stable")
-        bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
-        levels = [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+        levels = depth_levels(wl.depth, order)
         for level in reversed(levels):  # deepest first: counts flow up
             up = parent[level] >= 0
             np.add.at(counts, parent[level[up]], counts[level[up]])
@@ -102,27 +100,33 @@ class SampleSet:
     """The requests that any sample keeps, on the nodes their paths use: ``wl`` (processing
     order kept; node ids in the whole tree's order, so that streams renumber as the whole
     tree's do), and per rate each request's unit (``keys``) and each node's ``trunk`` flag,
-    as ``families`` gives them on the whole tree."""
+    as ``families`` gives them on the whole tree. ``base_hits``, where the set was read by
+    partitions: per request of the whole trace, its leading base blocks that an earlier
+    request went through (``first_through_hits``), for the exact ideal."""
 
     wl: Workload
     keys: dict[float, np.ndarray]
     trunk: dict[float, np.ndarray]
+    base_hits: np.ndarray | None = None
 
 
 def whole_set(wl: Workload, rates: list[float]) -> SampleSet:
     """The ``SampleSet`` of the whole workload: every request, every node (for a text log,
-    whose output blocks lie on other requests' paths)."""
-    units = {rate: families(wl, family_cap(rate, wl.n)) for rate in rates}
+    whose output blocks lie on other requests' paths). No ``base_hits``: the whole workload
+    is at hand for the ideal."""
+    order = depth_order(wl.depth)
+    units = {rate: families(wl, family_cap(rate, wl.n), order) for rate in rates}
     return SampleSet(
         wl, {r: u.keys for r, u in units.items()}, {r: u.trunk for r, u in units.items()}
     )
 
 
-def sample_set(tree: WorkloadParts, rates: list[float], salts: int) -> SampleSet:
-    """The ``SampleSet`` of the requests that salts ``0..salts-1`` keep at any of ``rates``,
+def sample_set(tree: WorkloadParts, rates: list[float], salts: range) -> SampleSet:
+    """The ``SampleSet`` of the requests that ``salts`` keep at any of ``rates``,
     read one partition of the tree at a time: a family lies within one partition, so its units
     and trunk are those of the whole tree, and only the kept requests' paths are held (about
-    ``salts * rate`` of the trace). For a hash trace (no output blocks)."""
+    ``salts * rate`` of the trace); every request's ``base_hits`` on the way. For a hash trace
+    (no output blocks)."""
     head = tree.head
     caps = {rate: family_cap(rate, head.n) for rate in rates}
     keys = {rate: np.empty(head.n, np.int64) for rate in rates}
@@ -131,17 +135,20 @@ def sample_set(tree: WorkloadParts, rates: list[float], salts: int) -> SampleSet
     depths: list[np.ndarray] = []
     trunks: dict[float, list[np.ndarray]] = {rate: [] for rate in rates}
     ends = np.full(head.n, -1, np.int64)
+    base_hits = np.zeros(head.n, np.int64)
     base = 0
     for part in tree:
         w, rows = part.wl, part.rows
+        order = depth_order(w.depth)
+        base_hits[rows] = first_through_hits(w, order)  # partitions share no node
         kept = np.zeros(w.n, bool)
         units = {}
         for rate in rates:
-            units[rate] = families(w, caps[rate])
+            units[rate] = families(w, caps[rate], order)
             k = units[rate].keys
             k = np.where(k >= 0, k + part.node_base, -1 - rows[np.maximum(-1 - k, 0)])
             keys[rate][rows] = k
-            for salt in range(salts):
+            for salt in salts:
                 kept |= keep(k, rate, salt)
         on_path = np.zeros(len(w.parent), bool)
         cur = np.unique(w.end[kept & (w.end >= 0)])
@@ -174,6 +181,7 @@ def sample_set(tree: WorkloadParts, rates: list[float], salts: int) -> SampleSet
         wl,
         {rate: k[chosen] for rate, k in keys.items()},
         {rate: np.concatenate(t) if t else np.zeros(0, bool) for rate, t in trunks.items()},
+        base_hits,
     )
 
 
@@ -251,32 +259,46 @@ def _error(values: list[float]) -> float | None:
 
 
 def pooled(
-    runs: list[EngineResult], rate: float, requests: int, prompt_tokens: int
+    runs: list[EngineResult],
+    rate: float,
+    requests: int,
+    prompt_tokens: int,
+    ideal_tokens: int,
+    run_ideals: list[int],
 ) -> tuple[EngineResult, SampleEstimate]:
     """One point's estimate from its runs on ``len(runs)`` samples, scaled to the whole trace
-    (``requests`` counted requests, ``prompt_tokens`` their tokens): token figures by the ratio
-    of prompt tokens, request figures by the ratio of requests; TTFT percentiles from every
-    sampled request."""
+    (``requests`` counted requests, ``prompt_tokens`` their tokens, ``ideal_tokens`` what the
+    infinite cache hits of them, exactly). Hit figures by the ratio to the ideal: the samples
+    estimate which share of the ideal's hits the point's cache keeps (their cached tokens over
+    their own ideal's, ``run_ideals``), and the whole trace's ideal, known exactly, scales it;
+    the ideal varies from sample to sample far more than that share (long conversations hit
+    more), so this removes most of the spread. Other token figures by the ratio of prompt
+    tokens, request figures by the ratio of requests; TTFT percentiles from every sampled
+    request."""
     pool_tokens = sum(r.prompt_tokens for r in runs)
     pool_requests = sum(r.requests for r in runs)
+    pool_ideal = sum(run_ideals)
     f_tokens = prompt_tokens / pool_tokens if pool_tokens else 0.0
     f_requests = requests / pool_requests if pool_requests else 0.0
+    f_hits = ideal_tokens / pool_ideal if pool_ideal else f_tokens  # no sample could hit: 0
     tiers = runs[0].tiers
     evictions = -1 if any(r.evictions < 0 for r in runs) else sum(r.evictions for r in runs)
     result = EngineResult(
         tiers,
         requests=requests,
         prompt_tokens=prompt_tokens,
-        cached_tokens=round(sum(r.cached_tokens for r in runs) * f_tokens),
-        hit_tokens=[
-            round(sum(r.hit_tokens[t] for r in runs) * f_tokens) for t in range(len(tiers))
-        ],
+        cached_tokens=round(sum(r.cached_tokens for r in runs) * f_hits),
+        hit_tokens=[round(sum(r.hit_tokens[t] for r in runs) * f_hits) for t in range(len(tiers))],
         requests_with_hit=round(sum(r.requests_with_hit for r in runs) * f_requests),
         evictions=evictions if evictions < 0 else round(evictions * f_tokens),
         uncached_blocks=round(sum(r.uncached_blocks for r in runs) * f_tokens),
         ttft=np.concatenate([r.counted_ttft for r in runs]) if runs else np.zeros(0),
     )
-    token_rates = [r.token_hit_rate for r in runs]
+    ideal_rate = ideal_tokens / prompt_tokens if prompt_tokens else 0.0
+    token_rates = [
+        r.cached_tokens / i * ideal_rate if i else None
+        for r, i in zip(runs, run_ideals, strict=True)
+    ]
     request_rates = [r.requests_with_hit / r.requests for r in runs if r.requests]
     estimate = SampleEstimate(
         rate=rate,

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvtool.errors import OptionError, WorkloadError
+from kvtool.native import library
 from kvtool.tiers.spec import parse_duration
 from kvtool.traffic.output_blocks import OutputPaths
+from kvtool.traffic.tree import depth_levels, depth_order
 from kvtool.traffic.workload import Workload
 
 WARMUP_FORMS = "a fraction of the requests in [0, 1) such as 0.5, or a duration such as 30m, 2h"
@@ -223,6 +225,47 @@ def base_hit_blocks(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
     return np.bincount(ps.req[ps.seen], weights=length[ps.seen], minlength=wl.n).astype(np.int64)
 
 
+def first_through_hits(
+    wl: Workload, order: np.ndarray | None = None, outputs: OutputPaths | None = None
+) -> np.ndarray:
+    """``base_hit_blocks`` (with ``outputs``: ``output_hit_blocks``'s ``base_hits``) without
+    runs and passes, in O(nodes + requests). A node is available to request j when an earlier
+    request went through it or wrote it as output: from the first request ending below it or
+    at it, or writing it or a node below it (output blocks are ancestor-closed), which is one
+    pass up the tree (C ``kv_first_through``, or a numpy level loop). Availability only grows
+    along a path, so j misses exactly its path's nodes that it makes available itself: those
+    whose first is j, less j's own output nodes (deeper than its prompt). ``order``:
+    ``depth_order(wl.depth)`` where the caller has it. What ``simulate --sample`` uses for the
+    exact ideal without the whole trace's block streams."""
+    n, n_nodes = wl.n, len(wl.parent)
+    has = np.flatnonzero(wl.end >= 0)
+    if not n_nodes or not len(has):
+        return np.zeros(n, np.int64)
+    first = np.full(n_nodes, n, np.int64)
+    first[wl.end[has][::-1]] = has[::-1]  # repeated nodes: the last write (earliest) wins
+    owner = np.zeros(0, np.int64)
+    if outputs is not None and len(outputs.nodes):
+        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(outputs.offsets))
+        np.minimum.at(first, outputs.nodes, owner)
+    parent = np.ascontiguousarray(wl.parent, np.int64)
+    order = depth_order(wl.depth) if order is None else order
+    lib = library()
+    if lib is not None:
+        lib.kv_first_through(n_nodes, parent, np.ascontiguousarray(order, np.int64), first)
+    else:
+        for level in reversed(depth_levels(wl.depth, order)):  # deepest first: minima flow up
+            up = level[parent[level] >= 0]
+            np.minimum.at(first, parent[up], first[up])
+    length = np.zeros(n, np.int64)
+    length[has] = wl.depth[wl.end[has]] + 1
+    misses = np.bincount(first[first < n], minlength=n)
+    if len(owner):  # j's own output nodes that j made available are not on its path
+        assert outputs is not None
+        written = first[outputs.nodes] == owner
+        misses -= np.bincount(owner[written], minlength=n)
+    return length - misses
+
+
 @dataclass(frozen=True)
 class OutputHits:
     """Infinite-cache hits with output blocks: ``base_hits[i]`` leading base blocks of request i
@@ -290,7 +333,13 @@ def ideal_hits(wl: Workload, rs: Runs, ps: Passes, base_hits: np.ndarray, B: int
     if B % wl.base:
         raise WorkloadError(f"block_size {B} is not a multiple of the trace's block size {wl.base}")
     k = B // wl.base
-    cap = np.maximum(wl.n_tokens - 1, 0) // B
-    used = np.minimum(base_hits // k, cap)
+    used = hit_blocks(wl, base_hits, B)
     top = np.minimum(rs.hi[ps.run], used[ps.req] * k - 1)
     return Hits(B, k, used * B, boundaries(rs.lo[ps.run], top, k))
+
+
+def hit_blocks(wl: Workload, base_hits: np.ndarray, B: int) -> np.ndarray:
+    """Per request, its cached ``B``-blocks from its leading base blocks seen earlier:
+    ``base_hits // k``, capped at ``(n - 1) // B`` (vLLM computes at least one prompt token).
+    ``B`` is a multiple of the base block size (``ideal_hits`` checks it)."""
+    return np.minimum(base_hits // (B // wl.base), np.maximum(wl.n_tokens - 1, 0) // B)

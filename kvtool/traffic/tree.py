@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvtool.native import library
+
 
 def tree_from_paths(
     offsets: np.ndarray, blocks: np.ndarray
@@ -55,6 +57,29 @@ def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
     inv = np.empty(len(values), dtype)
     inv[perm] = ids
     return inv, n
+
+
+def depth_order(depth: np.ndarray) -> np.ndarray:
+    """Node ids sorted by depth, shallowest first, ties by id: a child after its parent. A
+    counting sort in C (``kv_depth_order``), or a stable argsort."""
+    n = len(depth)
+    lib = library()
+    if lib is None or not n:
+        return np.argsort(depth, kind="stable")
+    depth = np.ascontiguousarray(depth, np.int64)
+    n_depths = int(depth.max()) + 2
+    order = np.empty(n, np.int64)
+    lib.kv_depth_order(n, depth, order, n_depths, np.zeros(n_depths, np.int64))
+    return order
+
+
+def depth_levels(depth: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
+    """The nodes of each depth, shallowest first, from ``depth_order``'s ``order`` (for the
+    numpy passes that go level by level)."""
+    if not len(depth):
+        return []
+    bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
+    return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
 
 
 def mix64(x: np.ndarray, salt: int, chunk: int = 1 << 22) -> np.ndarray:
