@@ -389,11 +389,13 @@ def _sampled(
     window: Window,
 ) -> tuple[list[SimPoint], Ideal]:
     """Each grid point estimated from ``config.sample_salts`` prefix-aware samples
-    (``kvtool.simulate.sample``), and the ideal exactly: the families and the ideal come from
-    the block tree, and only the sampled requests get block streams, output blocks and a
+    (``kvtool.simulate.sample``): the families and the ideal of prompt blocks come from the
+    block tree, exactly, and only the sampled requests get block streams, output blocks and a
     simulation, on tiers as many times smaller as the sample is. The point's figures are scaled
-    to the whole trace (hits by their share of the ideal's, ``sample.pooled``) and carry the
-    estimate's error. A point's rate is ``config.sample``, doubled until its sampled first
+    to the whole trace (hits by their share of the samples' ideal of prompt blocks times the
+    exact one, ``sample.pooled``) and carry the estimate's error. The ideal is exact for a
+    hash trace; with a text log's output blocks, the samples give their share over the
+    prompts' ideal. A point's rate is ``config.sample``, doubled until its sampled first
     tier holds the largest request (``sample.point_rate``); a point whose samples would cost a
     whole run is simulated whole. A hash trace is read one partition of its tree at a time
     (``sample.sample_set``): only the sampled requests' paths are held, unless a point is
@@ -422,12 +424,13 @@ def _sampled(
         kept_set = sample.sample_set(tree, sampled_rates, config.salts)
     else:
         kept_set = sample.whole_set(tree.whole(), sampled_rates)
-    if kept_set.base_hits is not None:  # the ideal, exactly, from the tree's partitions
-        ideal = _ideal_from_base(head, B, window.start, kept_set.base_hits, kept_set.base_hits)
-    else:  # from the whole tree at hand, without its block streams
-        ideal = _tree_ideal(
-            kept_set.wl, B, window.start, output_blocks(kept_set.wl, config.output_cache)
-        )
+    # the auxiliary variable of the estimates: the ideal of prompt blocks, exact from the tree
+    # (for a text log the whole tree is at hand; its outputs would cost a pass over every request)
+    base = kept_set.base_hits
+    if base is None:
+        base = first_through_hits(kept_set.wl)
+    prompt_ideal = int(hit_blocks(head, base, B)[window.start :].sum()) * B
+    drawn: list[tuple[int, int]] = []  # the smallest rate's samples: ideal with outputs, without
     points: list[SimPoint | None] = [None] * len(grid)
     for rate in sorted(set(rates)):
         members = [k for k, r in enumerate(rates) if r == rate]
@@ -441,14 +444,14 @@ def _sampled(
                     1.0,
                     window.counted,
                     prompt_tokens,
-                    ideal.cached_tokens,
-                    [ideal.cached_tokens],
+                    prompt_ideal,
+                    [prompt_ideal],
                 )
                 point = SimPoint.of(result, grid[k], config, duration, run.method)
                 points[k] = replace(point, sample=estimate)
             continue
         by_point: list[list[EngineResult]] = [[] for _ in members]
-        salt_ideals: list[int] = []  # each sample's own ideal: cached tokens
+        salt_ideals: list[int] = []  # each sample's own ideal of prompt blocks: cached tokens
         pool, unit_keys, trunk = kept_set.wl, kept_set.keys[rate], kept_set.trunk[rate]
         for salt in config.salts:
             kept = np.flatnonzero(sample.keep(unit_keys, rate, salt))
@@ -458,11 +461,11 @@ def _sampled(
             part_window = measurement_window(part, warmup)
             outputs = output_blocks(part, config.output_cache)
             part_offsets, part_stream = streams_with_outputs(part, B, outputs)
-            salt_ideals.append(
-                _ideals(
-                    part, B, part_window.start, outputs, part_offsets, part_stream
-                ).cached_tokens
-            )
+            own = _ideals(part, B, part_window.start, outputs, part_offsets, part_stream)
+            tokens = int(part.n_tokens[part_window.start :].sum())
+            salt_ideals.append(round((own.prompt_only_rate or 0.0) * tokens))
+            if rate == min(rates):
+                drawn.append((own.cached_tokens, salt_ideals[-1]))
             # the sample's blocks renumbered 0.. (the engines size their state by the ids)
             ids, part_stream = np.unique(part_stream, return_inverse=True)
             if stack:  # every capacity from the sample's stack distances, scaled
@@ -492,10 +495,23 @@ def _sampled(
             )
         for j, k in enumerate(members):
             result, estimate = sample.pooled(
-                by_point[j], rate, window.counted, prompt_tokens, ideal.cached_tokens, salt_ideals
+                by_point[j], rate, window.counted, prompt_tokens, prompt_ideal, salt_ideals
             )
             point = SimPoint.of(result, grid[k], config, duration, "sampled")
             points[k] = replace(point, sample=estimate)
+    if kept_set.base_hits is not None:  # a hash trace: no output blocks, the ideal is exact
+        ideal = _ideal_from_base(head, B, window.start, base, base)
+    elif drawn:  # with outputs: their share over the prompts' in the samples, times the exact
+        with_outputs, prompts = (sum(x) for x in zip(*drawn, strict=True))
+        cached = round(prompt_ideal * with_outputs / prompts) if prompts else 0
+        ideal = Ideal(
+            cached / prompt_tokens if prompt_tokens else None,
+            cached,
+            prompt_ideal / prompt_tokens if prompt_tokens else None,
+        )
+    else:  # every point simulated whole: so is the ideal
+        wl, outputs, offsets, stream = whole_streams()
+        ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
     return [p for p in points if p is not None], ideal
 
 

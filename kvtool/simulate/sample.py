@@ -12,10 +12,10 @@ prefix they are. A request whose whole prompt is trunk is its own unit. A unit i
 64-bit mix of its key and the salt falls below R; a salt gives an independent sample.
 
 ``family_cap`` is a twentieth of the expected sample (``R * requests / 20``, at least 1), so
-that no family is more than a twentieth of any sample. A point's hits are estimated by their
-share of the ideal's (``pooled``): the samples' cached tokens over their own ideal's, pooled
-over the salts, times the whole trace's ideal, which the caller computes exactly from the tree
-(``SampleSet.base_hits``). The error bar is the standard error of the salts' own estimates
+that no family is more than a twentieth of any sample. A point's hits are estimated against
+the ideal of prompt blocks (``pooled``): the samples' cached tokens over their own such ideal,
+pooled over the salts, times the whole trace's, which the caller computes exactly from the
+tree (``SampleSet.base_hits``). The error bar is the standard error of the salts' own estimates
 (their standard deviation over the square root of their number). Exact where R = 1: every
 request is kept.
 """
@@ -268,13 +268,13 @@ def pooled(
 ) -> tuple[EngineResult, SampleEstimate]:
     """One point's estimate from its runs on ``len(runs)`` samples, scaled to the whole trace
     (``requests`` counted requests, ``prompt_tokens`` their tokens, ``ideal_tokens`` what the
-    infinite cache hits of them, exactly). Hit figures by the ratio to the ideal: the samples
-    estimate which share of the ideal's hits the point's cache keeps (their cached tokens over
-    their own ideal's, ``run_ideals``), and the whole trace's ideal, known exactly, scales it;
-    the ideal varies from sample to sample far more than that share (long conversations hit
-    more), so this removes most of the spread. Other token figures by the ratio of prompt
-    tokens, request figures by the ratio of requests; TTFT percentiles from every sampled
-    request."""
+    infinite cache hits of their prompt blocks, exactly). Hit figures by the ratio estimator
+    with that ideal as the auxiliary variable: the samples' cached tokens over their own ideal
+    (``run_ideals``), pooled, times the whole trace's. The ideal varies from sample to sample
+    far more than that ratio does (long conversations hit more), so this removes most of the
+    spread, and a cache that holds a whole sample of a hash trace gets its ideal exactly.
+    Other token figures by the ratio of prompt tokens, request figures by the ratio of
+    requests; TTFT percentiles from every sampled request."""
     pool_tokens = sum(r.prompt_tokens for r in runs)
     pool_requests = sum(r.requests for r in runs)
     pool_ideal = sum(run_ideals)
