@@ -16,7 +16,7 @@ from kvtool.store.arrow import numbers
 from kvtool.store.files import all_file_ids, file_rows
 from kvtool.store.requests import hash_request_table
 from kvtool.traffic import hash_tree, measurement_window, parse_warmup
-from kvtool.traffic.tree import rooted_tree
+from kvtool.traffic.tree import by_depth, depth_order, rooted_tree
 from kvtool.traffic.workload import load_parts
 
 MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
@@ -56,6 +56,20 @@ def test_partitions_give_the_same_tree_renumbered():
     assert len(split[1]) == len(whole[1])  # the same number of distinct blocks
     assert _canonical(*split) == _canonical(*whole)
     assert len(set(int(e) for e in split[0] if e >= 0)) > 12  # a non-trivial tree
+    for _, parent, _ in (whole, split):  # numbered by depth: a parent before its children
+        assert (parent < np.arange(len(parent))).all()
+    depth = whole[2]  # by depth within a partition: one partition, the whole tree
+    assert (np.diff(depth) >= 0).all() and depth_order(depth).tolist() == list(range(len(depth)))
+    assert not (np.diff(split[2]) >= 0).all()  # five partitions, one after the other
+    shuffled = np.random.default_rng(1).permutation(len(whole[1]))  # any numbering, renumbered
+    back = np.argsort(shuffled)
+    end, parent, depth = whole
+    moved = by_depth(
+        np.where(end >= 0, back[end], -1),
+        np.where(parent >= 0, back[parent], -1)[shuffled],
+        depth[shuffled],
+    )
+    assert _canonical(*moved) == _canonical(*whole) and (np.diff(moved[2]) >= 0).all()
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from kvtool.traffic.tree import part_of, part_tree, rooted_tree
 
 # how the tree is built (salts, ``chain_ids``, dense node ids, partitions): part of a stored
 # tree's key, so that changing the construction here changes it (``kvtool.store.trees``)
-HASH_TREE_RECIPE = "salt-xxh3-splitmix64/chain-9e3779b97f4a7c15/dense-value-order/root-parts/3"
+HASH_TREE_RECIPE = "salt-xxh3-splitmix64/chain-9e3779b97f4a7c15/dense-depth-order/root-parts/4"
 # block ids per partition: a trace with more is built one partition of root blocks at a time
 TREE_PART_IDS = 1 << 22
 

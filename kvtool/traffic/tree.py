@@ -1,8 +1,9 @@
 """Block trees from paths of block keys: the construction every block tree is built with.
 
 A request is a path of block keys (a key names a block together with everything before it); the
-tree's nodes are the distinct keys, ``parent`` the key before, ``depth`` the 0-based position.
-``tree_from_paths`` builds it with one sort; ``chain_ids`` turns per-block ids into path keys;
+tree's nodes are the distinct keys, ``parent`` the key before, ``depth`` the 0-based position,
+numbered shallowest first (``by_depth``). ``tree_from_paths`` builds it with one sort;
+``chain_ids`` turns per-block ids into path keys;
 ``rooted_tree`` builds a large trace partition by partition of first blocks (``part_of``), which
 gives the same tree: requests with different first blocks share no node.
 """
@@ -38,7 +39,24 @@ def tree_from_paths(
     end = np.full(len(counts), -1, np.int64)
     has = counts > 0
     end[has] = inv[offsets[1:][has] - 1]
-    return end, parent, depth
+    return by_depth(end, parent, depth)
+
+
+def by_depth(
+    end: np.ndarray, parent: np.ndarray, depth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tree renumbered shallowest first (ties in the old order): a parent's id is below its
+    children's, and a pass over the nodes level by level reads them in order (``depth_order``
+    is then the identity), which keeps the random accesses of a pass up or down the tree
+    within two neighbouring levels."""
+    if not len(depth) or bool((depth[1:] >= depth[:-1]).all()):
+        return end, parent, depth
+    perm = np.argsort(depth, kind="stable")
+    new = np.empty(len(perm), np.int64)
+    new[perm] = np.arange(len(perm), dtype=np.int64)
+    up = parent[perm]
+    parent = np.where(up >= 0, new[np.maximum(up, 0)], -1)
+    return np.where(end >= 0, new[np.maximum(end, 0)], -1), parent, depth[perm]
 
 
 def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
@@ -63,8 +81,10 @@ def depth_order(depth: np.ndarray) -> np.ndarray:
     """Node ids sorted by depth, shallowest first, ties by id: a child after its parent. A
     counting sort in C (``kv_depth_order``), or a stable argsort."""
     n = len(depth)
+    if not n or bool((depth[1:] >= depth[:-1]).all()):  # numbered by depth (``by_depth``)
+        return np.arange(n, dtype=np.int64)
     lib = library()
-    if lib is None or not n:
+    if lib is None:
         return np.argsort(depth, kind="stable")
     depth = np.ascontiguousarray(depth, np.int64)
     n_depths = int(depth.max()) + 2
@@ -130,8 +150,8 @@ def part_of(first: np.ndarray, sizes: np.ndarray, parts: int) -> np.ndarray:
 
 def part_tree(offsets: np.ndarray, salted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``tree_from_paths`` of the chains of salted ids (request i's:
-    ``salted[offsets[i]:offsets[i + 1]]``, uint64): one partition's tree. The nodes, numbered in
-    key order, and their parents and depths do not depend on the order of the requests."""
+    ``salted[offsets[i]:offsets[i + 1]]``, uint64): one partition's tree. The nodes, numbered by
+    depth then key, and their parents and depths do not depend on the order of the requests."""
     keys = chain_ids(offsets, mix64(salted, 0))
     return tree_from_paths(offsets, keys.view(np.int64))
 
@@ -144,7 +164,8 @@ def rooted_tree(
     ``parts`` partitions of requests by their first salted block (``part_of``): requests with
     different first blocks share no node, so each partition's tree is independent, and only a
     partition's ids are ever copied (gathered, salted, keyed, sorted). Nodes are numbered
-    partition by partition (key order within one); one partition is the whole-trace build."""
+    partition by partition (depth, then key, within one); one partition is the whole-trace
+    build."""
     parts = max(1, parts)
     has = sizes > 0
     first = np.zeros(len(sizes), np.uint64)

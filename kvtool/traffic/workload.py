@@ -46,6 +46,7 @@ from kvtool.store.requests import (
 from kvtool.store.tokenizations import block_nodes
 from kvtool.store.trees import TreeIndex, TreeWriter, load_index, load_nodes, node_parts, tree_key
 from kvtool.traffic.hash_tree import HASH_TREE_RECIPE, Plan, build_in_memory, build_stored
+from kvtool.traffic.tree import by_depth
 
 
 @dataclass
@@ -104,7 +105,8 @@ class Workload:
 
 def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block tree of tokenized requests from the signature's block ``nodes`` (hash, parent,
-    depth ordered by hash; blocks of requests outside the selection are harmless extra nodes)."""
+    depth ordered by hash; blocks of requests outside the selection are harmless extra nodes),
+    numbered by depth (``by_depth``)."""
     hashes = numbers(nodes.column("hash"), np.int64)
     parent_hash = numbers(nodes.column("parent"), np.int64)
     has_parent = valid(nodes.column("parent"))
@@ -112,7 +114,7 @@ def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarra
     last = table.column("last_block")
     has_end = valid(last)
     end = np.where(has_end, np.searchsorted(hashes, numbers(last, np.int64)), -1).astype(np.int64)
-    return end, parent, numbers(nodes.column("depth"), np.int64)
+    return by_depth(end, parent, numbers(nodes.column("depth"), np.int64))
 
 
 @dataclass(frozen=True)
