@@ -10,7 +10,6 @@
  * - kv_first_use_ids: a stream renumbered in order of first use.
  * - kv_stack_maxima: the one-pass LRU curve's kernel (kvtool/simulate/sweep.py).
  * - kv_ideal_hits: the infinite cache's hits per request (simulate's ideal).
- * - kv_depth_order: the block tree's nodes sorted by depth.
  * - kv_families: the prefix families of --sample, from the block tree.
  * - kv_first_through: the first request through each node of the block tree.
  * - kv_sequential_ttft: TTFT one request at a time (the one-pass curve's points).
@@ -731,17 +730,9 @@ void kv_sequential_ttft(
     }
 }
 
-/* Node ids sorted by depth, shallowest first, ties by id (a counting sort): a child comes after
-   its parent. depth_starts: n_depths = max depth + 2 zeros. */
-void kv_depth_order(i64 n_nodes, const i64 *depth, i64 *order, i64 n_depths, i64 *depth_starts) {
-    for (i64 v = 0; v < n_nodes; v++) depth_starts[depth[v] + 1]++;
-    for (i64 d = 1; d < n_depths; d++) depth_starts[d] += depth_starts[d - 1];
-    for (i64 v = 0; v < n_nodes; v++) order[depth_starts[depth[v]]++] = v;
-}
-
 /* The prefix families of --sample: counts[v] enters as the requests ending at v and leaves as
    those passing through it; fam[v] is the shallowest node of v's path with at most cap requests
-   through it, -1 where v itself has more (the trunk). order: kv_depth_order's. */
+   through it, -1 where v itself has more (the trunk). order: the nodes by depth (depth_order). */
 void kv_families(
     i64 n_nodes, const i64 *parent, const i64 *order, i64 cap, i64 *counts, i64 *fam) {
     for (i64 q = n_nodes - 1; q >= 0; q--) { /* deepest first: counts flow up */
@@ -759,7 +750,7 @@ void kv_families(
 
 /* The first request through each node: on entry first[v] is the first request ending at v
    (n_req where none ends there), on exit the first ending anywhere below v or at it. Deepest
-   nodes first, so a node is final before its parent takes it. order: kv_depth_order's. */
+   nodes first, so a node is final before its parent takes it. order: the nodes by depth. */
 void kv_first_through(i64 n_nodes, const i64 *parent, const i64 *order, i64 *first) {
     for (i64 q = n_nodes - 1; q >= 0; q--) {
         i64 v = order[q], p = parent[v];

@@ -63,7 +63,6 @@ _SIGNATURES = {
         [_I64, _I64S, _I64S, _I64, _I64S, _I64, _I64S, _I64S, _I32S, _I32S],
         _I64,
     ),
-    "kv_depth_order": ([_I64, _I64S, _I64S, _I64, _I64S], None),
     "kv_families": ([_I64, _I64S, _I64S, _I64, _I64S, _I64S], None),
     "kv_first_through": ([_I64, _I64S, _I64S, _I64S], None),
     "kv_sequential_ttft": ([_I64, _F64S, _I64S, _I64S, _I64S, _F64, _F64, _F64S], None),

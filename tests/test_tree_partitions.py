@@ -61,6 +61,8 @@ def test_partitions_give_the_same_tree_renumbered():
     depth = whole[2]  # by depth within a partition: one partition, the whole tree
     assert (np.diff(depth) >= 0).all() and depth_order(depth).tolist() == list(range(len(depth)))
     assert not (np.diff(split[2]) >= 0).all()  # five partitions, one after the other
+    order = depth_order(split[2])  # sorted for the passes up and down the tree
+    assert (np.diff(split[2][order]) >= 0).all() and sorted(order) == list(range(len(order)))
     shuffled = np.random.default_rng(1).permutation(len(whole[1]))  # any numbering, renumbered
     back = np.argsort(shuffled)
     end, parent, depth = whole

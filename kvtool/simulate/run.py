@@ -410,14 +410,14 @@ def _sampled(
     ]
     prompt_tokens = int(head.n_tokens[window.start :].sum())
     stack = _one_pass(config, grid)  # LRU one request at a time: the stack model, scaled
-    whole: dict[str, tuple[Workload, OutputPaths, np.ndarray, np.ndarray]] = {}  # if needed
+    whole: list[tuple[Workload, OutputPaths, np.ndarray, np.ndarray]] = []  # built if needed
 
     def whole_streams() -> tuple[Workload, OutputPaths, np.ndarray, np.ndarray]:
         if not whole:
             wl = tree.whole()
             outputs = output_blocks(wl, config.output_cache)
-            whole["streams"] = (wl, outputs, *streams_with_outputs(wl, B, outputs))
-        return whole["streams"]
+            whole.append((wl, outputs, *streams_with_outputs(wl, B, outputs)))
+        return whole[0]
 
     sampled_rates = sorted({r for r in rates if r < 1})
     if head.kind == "hash":  # no output blocks: the kept requests' paths are all they use
@@ -462,10 +462,9 @@ def _sampled(
             outputs = output_blocks(part, config.output_cache)
             part_offsets, part_stream = streams_with_outputs(part, B, outputs)
             own = _ideals(part, B, part_window.start, outputs, part_offsets, part_stream)
-            tokens = int(part.n_tokens[part_window.start :].sum())
-            salt_ideals.append(round((own.prompt_only_rate or 0.0) * tokens))
+            salt_ideals.append(own.prompt_only_tokens)
             if rate == min(rates):
-                drawn.append((own.cached_tokens, salt_ideals[-1]))
+                drawn.append((own.cached_tokens, own.prompt_only_tokens))
             # the sample's blocks renumbered 0.. (the engines size their state by the ids)
             ids, part_stream = np.unique(part_stream, return_inverse=True)
             if stack:  # every capacity from the sample's stack distances, scaled
@@ -504,11 +503,7 @@ def _sampled(
     elif drawn:  # with outputs: their share over the prompts' in the samples, times the exact
         with_outputs, prompts = (sum(x) for x in zip(*drawn, strict=True))
         cached = round(prompt_ideal * with_outputs / prompts) if prompts else 0
-        ideal = Ideal(
-            cached / prompt_tokens if prompt_tokens else None,
-            cached,
-            prompt_ideal / prompt_tokens if prompt_tokens else None,
-        )
+        ideal = Ideal.of(prompt_tokens, cached, prompt_ideal)
     else:  # every point simulated whole: so is the ideal
         wl, outputs, offsets, stream = whole_streams()
         ideal = _ideals(wl, B, window.start, outputs, offsets, stream)
@@ -526,11 +521,23 @@ def _prompt_blocks(wl: Workload, block_size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Ideal:
     """The infinite cache over the counted requests: its token hit rate (None without prompt
-    tokens) and cached tokens with the outputs cached, and its hit rate on prompts alone."""
+    tokens) and cached tokens with the outputs cached, and its hit rate and cached tokens on
+    prompts alone."""
 
     rate: float | None
     cached_tokens: int
     prompt_only_rate: float | None
+    prompt_only_tokens: int
+
+    @classmethod
+    def of(cls, total: int, cached: int, prompt_only: int) -> Ideal:
+        """From the counted prompt tokens and the cached tokens with and without outputs."""
+        return cls(
+            cached / total if total else None,
+            cached,
+            prompt_only / total if total else None,
+            prompt_only,
+        )
 
 
 def _ideals(
@@ -566,11 +573,7 @@ def _ideals(
         *hits,
     )
     with_outputs, prompt_only = (int(h[first:].sum()) * block_size for h in hits)
-    return Ideal(
-        with_outputs / total if total else None,
-        with_outputs,
-        prompt_only / total if total else None,
-    )
+    return Ideal.of(total, with_outputs, prompt_only)
 
 
 def _tree_ideal(wl: Workload, block_size: int, first: int, outputs: OutputPaths) -> Ideal:
@@ -591,7 +594,7 @@ def _ideal_from_base(
         int(hit_blocks(wl, base, block_size)[first:].sum()) * block_size
         for base in (with_outputs, prompt)
     )
-    return Ideal(cached / total if total else None, cached, prompt_only / total if total else None)
+    return Ideal.of(total, cached, prompt_only)
 
 
 def _tiers_for(

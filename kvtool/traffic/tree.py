@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvtool.native import library
-
 
 def tree_from_paths(
     offsets: np.ndarray, blocks: np.ndarray
@@ -78,19 +76,12 @@ def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
 
 
 def depth_order(depth: np.ndarray) -> np.ndarray:
-    """Node ids sorted by depth, shallowest first, ties by id: a child after its parent. A
-    counting sort in C (``kv_depth_order``), or a stable argsort."""
-    n = len(depth)
-    if not n or bool((depth[1:] >= depth[:-1]).all()):  # numbered by depth (``by_depth``)
-        return np.arange(n, dtype=np.int64)
-    lib = library()
-    if lib is None:
-        return np.argsort(depth, kind="stable")
-    depth = np.ascontiguousarray(depth, np.int64)
-    n_depths = int(depth.max()) + 2
-    order = np.empty(n, np.int64)
-    lib.kv_depth_order(n, depth, order, n_depths, np.zeros(n_depths, np.int64))
-    return order
+    """Node ids sorted by depth, shallowest first, ties by id: a child after its parent. The
+    identity for a tree numbered by depth (``by_depth``: every partition's); a stable argsort
+    for trees laid one partition after another (``rooted_tree``'s whole tree)."""
+    if not len(depth) or bool((depth[1:] >= depth[:-1]).all()):
+        return np.arange(len(depth), dtype=np.int64)
+    return np.argsort(depth, kind="stable")
 
 
 def depth_levels(depth: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
