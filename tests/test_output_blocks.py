@@ -22,6 +22,7 @@ from kvtool.simulate.sweep import lru_curve
 from kvtool.tiers.spec import Tier
 from kvtool.traffic import (
     base_hit_blocks,
+    block_streams,
     caches_outputs,
     first_through_hits,
     ideal,
@@ -163,6 +164,41 @@ def test_first_through_hits_with_outputs_equal_the_runs_and_passes(seed, monkeyp
     assert np.array_equal(first_through_hits(wl, outputs=outputs), want)
     monkeypatch.setattr(ideal, "library", lambda: None)
     assert np.array_equal(first_through_hits(wl, outputs=outputs), want)
+
+
+def reference_output_paths(wl, uncomputed):
+    """The module docstring's definition, request by request on the block streams."""
+    offsets, blocks = block_streams(wl, wl.base)
+    paths = [blocks[offsets[i] : offsets[i + 1]].tolist() for i in range(wl.n)]
+    succ, nodes = [-1] * wl.n, []
+    for i, path in enumerate(paths):
+        mine = []
+        for j in range(i + 1, wl.n):
+            same = wl.session[i] == wl.session[j]  # two unknown sessions are the same
+            if path and same and len(paths[j]) > len(path) and paths[j][len(path) - 1] == path[-1]:
+                succ[i] = j
+                cap = (wl.n_tokens[i] + wl.output_tokens[i] - uncomputed) // wl.base - 1
+                mine = paths[j][len(path) : min(len(paths[j]) - 1, cap) + 1]
+                break
+        nodes.append(mine)
+    return succ, nodes
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("uncomputed", [0, 1])
+def test_output_paths_from_the_tree_follow_the_definition(seed, uncomputed):
+    # output_paths reads each output off the tree (a walk up from the successor's last node);
+    # the reference reads it off the block streams; two unknown sessions count as one
+    wl = agent_workload(seed)
+    rng = np.random.default_rng(seed)
+    unknown = rng.random(wl.n) < 0.2
+    session = [None if u else s for u, s in zip(unknown, wl.session, strict=True)]
+    wl = dataclasses.replace(wl, session=session)
+    got = output_paths(wl, uncomputed)
+    succ, nodes = reference_output_paths(wl, uncomputed)
+    assert got.successor.tolist() == succ
+    assert [got.of(i).tolist() for i in range(wl.n)] == nodes
+    assert sum(map(len, nodes)) > 0 and sum(s >= 0 for s in succ) > wl.n // 2
 
 
 def test_streams_append_the_output_blocks_at_the_block_size():

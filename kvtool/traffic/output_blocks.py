@@ -71,25 +71,47 @@ def _session_codes(sessions: list[str | None]) -> np.ndarray:
     return np.array([code.get(s, 0) if s is not None else 0 for s in sessions], np.int64)
 
 
-def successors(wl: Workload, offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+def _end_above(wl: Workload) -> np.ndarray:
+    """Per node, its nearest strict ancestor at which some request ends (-1: none), by pointer
+    jumping: every node's pointer skips the nodes where no request ends, doubling its reach
+    each step (O(log depth) steps over the nodes)."""
+    is_end = np.zeros(len(wl.parent), bool)
+    is_end[wl.end[wl.end >= 0]] = True
+    up = np.asarray(wl.parent, np.int64).copy()
+    moving = np.flatnonzero(up >= 0)
+    while len(moving):
+        moving = moving[~is_end[up[moving]]]  # pointers at an end node have arrived
+        up[moving] = up[up[moving]]  # the right side is read whole before the assignment
+        moving = moving[up[moving] >= 0]
+    return up
+
+
+def successors(wl: Workload) -> np.ndarray:
     """Per request, the first later request of its session that continues it (-1: none), from
-    the base-size block streams ``offsets``/``blocks`` (``block_streams(wl, wl.base)``)."""
+    the block tree: the pairs (node, request) where the request passes through a node at which
+    a request ends to a deeper one are the strict end-node ancestors of each request's last
+    node (a walk up ``_end_above``), so the work is in those pairs, not in the blocks."""
     n = wl.n
     succ = np.full(n, -1, np.int64)
-    if n == 0 or len(blocks) == 0:
+    has = wl.end >= 0
+    if not has.any():
         return succ
     sess = _session_codes(wl.session)
     n_sess = int(sess.max()) + 1
-    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    is_end = np.zeros(len(wl.parent), bool)
-    is_end[wl.end[wl.end >= 0]] = True
-    # (node, request) pairs where the request passes through a request's end node to a deeper one
-    interior = is_end[blocks] & (blocks != wl.end[owner])
-    node, req = blocks[interior], owner[interior]
+    above = _end_above(wl)
+    walker = np.flatnonzero(has)
+    at = above[wl.end[walker]]
+    nodes, reqs = [], []
+    while len(walker):
+        live = at >= 0
+        walker, at = walker[live], at[live]
+        nodes.append(at)
+        reqs.append(walker)
+        at = above[at]
+    node, req = np.concatenate(nodes), np.concatenate(reqs)
     key = node * n_sess + sess[req]
     uniq, rank = np.unique(key, return_inverse=True)
     composite = np.sort(rank.astype(np.int64) * n + req)
-    has = wl.end >= 0
     mine = np.flatnonzero(has)
     my_key = wl.end[mine] * n_sess + sess[mine]
     pos = np.searchsorted(uniq, my_key)
@@ -106,10 +128,10 @@ def successors(wl: Workload, offsets: np.ndarray, blocks: np.ndarray) -> np.ndar
 
 def output_paths(wl: Workload, uncomputed: int = 0) -> OutputPaths:
     """The blocks each request's output adds to the cache (module docstring; ``uncomputed`` is
-    ``u``, the last output tokens that get no KV). One sort of the (node, request) pairs of the
-    workload's block streams; no loop over requests."""
-    offsets, blocks = block_streams(wl, wl.base)
-    succ = successors(wl, offsets, blocks)
+    ``u``, the last output tokens that get no KV). From the block tree, with no loop over
+    requests and no block streams: each output is read off its successor's path by a walk up
+    from the successor's last node, so the work is in the nodes below the request's last one."""
+    succ = successors(wl)
     n = wl.n
     has = succ >= 0
     depth_i = np.full(n, -1, np.int64)
@@ -121,11 +143,18 @@ def output_paths(wl: Workload, uncomputed: int = 0) -> OutputPaths:
     last = np.minimum(depth_j, cap)
     counts = np.where(has, np.maximum(last - depth_i, 0), 0)
     out_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    total = int(out_offsets[-1])
-    # successor j's block at depth d sits at blocks[offsets[j] + d]
-    first = np.where(has, offsets[np.maximum(succ, 0)] + depth_i + 1, 0)
-    idx = np.repeat(first - out_offsets[:-1], counts) + np.arange(total, dtype=np.int64)
-    return OutputPaths(nodes=blocks[idx], offsets=out_offsets, successor=succ)
+    nodes = np.empty(int(out_offsets[-1]), np.int64)
+    # walk up the successor's path from its last node to just below i's: a node at depth d
+    # within the output (d <= last) is i's output block d - depth_i - 1
+    walker = np.flatnonzero(counts > 0)
+    at = wl.end[succ[walker]]
+    while len(walker):
+        d = wl.depth[at]
+        mine = d <= last[walker]
+        nodes[out_offsets[walker[mine]] + d[mine] - depth_i[walker[mine]] - 1] = at[mine]
+        live = d > depth_i[walker] + 1
+        walker, at = walker[live], wl.parent[at[live]]
+    return OutputPaths(nodes=nodes, offsets=out_offsets, successor=succ)
 
 
 def caches_outputs(wl: Workload) -> bool:
