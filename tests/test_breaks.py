@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kvtool.analyze import analyze
+from kvtool.analyze import analyze, breaks
 from kvtool.analyze.diff import CAUSES
 from kvtool.cli import app
 from kvtool.generate import generate
@@ -267,6 +267,23 @@ def test_rerun_replaces_stored_breaks_and_price_scales(broken, tmp_path):
     assert again["break_summary"]["dollars_lost"] == pytest.approx(
         summary["break_summary"]["tokens_lost"] * 10.0 / 1e6
     )
+
+
+def test_bounded_prompt_caches_find_the_same_breaks(broken, tmp_path, monkeypatch):
+    # pairs in batches of 5, the caches emptied before every batch (a budget of one token):
+    # the same breaks, positions and losses, with the prompts encoded again and again
+    db, summary, _ = broken
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    monkeypatch.setattr(breaks, "PAIR_BATCH", 5)
+    monkeypatch.setattr(breaks, "CACHE_TOKENS", 1)
+    made = []
+    real = breaks.PromptTokens
+    monkeypatch.setattr(breaks, "PromptTokens", lambda *a: made.append(1) or real(*a))
+    again = analyze(None, db=copy, examples=2)
+    assert len(made) > summary["break_summary"]["breaks"] // 5
+    assert _stored(copy) == _stored(db)
+    assert again["breaks"] == summary["breaks"]
 
 
 def test_terminal_breaks_section(broken):

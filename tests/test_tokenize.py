@@ -221,6 +221,33 @@ def test_chains_match_one_call_tokenization(tmp_path):
     assert tokenize_requests(con, bundle).requests == 0
 
 
+def test_a_pass_by_family_partitions_writes_the_same_chains(tmp_path):
+    # above part_requests the pass runs partition by partition, each with fresh caches: the
+    # same chains, blocks and report counts, more tokenizer work (a shared system prompt is
+    # encoded again in every partition)
+    records = _requests(80)
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "parts").mkdir()
+    whole, _ = _db_with(tmp_path / "whole", records)
+    parted, _ = _db_with(tmp_path / "parts", records)
+    one = tokenize_requests(whole, load_tokenizer())
+    seen = []
+    many = tokenize_requests(
+        parted, load_tokenizer(), progress=lambda d, t: seen.append((d, t)), part_requests=10
+    )
+    assert many.requests == one.requests == 80 and many.mode == one.mode
+    assert many.tokens_encoded > one.tokens_encoded
+    assert seen[-1] == (80, 80) and len(seen) > 2  # progress over the whole pass, part by part
+    for sql in (
+        "SELECT req_id, n_tokens, last_block FROM chains ORDER BY req_id",
+        "SELECT hash, parent, depth FROM blocks ORDER BY hash",
+    ):
+        assert parted.execute(sql).fetchall() == whole.execute(sql).fetchall()
+    _assert_chains_exact(parted, load_tokenizer(), records, many.signature)
+    tables = parted.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+    assert ("_kv_parts",) not in tables
+
+
 def test_hf_chat_template_directory(tmp_path):
     tokdir = tmp_path / "tok"
     tokdir.mkdir()

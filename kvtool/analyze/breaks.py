@@ -84,6 +84,8 @@ RESYNC_WINDOW = 64  # how far to look for the point where the two prompts agree 
 RESYNC_RUN = 4  # ... as this many equal tokens
 NEIGHBOURS = 8  # sorted head keys examined on each side of a new one
 SIMILAR = 0.5  # a cross-session predecessor's head must be this similar (prefix + suffix share)
+PAIR_BATCH = 4096  # pairs whose contents are fetched in one query
+CACHE_TOKENS = 1 << 24  # token ids the prompt caches may hold before they are emptied
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,19 @@ class Prompts:
 
     def __init__(self, con: Connection, bundle: TokenizerBundle, mode: str):
         self.con = con
+        self.bundle, self.mode = bundle, mode
         self.cache: dict[int, object] = {}
         self.tokens = PromptTokens(bundle, mode)
+
+    def trim(self) -> None:
+        """Empty the caches (bodies, encoded pieces, the encoder's segments) once their token
+        ids pass ``CACHE_TOKENS``: memory stays bounded over a long log, and the requests that come
+        next encode their prompts once more (a pass compares requests in processing order,
+        so what it needs next is what the live conversations hold)."""
+        if self.tokens.pieces.held + self.bundle.encoder.cached_tokens > CACHE_TOKENS:
+            self.cache = {}
+            self.tokens = PromptTokens(self.bundle, self.mode)
+            self.bundle.encoder.forget()
 
     def load(self, rows: Iterable[RequestRow]) -> dict[int, object]:
         """The content bodies of ``rows`` (fetched in one query where missing) by key."""
@@ -457,25 +470,26 @@ def lost_tokens(reusable: int, position: int, n_tokens: int, block_size: int) ->
 @dataclass(frozen=True)
 class Pricing:
     """What pricing a workload's breaks takes from it, under one semantics (output caching on or
-    off): ``reused``, each request's ideal (infinite-cache) cached tokens, whatever broke; with
-    output caching, ``full_end`` (where a request's last full base block ends, ``⌊n/b⌋·b``) and
-    ``answer_end`` (where the cached blocks of its answer end, ``⌊(n + o − 1)/b⌋·b``: vLLM never
-    caches its last sampled token), both in its own coordinates and keyed by req_id, for the
-    requests whose answer completes a block (none without output caching)."""
+    off), per request in processing order (the order of ``request_rows`` of ``wl.req_ids``, so
+    indexed by a ``Predecessor``'s indices): ``reused``, its ideal (infinite-cache) cached
+    tokens, whatever broke; ``full_end``, where its last full base block ends (``⌊n/b⌋·b``);
+    ``answer_end``, where the cached blocks of its answer end (``⌊(n + o − 1)/b⌋·b``: vLLM
+    never caches its last sampled token), both in its own coordinates, -1 where its answer
+    completes no block (every request without output caching)."""
 
-    reused: dict[int, int]
-    full_end: dict[int, int]
-    answer_end: dict[int, int]
+    reused: np.ndarray
+    full_end: np.ndarray
+    answer_end: np.ndarray
 
-    def reusable(self, p: RequestRow, pair: Predecessor, carried: Carried) -> int:
+    def reusable(self, pair: Predecessor, carried: Carried) -> int:
         """``W`` of the module docstring: where p's reusable prompt ends in r's rendering,
         extended by p's answer blocks (shifted into r's rendering) when r is the continuation of
         p (its immediate predecessor) and carries p's last full block, as p's successor in the
         stable traffic would (``kvtool.traffic.output_blocks``)."""
-        stop = self.answer_end.get(p.req_id)
-        if stop is None or not (pair.continues and pair.immediate):
+        stop = int(self.answer_end[pair.pred])
+        if stop < 0 or not (pair.continues and pair.immediate):
             return carried.end
-        if carried.end < self.full_end[p.req_id] + carried.shift:
+        if carried.end < int(self.full_end[pair.pred]) + carried.shift:
             return carried.end
         return max(carried.end, stop + carried.shift)
 
@@ -501,19 +515,13 @@ def pricing(
         else:
             base = base_hit_blocks(wl, rs, ps)
         cached_tokens = ideal_hits(wl, rs, ps, base, block_size).cached_tokens
-    reused = dict(zip(wl.req_ids.tolist(), cached_tokens.tolist(), strict=True))
-    if not on:
-        return Pricing(reused, {}, {})
     b = wl.base
     n = wl.n_tokens.astype(np.int64)
     full = n // b * b
     stop = (n + wl.output_tokens.astype(np.int64) - VLLM_UNCOMPUTED) // b * b
-    has = np.flatnonzero((full > 0) & (stop > n))
-    ids = wl.req_ids[has].tolist()
+    answers = on & (full > 0) & (stop > n)
     return Pricing(
-        reused,
-        dict(zip(ids, full[has].tolist(), strict=True)),
-        dict(zip(ids, stop[has].tolist(), strict=True)),
+        np.asarray(cached_tokens, np.int64), full, np.where(answers, stop, -1).astype(np.int64)
     )
 
 
@@ -623,20 +631,23 @@ def detect_breaks(
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = Prompts(con, bundle, mode)
     pairs = predecessors(rows, prompts)
-    prompts.load(rows[k] for pair in pairs for k in (pair.index, pair.pred))  # one query
     specials = tuple(bundle.added_tokens)
     price = None
     if pairs:
         price = pricing(wl, block_size, output_cache=output_cache, cached_tokens=cached_tokens)
     out = []
     for done, pair in enumerate(pairs, 1):
+        if done % PAIR_BATCH == 1:  # the next batch's contents in one query; caches bounded
+            prompts.trim()
+            batch = pairs[done - 1 : done - 1 + PAIR_BATCH]
+            prompts.load(rows[k] for b in batch for k in (b.index, b.pred))
         r, p = rows[pair.index], rows[pair.pred]
         pp, rp = prompts.get(p), prompts.get(r)
         found = compare(pp, rp, continues=pair.continues, block_size=block_size, specials=specials)
         if found is not None and price is not None:
             carried = carried_end(prompts, p, r, pp, rp, continues=pair.continues)
-            end = price.reusable(p, pair, carried)
-            at = max(found.position, price.reused[r.req_id])
+            end = price.reusable(pair, carried)
+            at = max(found.position, int(price.reused[pair.index]))
             found = replace(found, tokens_lost=lost_tokens(end, at, len(rp.ids.ids), block_size))
         if progress:
             progress(done, len(pairs))

@@ -297,8 +297,8 @@ def compare(
     pos = Position(0, 0, exact=0) if changed else prompts.position(p, r)
     if pos.at_least(reusable) or pos.at_least(rf.end):
         return None
-    end = price.reusable(p, pair, _carried(prompts, p, r, continues))
-    lost = lost_tokens(end, max(pos.value, price.reused[r.req_id]), r.n_tokens, block_size)
+    end = price.reusable(pair, _carried(prompts, p, r, continues))
+    lost = lost_tokens(end, max(pos.value, int(price.reused[pair.index])), r.n_tokens, block_size)
     return PairBreak(difference=diff, position=pos.value, tokens_lost=lost)
 
 
@@ -316,7 +316,9 @@ def detect_breaks(
     rows = request_rows(con, signature, req_ids=wl.req_ids.tolist())
     prompts = RedactedPrompts(con, signature, rows, wl)
     pairs = choose_predecessors(rows, prompts.heads)
-    price = pricing(wl, block_size, output_cache=output_cache) if pairs else Pricing({}, {}, {})
+    if not pairs:
+        return []
+    price = pricing(wl, block_size, output_cache=output_cache)
     out = []
     for done, pair in enumerate(pairs, 1):
         r, p = rows[pair.index], rows[pair.pred]

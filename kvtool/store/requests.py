@@ -102,33 +102,63 @@ PROMPT_SCHEMA = pa.schema(
 CONTENT_SCHEMA = pa.schema([("key", pa.int64()), ("kind", pa.string()), ("body", pa.string())])
 
 
-def partition_untokenized(
+def assign_parts(
     con: Connection, signature: str, file_ids: list[int] | None, parts: int, share: float
 ) -> list[int]:
-    """Put the requests ``untokenized_prompts`` would return into temp table ``_kv_parted``
-    (``PROMPT_SCHEMA`` and ``part``, 0 to ``parts - 1``) and their contents into
-    ``_kv_parted_contents`` (``part`` and ``CONTENT_SCHEMA``, each key once per part); returns
-    the parts that hold requests. A request's *family* is its tenant, model, tool catalog and
-    first message (or completion prompt): the requests that can share a first block, and every
-    turn of a conversation. A family of more than ``share`` times a partition's fair share of
-    the requests is split by its second message (a conversation's first user message after a
-    system prompt), so one system prompt shared by all traffic does not make one partition."""
+    """Put each request ``untokenized_prompts`` would return into temp table ``_kv_parts``
+    (req_id, ``part`` from 0 to ``parts - 1``); returns the parts that hold requests. A
+    request's *family* is its tenant, model, tool catalog and first message (or completion
+    prompt): the requests that can share a first block, and every turn of a conversation. A
+    family of more than ``share`` times a partition's fair share of the requests is split by
+    its second message (a conversation's first user message after a system prompt), so one
+    system prompt shared by all traffic does not make one partition."""
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _kv_parted AS
+        f"""CREATE OR REPLACE TEMP TABLE _kv_parts AS
             WITH r AS (
-                SELECT {_PROMPT_COLUMNS},
+                SELECT r.req_id, r.message_keys,
                        hash(r.tenant, r.model, r.tools_key,
                             coalesce(r.message_keys[1], r.prompt_key)) AS family
                 FROM requests r WHERE {_untokenized(file_ids)}),
             sizes AS (SELECT family, count(*) AS n FROM r GROUP BY family),
             big AS (SELECT family FROM sizes
                     WHERE n > $share * (SELECT count(*) FROM r) / $parts)
-            SELECT r.* EXCLUDE (family),
+            SELECT r.req_id,
                    (CASE WHEN r.family IN (SELECT family FROM big)
                          THEN hash(r.family, r.message_keys[2])
                          ELSE r.family END % $parts)::INTEGER AS part
             FROM r""",
         {"sig": signature, "share": share, "parts": parts},
+    )
+    return [p for (p,) in con.execute("SELECT DISTINCT part FROM _kv_parts ORDER BY 1").fetchall()]
+
+
+def part_prompts(con: Connection, part: int) -> list[PromptRow]:
+    """The requests of one part of ``_kv_parts`` (``assign_parts``), in req_id order."""
+    rows = con.execute(
+        f"""SELECT {_PROMPT_COLUMNS} FROM requests r JOIN _kv_parts p USING (req_id)
+            WHERE p.part = ? ORDER BY r.req_id""",
+        [part],
+    ).fetchall()
+    return [_prompt(t) for t in rows]
+
+
+def count_untokenized(con: Connection, signature: str, file_ids: list[int] | None) -> int:
+    """How many requests ``untokenized_prompts`` would return."""
+    sql = f"SELECT count(*) FROM requests r WHERE {_untokenized(file_ids)}"
+    return int(con.execute(sql, {"sig": signature}).fetchone()[0])
+
+
+def partition_untokenized(
+    con: Connection, signature: str, file_ids: list[int] | None, parts: int, share: float
+) -> list[int]:
+    """``assign_parts``, and the requests with their part in temp table ``_kv_parted``
+    (``PROMPT_SCHEMA`` and ``part``) and their contents in ``_kv_parted_contents`` (``part``
+    and ``CONTENT_SCHEMA``, each key once per part), for staging as Parquet; returns the
+    parts that hold requests."""
+    held = assign_parts(con, signature, file_ids, parts, share)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _kv_parted AS
+            SELECT {_PROMPT_COLUMNS}, p.part FROM requests r JOIN _kv_parts p USING (req_id)"""
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _kv_parted_contents AS
@@ -141,7 +171,7 @@ def partition_untokenized(
            SELECT k.part, c.key, any_value(c.kind) AS kind, any_value(c.body) AS body
            FROM k JOIN contents c USING (key) GROUP BY k.part, c.key"""
     )
-    return [p for (p,) in con.execute("SELECT DISTINCT part FROM _kv_parted ORDER BY 1").fetchall()]
+    return held
 
 
 def parted_prompts(con: Connection, part: int, batch_rows: int) -> pa.RecordBatchReader:
@@ -159,6 +189,7 @@ def parted_contents(con: Connection, part: int, batch_rows: int) -> pa.RecordBat
 
 
 def drop_parted(con: Connection) -> None:
+    con.execute("DROP TABLE IF EXISTS _kv_parts")
     con.execute("DROP TABLE IF EXISTS _kv_parted")
     con.execute("DROP TABLE IF EXISTS _kv_parted_contents")
 
@@ -232,17 +263,29 @@ def request_rows(
                      c.n_tokens
               FROM requests r JOIN chains c ON c.req_id = r.req_id AND c.tokenizer = ?"""
     if req_ids is None:
-        rows = con.execute(sql + " ORDER BY r.file_id, r.line", [signature]).fetchall()
-        return [_request(t) for t in rows]
+        return _requests(con.execute(sql + " ORDER BY r.file_id, r.line", [signature]))
     sel = pa.table({"req_id": pa.array(req_ids, pa.int64())})
     with temp_table(con, "_kv_sel", sel):
-        rows = con.execute(sql + " JOIN _kv_sel s ON s.req_id = r.req_id", [signature]).fetchall()
-    by_id = {t[0]: _request(t) for t in rows}
+        rows = _requests(con.execute(sql + " JOIN _kv_sel s ON s.req_id = r.req_id", [signature]))
+    by_id = {row.req_id: row for row in rows}
+    del rows
     return [by_id[i] for i in req_ids]
 
 
-def _request(t: tuple) -> RequestRow:
-    return RequestRow(_prompt(t[:7]), t[7], bool(t[8]), t[9], int(t[10]), int(t[11]))
+def _requests(cursor: Connection, batch: int = 65_536) -> list[RequestRow]:
+    """The rows of a ``request_rows`` query, fetched a batch at a time. Message keys and names
+    are shared: a conversation's turns resend its history, so each distinct key is one int
+    object that every row's tuple refers to (a row costs a pointer per message, not an int)."""
+    out: list[RequestRow] = []
+    keys: dict[int, int] = {}
+    names: dict[str | None, str | None] = {}  # kinds, models, tenants, sessions: few, repeated
+    while rows := cursor.fetchmany(batch):
+        for t in rows:
+            messages = tuple([keys.setdefault(k, k) for k in t[4]] if t[4] else ())
+            kind, model, tenant, session = (names.setdefault(x, x) for x in (*t[1:4], t[9]))
+            prompt = PromptRow(t[0], kind, model, tenant, messages, t[5], t[6])
+            out.append(RequestRow(prompt, t[7], bool(t[8]), session, int(t[10]), int(t[11])))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,16 @@ import pyarrow.compute as pc
 
 from kvtool.errors import InputError
 from kvtool.store import Connection, as_bigint
-from kvtool.store.requests import PromptRow, content_keys, load_contents, untokenized_prompts
+from kvtool.store.requests import (
+    PromptRow,
+    assign_parts,
+    content_keys,
+    count_untokenized,
+    drop_parted,
+    load_contents,
+    part_prompts,
+    untokenized_prompts,
+)
 from kvtool.store.tokenizations import (
     RenderFailure,
     Tokenization,
@@ -41,6 +50,8 @@ CHAIN_VERSION = "c2"  # c2: hub templates see tool-call arguments as objects, as
 VERIFY_SAMPLE = 4  # requests checked against one-call tokenization per pass
 VERIFY_POOL = 64  # ... chosen among this many first requests
 VERIFY_MAX_CHARS = 200_000  # ... skipping huge prompts (the check would cost more than it tells)
+PART_REQUESTS = 20_000  # a pass over more requests runs one family partition at a time
+FAMILY_SHARE = 2  # a family above this many times a partition's fair share is split
 TEMPLATE_ERROR_EXAMPLES = 3  # template failures a report lists with their message
 
 
@@ -99,28 +110,46 @@ def tokenize_requests(
     file_ids: list[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 20_000,
+    part_requests: int = PART_REQUESTS,
 ) -> TokenizeReport:
     """Write ``chains`` rows for every chat/completion request (of ``file_ids``) not yet tokenized
-    with this bundle. Idempotent. The first pass of a signature checks a sample of requests
-    against one-call tokenization (on a mismatch the whole pass falls back to one-call
-    tokenization per distinct prompt) and stores the decision; later passes use it. A request
-    the chat template raises for is stored in ``template_errors`` instead of ``chains`` and
-    counted in the report; it never aborts the pass."""
+    with this bundle. Idempotent. More than ``part_requests`` requests are tokenized one
+    partition at a time (``assign_parts``: by tenant and prefix family, as ``--engine ray``
+    splits them), each with fresh caches, so memory follows the partition, not the log; the
+    chains are the same (a request's chain depends on its own prompt only). The first pass of a
+    signature checks a sample of requests against one-call tokenization (on a mismatch the
+    whole pass falls back to one-call tokenization per distinct prompt) and stores the
+    decision; later passes use it. A request the chat template raises for is stored in
+    ``template_errors`` instead of ``chains`` and counted in the report; it never aborts the
+    pass."""
     template = make_template(bundle)
     signature = _signature(bundle, template)
     report = TokenizeReport(signature=signature, template=template.id)
-    rows = untokenized_prompts(con, signature, file_ids)
+    total = count_untokenized(con, signature, file_ids)
     encoder = bundle.encoder
     stored = get_tokenization(con, signature)
     mode = stored.mode if stored is not None else first_mode(bundle, template)
-    if stored is None and rows:
-        mode = checked_mode(con, rows[:VERIFY_POOL], template, encoder, mode, report)
+    if stored is None and total:
+        head = untokenized_prompts(con, signature, file_ids, limit=VERIFY_POOL)
+        mode = checked_mode(con, head, template, encoder, mode, report)
         put_tokenization(
             con, Tokenization(signature, bundle.spec, template.id, mode, report.verified)
         )
     report.mode = mode
-    if rows:
-        _tokenize(con, rows, signature, template, encoder, mode, report, progress, batch_size)
+    tally = _Tally(total, progress)
+    if 0 < total <= part_requests:
+        rows = untokenized_prompts(con, signature, file_ids)
+        _tokenize(con, rows, signature, template, encoder, mode, report, tally, batch_size)
+    elif total:  # one family partition at a time, each with its own caches
+        parts = assign_parts(con, signature, file_ids, -(-total // part_requests), FAMILY_SHARE)
+        try:
+            for part in parts:
+                rows = part_prompts(con, part)
+                _tokenize(con, rows, signature, template, encoder, mode, report, tally, batch_size)
+                del rows
+                encoder.forget()
+        finally:
+            drop_parted(con)
     report.template_errors, report.template_error_examples = render_failures(
         con, signature, file_ids, TEMPLATE_ERROR_EXAMPLES
     )
@@ -195,6 +224,20 @@ def chain_batches(
         yield ChainBatch(chains, trie.take_blocks(), failures, len(chunk))
 
 
+@dataclass
+class _Tally:
+    """Requests tokenized so far of ``total``, reported to ``progress``."""
+
+    total: int
+    progress: Callable[[int, int], None] | None
+    done: int = 0
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
 def _tokenize(
     con: Connection,
     rows: list[PromptRow],
@@ -203,20 +246,17 @@ def _tokenize(
     encoder: SegmentEncoder,
     mode: str,
     report: TokenizeReport,
-    progress: Callable[[int, int], None] | None,
+    tally: _Tally,
     batch_size: int,
 ) -> None:
     """Chains (or template failures) of ``rows``, written batch by batch."""
-    done = 0
     for batch in chain_batches(
         rows, lambda keys: load_contents(con, keys), signature, template, encoder, mode, batch_size
     ):
         write_chains(con, signature, batch.chains, batch.blocks)
         write_render_failures(con, signature, batch.failures)
         report.add(batch)
-        done += batch.rows
-        if progress:
-            progress(done, len(rows))
+        tally.add(batch.rows)
     report.tokens_encoded = encoder.tokens_encoded
     report.segments_encoded = encoder.segments_encoded
 

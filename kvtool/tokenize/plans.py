@@ -41,6 +41,7 @@ class Pieces:
         self.kinds: list[str] = []
         self.ids: list[np.ndarray | None] = []
         self.pending: list[int] = []
+        self.held = 0  # token ids held by the encoded pieces
 
     def add(self, text: object, kind: str) -> int:
         self.texts.append(text)
@@ -161,6 +162,7 @@ def encode_pieces(pieces: Pieces) -> None:
         pieces.ids[i] = ids
     for i in pieces.pending:  # only the ids are read from here on: the text can go
         pieces.texts[i] = None
+        pieces.held += len(pieces.ids[i])
     pieces.pending = []
 
 

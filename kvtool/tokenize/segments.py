@@ -36,8 +36,11 @@ def _trie_regex(words: list[str]) -> str:
     return build(trie)
 
 
+BATCH_CHARS = 1 << 20  # characters of text per tokenizer call
+
+
 class SegmentEncoder:
-    """Token ids of texts; the segment cache lives as long as the encoder."""
+    """Token ids of texts; the segment cache lives as long as the encoder, or until ``forget``."""
 
     def __init__(self, tokenizer: Tokenizer, added_tokens: tuple[str, ...]):
         self.tokenizer = tokenizer
@@ -46,11 +49,18 @@ class SegmentEncoder:
         words = sorted(self.added_ids, key=len, reverse=True)
         self.pattern = re.compile(f"({_trie_regex(words)})") if words else None
         self.first_chars = {w[0] for w in words}
-        # added tokens are pre-cached: a split never yields text equal to an added token
-        self.cache = {t: np.array([i], TOKEN_DTYPE) for t, i in self.added_ids.items()}
+        self.cache: dict[str, np.ndarray] = {}
+        self.forget()
         self.segments_encoded = 0
         self.tokens_encoded = 0
         self._batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+
+    def forget(self) -> None:
+        """Empty the segment cache (a pass that moves on to requests that share no text with
+        the earlier ones frees it); added tokens stay: a split never yields text equal to
+        one."""
+        self.cache = {t: np.array([i], TOKEN_DTYPE) for t, i in self.added_ids.items()}
+        self.cached_tokens = 0  # token ids the cache holds for segments (added tokens aside)
 
     @property
     def splits(self) -> bool:
@@ -71,12 +81,22 @@ class SegmentEncoder:
         return [self._compose(segs) for segs in split]
 
     def encode_segments(self, segments: list[str]) -> None:
-        if not segments:
-            return
-        for seg, enc in zip(segments, self._batch(segments, add_special_tokens=False), strict=True):
-            ids = np.asarray(enc.ids, dtype=TOKEN_DTYPE)
-            self.cache[seg] = ids
-            self.tokens_encoded += len(ids)
+        """Encode and cache ``segments``, in calls of about ``BATCH_CHARS`` characters: the
+        tokenizer's per-token records of one call (offsets, token strings, masks) are many
+        times the ids kept, so one call over a large batch would set the peak memory."""
+        start = 0
+        while start < len(segments):
+            stop, chars = start, 0
+            while stop < len(segments) and (stop == start or chars < BATCH_CHARS):
+                chars += len(segments[stop])
+                stop += 1
+            batch = segments[start:stop]
+            for seg, enc in zip(batch, self._batch(batch, add_special_tokens=False), strict=True):
+                ids = np.asarray(enc.ids, dtype=TOKEN_DTYPE)
+                self.cache[seg] = ids
+                self.cached_tokens += len(ids)
+                self.tokens_encoded += len(ids)
+            start = stop
         self.segments_encoded += len(segments)
 
     def _compose(self, segs: list[str]) -> np.ndarray:

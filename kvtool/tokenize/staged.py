@@ -51,6 +51,7 @@ from kvtool.store.tokenizations import (
     render_failures,
 )
 from kvtool.tokenize.chains import (
+    FAMILY_SHARE,
     TEMPLATE_ERROR_EXAMPLES,
     VERIFY_POOL,
     TokenizeReport,
@@ -63,7 +64,6 @@ from kvtool.tokenize.loader import TokenizerBundle, load_tokenizer
 from kvtool.tokenize.template import make_template
 
 BATCH_ROWS = 65_536  # rows per Parquet batch the driver writes
-FAMILY_SHARE = 2  # a family above this many times a partition's fair share is split
 
 
 class Distributor(Protocol):
