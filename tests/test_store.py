@@ -11,6 +11,7 @@ from kvtool import analyze
 from kvtool.errors import SchemaError
 from kvtool.ingest import ingest_files
 from kvtool.store import SCHEMA_VERSION, atomic, connect, one, open_db, temp_table
+from kvtool.store.db import append_arrow
 from kvtool.store.files import file_rows
 from kvtool.store.requests import request_rows
 from kvtool.store.tokenizations import get_tokenization, last_tokenizer_spec
@@ -219,3 +220,18 @@ def test_request_rows_and_tokenization_are_named(tmp_path):
     assert t is not None and t.mode == summary["tokenization"]["mode"] == "pieces"
     assert t.verified >= 1 and last_tokenizer_spec(con) == t.spec == "deepseek-v4"
     con.close()
+
+
+def test_append_inside_a_transaction_holds_no_arrow_batch(tmp_path):
+    # one file's ingest is one transaction of many appends: a batch must be freed once
+    # appended (a registered view dropped inside a transaction keeps its table to the commit)
+    con = connect(tmp_path / "a.duckdb")
+    con.execute("CREATE TEMP TABLE t (a BIGINT, s VARCHAR)")
+    pool = pa.default_memory_pool()
+    with atomic(con):
+        for i in range(20):
+            rows = pa.table({"a": pa.array(range(i * 100, (i + 1) * 100)), "s": ["x" * 1000] * 100})
+            append_arrow(con, "t", rows, "a % 2 = 0")
+            del rows
+        assert pool.bytes_allocated() < 100_000  # 20 batches of 100 kB were appended
+    assert one(con, "SELECT count(*), sum(a) FROM t") == (1000, sum(range(0, 2000, 2)))

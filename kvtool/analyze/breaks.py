@@ -84,7 +84,7 @@ RESYNC_WINDOW = 64  # how far to look for the point where the two prompts agree 
 RESYNC_RUN = 4  # ... as this many equal tokens
 NEIGHBOURS = 8  # sorted head keys examined on each side of a new one
 SIMILAR = 0.5  # a cross-session predecessor's head must be this similar (prefix + suffix share)
-PAIR_BATCH = 4096  # pairs whose contents are fetched in one query
+PAIR_BATCH = 4096  # pairs whose contents are fetched in one query (fewer past CACHE_TOKENS / 4)
 CACHE_TOKENS = 1 << 24  # token ids the prompt caches may hold before they are emptied
 
 
@@ -636,11 +636,18 @@ def detect_breaks(
     if pairs:
         price = pricing(wl, block_size, output_cache=output_cache, cached_tokens=cached_tokens)
     out = []
+    stop = 0
     for done, pair in enumerate(pairs, 1):
-        if done % PAIR_BATCH == 1:  # the next batch's contents in one query; caches bounded
+        if done > stop:  # the next batch's contents in one query, the caches bounded
             prompts.trim()
-            batch = pairs[done - 1 : done - 1 + PAIR_BATCH]
-            prompts.load(rows[k] for b in batch for k in (b.index, b.pred))
+            stop, tokens = done - 1, 0
+            while stop < len(pairs) and stop - (done - 1) < PAIR_BATCH:
+                b = pairs[stop]
+                tokens += rows[b.index].n_tokens + rows[b.pred].n_tokens
+                stop += 1
+                if tokens >= CACHE_TOKENS // 4:
+                    break
+            prompts.load(rows[k] for b in pairs[done - 1 : stop] for k in (b.index, b.pred))
         r, p = rows[pair.index], rows[pair.pred]
         pp, rp = prompts.get(p), prompts.get(r)
         found = compare(pp, rp, continues=pair.continues, block_size=block_size, specials=specials)

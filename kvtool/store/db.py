@@ -268,6 +268,15 @@ def temp_table(con: Connection, name: str, table: pa.Table) -> Iterator[str]:
         con.unregister(name)
 
 
+def append_arrow(con: Connection, table: str, rows: pa.Table, where: str | None = None) -> None:
+    """Append ``rows`` (``table``'s columns, in order; those matching ``where`` when given) to
+    ``table`` through a relation, not a registered view: a view dropped inside a transaction
+    keeps its Arrow table alive until the commit, so a long transaction (one file's ingest)
+    would hold every batch it appended (``temp_table`` is for short ones)."""
+    rel = con.from_arrow(rows)
+    (rel if where is None else rel.filter(where)).insert_into(table)
+
+
 def one(con: Connection, sql: str, params: list | None = None) -> tuple | None:
     """The first row of a query, or None; consumes the whole result (DuckDB keeps a partly
     fetched result open and refuses further work on the connection)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from kvtool.store.db import Connection, id_list, one, temp_table
+from kvtool.store.db import Connection, append_arrow, id_list, one
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,12 @@ def request_kinds(con: Connection, file_ids: list[int]) -> set[str]:
 
 def insert_requests(con: Connection, table: pa.Table) -> None:
     """Append request rows (the ``requests`` columns, in order)."""
-    with temp_table(con, "_kv_requests", table):
-        con.execute("INSERT INTO requests SELECT * FROM _kv_requests")
+    append_arrow(con, "requests", table)
 
 
 def insert_contents(con: Connection, table: pa.Table) -> None:
     """Add (key, kind, body) contents whose key is not stored yet."""
-    with temp_table(con, "_kv_contents", table):
-        con.execute(
-            "INSERT INTO contents SELECT * FROM _kv_contents "
-            "WHERE key NOT IN (SELECT key FROM contents)"
-        )
+    append_arrow(con, "contents", table, "key NOT IN (SELECT key FROM contents)")
 
 
 _REJECT_SCHEMA = pa.schema(
@@ -157,8 +152,7 @@ def insert_rejects(con: Connection, rejects: list[Reject]) -> None:
         },
         schema=_REJECT_SCHEMA,
     )
-    with temp_table(con, "_kv_rejects", table):
-        con.execute("INSERT INTO rejects SELECT * FROM _kv_rejects")
+    append_arrow(con, "rejects", table)
 
 
 def first_seen(con: Connection, request_ids: list[str]) -> dict[str, str]:
@@ -167,13 +161,14 @@ def first_seen(con: Connection, request_ids: list[str]) -> dict[str, str]:
     none, without a join."""
     if one(con, "SELECT 1 FROM files LIMIT 1") is None:
         return {}
-    with temp_table(con, "_kv_ids", pa.table({"request_id": pa.array(request_ids, pa.string())})):
-        return dict(
-            con.execute(
-                "SELECT r.request_id, any_value(f.path || ':' || r.line) FROM requests r "
-                "JOIN _kv_ids USING (request_id) JOIN files f USING (file_id) GROUP BY 1"
-            ).fetchall()
-        )
+    ids = con.from_arrow(pa.table({"request_id": pa.array(request_ids, pa.string())}))
+    stored = con.sql(
+        "SELECT r.request_id, f.path || ':' || r.line AS seen_at FROM requests r "
+        "JOIN files f USING (file_id)"
+    )  # a relation, not a registered view: this runs inside the ingest's transaction
+    return dict(
+        stored.join(ids, "request_id").aggregate("request_id, any_value(seen_at)").fetchall()
+    )
 
 
 def rejected_lines(con: Connection, file_ids: list[int]) -> int:

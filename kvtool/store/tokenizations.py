@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
+from kvtool.store.arrow import numbers, valid
 from kvtool.store.db import Connection, id_list, one, temp_table
 
 
@@ -117,6 +119,39 @@ def merge_staged_chains(
     finally:
         for name in views:
             con.unregister(name)
+
+
+@dataclass(frozen=True)
+class BlockNodes:
+    """Every block of a signature, sorted by ``hash``: its ``parent``'s hash (0 where
+    ``has_parent`` is False: a first block) and its ``depth``."""
+
+    hash: np.ndarray
+    parent: np.ndarray
+    has_parent: np.ndarray
+    depth: np.ndarray
+
+
+def block_arrays(con: Connection, signature: str, batch: int = 1 << 20) -> BlockNodes:
+    """``BlockNodes`` of ``signature``, read unsorted a batch at a time into arrays of the
+    final size and sorted with numpy: DuckDB's ``ORDER BY`` would hold every column of every
+    block, and the Arrow result besides (``block_nodes``)."""
+    n = int(one(con, "SELECT count(*) FROM blocks WHERE tokenizer = ?", [signature])[0])
+    hashes, parents = np.empty(n, np.int64), np.empty(n, np.int64)
+    has_parent, depths = np.empty(n, bool), np.empty(n, np.int64)
+    reader = con.sql(
+        "SELECT hash, parent, depth FROM blocks WHERE tokenizer = ?", params=[signature]
+    ).to_arrow_reader(batch)
+    at = 0
+    for part in reader:
+        k = part.num_rows
+        hashes[at : at + k] = numbers(part.column(0), np.int64)
+        parents[at : at + k] = numbers(part.column(1), np.int64)
+        has_parent[at : at + k] = valid(part.column(1))
+        depths[at : at + k] = numbers(part.column(2), np.int64)
+        at += k
+    order = np.argsort(hashes, kind="stable")
+    return BlockNodes(hashes[order], parents[order], has_parent[order], depths[order])
 
 
 def block_nodes(con: Connection, signature: str) -> pa.Table:

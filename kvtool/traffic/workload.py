@@ -43,7 +43,7 @@ from kvtool.store.requests import (
     hash_request_batches,
     processing_order,
 )
-from kvtool.store.tokenizations import block_nodes
+from kvtool.store.tokenizations import BlockNodes, block_arrays
 from kvtool.store.trees import TreeIndex, TreeWriter, load_index, load_nodes, node_parts, tree_key
 from kvtool.traffic.hash_tree import HASH_TREE_RECIPE, Plan, build_in_memory, build_stored
 from kvtool.traffic.tree import by_depth
@@ -103,18 +103,16 @@ class Workload:
         return "path" if self.kind == "hash" else None
 
 
-def _token_tree(nodes: pa.Table, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block tree of tokenized requests from the signature's block ``nodes`` (hash, parent,
-    depth ordered by hash; blocks of requests outside the selection are harmless extra nodes),
-    numbered by depth (``by_depth``)."""
-    hashes = numbers(nodes.column("hash"), np.int64)
-    parent_hash = numbers(nodes.column("parent"), np.int64)
-    has_parent = valid(nodes.column("parent"))
-    parent = np.where(has_parent, np.searchsorted(hashes, parent_hash), -1).astype(np.int64)
+def _token_tree(nodes: BlockNodes, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block tree of tokenized requests from the signature's block ``nodes`` (blocks of
+    requests outside the selection are harmless extra nodes), numbered by depth
+    (``by_depth``)."""
+    parent = np.searchsorted(nodes.hash, nodes.parent)
+    parent[~nodes.has_parent] = -1
     last = table.column("last_block")
-    has_end = valid(last)
-    end = np.where(has_end, np.searchsorted(hashes, numbers(last, np.int64)), -1).astype(np.int64)
-    return by_depth(end, parent, numbers(nodes.column("depth"), np.int64))
+    end = np.searchsorted(nodes.hash, numbers(last, np.int64))
+    end[~valid(last)] = -1
+    return by_depth(end, parent, nodes.depth)
 
 
 @dataclass(frozen=True)
@@ -360,7 +358,7 @@ def load_parts(con: Connection, file_ids: list[int], signature: str | None) -> W
     if "hash" in kinds:
         return _hash_workload(con, file_ids)
     table = chain_request_table(con, file_ids, signature or "")
-    end, parent, depth = _token_tree(block_nodes(con, signature or ""), table)
+    end, parent, depth = _token_tree(block_arrays(con, signature or ""), table)
     return WorkloadParts(_workload(table, end, parent, depth, 16, "tokens"))
 
 
