@@ -13,10 +13,10 @@ parallel), and run through kvtool as a user runs it, each command a subprocess:
 5. with ``--ray``: ``kvtool ingest SHARDS --engine ray`` into a second database, on a local
    cluster of 2 worker CPUs (``ray start --head --num-cpus 2``, ``--ray-address auto``).
 
-``--chat N`` adds a generated agent log of N sessions (``--steps 5,35``: about 20 requests
-each, so 50000 makes the 1M-request chat log of issue 17, 23.6 GB), ingested and then analyzed
-(tokenization included) by the local engine, and with ``--ray`` analyzed from its file by the
-Ray engine: the case where tokenization dominates.
+``--chat N`` adds a generated agent log of N sessions (``--chat-steps LO,HI`` requests each,
+default the generator's 4 to 24), analyzed from its file by the local engine and, with
+``--ray``, by the Ray engine: the case where tokenization dominates. Issue 17's 1M-request
+chat log is ``--chat 50000 --chat-steps 5,35`` (23.6 GB).
 
 Each row gives wall seconds, peak RSS (the command's own process from ``wait4``; for a Ray row
 the driver's, the workers run in the cluster's processes) and seconds per thousand requests,
@@ -119,29 +119,23 @@ def measure(n: int, parts: int, ray: bool, keep: bool) -> list[Row]:
     return rows
 
 
-def measure_chat(sessions: int, ray: bool) -> list[Row]:
+def measure_chat(sessions: int, steps: str | None, ray: bool) -> list[Row]:
     OUT.mkdir(parents=True, exist_ok=True)
-    # the workload of bench/sample_accuracy.py's agent traffic: 5,000 sessions are 100k requests
-    log = agent_log(OUT / f"agent_{sessions}.jsonl", sessions, "--steps", "5,35")
+    name = f"agent_{sessions}" + (f"_steps{steps.replace(',', '-')}" if steps else "")
+    log = agent_log(OUT / f"{name}.jsonl", sessions, *(["--steps", steps] if steps else []))
     n = sum(1 for _ in log.open("rb"))
-    db = OUT / f"agent_{sessions}.duckdb"
-    db.unlink(missing_ok=True)
     rows = []
-    for name, args in (  # `kvtool analyze LOG` in its two steps: which one peaks
-        ("ingest LOG (agent)", ["ingest", str(log), "--db", str(db), "--json"]),
-        ("analyze --db (tokenize too)", ["analyze", "--db", str(db), "--json"]),
+    for name, extra in (
+        ("analyze LOG (agent)", []),
+        ("analyze LOG --engine ray", ["--engine", "ray", "--ray-address", "auto"]),
     ):
-        rows.append(Row(n, name, *run(*args)))
+        if extra and not ray:
+            continue
+        db = OUT / f"{name}_{len(extra)}.duckdb"
+        db.unlink(missing_ok=True)
+        rows.append(Row(n, name, *run("analyze", str(log), "--db", str(db), "--json", *extra)))
         show(rows[-1])
-    db.unlink()
-    if ray:
-        ray_db = OUT / f"agent_{sessions}_ray.duckdb"
-        ray_db.unlink(missing_ok=True)
-        ray_args = ["--engine", "ray", "--ray-address", "auto"]
-        args = ["analyze", str(log), "--db", str(ray_db), "--json", *ray_args]
-        rows.append(Row(n, "analyze LOG --engine ray", *run(*args)))
-        show(rows[-1])
-        ray_db.unlink()
+        db.unlink()
     return rows
 
 
@@ -237,6 +231,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4, help="files the trace is written as")
     ap.add_argument("--ray", action="store_true", help="also the Ray engine, 2 worker CPUs")
     ap.add_argument("--chat", type=int, default=0, help="sessions of a generated agent log")
+    ap.add_argument("--chat-steps", help="its requests per session, as kvtool generate --steps")
     ap.add_argument("--keep", action="store_true", help="keep the traces and databases")
     ap.add_argument("--write-docs", action="store_true", help="table and curve into docs/")
     args = ap.parse_args()
@@ -261,7 +256,7 @@ def main() -> None:
     try:
         for got in (
             *(lambda n=n: measure(n, args.shards, args.ray, args.keep) for n in sizes),
-            *([lambda: measure_chat(args.chat, args.ray)] if args.chat else []),
+            *([lambda: measure_chat(args.chat, args.chat_steps, args.ray)] if args.chat else []),
         ):
             rows.extend(got())  # each row is shown as it is measured
     finally:

@@ -32,6 +32,7 @@ import orjson
 import pyarrow as pa
 import xxhash
 
+from kvtool import heap
 from kvtool.errors import InputError
 from kvtool.ingest.formats import Normalized, Skip, check_message
 from kvtool.ingest.formats.registry import (
@@ -585,17 +586,20 @@ def ingest_files(
     ``kvtool.ingest.paths``); see ``ingest_file``."""
     check_ingest_options(fmt, hash_block_size)
     check_max_line_bytes(max_line_bytes)
-    return [
-        ingest_file(
-            con,
-            p,
-            fmt=fmt,
-            hash_block_size=hash_block_size,
-            progress=progress,
-            max_line_bytes=max_line_bytes,
+    reports = []
+    for p in expand_paths(paths):
+        reports.append(
+            ingest_file(
+                con,
+                p,
+                fmt=fmt,
+                hash_block_size=hash_block_size,
+                progress=progress,
+                max_line_bytes=max_line_bytes,
+            )
         )
-        for p in expand_paths(paths)
-    ]
+        heap.trim()  # the file's parsed records: the next stage maps its arrays apart
+    return reports
 
 
 def ingest_paths(

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kvtool import heap
 from kvtool.errors import InputError
 from kvtool.store import Connection, as_bigint
 from kvtool.store.requests import (
@@ -148,6 +149,7 @@ def tokenize_requests(
                 _tokenize(con, rows, signature, template, encoder, mode, report, tally, batch_size)
                 del rows
                 encoder.forget()
+                heap.trim()
         finally:
             drop_parted(con)
     report.template_errors, report.template_error_examples = render_failures(
