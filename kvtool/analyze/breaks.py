@@ -610,6 +610,24 @@ def compare(
     return PairBreak(difference=diff, position=position, tokens_lost=lost)
 
 
+def _pair_batches(pairs: list[Predecessor], rows: list[RequestRow]) -> dict[int, int]:
+    """The batches ``detect_breaks`` fetches contents for, as start -> stop (indices into
+    ``pairs``): at most ``PAIR_BATCH`` pairs, and no more once their prompts reach a quarter
+    of ``CACHE_TOKENS``; every batch holds at least one pair."""
+    out: dict[int, int] = {}
+    start = 0
+    while start < len(pairs):
+        stop, tokens = start, 0
+        full = False
+        while stop < len(pairs) and not full:
+            tokens += rows[pairs[stop].index].n_tokens + rows[pairs[stop].pred].n_tokens
+            stop += 1
+            full = stop - start >= PAIR_BATCH or tokens >= CACHE_TOKENS // 4
+        out[start] = stop
+        start = stop
+    return out
+
+
 def detect_breaks(
     con: Connection,
     wl: Workload,
@@ -635,19 +653,13 @@ def detect_breaks(
     price = None
     if pairs:
         price = pricing(wl, block_size, output_cache=output_cache, cached_tokens=cached_tokens)
+    starts = _pair_batches(pairs, rows)
     out = []
-    stop = 0
     for done, pair in enumerate(pairs, 1):
-        if done > stop:  # the next batch's contents in one query, the caches bounded
+        if done - 1 in starts:  # the next batch's contents in one query, the caches bounded
             prompts.trim()
-            stop, tokens = done - 1, 0
-            while stop < len(pairs) and stop - (done - 1) < PAIR_BATCH:
-                b = pairs[stop]
-                tokens += rows[b.index].n_tokens + rows[b.pred].n_tokens
-                stop += 1
-                if tokens >= CACHE_TOKENS // 4:
-                    break
-            prompts.load(rows[k] for b in pairs[done - 1 : stop] for k in (b.index, b.pred))
+            batch = pairs[done - 1 : starts[done - 1]]
+            prompts.load(rows[k] for b in batch for k in (b.index, b.pred))
         r, p = rows[pair.index], rows[pair.pred]
         pp, rp = prompts.get(p), prompts.get(r)
         found = compare(pp, rp, continues=pair.continues, block_size=block_size, specials=specials)
