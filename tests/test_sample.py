@@ -80,6 +80,49 @@ def conversation_x6(tmp_path_factory) -> Path:
     return db
 
 
+def test_footprint_is_the_mean_of_distinct_blocks_over_every_window():
+    # against its definition: every window of w consecutive requests of the trace, its
+    # distinct blocks, averaged; references of one request and blocks used once both occur
+    rng = np.random.default_rng(7)
+    n = 40
+    times = np.sort(rng.integers(3, n - 2, 150))  # the first and last requests make none
+    blocks = rng.integers(0, 25, 150)
+    fp = sample.footprint(blocks, times, n)
+    for w in range(n + 1):
+        windows = [
+            len(set(blocks[(times >= s) & (times < s + w)].tolist())) for s in range(n - w + 1)
+        ]
+        assert fp[w] == pytest.approx(np.mean(windows)), w
+    assert fp[0] == 0 and fp[n] == len(set(blocks.tolist()))
+
+
+def test_a_pruned_sample_keeps_its_paths_and_its_output_blocks():
+    # two conversations under one system prompt (block 0), each turn sending the last answer
+    # back; the second conversation's requests alone, on their own paths' nodes
+    from dataclasses import replace
+
+    from kvtool.traffic.output_blocks import output_blocks
+
+    paths = [[0, 1], [0, 5], [0, 1, 2, 3], [0, 5, 6, 7], [0, 1, 2, 3, 4], [0, 5, 6, 7, 8]]
+    wl = token_workload([_blocks(*p) + [9] for p in paths], sessions=list("abab" + "ab"))
+    wl = replace(wl, output_tokens=np.full(6, 17, np.int64))  # one block of answer each
+    mine = np.array([1, 3, 5])
+    part = wl.select(mine)
+    cut = sample.pruned(part)
+    nodes = cut.nodes.tolist()
+    assert len(nodes) == 5 and nodes == sorted(nodes)  # blocks 0, 5, 6, 7, 8
+    assert cut.wl.depth.tolist() == wl.depth[cut.nodes].tolist() == [0, 1, 2, 3, 4]
+    assert cut.nodes[cut.wl.end].tolist() == part.end.tolist()
+    up = cut.wl.parent
+    assert [cut.nodes[p] if p >= 0 else -1 for p in up] == wl.parent[cut.nodes].tolist()
+    whole, small = output_blocks(part), output_blocks(cut.wl)
+    assert small.successor.tolist() == whole.successor.tolist() == [1, 2, -1]
+    assert cut.nodes[small.nodes].tolist() == whole.nodes.tolist() and len(whole.nodes) == 2
+    with pytest.MonkeyPatch.context() as m:  # without the C kernels: the same nodes
+        m.setattr(sample, "library", lambda: None)
+        assert sample.pruned(part).nodes.tolist() == nodes
+
+
 def test_rate_one_is_the_exact_simulation(conversation_x6):
     caps = [100, 5_000, 40_000, 200_000]
     for policy in ("lru", "fifo"):

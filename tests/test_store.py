@@ -11,7 +11,7 @@ from kvtool import analyze
 from kvtool.errors import SchemaError
 from kvtool.ingest import ingest_files
 from kvtool.store import SCHEMA_VERSION, atomic, connect, one, open_db, temp_table
-from kvtool.store.db import append_arrow
+from kvtool.store.db import append_arrow, release_cache
 from kvtool.store.files import file_rows
 from kvtool.store.requests import request_rows
 from kvtool.store.tokenizations import get_tokenization, last_tokenizer_spec
@@ -248,3 +248,36 @@ def test_heap_trim_gives_freed_memory_back():
     held = [bytearray(1024) for _ in range(50_000)]
     del held
     assert heap.trim() is True
+
+
+def _cached_mb(con) -> float:
+    (mb,) = one(con, "SELECT sum(memory_usage_bytes) / 2^20 FROM duckdb_memory()")
+    return mb
+
+
+def test_release_cache_evicts_scanned_tables_and_keeps_the_limit(tmp_path):
+    # a scan leaves a file's table blocks in DuckDB's buffer pool; release drops them and puts
+    # the default memory limit back; a limit someone set is left alone
+    path = tmp_path / "c.duckdb"
+    con = connect(path)
+    con.execute("CREATE TABLE big AS SELECT range AS a, hash(range) AS h FROM range(3000000)")
+    assert _cached_mb(con) > 20  # written, not yet checkpointed: to the file, not spilled
+    assert release_cache(con) is True
+    assert _cached_mb(con) < 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.duckdb"]
+    con.close()
+    con = connect(path)
+    default = one(con, "SELECT current_setting('memory_limit')")
+    assert one(con, "SELECT sum(h % 7) FROM big")[0] > 0
+    assert _cached_mb(con) > 20  # 48 MB of columns, compressed as DuckDB stores them
+    assert release_cache(con) is True
+    assert _cached_mb(con) < 2
+    assert one(con, "SELECT current_setting('memory_limit')") == default
+    assert one(con, "SELECT count(*) FROM big") == (3000000,)  # read back from the file
+    con.execute("SET memory_limit = '3GB'")  # shown rounded: it could not be put back exactly
+    one(con, "SELECT sum(h % 7) FROM big")
+    assert release_cache(con) is False
+    assert one(con, "SELECT current_setting('memory_limit')") == ("2.7 GiB",)
+    assert _cached_mb(con) > 20
+    con.close()
+    assert release_cache(duckdb.connect(":memory:")) is False  # its tables live in the pool

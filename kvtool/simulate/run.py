@@ -423,12 +423,10 @@ def _sampled(
     if head.kind == "hash":  # no output blocks: the kept requests' paths are all they use
         kept_set = sample.sample_set(tree, sampled_rates, config.salts)
     else:
-        kept_set = sample.whole_set(tree.whole(), sampled_rates)
+        kept_set = sample.whole_set(tree.whole(), sampled_rates, config.salts)
     # the auxiliary variable of the estimates: the ideal of prompt blocks, exact from the tree
-    # (for a text log the whole tree is at hand; its outputs would cost a pass over every request)
+    # (a text log's outputs would cost a pass over every request)
     base = kept_set.base_hits
-    if base is None:
-        base = first_through_hits(kept_set.wl)
     prompt_ideal = int(hit_blocks(head, base, B)[window.start :].sum()) * B
     drawn: list[tuple[int, int]] = []  # the smallest rate's samples: ideal with outputs, without
     points: list[SimPoint | None] = [None] * len(grid)
@@ -457,7 +455,8 @@ def _sampled(
             kept = np.flatnonzero(sample.keep(unit_keys, rate, salt))
             if not len(kept):
                 continue
-            part = pool.select(kept)
+            pruned = sample.pruned(pool.select(kept))  # its own paths' nodes alone
+            part = pruned.wl
             part_window = measurement_window(part, warmup)
             outputs = output_blocks(part, config.output_cache)
             part_offsets, part_stream = streams_with_outputs(part, B, outputs)
@@ -469,7 +468,15 @@ def _sampled(
             ids, part_stream = np.unique(part_stream, return_inverse=True)
             if stack:  # every capacity from the sample's stack distances, scaled
                 curve = sample.corrected_curve(
-                    part_offsets, part_stream, part.n_tokens, B, unit_keys[kept], trunk[ids], rate
+                    part_offsets,
+                    part_stream,
+                    part.n_tokens,
+                    B,
+                    unit_keys[kept],
+                    trunk[pruned.nodes[ids]],
+                    rate,
+                    kept_set.rows[kept],
+                    head.n,
                 )
                 for j, tiers in enumerate(sub_grid):
                     result = _from_curve(
@@ -498,7 +505,7 @@ def _sampled(
             )
             point = SimPoint.of(result, grid[k], config, duration, "sampled")
             points[k] = replace(point, sample=estimate)
-    if kept_set.base_hits is not None:  # a hash trace: no output blocks, the ideal is exact
+    if head.kind == "hash":  # no output blocks: the ideal is exact
         ideal = _ideal_from_base(head, B, window.start, base, base)
     elif drawn:  # with outputs: their share over the prompts' in the samples, times the exact
         with_outputs, prompts = (sum(x) for x in zip(*drawn, strict=True))

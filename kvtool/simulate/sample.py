@@ -9,7 +9,10 @@ few requests reach. Per request, its family is the shallowest node of its path i
 tree that at most ``family_cap`` requests pass through; nodes that more requests pass through
 (the trunk: system prompts, tool catalogs) are kept with every sampled request, as the shared
 prefix they are. A request whose whole prompt is trunk is its own unit. A unit is kept when a
-64-bit mix of its key and the salt falls below R; a salt gives an independent sample.
+64-bit mix of its key and the salt falls below R; a salt gives an independent sample. For
+LRU one request at a time, a sampled distance counts the block's own family exactly and the
+other families by the sample's average footprint over windows of the same length
+(``corrected_curve``), not by the few of them around that one reuse.
 
 ``family_cap`` is a twentieth of the expected sample (``R * requests / 20``, at least 1), so
 that no family is more than a twentieth of any sample. A point's hits are estimated against
@@ -99,25 +102,38 @@ def families(wl: Workload, cap: int, order: np.ndarray | None = None) -> Familie
 class SampleSet:
     """The requests that any sample keeps, on the nodes their paths use: ``wl`` (processing
     order kept; node ids in the whole tree's order, so that streams renumber as the whole
-    tree's do), and per rate each request's unit (``keys``) and each node's ``trunk`` flag,
-    as ``families`` gives them on the whole tree. ``base_hits``, where the set was read by
-    partitions: per request of the whole trace, its leading base blocks that an earlier
+    tree's do), ``rows`` their indices in the whole trace, and per rate each request's unit
+    (``keys``) and each node's ``trunk`` flag, as ``families`` gives them on the whole tree.
+    ``base_hits``: per request of the whole trace, its leading base blocks that an earlier
     request went through (``first_through_hits``), for the exact ideal."""
 
     wl: Workload
+    rows: np.ndarray
     keys: dict[float, np.ndarray]
     trunk: dict[float, np.ndarray]
-    base_hits: np.ndarray | None = None
+    base_hits: np.ndarray
 
 
-def whole_set(wl: Workload, rates: list[float]) -> SampleSet:
-    """The ``SampleSet`` of the whole workload: every request, every node (for a text log,
-    whose output blocks lie on other requests' paths). No ``base_hits``: the whole workload
-    is at hand for the ideal."""
+def whole_set(wl: Workload, rates: list[float], salts: range) -> SampleSet:
+    """The ``SampleSet`` of the requests that ``salts`` keep at any of ``rates``, from the
+    whole workload at hand (a text log): units and trunk from the whole tree, then the kept
+    requests on their own paths' nodes (``pruned``: a request's output blocks lie on its
+    successor's path, and a successor outside the sample adds none to it). ``base_hits``
+    for the whole trace (``first_through_hits``)."""
     order = depth_order(wl.depth)
     units = {rate: families(wl, family_cap(rate, wl.n), order) for rate in rates}
+    kept = np.zeros(wl.n, bool)
+    for rate, u in units.items():
+        for salt in salts:
+            kept |= keep(u.keys, rate, salt)
+    chosen = np.flatnonzero(kept)
+    cut = pruned(wl.select(chosen))
     return SampleSet(
-        wl, {r: u.keys for r, u in units.items()}, {r: u.trunk for r, u in units.items()}
+        cut.wl,
+        chosen,
+        {r: u.keys[chosen] for r, u in units.items()},
+        {r: u.trunk[cut.nodes] for r, u in units.items()},
+        first_through_hits(wl, order),
     )
 
 
@@ -179,9 +195,53 @@ def sample_set(tree: WorkloadParts, rates: list[float], salts: range) -> SampleS
     )
     return SampleSet(
         wl,
+        chosen,
         {rate: k[chosen] for rate, k in keys.items()},
         {rate: np.concatenate(t) if t else np.zeros(0, bool) for rate, t in trunks.items()},
         base_hits,
+    )
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """A workload on the nodes of its own requests' paths alone: ``wl``, its nodes renumbered
+    0.. in their old order (a tree numbered by depth stays so), and ``nodes[v]``, node v's id
+    in the tree it came from."""
+
+    wl: Workload
+    nodes: np.ndarray
+
+
+def pruned(wl: Workload) -> Pruned:
+    """``wl`` on the nodes its requests' paths go through (``Pruned``): a sample picked from
+    the whole tree costs its own nodes, not the tree's, in every pass over nodes that follows
+    (its output blocks lie on its own paths). One pass up the tree marks them (C
+    ``kv_first_through``, or a numpy level loop)."""
+    n_nodes = len(wl.parent)
+    mark = np.ones(n_nodes, np.int64)  # 0: on a path
+    mark[wl.end[wl.end >= 0]] = 0
+    parent = np.ascontiguousarray(wl.parent, np.int64)
+    order = depth_order(wl.depth)
+    lib = library()
+    if lib is not None and n_nodes:
+        lib.kv_first_through(n_nodes, parent, np.ascontiguousarray(order, np.int64), mark)
+    else:
+        for level in reversed(depth_levels(wl.depth, order)):  # deepest first
+            up = level[parent[level] >= 0]
+            np.minimum.at(mark, parent[up], mark[up])
+    nodes = np.flatnonzero(mark == 0)
+    new = np.full(n_nodes, -1, np.int64)
+    new[nodes] = np.arange(len(nodes), dtype=np.int64)
+    up = parent[nodes]
+    end = wl.end
+    return Pruned(
+        replace(
+            wl,
+            end=np.where(end >= 0, new[np.maximum(end, 0)], -1),
+            parent=np.where(up >= 0, new[np.maximum(up, 0)], -1),
+            depth=wl.depth[nodes],
+        ),
+        nodes,
     )
 
 
@@ -204,6 +264,33 @@ def gather(
     return new, stream[starts + np.arange(int(new[-1]), dtype=np.int64)]
 
 
+def footprint(blocks: np.ndarray, times: np.ndarray, n: int) -> np.ndarray:
+    """The average footprint of a reference stream over a trace of ``n`` requests: ``fp[w]``
+    (w = 0..n) is how many distinct ``blocks`` a window of w consecutive requests holds,
+    averaged over the window's ``n - w + 1`` positions (Xiang et al.'s footprint);
+    ``times[j]`` is the request that made reference j. A window misses a block exactly when
+    it lies within one of the block's gaps (before its first use, between two, after its last),
+    and a gap of g requests holds ``g - w + 1`` windows of w: so ``fp[w]`` is the number of
+    distinct blocks less those windows over all gaps, per position. O(references + n)."""
+    order = np.lexsort((times, blocks))
+    b, t = blocks[order], times[order]
+    fresh = np.ones(len(b), bool)  # one reference per (block, request)
+    fresh[1:] = (b[1:] != b[:-1]) | (t[1:] != t[:-1])
+    b, t = b[fresh], t[fresh]
+    first = np.ones(len(b), bool)
+    first[1:] = b[1:] != b[:-1]
+    last = np.ones(len(b), bool)
+    last[:-1] = first[1:]
+    later = np.flatnonzero(~first)
+    gaps = np.concatenate([t[first], n - 1 - t[last], t[later] - t[later - 1] - 1])
+    count = np.bincount(gaps, minlength=n + 1).astype(np.float64)
+    size = np.arange(n + 1, dtype=np.float64)
+    at_least = np.cumsum(count[::-1])[::-1]  # gaps of w or more requests
+    length = np.cumsum((count * size)[::-1])[::-1]  # their total length
+    missed = length - (size - 1) * at_least  # windows of w within a gap, over all gaps
+    return first.sum() - missed / np.maximum(n - size + 1, 1)
+
+
 def corrected_curve(
     offsets: np.ndarray,
     stream: np.ndarray,
@@ -212,13 +299,22 @@ def corrected_curve(
     keys: np.ndarray,
     trunk: np.ndarray,
     rate: float,
+    times: np.ndarray,
+    n: int,
 ) -> LRUCurve:
-    """The stack model of one sample (requests with family ``keys``), its distances scaled to
-    compare with capacities ``rate`` times smaller. Between two uses of a block, the blocks of
-    other families are in the sample at ``rate`` already, but the block's own family is there
-    whole: its blocks would count ``1 / rate`` times too much. So a distance ``d`` becomes
-    ``d - (1 - rate) * d_own``, with ``d_own`` the distance within the family alone (the same
-    references, sorted by family); trunk blocks, kept with every family, are not scaled."""
+    """The stack model of one sample (requests with family ``keys``, made at ``times`` of a
+    trace of ``n`` requests), its distances in blocks of a cache ``rate`` times smaller.
+    Between two uses of a block the whole trace's cache sees the blocks of the block's own
+    family and those of others. The own family is in the sample whole: its part is its
+    distance ``d_own`` within the family alone (the same references, sorted by family), times
+    ``rate``. The others are in the sample at ``rate``, but around one reuse there are only a
+    few of them, so counting them there is noisy, and at a knee the noise smooths the curve
+    (a few families decide whether a session's next turn finds its blocks). Their part is
+    taken from the sample's average footprint instead (``footprint``, over every window of the
+    same number of requests of the whole trace, less the own family's blocks that it counts
+    whole), which averages over the whole sample. So a reuse after ``L`` requests is at
+    ``max(fp[L - 1] - (1 - rate) * d_own, rate * d_own)``. Trunk blocks, kept with every
+    family, keep the sample's own distance."""
     distances, out_offsets = stack_distances(offsets, stream, n_tokens, B)
     counted = np.diff(out_offsets)
     order = np.lexsort((np.arange(len(keys)), keys))  # by family, processing order within
@@ -228,10 +324,23 @@ def corrected_curve(
     back = np.repeat(out_offsets[order] - own_out[:-1], counted[order])
     own[back + np.arange(len(own_sorted), dtype=np.int64)] = own_sorted
     within = np.arange(len(distances), dtype=np.int64) - np.repeat(out_offsets[:-1], counted)
-    blocks = stream[np.repeat(offsets[:-1], counted) + within]
+    at = np.repeat(offsets[:-1], counted) + within  # each counted reference in the stream
+    blocks = stream[at]
     never = distances == NEVER
     own[never | (own == NEVER) | trunk[blocks]] = 0
-    scaled = np.where(never, 0.0, distances - (1 - rate) * own)
+    # the request of each reference, and of the block's previous reference (any, outputs too)
+    made = np.repeat(np.asarray(times, np.int64), np.diff(offsets))
+    by_block = np.lexsort((np.arange(len(stream)), stream))
+    previous = np.full(len(stream), -1, np.int64)
+    same = stream[by_block[1:]] == stream[by_block[:-1]]
+    previous[by_block[1:][same]] = by_block[:-1][same]
+    before = previous[at]
+    span = np.where(before >= 0, made[at] - made[np.maximum(before, 0)], 0)
+    fp = footprint(stream, made, n)
+    others = fp[np.clip(span - 1, 0, n)]
+    scaled = np.maximum(others - (1 - rate) * own, rate * own)
+    scaled = np.where(trunk[blocks], distances, scaled)
+    scaled[never] = 0.0
     # the prefix maxima per request: each request's values lifted above every earlier one's
     top = float(scaled.max()) + 1 if len(scaled) else 1.0
     lift = np.repeat(np.arange(len(counted), dtype=np.float64) * top, counted)

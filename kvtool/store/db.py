@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -275,6 +276,43 @@ def append_arrow(con: Connection, table: str, rows: pa.Table, where: str | None 
     would hold every batch it appended (``temp_table`` is for short ones)."""
     rel = con.from_arrow(rows)
     (rel if where is None else rel.filter(where)).insert_into(table)
+
+
+EVICT_TO = "1MB"  # what ``release_cache`` lowers DuckDB's limit to for a moment
+
+
+@cache
+def _default_limit() -> tuple:
+    """DuckDB's default memory limit as ``current_setting`` shows it (from a fresh connection)."""
+    with duckdb.connect(":memory:") as fresh:
+        return one(fresh, "SELECT current_setting('memory_limit')")
+
+
+def release_cache(con: Connection) -> bool:
+    """Evict the table blocks DuckDB keeps cached from earlier queries. A stage that scanned
+    millions of rows (ingest, tokenization, reading the block tree) leaves them in DuckDB's
+    buffer pool, up to its memory limit (80% of RAM by default), beside the next stage's
+    arrays. After a checkpoint (what was written goes to the file, not to a spill file),
+    lowering the limit for a moment makes DuckDB drop what is not pinned (a file's blocks are
+    on disk) and give the memory back; the default limit is then put back. Whether
+    it evicted: not under a limit someone set (DuckDB shows it rounded, so it could not be put
+    back exactly: it is left alone), not for an in-memory database (its tables would spill to
+    a temporary directory), nor where DuckDB could not free enough (pinned buffers)."""
+    (path,) = one(
+        con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    )
+    limit = "SELECT current_setting('memory_limit')"
+    if not path or one(con, limit) != _default_limit():
+        return False
+    with suppress(duckdb.Error):  # written blocks to the file first, not spilled (read-only: no)
+        con.execute("CHECKPOINT")
+    try:
+        con.execute(f"SET memory_limit = '{EVICT_TO}'")
+        return True
+    except duckdb.OutOfMemoryException:
+        return False
+    finally:
+        con.execute("RESET memory_limit")
 
 
 def one(con: Connection, sql: str, params: list | None = None) -> tuple | None:

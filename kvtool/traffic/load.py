@@ -25,6 +25,7 @@ from kvtool.errors import NotFoundError
 from kvtool.ingest import DEFAULT_MAX_LINE_BYTES, FileReport, check_ingest_options
 from kvtool.progress import Progress
 from kvtool.store import Connection
+from kvtool.store.db import release_cache
 from kvtool.store.files import all_file_ids, request_kinds
 from kvtool.store.fingerprints import redacted_files, redaction_spec
 from kvtool.store.tokenizations import last_tokenizer_spec, mark_used
@@ -155,6 +156,8 @@ def load_traffic(
             file_ids = all_file_ids(con)
         if not file_ids:
             raise WorkloadError("the database holds no ingested files; pass log files to analyze")
+        if paths:
+            release_cache(con)  # what ingest wrote stays cached: tokenization needs the room
         kinds = request_kinds(con, file_ids)
         redacted = bool(redacted_files(con, file_ids))
         bundle = None
@@ -186,8 +189,11 @@ def load_traffic(
             signature = again.signature
             mode = again.mode
             mark_used(con, signature, bundle.spec)
+        if kinds - {"hash"}:
+            release_cache(con)  # the tables tokenization scanned: the tree needs the room
         progress.stage("load", None)
         tree = load_parts(con, file_ids, signature)
+        release_cache(con)  # and those the tree was read from
         if tok_report is not None and tok_report.template_errors and not tree.head.n:
             first = tok_report.template_error_examples[0]
             raise WorkloadError(
