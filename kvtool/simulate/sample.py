@@ -264,15 +264,19 @@ def gather(
     return new, stream[starts + np.arange(int(new[-1]), dtype=np.int64)]
 
 
-def footprint(blocks: np.ndarray, times: np.ndarray, n: int) -> np.ndarray:
+def footprint(
+    blocks: np.ndarray, times: np.ndarray, n: int, order: np.ndarray | None = None
+) -> np.ndarray:
     """The average footprint of a reference stream over a trace of ``n`` requests: ``fp[w]``
     (w = 0..n) is how many distinct ``blocks`` a window of w consecutive requests holds,
     averaged over the window's ``n - w + 1`` positions (Xiang et al.'s footprint);
     ``times[j]`` is the request that made reference j. A window misses a block exactly when
     it lies within one of the block's gaps (before its first use, between two, after its last),
     and a gap of g requests holds ``g - w + 1`` windows of w: so ``fp[w]`` is the number of
-    distinct blocks less those windows over all gaps, per position. O(references + n)."""
-    order = np.lexsort((times, blocks))
+    distinct blocks less those windows over all gaps, per position. O(references + n).
+    ``order``: the references by block, then time (``np.argsort(blocks, kind="stable")``
+    where ``times`` never decrease), where the caller has it."""
+    order = np.lexsort((times, blocks)) if order is None else order
     b, t = blocks[order], times[order]
     fresh = np.ones(len(b), bool)  # one reference per (block, request)
     fresh[1:] = (b[1:] != b[:-1]) | (t[1:] != t[:-1])
@@ -330,13 +334,13 @@ def corrected_curve(
     own[never | (own == NEVER) | trunk[blocks]] = 0
     # the request of each reference, and of the block's previous reference (any, outputs too)
     made = np.repeat(np.asarray(times, np.int64), np.diff(offsets))
-    by_block = np.lexsort((np.arange(len(stream)), stream))
+    by_block = np.argsort(stream, kind="stable")  # then by request: times never decrease
     previous = np.full(len(stream), -1, np.int64)
     same = stream[by_block[1:]] == stream[by_block[:-1]]
     previous[by_block[1:][same]] = by_block[:-1][same]
     before = previous[at]
     span = np.where(before >= 0, made[at] - made[np.maximum(before, 0)], 0)
-    fp = footprint(stream, made, n)
+    fp = footprint(stream, made, n, by_block)
     others = fp[np.clip(span - 1, 0, n)]
     scaled = np.maximum(others - (1 - rate) * own, rate * own)
     scaled = np.where(trunk[blocks], distances, scaled)
