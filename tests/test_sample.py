@@ -87,13 +87,15 @@ def test_footprint_is_the_mean_of_distinct_blocks_over_every_window():
     n = 40
     times = np.sort(rng.integers(3, n - 2, 150))  # the first and last requests make none
     blocks = rng.integers(0, 25, 150)
-    fp = sample.footprint(blocks, times, n)
+    fp = sample.footprint(blocks, times, n, np.arange(n + 1))
     for w in range(n + 1):
         windows = [
             len(set(blocks[(times >= s) & (times < s + w)].tolist())) for s in range(n - w + 1)
         ]
         assert fp[w] == pytest.approx(np.mean(windows)), w
     assert fp[0] == 0 and fp[n] == len(set(blocks.tolist()))
+    some = np.array([12, 3, 12, 0])  # any windows, in any order
+    assert sample.footprint(blocks, times, n, some).tolist() == fp[some].tolist()
 
 
 def test_a_pruned_sample_keeps_its_paths_and_its_output_blocks():

@@ -265,19 +265,24 @@ def gather(
 
 
 def footprint(
-    blocks: np.ndarray, times: np.ndarray, n: int, order: np.ndarray | None = None
+    blocks: np.ndarray,
+    times: np.ndarray,
+    n: int,
+    windows: np.ndarray,
+    order: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The average footprint of a reference stream over a trace of ``n`` requests: ``fp[w]``
-    (w = 0..n) is how many distinct ``blocks`` a window of w consecutive requests holds,
+    """The average footprint of a reference stream over a trace of ``n`` requests, at each of
+    ``windows`` (0..n): how many distinct ``blocks`` a window of w consecutive requests holds,
     averaged over the window's ``n - w + 1`` positions (Xiang et al.'s footprint);
     ``times[j]`` is the request that made reference j. A window misses a block exactly when
     it lies within one of the block's gaps (before its first use, between two, after its last),
-    and a gap of g requests holds ``g - w + 1`` windows of w: so ``fp[w]`` is the number of
-    distinct blocks less those windows over all gaps, per position. O(references + n).
+    and a gap of g requests holds ``g - w + 1`` windows of w: so the footprint is the number
+    of distinct blocks less those windows over all gaps, per position. From the sorted gaps
+    and their suffix sums: O((references + windows) log references), nothing of size ``n``.
     ``order``: the references by block, then time (``np.argsort(blocks, kind="stable")``
     where ``times`` never decrease), where the caller has it."""
     order = np.lexsort((times, blocks)) if order is None else order
-    b, t = blocks[order], times[order]
+    b, t = blocks[order], np.asarray(times, np.int64)[order]
     fresh = np.ones(len(b), bool)  # one reference per (block, request)
     fresh[1:] = (b[1:] != b[:-1]) | (t[1:] != t[:-1])
     b, t = b[fresh], t[fresh]
@@ -286,13 +291,13 @@ def footprint(
     last = np.ones(len(b), bool)
     last[:-1] = first[1:]
     later = np.flatnonzero(~first)
-    gaps = np.concatenate([t[first], n - 1 - t[last], t[later] - t[later - 1] - 1])
-    count = np.bincount(gaps, minlength=n + 1).astype(np.float64)
-    size = np.arange(n + 1, dtype=np.float64)
-    at_least = np.cumsum(count[::-1])[::-1]  # gaps of w or more requests
-    length = np.cumsum((count * size)[::-1])[::-1]  # their total length
-    missed = length - (size - 1) * at_least  # windows of w within a gap, over all gaps
-    return first.sum() - missed / np.maximum(n - size + 1, 1)
+    gaps = np.sort(np.concatenate([t[first], n - 1 - t[last], t[later] - t[later - 1] - 1]))
+    longer = np.zeros(len(gaps) + 1, np.float64)  # total length of the gaps from k on
+    longer[:-1] = np.cumsum(gaps[::-1])[::-1]
+    w = np.asarray(windows, np.int64)
+    k = np.searchsorted(gaps, w, side="left")  # gaps[k:] are of w or more requests
+    missed = longer[k] - (w - 1) * (len(gaps) - k)  # windows of w within a gap, all gaps
+    return int(first.sum()) - missed / np.maximum(n - w + 1, 1)
 
 
 def corrected_curve(
@@ -340,8 +345,7 @@ def corrected_curve(
     previous[by_block[1:][same]] = by_block[:-1][same]
     before = previous[at]
     span = np.where(before >= 0, made[at] - made[np.maximum(before, 0)], 0)
-    fp = footprint(stream, made, n, by_block)
-    others = fp[np.clip(span - 1, 0, n)]
+    others = footprint(stream, made, n, np.clip(span - 1, 0, n), by_block)
     scaled = np.maximum(others - (1 - rate) * own, rate * own)
     scaled = np.where(trunk[blocks], distances, scaled)
     scaled[never] = 0.0
