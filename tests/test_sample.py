@@ -16,6 +16,7 @@ from workloads import token_workload
 from kvtool.cli import app
 from kvtool.errors import OptionError
 from kvtool.simulate import SimConfig, sample, simulate
+from kvtool.traffic import ideal
 
 MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
 
@@ -121,7 +122,7 @@ def test_a_pruned_sample_keeps_its_paths_and_its_output_blocks():
     assert small.successor.tolist() == whole.successor.tolist() == [1, 2, -1]
     assert cut.nodes[small.nodes].tolist() == whole.nodes.tolist() and len(whole.nodes) == 2
     with pytest.MonkeyPatch.context() as m:  # without the C kernels: the same nodes
-        m.setattr(sample, "library", lambda: None)
+        m.setattr(ideal, "library", lambda: None)
         assert sample.pruned(part).nodes.tolist() == nodes
 
 

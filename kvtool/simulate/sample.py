@@ -32,7 +32,7 @@ import numpy as np
 from kvtool.native import library
 from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.sweep import NEVER, LRUCurve, stack_distances
-from kvtool.traffic.ideal import first_through_hits
+from kvtool.traffic.ideal import first_through_hits, min_up
 from kvtool.traffic.tree import depth_levels, depth_order, mix64
 from kvtool.traffic.workload import Workload, WorkloadParts
 
@@ -166,25 +166,16 @@ def sample_set(tree: WorkloadParts, rates: list[float], salts: range) -> SampleS
             keys[rate][rows] = k
             for salt in salts:
                 kept |= keep(k, rate, salt)
-        on_path = np.zeros(len(w.parent), bool)
-        cur = np.unique(w.end[kept & (w.end >= 0)])
-        while len(cur):
-            cur = cur[~on_path[cur]]
-            on_path[cur] = True
-            cur = w.parent[cur]
-            cur = np.unique(cur[cur >= 0])
-        nodes = np.flatnonzero(on_path)
-        compact = np.full(len(w.parent), -1, np.int64)
-        compact[nodes] = base + np.arange(len(nodes))
-        up = w.parent[nodes]
-        parents.append(np.where(up >= 0, compact[np.maximum(up, 0)], -1))
-        depths.append(w.depth[nodes])
-        for rate in rates:
-            trunks[rate].append(units[rate].trunk[nodes])
         mine = np.flatnonzero(kept)
-        ends[rows[mine]] = np.where(w.end[mine] >= 0, compact[np.maximum(w.end[mine], 0)], -1)
+        cut = pruned(w.select(mine))  # the kept requests' paths, their ids from ``base`` on
+        up, end = cut.wl.parent, cut.wl.end
+        parents.append(np.where(up >= 0, up + base, -1))
+        depths.append(cut.wl.depth)
+        for rate in rates:
+            trunks[rate].append(units[rate].trunk[cut.nodes])
+        ends[rows[mine]] = np.where(end >= 0, end + base, -1)
         taken.append(rows[mine])
-        base += len(nodes)
+        base += len(cut.nodes)
     chosen = np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.int64)
     empty = np.zeros(0, np.int64)
     wl = replace(
@@ -215,24 +206,16 @@ class Pruned:
 def pruned(wl: Workload) -> Pruned:
     """``wl`` on the nodes its requests' paths go through (``Pruned``): a sample picked from
     the whole tree costs its own nodes, not the tree's, in every pass over nodes that follows
-    (its output blocks lie on its own paths). One pass up the tree marks them (C
-    ``kv_first_through``, or a numpy level loop)."""
+    (its output blocks lie on its own paths). One pass up the tree marks them
+    (``min_up``)."""
     n_nodes = len(wl.parent)
     mark = np.ones(n_nodes, np.int64)  # 0: on a path
     mark[wl.end[wl.end >= 0]] = 0
-    parent = np.ascontiguousarray(wl.parent, np.int64)
-    order = depth_order(wl.depth)
-    lib = library()
-    if lib is not None and n_nodes:
-        lib.kv_first_through(n_nodes, parent, np.ascontiguousarray(order, np.int64), mark)
-    else:
-        for level in reversed(depth_levels(wl.depth, order)):  # deepest first
-            up = level[parent[level] >= 0]
-            np.minimum.at(mark, parent[up], mark[up])
+    min_up(wl, mark)
     nodes = np.flatnonzero(mark == 0)
     new = np.full(n_nodes, -1, np.int64)
     new[nodes] = np.arange(len(nodes), dtype=np.int64)
-    up = parent[nodes]
+    up = wl.parent[nodes]
     end = wl.end
     return Pruned(
         replace(

@@ -225,6 +225,23 @@ def base_hit_blocks(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
     return np.bincount(ps.req[ps.seen], weights=length[ps.seen], minlength=wl.n).astype(np.int64)
 
 
+def min_up(wl: Workload, values: np.ndarray, order: np.ndarray | None = None) -> None:
+    """Each node's ``values`` entry (int64, one per node of ``wl``'s tree) lowered to the least
+    over its subtree, in place: one pass up the tree, deepest first (C ``kv_first_through``,
+    or a numpy level loop). ``order``: ``depth_order(wl.depth)`` where the caller has it."""
+    if not len(values):
+        return
+    parent = np.ascontiguousarray(wl.parent, np.int64)
+    order = depth_order(wl.depth) if order is None else order
+    lib = library()
+    if lib is not None:
+        lib.kv_first_through(len(values), parent, np.ascontiguousarray(order, np.int64), values)
+        return
+    for level in reversed(depth_levels(wl.depth, order)):  # deepest first: minima flow up
+        up = level[parent[level] >= 0]
+        np.minimum.at(values, parent[up], values[up])
+
+
 def first_through_hits(
     wl: Workload, order: np.ndarray | None = None, outputs: OutputPaths | None = None
 ) -> np.ndarray:
@@ -234,7 +251,7 @@ def first_through_hits(
     at it, or writing it or a node below it (output blocks are ancestor-closed), which is one
     pass up the tree (C ``kv_first_through``, or a numpy level loop). Availability only grows
     along a path, so j misses exactly its path's nodes that it makes available itself: those
-    whose first is j, less j's own output nodes (deeper than its prompt). ``order``:
+    whose first is j, less j's own output nodes (deeper than its prompt): ``min_up``. ``order``:
     ``depth_order(wl.depth)`` where the caller has it. What ``simulate --sample`` uses for the
     exact ideal without the whole trace's block streams."""
     n, n_nodes = wl.n, len(wl.parent)
@@ -247,15 +264,7 @@ def first_through_hits(
     if outputs is not None and len(outputs.nodes):
         owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(outputs.offsets))
         np.minimum.at(first, outputs.nodes, owner)
-    parent = np.ascontiguousarray(wl.parent, np.int64)
-    order = depth_order(wl.depth) if order is None else order
-    lib = library()
-    if lib is not None:
-        lib.kv_first_through(n_nodes, parent, np.ascontiguousarray(order, np.int64), first)
-    else:
-        for level in reversed(depth_levels(wl.depth, order)):  # deepest first: minima flow up
-            up = level[parent[level] >= 0]
-            np.minimum.at(first, parent[up], first[up])
+    min_up(wl, first, order)
     length = np.zeros(n, np.int64)
     length[has] = wl.depth[wl.end[has]] + 1
     misses = np.bincount(first[first < n], minlength=n)
