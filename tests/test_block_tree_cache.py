@@ -70,7 +70,7 @@ def db(tmp_path: Path) -> tuple[str, list[int]]:
 
 
 def _trees(con) -> int:
-    return con.execute("SELECT count(*) FROM hash_tree_keys").fetchall()[0][0]
+    return con.execute("SELECT count(*) FROM hash_tree_index").fetchall()[0][0]
 
 
 def test_stored_tree_gives_the_rebuilt_workload(db):
@@ -93,7 +93,7 @@ def test_stored_tree_gives_the_rebuilt_workload(db):
     assert loaded.n == 102 and (loaded.end == -1).sum() == (loaded.n_tokens < B).sum() > 1
     assert len(loaded.parent) < int((loaded.depth[loaded.end[loaded.end >= 0]] + 1).sum())
     # stored ids in another order than the requests': the tree is rebuilt, never misapplied
-    con.execute("UPDATE hash_tree_requests SET req_id = -1 - req_id")
+    con.execute("UPDATE hash_tree_ends SET req_id = -1 - req_id")
     _equal(built, load_workload(con, ids, None))
     con.close()
 
@@ -121,14 +121,19 @@ def test_a_database_without_the_table_still_loads(db):
     path, ids = db
     con = connect(path)
     built = load_workload(con, ids, None)
-    for table in ("hash_tree_keys", "hash_tree_requests", "hash_tree_nodes"):
+    for table in ("hash_tree_index", "hash_tree_ends", "hash_tree_nodes", "hash_tree_runs"):
         con.execute(f"DROP TABLE {table}")  # as a database of an older release
+    # the layout before runs, with a row: dropped at the next writable open
+    con.execute("CREATE TABLE hash_tree_keys (key VARCHAR, requests BIGINT, nodes BIGINT)")
+    con.execute("INSERT INTO hash_tree_keys VALUES ('k', 1, 1)")
     con.close()
     con = connect(path, read_only=True)  # nothing is created or stored
     _equal(built, load_workload(con, ids, None))
     con.close()
     con = connect(path)  # opened writable: the table is created, the tree stored again
     assert _trees(con) == 0
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "hash_tree_keys" not in tables and "hash_tree_runs" in tables
     _equal(built, load_workload(con, ids, None))
     assert _trees(con) == 1
     con.close()

@@ -25,13 +25,13 @@ from kvtool.traffic import (
     block_streams,
     caches_outputs,
     first_through_hits,
-    ideal,
     ideal_hits,
     output_blocks,
     output_hit_blocks,
     passes,
     runs,
     streams_with_outputs,
+    tree,
 )
 from kvtool.traffic.output_blocks import output_paths
 
@@ -162,7 +162,7 @@ def test_first_through_hits_with_outputs_equal_the_runs_and_passes(seed, monkeyp
     want = output_hit_blocks(wl, rs, ps, outputs).base_hits
     assert want.sum() > base_hit_blocks(wl, rs, ps).sum()  # the answers add hits
     assert np.array_equal(first_through_hits(wl, outputs=outputs), want)
-    monkeypatch.setattr(ideal, "library", lambda: None)
+    monkeypatch.setattr(tree, "library", lambda: None)
     assert np.array_equal(first_through_hits(wl, outputs=outputs), want)
 
 

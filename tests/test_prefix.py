@@ -16,10 +16,10 @@ from kvtool.traffic import (
     base_hit_blocks,
     first_through_hits,
     hit_blocks,
-    ideal,
     ideal_hits,
     passes,
     runs,
+    tree,
 )
 
 
@@ -83,7 +83,7 @@ def test_first_through_hits_equal_the_runs_and_passes(seed, monkeypatch):
     expected = base_hit_blocks(wl, rs, ps)
     assert expected.sum() > 0 and (expected == 0).any()  # some requests hit, some do not
     assert np.array_equal(first_through_hits(wl), expected)
-    monkeypatch.setattr(ideal, "library", lambda: None)
+    monkeypatch.setattr(tree, "library", lambda: None)
     assert np.array_equal(first_through_hits(wl), expected)
     cached = hit_blocks(wl, expected, 32) * 32
     assert np.array_equal(cached, ideal_hits(wl, rs, ps, expected, 32).cached_tokens)

@@ -16,7 +16,10 @@ from workloads import token_workload
 from kvtool.cli import app
 from kvtool.errors import OptionError
 from kvtool.simulate import SimConfig, sample, simulate
-from kvtool.traffic import ideal
+from kvtool.store import connect
+from kvtool.store.files import all_file_ids
+from kvtool.traffic import block_streams, tree, workload
+from kvtool.traffic.workload import load_parts
 
 MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
 
@@ -122,8 +125,46 @@ def test_a_pruned_sample_keeps_its_paths_and_its_output_blocks():
     assert small.successor.tolist() == whole.successor.tolist() == [1, 2, -1]
     assert cut.nodes[small.nodes].tolist() == whole.nodes.tolist() and len(whole.nodes) == 2
     with pytest.MonkeyPatch.context() as m:  # without the C kernels: the same nodes
-        m.setattr(ideal, "library", lambda: None)
+        m.setattr(tree, "library", lambda: None)
         assert sample.pruned(part).nodes.tolist() == nodes
+
+
+def test_a_stored_trees_runs_give_the_samples_of_its_nodes(conversation_x6, monkeypatch):
+    # the stored tree's runs against its nodes: the same requests, units, ideal and paths
+    con = connect(conversation_x6, read_only=True)
+    parts = load_parts(con, all_file_ids(con), None)
+    rates, salts = [0.05, 0.2], range(3)
+    whole_set = sample.whole_set
+    by_runs = sample.run_set(parts.head, parts.runs(), parts.index, rates, salts)
+    by_nodes = sample.whole_set(parts.whole(), rates, salts)
+    con.close()
+    assert np.array_equal(by_runs.rows, by_nodes.rows)
+    assert 0 < len(by_runs.rows) < 0.6 * parts.head.n
+    assert np.array_equal(by_runs.base_hits, by_nodes.base_hits) and by_runs.base_hits.sum() > 0
+    base = parts.head.base
+    paths = []
+    for got in (by_runs, by_nodes):
+        assert len(got.wl.parent) == len(got.trunk[0.05]) and got.wl.n == len(got.rows)
+        offsets, stream = block_streams(got.wl, base)
+        _, first, label = np.unique(stream, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))  # blocks named by their first use
+        trunk = {rate: got.trunk[rate][stream].tolist() for rate in rates}
+        paths.append((offsets.tolist(), rank[label].tolist(), trunk))
+    assert paths[0] == paths[1]
+    assert any(paths[0][2][0.2]) and not all(paths[0][2][0.2])
+    for rate in rates:
+        assert np.array_equal(by_runs.keys[rate], by_nodes.keys[rate])
+    # and simulate gives the same estimates read either way
+    config = SimConfig(concurrency=1, sample=0.05)
+    runs = simulate(None, db=conversation_x6, blocks=[5_000, 40_000], config=config).points
+    calls = []
+    monkeypatch.setattr(sample, "whole_set", lambda *a: calls.append(1) or whole_set(*a))
+    # as a database that cannot store the tree: built in memory, whole, and sampled on nodes
+    monkeypatch.setattr(workload, "load_index", lambda con, key: None)
+    nodes = simulate(None, db=conversation_x6, blocks=[5_000, 40_000], config=config).points
+    assert [p.to_json() for p in runs] == [p.to_json() for p in nodes] and calls == [1]
+    assert runs[0].sample.token_hit_rate_error > 0
 
 
 def test_rate_one_is_the_exact_simulation(conversation_x6):

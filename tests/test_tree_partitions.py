@@ -16,7 +16,8 @@ from kvtool.store.arrow import numbers
 from kvtool.store.files import all_file_ids, file_rows
 from kvtool.store.requests import hash_request_table
 from kvtool.traffic import hash_tree, measurement_window, parse_warmup
-from kvtool.traffic.tree import by_depth, depth_order, rooted_tree
+from kvtool.traffic.ideal import first_through_hits
+from kvtool.traffic.tree import by_depth, depth_order, rooted_tree, seen_blocks, unary_runs
 from kvtool.traffic.workload import load_parts
 
 MOONCAKE = Path(__file__).resolve().parents[1] / "traces" / "mooncake"
@@ -166,4 +167,15 @@ def test_stored_partitions_are_the_in_memory_tree(tmp_path, monkeypatch):
         )
         assert part.wl.parent.max(initial=-1) < n
         assert np.array_equal(part.wl.req_ids, whole.req_ids[part.rows])
+    # the stored runs, partition after partition, are the whole tree's unary stretches
+    runs, rs = stored.runs(), unary_runs(parent, depth, end)
+    assert np.array_equal(runs.parent, rs.parent) and np.array_equal(runs.head, rs.head)
+    assert np.array_equal(runs.lo, rs.lo) and np.array_equal(runs.length, rs.hi - rs.lo + 1)
+    has = end >= 0
+    assert np.array_equal(stored.index.end_run[has], rs.of[end[has]])
+    assert (stored.index.end_run[~has] == -1).all() and (~has).any()
+    # and each request's blocks an earlier one went through, the ideal's prompt hits
+    assert np.array_equal(stored.index.seen, first_through_hits(whole))
+    assert np.array_equal(seen_blocks(rs, end), stored.index.seen) and stored.index.seen.any()
+    assert stored.max_depth() == int(depth.max()) and len(runs.lo) < len(depth) / 5
     con.close()

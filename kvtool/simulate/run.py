@@ -420,8 +420,9 @@ def _sampled(
         return whole[0]
 
     sampled_rates = sorted({r for r in rates if r < 1})
-    if head.kind == "hash":  # no output blocks: the kept requests' paths are all they use
-        kept_set = sample.sample_set(tree, sampled_rates, config.salts)
+    runs = tree.runs()
+    if runs is not None:  # a stored hash tree: read as runs, not nodes
+        kept_set = sample.run_set(head, runs, tree.index, sampled_rates, config.salts)
     else:
         kept_set = sample.whole_set(tree.whole(), sampled_rates, config.salts)
     # the auxiliary variable of the estimates: the ideal of prompt blocks, exact from the tree

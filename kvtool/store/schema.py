@@ -54,15 +54,18 @@ Tables (one row each):
   other, found at ingest.
 - ``breaks``: per tokenizer signature and block size, a request that diverged from its predecessor
   before the reusable part of it ended: position, cause, field path, tokens lost, diff text.
-- ``hash_tree_keys``, ``hash_tree_requests``, ``hash_tree_nodes``, ``hash_tree_parts``: a hash
-  trace's block tree, built once per file set (``kvtool.store.trees``: the key names the files,
-  their digests and block size, and how the tree was built): one row per request (its id and
-  last block node, in processing order), per node (its parent and depth, in node order,
-  partition after partition) and per partition (its node count), and a key row, written last,
-  with the counts. A cache: created when missing, in a database of any version, and
-  rebuilt from ``requests`` whenever absent (``hash_trees``, the one-row-of-lists layout of
-  earlier releases, is dropped: storing lists of millions of values took DuckDB 7 times their
-  size in memory).
+- ``hash_tree_index``, ``hash_tree_ends``, ``hash_tree_nodes``, ``hash_tree_runs``,
+  ``hash_tree_parts``: a hash trace's block tree, built once per file set
+  (``kvtool.store.trees``: the key names the files, their digests and block size, and how the
+  tree was built): one row per request (its id, last block node and that node's run, in
+  processing order, and how many of its leading blocks an earlier request went through: the
+  ideal's hits), per node (its parent and depth, in node order, partition after partition),
+  per run of the tree's unary stretches (its parent run, first depth, length and first node: what
+  ``simulate --sample`` reads instead of the nodes) and per partition (its node count), and an
+  index row, written last, with the counts. A cache: created when missing, in a database of any
+  version, and rebuilt from ``requests`` whenever absent (the tables of earlier layouts are
+  dropped: ``hash_trees``, one row of lists, which took DuckDB 7 times their size in memory;
+  ``hash_tree_keys`` and ``hash_tree_requests``, without runs).
 - ``sim_runs``: one ``kvtool simulate`` run: its configuration and result as JSON (the ``--json``
   output), the files it read, policy and block size.
 - ``replay_runs`` / ``replay_requests``: one ``kvtool replay`` run (endpoint, configuration, the
@@ -163,20 +166,32 @@ CREATE TABLE IF NOT EXISTS breaks (
     diff VARCHAR NOT NULL
 );
 DROP TABLE IF EXISTS hash_trees;
-CREATE TABLE IF NOT EXISTS hash_tree_keys (
+DROP TABLE IF EXISTS hash_tree_keys;
+DROP TABLE IF EXISTS hash_tree_requests;
+CREATE TABLE IF NOT EXISTS hash_tree_index (
     key VARCHAR PRIMARY KEY,
     requests BIGINT NOT NULL,
-    nodes BIGINT NOT NULL
+    nodes BIGINT NOT NULL,
+    runs BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS hash_tree_requests (
+CREATE TABLE IF NOT EXISTS hash_tree_ends (
     key VARCHAR NOT NULL,
     req_id BIGINT NOT NULL,
-    end_node BIGINT NOT NULL
+    end_node BIGINT NOT NULL,
+    end_run BIGINT NOT NULL,
+    seen BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hash_tree_nodes (
     key VARCHAR NOT NULL,
     parent BIGINT NOT NULL,
     depth BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hash_tree_runs (
+    key VARCHAR NOT NULL,
+    parent BIGINT NOT NULL,
+    lo BIGINT NOT NULL,
+    length BIGINT NOT NULL,
+    head BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hash_tree_parts (
     key VARCHAR NOT NULL,

@@ -6,20 +6,25 @@ and the way the tree is built (``recipe``, which the builder changes with its al
 key ``tree_key`` hashes exactly those, so a stored tree is never stale: another file set, a
 re-ingested file (a new id) or a new recipe is another key, built and stored afresh.
 
-Tables ``hash_tree_requests`` (per request in processing order: its id and its last full
-block's node, -1 for none; a reader checks the ids against its own requests),
-``hash_tree_nodes`` (per node: parent and depth, partition after partition),
-``hash_tree_parts`` (per partition, in order: its node count; no node has a parent in another
-partition) and ``hash_tree_keys`` (the counts, written last: a key row means the tree is whole).
-A writer (``TreeWriter``) adds one partition at a time and a reader can stream them back one at
-a time (``node_parts``), so neither holds more than a partition's nodes. One row per value,
-not lists: DuckDB stores long columns in a stream, and a reader streams them into preallocated
-arrays. A database without the tables (opened read-only, created by an older kvtool and never
-opened writable since) stores nothing: the tree is built every time.
+Tables ``hash_tree_ends`` (per request in processing order: its id, its last full block's node
+and that node's run, -1 for none, and its leading blocks that an earlier request went through;
+a reader checks the ids against its own requests),
+``hash_tree_nodes`` (per node: parent and depth, partition after partition), ``hash_tree_runs``
+(per run of the tree's unary stretches, partition after partition: parent run, first depth,
+length, first node), ``hash_tree_parts`` (per partition, in order: its node count; no node has a
+parent in another partition) and ``hash_tree_index`` (the counts, written last: an index row
+means the tree is whole). A writer (``TreeWriter``) adds one partition at a time and a reader
+can stream them back one at a time (``node_parts``), so neither holds more than a partition's
+nodes; the runs, far fewer than the nodes (Mooncake conversation x20: 205 K runs, 3.4 M nodes),
+are read whole (``load_runs``). One row per value, not lists: DuckDB stores long columns in a
+stream, and a reader streams them into preallocated arrays. A database without the tables
+(opened read-only, created by an older kvtool and never opened writable since) stores nothing:
+the tree is built every time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -72,14 +77,14 @@ def load_nodes(con: Connection, key: str, index: TreeIndex) -> tuple[np.ndarray,
 
 
 def _columns(
-    con: Connection, table: str, names: tuple[str, str], key: str, rows: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Two BIGINT columns of ``table`` under ``key`` in insertion order (DuckDB keeps it),
-    streamed into arrays of ``rows``: memory is the arrays plus one batch. None when the table
-    holds another number of rows for the key."""
-    out = (np.empty(rows, np.int64), np.empty(rows, np.int64))
+    con: Connection, table: str, names: tuple[str, ...], key: str, rows: int
+) -> tuple[np.ndarray, ...] | None:
+    """BIGINT columns ``names`` of ``table`` under ``key`` in insertion order (DuckDB keeps
+    it), streamed into arrays of ``rows``: memory is the arrays plus one batch. None when the
+    table holds another number of rows for the key."""
+    out = tuple(np.empty(rows, np.int64) for _ in names)
     reader = con.sql(
-        f"SELECT {names[0]}, {names[1]} FROM {table} WHERE key = $key", params={"key": key}
+        f"SELECT {', '.join(names)} FROM {table} WHERE key = $key", params={"key": key}
     ).to_arrow_reader(BATCH_ROWS)
     at = 0
     try:
@@ -87,7 +92,7 @@ def _columns(
             n = batch.num_rows
             if at + n > rows:
                 return None
-            for k in range(2):
+            for k in range(len(names)):
                 out[k][at : at + n] = numbers(batch.column(k), np.int64)
             at += n
     finally:
@@ -97,12 +102,17 @@ def _columns(
 
 @dataclass(frozen=True)
 class TreeIndex:
-    """A stored tree's requests and partitions: ``req_ids`` and ``end`` (global node ids) per
-    request in processing order, ``part_nodes`` the node count of each partition in order."""
+    """A stored tree's requests and partitions: ``req_ids``, ``end`` (global node ids),
+    ``end_run`` (global run ids) and ``seen`` (leading base blocks an earlier request went
+    through: ``kvtool.traffic.tree.seen_blocks``) per request in processing order,
+    ``part_nodes`` the node count of each partition in order, ``runs`` the number of runs."""
 
     req_ids: np.ndarray
     end: np.ndarray
+    end_run: np.ndarray
+    seen: np.ndarray
     part_nodes: np.ndarray
+    runs: int
 
 
 def load_index(con: Connection, key: str) -> TreeIndex | None:
@@ -110,12 +120,13 @@ def load_index(con: Connection, key: str) -> TreeIndex | None:
     when there is none, it is incomplete, or the database has no tree tables."""
     try:
         rows = con.execute(
-            "SELECT requests, nodes FROM hash_tree_keys WHERE key = ?", [key]
+            "SELECT requests, nodes, runs FROM hash_tree_index WHERE key = ?", [key]
         ).fetchall()
         if not rows:
             return None
         (row,) = rows
-        requests = _columns(con, "hash_tree_requests", ("req_id", "end_node"), key, row[0])
+        names = ("req_id", "end_node", "end_run", "seen")
+        requests = _columns(con, "hash_tree_ends", names, key, row[0])
         parts = con.execute(
             "SELECT nodes FROM hash_tree_parts WHERE key = ? ORDER BY part", [key]
         ).fetchall()
@@ -124,7 +135,27 @@ def load_index(con: Connection, key: str) -> TreeIndex | None:
     part_nodes = np.array([r[0] for r in parts], np.int64)
     if requests is None or int(part_nodes.sum()) != row[1]:
         return None
-    return TreeIndex(requests[0], requests[1], part_nodes)
+    return TreeIndex(*requests, part_nodes, row[2])
+
+
+@dataclass(frozen=True)
+class RunRows:
+    """The runs of a tree (its unary stretches merged: ``kvtool.traffic.tree.Runs``), in run
+    order: ``parent`` (run ids, -1 at a root), ``lo`` (the first node's depth), ``length``
+    (nodes) and ``head`` (the first node's id). A run's parent has a lower id."""
+
+    parent: np.ndarray
+    lo: np.ndarray
+    length: np.ndarray
+    head: np.ndarray
+
+
+def load_runs(con: Connection, key: str, index: TreeIndex) -> RunRows | None:
+    """The runs of the tree under ``key`` whose ``index`` was loaded (global ids); None when
+    the table holds another number of them."""
+    names = ("parent", "lo", "length", "head")
+    cols = _columns(con, "hash_tree_runs", names, key, index.runs)
+    return None if cols is None else RunRows(*cols)
 
 
 def node_parts(
@@ -163,54 +194,61 @@ def node_parts(
 class TreeWriter:
     """Stores a tree under ``key`` one partition at a time: ``add_part`` for each partition in
     order (each committed on its own, so that the database never holds a whole tree in an open
-    transaction), then ``finish`` with the requests, which writes the key row last: a tree
-    without its key row is incomplete, never read, and deleted when the key is built again.
+    transaction), then ``finish`` with the requests, which writes the index row last: a tree
+    without its index row is incomplete, never read, and deleted when the key is built again.
     ``ok`` is False when the database cannot store it (read-only, no tables, or the key is
     stored already: it is the same tree); every call is then a no-op."""
 
     def __init__(self, con: Connection, key: str) -> None:
-        self.con, self.key, self.parts, self.nodes = con, key, 0, 0
+        self.con, self.key, self.parts, self.nodes, self.runs = con, key, 0, 0, 0
         self.ok = True
         try:
-            if con.execute("SELECT 1 FROM hash_tree_keys WHERE key = ?", [key]).fetchall():
+            if con.execute("SELECT 1 FROM hash_tree_index WHERE key = ?", [key]).fetchall():
                 self.ok = False
                 return
             with atomic(con):  # the rows of a build that did not finish
-                for table in ("hash_tree_requests", "hash_tree_nodes", "hash_tree_parts"):
+                for table in ("hash_tree_ends", "hash_tree_nodes", "hash_tree_runs"):
                     con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
+                con.execute("DELETE FROM hash_tree_parts WHERE key = ?", [key])
         except (duckdb.CatalogException, duckdb.InvalidInputException):  # no table; read-only
             self.ok = False
 
-    def _write(self, table: str, columns: dict[str, np.ndarray], row: tuple[str, list]) -> None:
-        """``columns`` appended to ``table`` under the key, and the one ``row`` statement
-        (SQL, parameters), in one transaction."""
+    def _append(self, table: str, columns: dict[str, np.ndarray]) -> None:
+        """``columns`` appended to ``table`` under the key (inside the caller's transaction)."""
         rows = pa.Table.from_arrays([int64_array(v) for v in columns.values()], names=list(columns))
-        names = ", ".join(columns)
-        with atomic(self.con), temp_table(self.con, "_kv_tree_rows", rows):
+        with temp_table(self.con, "_kv_tree_rows", rows):
             self.con.execute(
-                f"INSERT INTO {table} SELECT ?, {names} FROM _kv_tree_rows", [self.key]
+                f"INSERT INTO {table} SELECT ?, {', '.join(columns)} FROM _kv_tree_rows",
+                [self.key],
             )
-            self.con.execute(*row)
 
-    def add_part(self, parent: np.ndarray, depth: np.ndarray) -> None:
-        """The next partition's nodes: ``parent`` (global node ids, -1 at a root), ``depth``."""
+    def add_part(self, parent: np.ndarray, depth: np.ndarray, runs: RunRows) -> None:
+        """The next partition's nodes, ``parent`` (global node ids, -1 at a root) and ``depth``,
+        and its ``runs`` (global run and node ids)."""
         if not self.ok:
             return
-        self._write(
-            "hash_tree_nodes",
-            {"parent": parent, "depth": depth},
-            ("INSERT INTO hash_tree_parts VALUES (?, ?, ?)", [self.key, self.parts, len(parent)]),
-        )
+        with atomic(self.con):
+            self._append("hash_tree_nodes", {"parent": parent, "depth": depth})
+            self._append("hash_tree_runs", dataclasses.asdict(runs))
+            self.con.execute(
+                "INSERT INTO hash_tree_parts VALUES (?, ?, ?)", [self.key, self.parts, len(parent)]
+            )
         self.parts += 1
         self.nodes += len(parent)
+        self.runs += len(runs.parent)
 
-    def finish(self, req_ids: np.ndarray, end: np.ndarray) -> None:
-        """The requests in processing order and their last nodes, then the key row."""
+    def finish(
+        self, req_ids: np.ndarray, end: np.ndarray, end_run: np.ndarray, seen: np.ndarray
+    ) -> None:
+        """The requests in processing order, their last nodes, those nodes' runs and their
+        leading blocks an earlier request went through, then the index row."""
         if not self.ok:
             return
-        self._write(
-            "hash_tree_requests",
-            {"req_id": req_ids, "end_node": end},
-            ("INSERT INTO hash_tree_keys VALUES (?, ?, ?)", [self.key, len(req_ids), self.nodes]),
-        )
+        with atomic(self.con):
+            columns = {"req_id": req_ids, "end_node": end, "end_run": end_run, "seen": seen}
+            self._append("hash_tree_ends", columns)
+            self.con.execute(
+                "INSERT INTO hash_tree_index VALUES (?, ?, ?, ?)",
+                [self.key, len(req_ids), self.nodes, self.runs],
+            )
         self.ok = False

@@ -24,8 +24,8 @@ import xxhash
 from kvtool.store import Connection
 from kvtool.store.arrow import list_parts, numbers
 from kvtool.store.requests import hash_id_batches, hash_id_lists
-from kvtool.store.trees import TreeWriter
-from kvtool.traffic.tree import part_of, part_tree, rooted_tree
+from kvtool.store.trees import RunRows, TreeWriter
+from kvtool.traffic.tree import part_of, part_tree, rooted_tree, seen_blocks, unary_runs
 
 # how the tree is built (salts, ``chain_ids``, dense node ids, partitions): part of a stored
 # tree's key, so that changing the construction here changes it (``kvtool.store.trees``)
@@ -92,8 +92,10 @@ def build_in_memory(
 
 
 def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeWriter) -> None:
-    """Build the tree partition by partition into ``writer``, which stores it with ``end`` per
-    request (global node ids, -1 without a full block). The ids are read once, in
+    """Build the tree partition by partition into ``writer``, which stores it and its runs
+    (``unary_runs``) with ``end`` and ``end_run`` per request (global node and run ids, -1
+    without a full block) and ``seen`` (``seen_blocks``: the ideal's hits; a partition's
+    requests share no block with another's). The ids are read once, in
     scan order, and spilled per partition to a temporary directory, then each partition is built
     from its file alone."""
     n = len(plan.req_ids)
@@ -101,6 +103,8 @@ def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeW
     sorted_ids = plan.req_ids[sorter]
     rows: list[list[np.ndarray]] = [[] for _ in range(plan.parts)]
     end = np.full(n, -1, np.int64)
+    end_run = np.full(n, -1, np.int64)
+    seen = np.zeros(n, np.int64)
     with tempfile.TemporaryDirectory(prefix="kvtool-tree-") as tmp:
         files = [Path(tmp) / f"{p}.u64" for p in range(plan.parts)]
         for batch in hash_id_batches(con, file_ids):
@@ -121,7 +125,7 @@ def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeW
                 rows[p].append(at[lo:hi])
                 with files[p].open("ab") as f:
                     salted[sub[lo] : sub[hi]].tofile(f)
-        base = 0
+        base = run_base = 0
         for p in range(plan.parts):
             if not rows[p]:
                 continue
@@ -133,7 +137,19 @@ def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeW
             files[p].unlink(missing_ok=True)
             e, parent, depth = part_tree(sub, salted)
             del salted
+            rs = unary_runs(parent, depth, e)
             end[mine] = np.where(e >= 0, e + base, -1)
-            writer.add_part(np.where(parent >= 0, parent + base, -1), depth)
+            end_run[mine] = np.where(e >= 0, rs.of[np.maximum(e, 0)] + run_base, -1)
+            ordered = np.argsort(mine)  # the partition's requests in processing order
+            seen[mine[ordered]] = seen_blocks(rs, e[ordered])
+            runs = RunRows(
+                np.where(rs.parent >= 0, rs.parent + run_base, -1),
+                rs.lo,
+                rs.hi - rs.lo + 1,
+                rs.head + base,
+            )
+            del rs
+            writer.add_part(np.where(parent >= 0, parent + base, -1), depth, runs)
             base += len(parent)
-    writer.finish(plan.req_ids, end)
+            run_base += len(runs.parent)
+    writer.finish(plan.req_ids, end, end_run, seen)

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvtool.errors import OptionError, WorkloadError
-from kvtool.native import library
 from kvtool.tiers.spec import parse_duration
 from kvtool.traffic.output_blocks import OutputPaths
-from kvtool.traffic.tree import depth_levels, depth_order
+from kvtool.traffic.tree import Runs, subtree_min, unary_runs
 from kvtool.traffic.workload import Workload
 
 WARMUP_FORMS = "a fraction of the requests in [0, 1) such as 0.5, or a duration such as 30m, 2h"
@@ -145,43 +144,9 @@ def run_starts(keys: np.ndarray) -> np.ndarray:
     return np.concatenate([[True], keys[1:] != keys[:-1]])
 
 
-@dataclass
-class Runs:
-    """The block tree with unary stretches merged: ``of[v]`` is node v's run; run c covers depths
-    ``lo[c]..hi[c]`` and hangs below run ``parent[c]`` (-1 at a root)."""
-
-    of: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
-    parent: np.ndarray
-
-
 def runs(wl: Workload) -> Runs:
-    """Merge unary stretches: a node starts a run unless its parent has exactly one child and no
-    request ends at the parent. Pointer jumping finds every node's run head in O(log depth)
-    passes."""
-    n_nodes = len(wl.parent)
-    p = wl.parent
-    has_parent = p >= 0
-    children = np.bincount(p[has_parent], minlength=n_nodes)
-    is_end = np.zeros(n_nodes, bool)
-    is_end[wl.end[wl.end >= 0]] = True
-    head = ~has_parent
-    head[has_parent] = (children[p[has_parent]] != 1) | is_end[p[has_parent]]
-    ptr = np.where(head, np.arange(n_nodes), p)
-    while True:
-        nxt = ptr[ptr]
-        if np.array_equal(nxt, ptr):
-            break
-        ptr = nxt
-    heads = np.nonzero(head)[0]
-    run_id = np.empty(n_nodes, np.int64)
-    run_id[heads] = np.arange(len(heads))
-    of = run_id[ptr]
-    hi = np.zeros(len(heads), np.int64)
-    np.maximum.at(hi, of, wl.depth)
-    parent = np.where(has_parent[heads], of[np.maximum(p[heads], 0)], -1)
-    return Runs(of, wl.depth[heads], hi, parent)
+    """``wl``'s block tree with its unary stretches merged (``unary_runs``)."""
+    return unary_runs(wl.parent, wl.depth, wl.end)
 
 
 @dataclass
@@ -227,19 +192,9 @@ def base_hit_blocks(wl: Workload, rs: Runs, ps: Passes) -> np.ndarray:
 
 def min_up(wl: Workload, values: np.ndarray, order: np.ndarray | None = None) -> None:
     """Each node's ``values`` entry (int64, one per node of ``wl``'s tree) lowered to the least
-    over its subtree, in place: one pass up the tree, deepest first (C ``kv_first_through``,
-    or a numpy level loop). ``order``: ``depth_order(wl.depth)`` where the caller has it."""
-    if not len(values):
-        return
-    parent = np.ascontiguousarray(wl.parent, np.int64)
-    order = depth_order(wl.depth) if order is None else order
-    lib = library()
-    if lib is not None:
-        lib.kv_first_through(len(values), parent, np.ascontiguousarray(order, np.int64), values)
-        return
-    for level in reversed(depth_levels(wl.depth, order)):  # deepest first: minima flow up
-        up = level[parent[level] >= 0]
-        np.minimum.at(values, parent[up], values[up])
+    over its subtree, in place (``subtree_min``). ``order``: ``depth_order(wl.depth)`` where
+    the caller has it."""
+    subtree_min(wl.parent, wl.depth, values, order)
 
 
 def first_through_hits(
@@ -253,7 +208,8 @@ def first_through_hits(
     along a path, so j misses exactly its path's nodes that it makes available itself: those
     whose first is j, less j's own output nodes (deeper than its prompt): ``min_up``. ``order``:
     ``depth_order(wl.depth)`` where the caller has it. What ``simulate --sample`` uses for the
-    exact ideal without the whole trace's block streams."""
+    exact ideal without the whole trace's block streams (``seen_blocks``, on runs, for a stored
+    hash tree)."""
     n, n_nodes = wl.n, len(wl.parent)
     has = np.flatnonzero(wl.end >= 0)
     if not n_nodes or not len(has):

@@ -10,7 +10,11 @@ gives the same tree: requests with different first blocks share no node.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from kvtool.native import library
 
 
 def tree_from_paths(
@@ -81,6 +85,8 @@ def depth_order(depth: np.ndarray) -> np.ndarray:
     for trees laid one partition after another (``rooted_tree``'s whole tree)."""
     if not len(depth) or bool((depth[1:] >= depth[:-1]).all()):
         return np.arange(len(depth), dtype=np.int64)
+    if int(depth.max()) < 1 << 15:  # NumPy's stable sort of 16-bit keys is a radix sort
+        return np.argsort(depth.astype(np.int16), kind="stable").astype(np.int64)
     return np.argsort(depth, kind="stable")
 
 
@@ -191,3 +197,87 @@ def rooted_tree(
     if not parents:
         return end, np.zeros(0, np.int64), np.zeros(0, np.int64)
     return end, np.concatenate(parents), np.concatenate(depths)
+
+
+@dataclass
+class Runs:
+    """A block tree with unary stretches merged: ``of[v]`` is node v's run; run c covers depths
+    ``lo[c]..hi[c]``, starts at node ``head[c]`` and hangs below run ``parent[c]`` (-1 at a
+    root). Runs are numbered in the order of their first nodes, so a tree numbered by depth
+    gives every run a higher id than its parent's."""
+
+    of: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    parent: np.ndarray
+    head: np.ndarray
+
+
+def unary_runs(parent: np.ndarray, depth: np.ndarray, end: np.ndarray) -> Runs:
+    """Merge the unary stretches of the tree (``parent``, ``depth`` per node; ``end`` per
+    request, -1 for none): a node starts a run unless its parent has exactly one child and no
+    request ends at the parent. So the requests through a run are the same at each of its nodes,
+    and a request ends at the last node of its run. Pointer jumping finds every node's run head
+    in O(log depth) passes."""
+    n_nodes = len(parent)
+    has_parent = parent >= 0
+    children = np.bincount(parent[has_parent], minlength=n_nodes)
+    is_end = np.zeros(n_nodes, bool)
+    is_end[end[end >= 0]] = True
+    head = ~has_parent
+    head[has_parent] = (children[parent[has_parent]] != 1) | is_end[parent[has_parent]]
+    ptr = np.where(head, np.arange(n_nodes), parent)
+    while True:
+        nxt = ptr[ptr]
+        if np.array_equal(nxt, ptr):
+            break
+        ptr = nxt
+    heads = np.nonzero(head)[0]
+    run_id = np.empty(n_nodes, np.int64)
+    run_id[heads] = np.arange(len(heads))
+    of = run_id[ptr]
+    lo = depth[heads]
+    hi = lo + np.bincount(of, minlength=len(heads)) - 1  # a run's depths are consecutive
+    up = np.where(has_parent[heads], of[np.maximum(parent[heads], 0)], -1)
+    return Runs(of, lo, hi, up, heads)
+
+
+def subtree_min(
+    parent: np.ndarray, depth: np.ndarray, values: np.ndarray, order: np.ndarray | None = None
+) -> None:
+    """Each node's ``values`` entry (int64, one per node) lowered to the least over its
+    subtree, in place: one pass up the tree, deepest first (C ``kv_first_through``, or a numpy
+    level loop). ``order``: ``depth_order(depth)`` where the caller has it."""
+    if not len(values):
+        return
+    parent = np.ascontiguousarray(parent, np.int64)
+    order = depth_order(depth) if order is None else order
+    lib = library()
+    if lib is not None:
+        lib.kv_first_through(len(values), parent, np.ascontiguousarray(order, np.int64), values)
+        return
+    for level in reversed(depth_levels(depth, order)):  # deepest first: minima flow up
+        up = level[parent[level] >= 0]
+        np.minimum.at(values, parent[up], values[up])
+
+
+def seen_blocks(runs: Runs, end: np.ndarray) -> np.ndarray:
+    """Per request (``end``: its last node, -1 for none; requests in processing order), its
+    leading blocks that an earlier request went through: its path's length less the runs of
+    it that it goes through first (the first request through a run is the first to end
+    anywhere below it, ``subtree_min``; requests pass a run whole). What the infinite cache
+    hits of its prompt blocks, as ``kvtool.traffic.ideal.first_through_hits`` counts it."""
+    n = len(end)
+    has = np.flatnonzero(end >= 0)
+    out = np.zeros(n, np.int64)
+    if not len(has):
+        return out
+    last = runs.of[end[has]]
+    first = np.full(len(runs.lo), n, np.int64)
+    first[last[::-1]] = has[::-1]  # repeated runs: the last write (earliest) wins
+    subtree_min(runs.parent, runs.lo, first)
+    mine = first < n
+    length = runs.hi - runs.lo + 1
+    misses = np.bincount(first[mine], length[mine], minlength=n).astype(np.int64)
+    out[has] = runs.hi[last] + 1 - misses[has]
+    return out

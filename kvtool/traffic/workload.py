@@ -44,7 +44,16 @@ from kvtool.store.requests import (
     processing_order,
 )
 from kvtool.store.tokenizations import BlockNodes, block_arrays
-from kvtool.store.trees import TreeIndex, TreeWriter, load_index, load_nodes, node_parts, tree_key
+from kvtool.store.trees import (
+    RunRows,
+    TreeIndex,
+    TreeWriter,
+    load_index,
+    load_nodes,
+    load_runs,
+    node_parts,
+    tree_key,
+)
 from kvtool.traffic.hash_tree import HASH_TREE_RECIPE, Plan, build_in_memory, build_stored
 from kvtool.traffic.tree import by_depth
 
@@ -143,6 +152,7 @@ class WorkloadParts:
     ) -> None:
         self.head = head
         self._con, self._key, self._index = con, key, index
+        self._runs: RunRows | None = None
 
     @property
     def parts(self) -> int:
@@ -176,15 +186,32 @@ class WorkloadParts:
 
     def max_depth(self) -> int:
         """The depth of the deepest request end (-1 when no request has a full block)."""
-        head = self.head
-        if self._index is None or self._con is None:
+        runs = self.runs()
+        if runs is None:
+            head = self.head
             has = head.end >= 0
             return int(head.depth[head.end[has]].max()) if has.any() else -1
         # a stored tree holds the nodes of its requests' paths only: its deepest is an end
-        (row,) = self._con.execute(
-            "SELECT max(depth) FROM hash_tree_nodes WHERE key = ?", [self._key]
-        ).fetchall()
-        return -1 if row[0] is None else int(row[0])
+        return int((runs.lo + runs.length).max(initial=0)) - 1
+
+    def runs(self) -> RunRows | None:
+        """The stored tree's runs (``kvtool.store.trees.RunRows``, global ids; each request's
+        in ``end_runs``), read once; None where the tree is not stored."""
+        if self._index is None or self._con is None:
+            return None
+        if self._runs is None:
+            self._runs = load_runs(self._con, self._key, self._index)
+            if self._runs is None:
+                raise WorkloadError("the stored block tree changed while it was read")
+        return self._runs
+
+    @property
+    def index(self) -> TreeIndex:
+        """The stored tree's per-request arrays (``TreeIndex``: the run each request's last
+        block ends, its blocks an earlier request went through)."""
+        if self._index is None:
+            raise WorkloadError("the block tree is not stored: it has no index")
+        return self._index
 
     def whole(self) -> Workload:
         """The workload with its whole tree."""
