@@ -134,7 +134,7 @@ def compare(name: str, db: Path, rate: float, salts: int, draws: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=0.01)
-    ap.add_argument("--salts", type=int, default=3)
+    ap.add_argument("--salts", type=int, default=1)
     ap.add_argument("--draws", type=int, default=10, help="independent draws at R")
     ap.add_argument("--repeat", type=int, default=20, help="copies of the Mooncake trace")
     ap.add_argument("--sessions", type=int, default=5000, help="generated agent sessions")

@@ -479,8 +479,12 @@ def simulate_cmd(
         ),
     ] = None,
     sample_salts: Annotated[
-        int, typer.Option(help="Independent samples behind each --sample estimate.")
-    ] = 3,
+        int,
+        typer.Option(
+            help="Independent samples pooled into each --sample estimate (each is simulated: "
+            "more cost as much again)."
+        ),
+    ] = 1,
     sample_seed: Annotated[
         int,
         typer.Option(

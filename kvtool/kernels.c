@@ -11,6 +11,8 @@
  * - kv_stack_maxima: the one-pass LRU curve's kernel (kvtool/simulate/sweep.py).
  * - kv_ideal_hits: the infinite cache's hits per request (simulate's ideal).
  * - kv_families: the prefix families of --sample, from the block tree.
+ * - kv_draw: which units a --sample salt keeps, and their random groups.
+ * - kv_reuse: each reference's previous one, and the gaps between a block's uses (--sample).
  * - kv_first_through: the first request through each node of the block tree.
  * - kv_sequential_ttft: TTFT one request at a time (the one-pass curve's points).
  */
@@ -730,22 +732,88 @@ void kv_sequential_ttft(
     }
 }
 
-/* The prefix families of --sample: counts[v] enters as the requests ending at v and leaves as
-   those passing through it; fam[v] is the shallowest node of v's path with at most cap requests
-   through it, -1 where v itself has more (the trunk). order: the nodes by depth (depth_order). */
+/* The units of --sample (kvtool/simulate/sample.py, families). counts[v] enters as 0 and leaves
+   as the requests through node v; first[v] enters as n_req and leaves as the first request
+   through v. key[i] is request i's unit: the first request through the shallowest node of its
+   path that at most cap requests go through (its family: the same whatever the tree's numbering),
+   or -1 - i where its last node has more (the trunk) or it has no node. fam: one per node,
+   scratch. order: the nodes, each parent before its children (depth_order). */
 void kv_families(
-    i64 n_nodes, const i64 *parent, const i64 *order, i64 cap, i64 *counts, i64 *fam) {
-    for (i64 q = n_nodes - 1; q >= 0; q--) { /* deepest first: counts flow up */
-        i64 v = order[q];
-        if (parent[v] >= 0) counts[parent[v]] += counts[v];
+    i64 n_nodes, const i64 *parent, const i64 *order, i64 cap, i64 n_req, const i64 *end,
+    i64 *counts, i64 *first, i64 *fam, i64 *key) {
+    for (i64 i = n_req - 1; i >= 0; i--) {
+        i64 v = end[i];
+        if (v >= 0) {
+            counts[v]++;
+            first[v] = i;
+        }
+    }
+    for (i64 q = n_nodes - 1; q >= 0; q--) { /* deepest first: counts and firsts flow up */
+        i64 v = order[q], p = parent[v];
+        if (p >= 0) {
+            counts[p] += counts[v];
+            if (first[v] < first[p]) first[p] = first[v];
+        }
     }
     for (i64 q = 0; q < n_nodes; q++) { /* shallowest first: families flow down */
         i64 v = order[q], p = parent[v];
         if (counts[v] > cap)
             fam[v] = -1;
         else
-            fam[v] = (p < 0 || counts[p] > cap) ? v : fam[p];
+            fam[v] = (p < 0 || counts[p] > cap) ? first[v] : fam[p];
     }
+    for (i64 i = 0; i < n_req; i++) {
+        i64 k = end[i] >= 0 ? fam[end[i]] : -1;
+        key[i] = k >= 0 ? k : -1 - i;
+    }
+}
+
+/* Which units a --sample salt keeps, and in which random group: h = splitmix64(key + salt) (as
+   kvtool.traffic.tree.mix64); kept when h <= last; group min(h / width, groups - 1), -1 when
+   not kept. */
+void kv_draw(
+    i64 n, const i64 *keys, uint64_t salt, uint64_t last, uint64_t width, i64 groups,
+    i64 *out) {
+    for (i64 i = 0; i < n; i++) {
+        uint64_t z = (uint64_t)keys[i] + salt;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        if (z > last) {
+            out[i] = -1;
+        } else {
+            uint64_t g = z / width;
+            out[i] = g < (uint64_t)groups ? (i64)g : groups - 1;
+        }
+    }
+}
+
+/* Reuse in a stream of requests (request i's blocks: stream[offsets[i]:offsets[i + 1]], made at
+   times[i], never decreasing, of a trace of n_time requests): previous[j], reference j's block's
+   previous reference (-1 for none); gaps, for each block, the requests strictly between two
+   consecutive requests that use it, before its first and after its last (so the windows that
+   miss it: Xiang's footprint, kvtool/simulate/sample.py). Returns the number of gaps (at most
+   the references plus the blocks). last, last_t: one per block id, -1 on entry. */
+i64 kv_reuse(
+    i64 n_req, const i64 *offsets, const i64 *stream, const i64 *times, i64 n_time, i64 n_ids,
+    i64 *last, i64 *last_t, i64 *previous, i64 *gaps) {
+    i64 g = 0;
+    for (i64 i = 0; i < n_req; i++) {
+        i64 t = times[i];
+        for (i64 j = offsets[i]; j < offsets[i + 1]; j++) {
+            i64 b = stream[j], p = last[b];
+            previous[j] = p;
+            if (p < 0)
+                gaps[g++] = t;
+            else if (last_t[b] != t)
+                gaps[g++] = t - last_t[b] - 1;
+            last[b] = j;
+            last_t[b] = t;
+        }
+    }
+    for (i64 b = 0; b < n_ids; b++)
+        if (last[b] >= 0) gaps[g++] = n_time - 1 - last_t[b];
+    return g;
 }
 
 /* The first request through each node: on entry first[v] is the first request ending at v

@@ -63,8 +63,13 @@ _SIGNATURES = {
         [_I64, _I64S, _I64S, _I64, _I64S, _I64, _I64S, _I64S, _I32S, _I32S],
         _I64,
     ),
-    "kv_families": ([_I64, _I64S, _I64S, _I64, _I64S, _I64S], None),
+    "kv_families": ([_I64, _I64S, _I64S, _I64, _I64, _I64S, _I64S, _I64S, _I64S, _I64S], None),
+    "kv_draw": (
+        [_I64, _I64S, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, _I64, _I64S],
+        None,
+    ),
     "kv_first_through": ([_I64, _I64S, _I64S, _I64S], None),
+    "kv_reuse": ([_I64, _I64S, _I64S, _I64S, _I64, _I64, _I64S, _I64S, _I64S, _I64S], _I64),
     "kv_sequential_ttft": ([_I64, _F64S, _I64S, _I64S, _I64S, _F64, _F64, _F64S], None),
     "kv_ideal_hits": (
         [_I64, _I64S, _I64S, _I64S, _I64S, ndpointer(np.uint8, flags="C_CONTIGUOUS")]

@@ -84,22 +84,32 @@ def conversation_x6(tmp_path_factory) -> Path:
     return db
 
 
-def test_footprint_is_the_mean_of_distinct_blocks_over_every_window():
+def test_footprint_is_the_mean_of_distinct_blocks_over_every_window(monkeypatch):
     # against its definition: every window of w consecutive requests of the trace, its
     # distinct blocks, averaged; references of one request and blocks used once both occur
     rng = np.random.default_rng(7)
     n = 40
-    times = np.sort(rng.integers(3, n - 2, 150))  # the first and last requests make none
+    times = np.sort(rng.integers(3, n - 2, 150))  # per reference; the first and last make none
     blocks = rng.integers(0, 25, 150)
-    fp = sample.footprint(blocks, times, n, np.arange(n + 1))
+    made = np.unique(times)  # the requests that make references, and their streams
+    offsets = np.searchsorted(times, np.append(made, n)).astype(np.int64)
+    uses = sample.reuse(offsets, blocks, made, n)
+    fp = sample.footprint(uses.gaps, uses.distinct, n, np.arange(n + 1))
     for w in range(n + 1):
         windows = [
             len(set(blocks[(times >= s) & (times < s + w)].tolist())) for s in range(n - w + 1)
         ]
         assert fp[w] == pytest.approx(np.mean(windows)), w
-    assert fp[0] == 0 and fp[n] == len(set(blocks.tolist()))
+    assert fp[0] == 0 and fp[n] == len(set(blocks.tolist())) == uses.distinct
     some = np.array([12, 3, 12, 0])  # any windows, in any order
-    assert sample.footprint(blocks, times, n, some).tolist() == fp[some].tolist()
+    assert sample.footprint(uses.gaps, uses.distinct, n, some).tolist() == fp[some].tolist()
+    # each reference's previous one: the last earlier reference to its block
+    want = [max((k for k in range(j) if blocks[k] == blocks[j]), default=-1) for j in range(150)]
+    assert uses.previous.tolist() == want
+    monkeypatch.setattr(sample, "library", lambda: None)  # without the C kernels: the same
+    slow = sample.reuse(offsets, blocks, made, n)
+    assert slow.previous.tolist() == want and slow.distinct == uses.distinct
+    assert sorted(slow.gaps.tolist()) == sorted(uses.gaps.tolist())
 
 
 def test_a_pruned_sample_keeps_its_paths_and_its_output_blocks():
@@ -190,7 +200,7 @@ def test_a_small_sample_estimates_the_lru_curve_within_its_error(conversation_x6
     assert est.ideal_hit_rate == exact.ideal_hit_rate  # the ideal is exact, from the tree
     n = exact.requests
     for e, s in zip(exact.points, est.points, strict=True):
-        assert s.method == "sampled" and s.sample.rate == 0.05 and s.sample.salts == 3
+        assert s.method == "sampled" and s.sample.rate == 0.05 and s.sample.salts == 1
         assert all(0.02 * n < k < 0.08 * n for k in s.sample.requests_by_salt)
         error = s.sample.token_hit_rate_error
         assert 0 <= error < 0.05
@@ -201,6 +211,27 @@ def test_a_small_sample_estimates_the_lru_curve_within_its_error(conversation_x6
     assert est.points[-1].prefill_tokens_saved == exact.points[-1].prefill_tokens_saved
     rates = [p.token_hit_rate for p in est.points]
     assert rates == sorted(rates)  # a larger cache hits more, in the estimate too
+
+
+def test_the_error_bar_is_the_spread_of_independent_draws(conversation_x6):
+    # the groups' standard error of one sample against the spread of eight independent ones
+    caps = [20_000, 40_000]
+    draws = [
+        simulate(
+            None,
+            db=conversation_x6,
+            blocks=caps,
+            config=SimConfig(concurrency=1, sample=0.05, sample_seed=seed),
+        ).points
+        for seed in range(8)
+    ]
+    for j in range(len(caps)):
+        spread = np.std([d[j].token_hit_rate for d in draws], ddof=1)
+        errors = [d[j].sample.token_hit_rate_error for d in draws]
+        assert all(e is not None and e > 0 for e in errors)
+        assert 0.4 < np.mean(errors) / spread < 2.5, (caps[j], np.mean(errors), spread)
+    assert {len(d[0].sample.requests_by_salt) for d in draws} == {1}
+    assert len({d[0].sample.requests_by_salt for d in draws}) == 8  # other families each time
 
 
 def test_cli_sample_prints_the_estimate_and_rejects_a_bad_rate(conversation_x6):
@@ -222,7 +253,7 @@ def test_cli_sample_prints_the_estimate_and_rejects_a_bad_rate(conversation_x6):
     assert draws[2]["sample"]["requests_by_salt"] != draws[0]["sample"]["requests_by_salt"]
     assert draws[2]["config"]["sample_seed"] == 1
     table = runner.invoke(app, [*args, "--sample", "0.05"])
-    assert table.exit_code == 0 and " ± " in table.stdout and "3 samples" in table.stdout
+    assert table.exit_code == 0 and " ± " in table.stdout and "from a sample" in table.stdout
     bad = runner.invoke(app, [*args, "--sample", "1.5"])
     assert bad.exit_code == 2 and "sample" in bad.stderr and "(0, 1]" in bad.stderr
     with pytest.raises(OptionError, match="sample_salts"):
@@ -254,16 +285,58 @@ def test_pooled_scales_hits_by_their_share_of_the_exact_ideal():
     def run(cached: int) -> EngineResult:
         return EngineResult(["hbm"], 10, 1000, cached, [cached], int(cached > 0), 0, 0, np.ones(10))
 
+    def totals(cached: list[int], ideal: list[int], hits: list[int]) -> sample.GroupTotals:
+        # ten requests per sample, in two groups of five (the other groups empty)
+        pad = [0] * (sample.GROUPS - 2)
+        return sample.GroupTotals(
+            *(np.array(v + pad, np.int64) for v in (cached, ideal, [5, 5], hits))
+        )
+
     # three samples keep 0/400, 300/400 and 600/800 of their own ideal's tokens; the whole
     # trace's ideal hits 6,000 of 10,000 tokens: the estimate is 900/1600 of 6,000
     runs = [run(0), run(300), run(600)]
-    result, estimate = sample.pooled(runs, 0.1, 100, 10_000, 6_000, [400, 400, 800])
+    groups = [
+        totals([0, 0], [200, 200], [0, 0]),
+        totals([100, 200], [200, 200], [1, 1]),
+        totals([300, 300], [400, 400], [1, 2]),
+    ]
+    result, estimate = sample.pooled(runs, groups, 0.1, 100, 10_000, 6_000)
     assert result.cached_tokens == 3375 and result.hit_tokens == [3375]
     assert result.requests_with_hit == 7  # 2 of 30 requests, scaled to 100
     assert estimate.token_hit_rate_by_salt == pytest.approx((0.0, 0.45, 0.45))
-    assert estimate.token_hit_rate_error == pytest.approx(np.std([0, 0.45, 0.45], ddof=1) / 3**0.5)
+    # the error is the spread of the six groups' estimates (the empty ones have none)
+    by_group = [0, 0, 0.3, 0.6, 0.45, 0.45]
+    assert estimate.token_hit_rate_error == pytest.approx(np.std(by_group, ddof=1) / 6**0.5)
+    by_requests = [0, 0, 0.2, 0.2, 0.2, 0.4]
+    assert estimate.request_hit_rate_error == pytest.approx(np.std(by_requests, ddof=1) / 6**0.5)
+    assert estimate.groups == sample.GROUPS and estimate.salts == 3
     # a sample whose ideal is 0 has no share to give: no rate of its own, and no hits to scale
-    result, estimate = sample.pooled([run(0), run(300)], 0.1, 100, 10_000, 6_000, [0, 400])
+    empty = totals([0, 0], [0, 0], [0, 0])
+    result, estimate = sample.pooled(
+        [run(0), run(300)], [empty, groups[1]], 0.1, 100, 10_000, 6_000
+    )
     assert result.cached_tokens == 4500 and estimate.token_hit_rate_by_salt[0] is None
     assert estimate.token_hit_rate_by_salt[1] == pytest.approx(0.45)
-    assert estimate.token_hit_rate_error is None  # one salt with a rate: no spread to measure
+    assert estimate.token_hit_rate_error == pytest.approx(0.15)  # groups at 0.3 and 0.6
+    one = totals([300, 0], [400, 0], [2, 0])
+    _, estimate = sample.pooled([run(300)], [one], 0.1, 100, 10_000, 6_000)
+    assert estimate.token_hit_rate_error is None  # one group with a rate: no spread to measure
+
+
+def test_draw_keeps_units_whole_and_splits_them_into_even_groups(monkeypatch):
+    keys = np.arange(200_000, dtype=np.int64)
+    group = sample.draw(keys, 0.1, 4)
+    kept = group >= 0
+    assert np.array_equal(kept, sample.keep(keys, 0.1, 4)) and 0.09 < kept.mean() < 0.11
+    counts = np.bincount(group[kept], minlength=sample.GROUPS)
+    assert len(counts) == sample.GROUPS and counts.min() > 0.9 * counts.mean()
+    units = np.repeat(keys[kept][:50], 3)  # a unit's requests share its group
+    assert (sample.draw(units, 0.1, 4).reshape(-1, 3).std(axis=1) == 0).all()
+    # group g is the sample at rate 0.1 * (g + 1) / 10 less the one at 0.1 * g / 10
+    assert np.array_equal(sample.keep(keys, 0.03, 4), kept & (group <= 2))
+    assert sample.keep(keys, 1.0, 4).all() and (sample.draw(keys, 1e-30, 4) == -1).all()
+    with monkeypatch.context() as m:  # an install without the C kernels: the same draw
+        m.setattr(sample, "library", lambda: None)
+        slow = [sample.draw(keys, 0.1, 4), sample.draw(keys, 1.0, 7)]
+    assert np.array_equal(slow[0], group)
+    assert np.array_equal(slow[1], sample.draw(keys, 1.0, 7)) and slow[1].max() == 9

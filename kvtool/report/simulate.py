@@ -40,10 +40,12 @@ def render_simulation(console: Console, s: dict) -> None:
         _render_point(console, s)
     points = s.get("points") or [s]
     if any((p.get("sample") or {}).get("rate", 1) < 1 for p in points):
+        salts = s["config"]["sample_salts"]
         console.print(
-            f"estimated from {s['config']['sample_salts']} samples of prefix families at rate "
-            f"{s['config']['sample']:g} (± one standard error; each point's rate in --json, "
-            "small capacities at higher rates)",
+            f"estimated from {'a sample' if salts == 1 else f'{salts} samples'} of prefix "
+            f"families at rate {s['config']['sample']:g} (± one standard error, from random "
+            "groups of its families; each point's rate in --json, small capacities at higher "
+            "rates)",
             emoji=False,
         )
     if s.get("provider") is not None:

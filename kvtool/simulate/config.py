@@ -56,9 +56,11 @@ class SimConfig:
       one replica, its policies); False: always the Python engine (for checks and benchmarks);
     - ``sample``: simulate prefix-aware samples of this rate in (0, 1] on tiers as many times
       smaller, and estimate every point from them, with an error bar
-      (``kvtool.simulate.sample``); None: every request; ``sample_salts``: how many
-      independent samples (at least 2 for an error bar); ``sample_seed``: which draw of them
-      (draw d uses salts ``d * sample_salts`` up to the next draw's: draws are disjoint).
+      (``kvtool.simulate.sample``: from ten random groups of each sample's units); None:
+      every request; ``sample_salts``: how many independent samples, pooled (each one is
+      simulated: more cost as much again, for an error about 1/sqrt(salts) as large);
+      ``sample_seed``: which draw of them (draw d uses salts ``d * sample_salts`` up to the
+      next draw's: draws are disjoint).
     """
 
     policy: str = "lru"
@@ -77,7 +79,7 @@ class SimConfig:
     one_pass: bool = True
     compiled: bool = True
     sample: float | None = None
-    sample_salts: int = 3
+    sample_salts: int = 1
     sample_seed: int = 0
 
     def __post_init__(self) -> None:

@@ -57,7 +57,7 @@ from kvtool.traffic import (
     parse_warmup,
     streams_with_outputs,
 )
-from kvtool.traffic.tree import depth_order
+from kvtool.traffic.tree import dense_ids, depth_order
 
 
 def simulate(
@@ -235,6 +235,7 @@ def simulate(
                 warnings=tuple(traffic.warnings),
                 suggestions=tuple(_suggest_sample(lookups, len(grid), config)),
             )
+            progress.stage("store", None)  # the run into sim_runs, then the database closed
             body = result.to_json()
             run_id = insert_sim_run(
                 con,
@@ -428,7 +429,8 @@ def _sampled(
     # the auxiliary variable of the estimates: the ideal of prompt blocks, exact from the tree
     # (a text log's outputs would cost a pass over every request)
     base = kept_set.base_hits
-    prompt_ideal = int(hit_blocks(head, base, B)[window.start :].sum()) * B
+    ideal_per_request = hit_blocks(head, base, B) * B
+    prompt_ideal = int(ideal_per_request[window.start :].sum())
     drawn: list[tuple[int, int]] = []  # the smallest rate's samples: ideal with outputs, without
     points: list[SimPoint | None] = [None] * len(grid)
     for rate in sorted(set(rates)):
@@ -437,23 +439,23 @@ def _sampled(
         if rate >= 1:  # the whole trace
             wl, _, offsets, stream = whole_streams()
             runs = _point_runs(wl, offsets, stream, sub_grid, config, kv, progress, window)
+            one_group = np.zeros(wl.n, np.int64)
             for k, run in zip(members, runs, strict=True):
+                totals = sample.GroupTotals.of(
+                    one_group, run.result.cached_per_request, ideal_per_request, window.start
+                )
                 result, estimate = sample.pooled(
-                    [run.result],
-                    1.0,
-                    window.counted,
-                    prompt_tokens,
-                    prompt_ideal,
-                    [prompt_ideal],
+                    [run.result], [totals], 1.0, window.counted, prompt_tokens, prompt_ideal
                 )
                 point = SimPoint.of(result, grid[k], config, duration, run.method)
                 points[k] = replace(point, sample=estimate)
             continue
         by_point: list[list[EngineResult]] = [[] for _ in members]
-        salt_ideals: list[int] = []  # each sample's own ideal of prompt blocks: cached tokens
+        by_groups: list[list[sample.GroupTotals]] = [[] for _ in members]
         pool, unit_keys, trunk = kept_set.wl, kept_set.keys[rate], kept_set.trunk[rate]
         for salt in config.salts:
-            kept = np.flatnonzero(sample.keep(unit_keys, rate, salt))
+            drawn_groups = sample.draw(unit_keys, rate, salt)
+            kept = np.flatnonzero(drawn_groups >= 0)
             if not len(kept):
                 continue
             pruned = sample.pruned(pool.select(kept))  # its own paths' nodes alone
@@ -461,12 +463,15 @@ def _sampled(
             part_window = measurement_window(part, warmup)
             outputs = output_blocks(part, config.output_cache)
             part_offsets, part_stream = streams_with_outputs(part, B, outputs)
-            own = _ideals(part, B, part_window.start, outputs, part_offsets, part_stream)
-            salt_ideals.append(own.prompt_only_tokens)
+            own_hits = _ideal_hits(part, B, outputs, part_offsets, part_stream)
             if rate == min(rates):
+                own = own_hits.ideal(part, B, part_window.start)
                 drawn.append((own.cached_tokens, own.prompt_only_tokens))
+            group, own_prompt = drawn_groups[kept], own_hits.prompt * B
+
             # the sample's blocks renumbered 0.. (the engines size their state by the ids)
-            ids, part_stream = np.unique(part_stream, return_inverse=True)
+            dense = dense_ids(part_stream, len(part.parent))
+            ids, part_stream = dense.distinct, dense.index
             if stack:  # every capacity from the sample's stack distances, scaled
                 curve = sample.corrected_curve(
                     part_offsets,
@@ -484,6 +489,11 @@ def _sampled(
                         curve, tiers[0].blocks * rate, tiers[0].name, part, config, part_window
                     )
                     by_point[j].append(result)
+                    by_groups[j].append(
+                        sample.GroupTotals.of(
+                            group, result.cached_per_request, own_prompt, part_window.start
+                        )
+                    )
                 continue
             scaled = [
                 [replace(t, blocks=max(1, round(t.blocks * rate))) for t in tiers]
@@ -494,6 +504,11 @@ def _sampled(
             )
             for j, run in enumerate(salt_runs):
                 by_point[j].append(run.result)
+                by_groups[j].append(
+                    sample.GroupTotals.of(
+                        group, run.result.cached_per_request, own_prompt, part_window.start
+                    )
+                )
         if not by_point[0]:
             raise OptionError(
                 "sample",
@@ -502,12 +517,12 @@ def _sampled(
             )
         for j, k in enumerate(members):
             result, estimate = sample.pooled(
-                by_point[j], rate, window.counted, prompt_tokens, prompt_ideal, salt_ideals
+                by_point[j], by_groups[j], rate, window.counted, prompt_tokens, prompt_ideal
             )
             point = SimPoint.of(result, grid[k], config, duration, "sampled")
             points[k] = replace(point, sample=estimate)
     if head.kind == "hash":  # no output blocks: the ideal is exact
-        ideal = _ideal_from_base(head, B, window.start, base, base)
+        ideal = Ideal.of(prompt_tokens, prompt_ideal, prompt_ideal)
     elif drawn:  # with outputs: their share over the prompts' in the samples, times the exact
         with_outputs, prompts = (sum(x) for x in zip(*drawn, strict=True))
         cached = round(prompt_ideal * with_outputs / prompts) if prompts else 0
@@ -548,6 +563,23 @@ class Ideal:
         )
 
 
+@dataclass(frozen=True)
+class IdealHits:
+    """Per request, the blocks the infinite cache hits: with the outputs cached, and on prompt
+    blocks alone."""
+
+    with_outputs: np.ndarray
+    prompt: np.ndarray
+
+    def ideal(self, wl: Workload, block_size: int, first: int) -> Ideal:
+        """The ``Ideal`` over requests ``first..``."""
+        total = int(wl.n_tokens[first:].sum())
+        cached, prompt = (
+            int(h[first:].sum()) * block_size for h in (self.with_outputs, self.prompt)
+        )
+        return Ideal.of(total, cached, prompt)
+
+
 def _ideals(
     wl: Workload,
     block_size: int,
@@ -557,52 +589,42 @@ def _ideals(
     stream: np.ndarray,
 ) -> Ideal:
     """The infinite cache over requests ``first..``, the cache having seen every request before
-    them and (for ``rate``) the ``outputs`` of each. ``offsets``/``stream``: the requests' blocks
-    at ``block_size``, outputs last (``streams_with_outputs``). One pass over the stream in C
-    (``kv_ideal_hits``), or from the block tree (``_tree_ideal``) on an install without the C
-    kernels: the same figures (leading blocks seen earlier, capped at
+    them and (for ``rate``) the ``outputs`` of each (``_ideal_hits``)."""
+    return _ideal_hits(wl, block_size, outputs, offsets, stream).ideal(wl, block_size, first)
+
+
+def _ideal_hits(
+    wl: Workload, block_size: int, outputs: OutputPaths, offsets: np.ndarray, stream: np.ndarray
+) -> IdealHits:
+    """Per request, the infinite cache's hits, every earlier request and (``with_outputs``) the
+    ``outputs`` of each seen. ``offsets``/``stream``: the requests' blocks at ``block_size``,
+    outputs last (``streams_with_outputs``). One pass over the stream in C
+    (``kv_ideal_hits``), or from the block tree (``first_through_hits``) on an install without
+    the C kernels: the same figures (leading blocks seen earlier, capped at
     ``(n - 1) // B``; availability only grows along a path, so counting whole blocks of the
     stream equals the tree's base-block count divided by ``k``)."""
     lib = library()
     if lib is None:
-        return _tree_ideal(wl, block_size, first, outputs)
-    total = int(wl.n_tokens[first:].sum())
+        order = depth_order(wl.depth)
+        prompt = first_through_hits(wl, order)
+        with_outputs = first_through_hits(wl, order, outputs) if len(outputs.nodes) else prompt
+        return IdealHits(
+            hit_blocks(wl, with_outputs, block_size), hit_blocks(wl, prompt, block_size)
+        )
     caps = np.minimum(np.diff(offsets), np.maximum(wl.n_tokens - 1, 0) // block_size)
-    prompt = _prompt_blocks(wl, block_size)  # the prompt's full blocks lead each stream
+    prompt_blocks = _prompt_blocks(wl, block_size)  # the prompt's full blocks lead each stream
     n_ids = int(stream.max()) + 1 if len(stream) else 0
     hits = np.empty(wl.n, np.int64), np.empty(wl.n, np.int64)
     lib.kv_ideal_hits(
         wl.n,
         np.ascontiguousarray(offsets, np.int64),
         np.ascontiguousarray(stream, np.int64),
-        prompt,
+        prompt_blocks,
         np.ascontiguousarray(caps, np.int64),
         np.zeros(n_ids, np.uint8),
         *hits,
     )
-    with_outputs, prompt_only = (int(h[first:].sum()) * block_size for h in hits)
-    return Ideal.of(total, with_outputs, prompt_only)
-
-
-def _tree_ideal(wl: Workload, block_size: int, first: int, outputs: OutputPaths) -> Ideal:
-    """``_ideals`` from the block tree alone (``first_through_hits``), without block streams."""
-    order = depth_order(wl.depth)
-    prompt = first_through_hits(wl, order)
-    with_outputs = first_through_hits(wl, order, outputs) if len(outputs.nodes) else prompt
-    return _ideal_from_base(wl, block_size, first, with_outputs, prompt)
-
-
-def _ideal_from_base(
-    wl: Workload, block_size: int, first: int, with_outputs: np.ndarray, prompt: np.ndarray
-) -> Ideal:
-    """The ideal over requests ``first..`` from each request's leading base blocks seen earlier,
-    outputs included (``with_outputs``) and prompts alone (``prompt``)."""
-    total = int(wl.n_tokens[first:].sum())
-    cached, prompt_only = (
-        int(hit_blocks(wl, base, block_size)[first:].sum()) * block_size
-        for base in (with_outputs, prompt)
-    )
-    return Ideal.of(total, cached, prompt_only)
+    return IdealHits(*hits)
 
 
 def _tiers_for(

@@ -59,9 +59,9 @@ def family_cap(rate: float, n_requests: int) -> int:
 
 @dataclass(frozen=True)
 class Families:
-    """The sampling units: ``keys[i]`` is request i's (its family's first node, or ``-1 - i``
-    alone), ``trunk[v]`` whether more requests pass through node v than a family may have
-    (kept with every request that does)."""
+    """The sampling units: ``keys[i]`` is request i's (the first request through its family's
+    first node, or ``-1 - i`` alone), ``trunk[v]`` whether more requests pass through node v
+    than a family may have (kept with every request that does)."""
 
     keys: np.ndarray
     trunk: np.ndarray
@@ -69,33 +69,39 @@ class Families:
 
 def families(wl: Workload, cap: int, order: np.ndarray | None = None) -> Families:
     """Per request, its sampling unit from the block tree: the shallowest node of its path that
-    at most ``cap`` requests pass through (its prefix family), or the request alone when its
-    last node has more (its whole path is trunk). ``order``: ``depth_order(wl.depth)`` where
-    the caller has it. In C (``kv_families``: a pass up, a pass down), or level by level in
-    numpy."""
-    n_nodes = len(wl.parent)
-    counts = np.bincount(wl.end[wl.end >= 0], minlength=n_nodes).astype(np.int64)
-    parent = np.ascontiguousarray(wl.parent, np.int64)
+    at most ``cap`` requests pass through (its prefix family), named by the first request
+    through it, which no numbering of the tree changes; or the request alone when its last node
+    has more (its whole path is trunk). ``order``: ``depth_order(wl.depth)`` where the caller
+    has it. In C (``kv_families``: a pass up, a pass down), or level by level in numpy."""
+    n, n_nodes = wl.n, len(wl.parent)
+    counts = np.zeros(n_nodes, np.int64)
+    first = np.full(n_nodes, n, np.int64)
     fam = np.full(n_nodes, -1, np.int64)
+    keys = np.empty(n, np.int64)
     order = depth_order(wl.depth) if order is None else order
+    end = np.ascontiguousarray(wl.end, np.int64)
     lib = library()
-    if lib is not None and n_nodes:
-        lib.kv_families(n_nodes, parent, np.ascontiguousarray(order, np.int64), cap, counts, fam)
-    elif n_nodes:
-        levels = depth_levels(wl.depth, order)
-        for level in reversed(levels):  # deepest first: counts flow up
-            up = parent[level] >= 0
-            np.add.at(counts, parent[level[up]], counts[level[up]])
-        for level in levels:  # shallowest first: families flow down
-            p = parent[level]
-            top = (p < 0) | (counts[np.maximum(p, 0)] > cap)
-            fam[level] = np.where(
-                counts[level] > cap, -1, np.where(top, level, fam[np.maximum(p, 0)])
-            )
-    keys = -1 - np.arange(wl.n, dtype=np.int64)
-    has = wl.end >= 0
-    mine = np.where(has, fam[np.maximum(wl.end, 0)], -1) if n_nodes else np.full(wl.n, -1)
-    keys[mine >= 0] = mine[mine >= 0]
+    if lib is not None:
+        parent = np.ascontiguousarray(wl.parent, np.int64)
+        order = np.ascontiguousarray(order, np.int64)
+        lib.kv_families(n_nodes, parent, order, cap, n, end, counts, first, fam, keys)
+        return Families(keys, counts > cap)
+    has = np.flatnonzero(end >= 0)
+    counts += np.bincount(end[has], minlength=n_nodes)
+    first[end[has][::-1]] = has[::-1]  # repeated nodes: the last write (earliest) wins
+    levels = depth_levels(wl.depth, order)
+    for level in reversed(levels):  # deepest first: counts and firsts flow up
+        up = level[wl.parent[level] >= 0]
+        np.add.at(counts, wl.parent[up], counts[up])
+        np.minimum.at(first, wl.parent[up], first[up])
+    for level in levels:  # shallowest first: families flow down
+        p = wl.parent[level]
+        top = (p < 0) | (counts[np.maximum(p, 0)] > cap)
+        fam[level] = np.where(
+            counts[level] > cap, -1, np.where(top, first[level], fam[np.maximum(p, 0)])
+        )
+    mine = np.where(end >= 0, fam[np.maximum(end, 0)], -1) if n_nodes else np.full(n, -1)
+    keys[:] = np.where(mine >= 0, mine, -1 - np.arange(n, dtype=np.int64))
     return Families(keys, counts > cap)
 
 
@@ -145,17 +151,17 @@ def run_set(
     tree's runs (``RunRows``, global ids) and ``index`` (each request's last run, and its
     ``seen`` blocks, which are ``base_hits``) instead of its nodes: the requests through a run
     are the same at each of its nodes, so the runs, taken as the nodes of a tree, give the
-    same units and trunk, and a unit's key is its first run's first node, the key
-    ``families`` gives on the nodes. Only the kept requests' runs are unrolled into nodes
-    (``unrolled``). Mooncake conversation x20 has 17 times fewer runs than nodes (205 K,
-    3.4 M); a hash trace has no output blocks, so the kept requests' paths are all they use."""
+    same units (and keys) and trunk as the nodes. Only the kept requests' runs are unrolled
+    into nodes (``unrolled``). Mooncake conversation x20 has 17 times fewer runs than nodes
+    (205 K, 3.4 M); a hash trace has no output blocks, so the kept requests' paths are all
+    they use."""
     forest = replace(head, end=index.end_run, parent=runs.parent, depth=runs.lo)  # runs as nodes
     order = depth_order(runs.lo)
     units = {rate: families(forest, family_cap(rate, head.n), order) for rate in rates}
     keys: dict[float, np.ndarray] = {}
     kept = np.zeros(head.n, bool)
     for rate, u in units.items():
-        keys[rate] = np.where(u.keys >= 0, runs.head[np.maximum(u.keys, 0)], u.keys)
+        keys[rate] = u.keys
         for salt in salts:
             kept |= keep(keys[rate], rate, salt)
     chosen = np.flatnonzero(kept)
@@ -244,12 +250,38 @@ def pruned(wl: Workload) -> Pruned:
     )
 
 
+GROUPS = 10
+"""Random groups per sample behind the error bar: a sample's units split ten ways by the same
+hash that keeps them (``draw``), so each group is a sample at a tenth of the rate, with nine
+degrees of freedom for the spread."""
+
+
+def draw(keys: np.ndarray, rate: float, salt: int, count: int = GROUPS) -> np.ndarray:
+    """Per request, its random group in 0..count-1 where salt ``salt`` keeps its unit
+    (``keys``) at ``rate``, else -1. A unit is kept when a 64-bit mix of its key and the salt
+    falls below ``rate`` of the range; its group is which of ``count`` equal parts of that
+    interval it falls in, so a unit is in one group whole and each group is a sample at
+    ``rate / count``. In C (``kv_draw``) or numpy."""
+    keys = np.ascontiguousarray(keys, np.int64)
+    salted = (salt + 1) * _SALT % 2**64
+    limit = 2**64 if rate >= 1 else min(int(rate * 2.0**64), 2**64)
+    out = np.full(len(keys), -1, np.int64)
+    if limit == 0 or not len(keys):
+        return out
+    width = max(1, limit // count)
+    lib = library()
+    if lib is not None:
+        lib.kv_draw(len(keys), keys, salted, limit - 1, width, count, out)
+        return out
+    hashed = mix64(keys.view(np.uint64), salted)
+    kept = hashed <= np.uint64(limit - 1)
+    out[kept] = np.minimum(hashed[kept] // np.uint64(width), count - 1).astype(np.int64)
+    return out
+
+
 def keep(keys: np.ndarray, rate: float, salt: int) -> np.ndarray:
-    """Which requests salt ``salt`` keeps: those whose unit's hash falls below ``rate``."""
-    if rate >= 1:
-        return np.ones(len(keys), bool)
-    hashed = mix64(keys.astype(np.int64).view(np.uint64), (salt + 1) * _SALT % 2**64)
-    return hashed < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
+    """Which requests salt ``salt`` keeps at ``rate``: those whose unit ``draw`` keeps."""
+    return draw(keys, rate, salt) >= 0
 
 
 def gather(
@@ -263,25 +295,40 @@ def gather(
     return new, stream[starts + np.arange(int(new[-1]), dtype=np.int64)]
 
 
-def footprint(
-    blocks: np.ndarray,
-    times: np.ndarray,
-    n: int,
-    windows: np.ndarray,
-    order: np.ndarray | None = None,
-) -> np.ndarray:
-    """The average footprint of a reference stream over a trace of ``n`` requests, at each of
-    ``windows`` (0..n): how many distinct ``blocks`` a window of w consecutive requests holds,
-    averaged over the window's ``n - w + 1`` positions (Xiang et al.'s footprint);
-    ``times[j]`` is the request that made reference j. A window misses a block exactly when
-    it lies within one of the block's gaps (before its first use, between two, after its last),
-    and a gap of g requests holds ``g - w + 1`` windows of w: so the footprint is the number
-    of distinct blocks less those windows over all gaps, per position. From the sorted gaps
-    and their suffix sums: O((references + windows) log references), nothing of size ``n``.
-    ``order``: the references by block, then time (``np.argsort(blocks, kind="stable")``
-    where ``times`` never decrease), where the caller has it."""
-    order = np.lexsort((times, blocks)) if order is None else order
-    b, t = blocks[order], np.asarray(times, np.int64)[order]
+@dataclass(frozen=True)
+class Reuse:
+    """How a stream's blocks come back: ``previous[j]``, reference j's block's previous
+    reference (-1 for none); ``gaps``, for each block, the requests of the trace strictly
+    between two consecutive requests that use it, before its first and after its last (the
+    windows that miss it); ``distinct``, the blocks."""
+
+    previous: np.ndarray
+    gaps: np.ndarray
+    distinct: int
+
+
+def reuse(offsets: np.ndarray, stream: np.ndarray, times: np.ndarray, n: int) -> Reuse:
+    """``Reuse`` of a stream of requests (request i's blocks ``stream[offsets[i]:offsets[i +
+    1]]``, dense ids, made at ``times[i]``, never decreasing, of a trace of ``n`` requests):
+    one pass in C (``kv_reuse``), or numpy sorts by block."""
+    offsets = np.ascontiguousarray(offsets, np.int64)
+    stream = np.ascontiguousarray(stream, np.int64)
+    times = np.ascontiguousarray(times, np.int64)
+    n_ids = int(stream.max()) + 1 if len(stream) else 0
+    previous = np.empty(len(stream), np.int64)
+    lib = library()
+    if lib is not None:
+        gaps = np.empty(len(stream) + n_ids, np.int64)
+        last, last_t = np.full(n_ids, -1, np.int64), np.full(n_ids, -1, np.int64)
+        args = (len(times), offsets, stream, times, n, n_ids, last, last_t, previous, gaps)
+        count = lib.kv_reuse(*args)
+        return Reuse(previous, gaps[:count], int((last >= 0).sum()))
+    made = np.repeat(times, np.diff(offsets))
+    order = np.argsort(stream, kind="stable")  # by block, then time: times never decrease
+    previous[:] = -1
+    same = stream[order[1:]] == stream[order[:-1]]
+    previous[order[1:][same]] = order[:-1][same]
+    b, t = stream[order], made[order]
     fresh = np.ones(len(b), bool)  # one reference per (block, request)
     fresh[1:] = (b[1:] != b[:-1]) | (t[1:] != t[:-1])
     b, t = b[fresh], t[fresh]
@@ -290,13 +337,24 @@ def footprint(
     last = np.ones(len(b), bool)
     last[:-1] = first[1:]
     later = np.flatnonzero(~first)
-    gaps = np.sort(np.concatenate([t[first], n - 1 - t[last], t[later] - t[later - 1] - 1]))
-    longer = np.zeros(len(gaps) + 1, np.float64)  # total length of the gaps from k on
-    longer[:-1] = np.cumsum(gaps[::-1])[::-1]
+    gaps = np.concatenate([t[first], n - 1 - t[last], t[later] - t[later - 1] - 1])
+    return Reuse(previous, gaps, int(first.sum()))
+
+
+def footprint(gaps: np.ndarray, distinct: int, n: int, windows: np.ndarray) -> np.ndarray:
+    """The average footprint of a reference stream over a trace of ``n`` requests, at each of
+    ``windows`` (0..n): how many distinct blocks a window of w consecutive requests holds,
+    averaged over the window's ``n - w + 1`` positions (Xiang et al.'s footprint), from the
+    stream's ``distinct`` blocks and ``gaps`` (``Reuse``). A window misses a block exactly when
+    it lies within one of the block's gaps, and a gap of g requests holds ``g - w + 1`` windows
+    of w: so the footprint is the number of distinct blocks less those windows over all gaps,
+    per position. From the gaps' histogram and its suffix sums: O(gaps + n + windows)."""
+    hist = np.bincount(gaps, minlength=n + 1)
+    count = np.cumsum(hist[::-1])[::-1]  # gaps of g requests or more
+    length = np.cumsum((hist * np.arange(len(hist), dtype=np.int64))[::-1])[::-1]  # their sum
     w = np.asarray(windows, np.int64)
-    k = np.searchsorted(gaps, w, side="left")  # gaps[k:] are of w or more requests
-    missed = longer[k] - (w - 1) * (len(gaps) - k)  # windows of w within a gap, all gaps
-    return int(first.sum()) - missed / np.maximum(n - w + 1, 1)
+    missed = length[w] - (w - 1) * count[w]  # windows of w within a gap, over all gaps
+    return distinct - missed / np.maximum(n - w + 1, 1)
 
 
 def corrected_curve(
@@ -338,13 +396,10 @@ def corrected_curve(
     own[never | (own == NEVER) | trunk[blocks]] = 0
     # the request of each reference, and of the block's previous reference (any, outputs too)
     made = np.repeat(np.asarray(times, np.int64), np.diff(offsets))
-    by_block = np.argsort(stream, kind="stable")  # then by request: times never decrease
-    previous = np.full(len(stream), -1, np.int64)
-    same = stream[by_block[1:]] == stream[by_block[:-1]]
-    previous[by_block[1:][same]] = by_block[:-1][same]
-    before = previous[at]
+    uses = reuse(offsets, stream, times, n)
+    before = uses.previous[at]
     span = np.where(before >= 0, made[at] - made[np.maximum(before, 0)], 0)
-    others = footprint(stream, made, n, np.clip(span - 1, 0, n), by_block)
+    others = footprint(uses.gaps, uses.distinct, n, np.clip(span - 1, 0, n))
     scaled = np.maximum(others - (1 - rate) * own, rate * own)
     scaled = np.where(trunk[blocks], distances, scaled)
     scaled[never] = 0.0
@@ -357,13 +412,40 @@ def corrected_curve(
 
 
 @dataclass(frozen=True)
+class GroupTotals:
+    """One sample's counted requests by random group (``draw``): per group, the tokens the
+    run cached, the tokens the sample's own ideal of prompt blocks caches, the requests and
+    the requests with a hit."""
+
+    cached: np.ndarray
+    ideal: np.ndarray
+    requests: np.ndarray
+    hits: np.ndarray
+
+    @classmethod
+    def of(
+        cls, group: np.ndarray, cached: np.ndarray, ideal: np.ndarray, first: int = 0
+    ) -> GroupTotals:
+        """From each request's ``group``, ``cached`` tokens and ``ideal`` tokens, counting the
+        requests from ``first`` on (a warm-up's are not counted)."""
+        g = group[first:]
+        totals = [
+            np.bincount(g, weights, minlength=GROUPS)
+            for weights in (cached[first:], ideal[first:], None, cached[first:] > 0)
+        ]
+        return cls(*(t.astype(np.int64) for t in totals))
+
+
+@dataclass(frozen=True)
 class SampleEstimate:
     """How a point was estimated from samples: ``rate`` R, ``salts`` samples, the requests each
-    kept, each salt's token and request hit rates, and the standard errors of the pooled
-    estimate (None with one salt; 0 at rate 1, where the whole trace was simulated)."""
+    kept, each salt's token hit rate, and the standard errors of the pooled estimate, from the
+    spread of its ``groups`` random groups of units (None where fewer than two could be
+    estimated; 0 at rate 1, where the whole trace was simulated)."""
 
     rate: float
     salts: int
+    groups: int
     requests_by_salt: tuple[int, ...]
     token_hit_rate_by_salt: tuple[float | None, ...]
     token_hit_rate_error: float | None
@@ -376,23 +458,27 @@ def _error(values: list[float]) -> float | None:
 
 def pooled(
     runs: list[EngineResult],
+    totals: list[GroupTotals],
     rate: float,
     requests: int,
     prompt_tokens: int,
     ideal_tokens: int,
-    run_ideals: list[int],
 ) -> tuple[EngineResult, SampleEstimate]:
-    """One point's estimate from its runs on ``len(runs)`` samples, scaled to the whole trace
-    (``requests`` counted requests, ``prompt_tokens`` their tokens, ``ideal_tokens`` what the
-    infinite cache hits of their prompt blocks, exactly). Hit figures by the ratio estimator
-    with that ideal as the auxiliary variable: the samples' cached tokens over their own ideal
-    (``run_ideals``), pooled, times the whole trace's. The ideal varies from sample to sample
-    far more than that ratio does (long conversations hit more), so this removes most of the
-    spread, and a cache that holds a whole sample of a hash trace gets its ideal exactly.
-    Other token figures by the ratio of prompt tokens, request figures by the ratio of
-    requests; TTFT percentiles from every sampled request."""
+    """One point's estimate from its runs on ``len(runs)`` samples (``totals``: each one's
+    counted requests by random group), scaled to the whole trace (``requests`` counted
+    requests, ``prompt_tokens`` their tokens, ``ideal_tokens`` what the infinite cache hits of
+    their prompt blocks, exactly). Hit figures by the ratio estimator with that ideal as the
+    auxiliary variable: the samples' cached tokens over their own ideal, pooled, times the
+    whole trace's. The ideal varies from sample to sample far more than that ratio does (long
+    conversations hit more), so this removes most of the spread, and a cache that holds a
+    whole sample of a hash trace gets its ideal exactly. Other token figures by the ratio of
+    prompt tokens, request figures by the ratio of requests; TTFT percentiles from every
+    sampled request. The error bars are the random groups' (each group of each sample
+    estimated alone, the same way): their standard deviation over the square root of their
+    number, since the pooled estimate averages that many groups' worth of units."""
     pool_tokens = sum(r.prompt_tokens for r in runs)
     pool_requests = sum(r.requests for r in runs)
+    run_ideals = [int(t.ideal.sum()) for t in totals]
     pool_ideal = sum(run_ideals)
     f_tokens = prompt_tokens / pool_tokens if pool_tokens else 0.0
     f_requests = requests / pool_requests if pool_requests else 0.0
@@ -415,15 +501,19 @@ def pooled(
         r.cached_tokens / i * ideal_rate if i else None
         for r, i in zip(runs, run_ideals, strict=True)
     ]
-    request_rates = [r.requests_with_hit / r.requests for r in runs if r.requests]
+    cached = np.concatenate([t.cached for t in totals])
+    ideal = np.concatenate([t.ideal for t in totals])
+    counts = np.concatenate([t.requests for t in totals])
+    hits = np.concatenate([t.hits for t in totals])
+    by_tokens = (cached[ideal > 0] / ideal[ideal > 0] * ideal_rate).tolist()
+    by_requests = (hits[counts > 0] / counts[counts > 0]).tolist()
     estimate = SampleEstimate(
         rate=rate,
         salts=len(runs),
+        groups=GROUPS,
         requests_by_salt=tuple(r.requests for r in runs),
         token_hit_rate_by_salt=tuple(token_rates),
-        token_hit_rate_error=(
-            0.0 if rate >= 1 else _error([x for x in token_rates if x is not None])
-        ),
-        request_hit_rate_error=0.0 if rate >= 1 else _error(request_rates),
+        token_hit_rate_error=0.0 if rate >= 1 else _error(by_tokens),
+        request_hit_rate_error=0.0 if rate >= 1 else _error(by_requests),
     )
     return result, estimate

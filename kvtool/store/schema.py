@@ -60,7 +60,7 @@ Tables (one row each):
   tree was built): one row per request (its id, last block node and that node's run, in
   processing order, and how many of its leading blocks an earlier request went through: the
   ideal's hits), per node (its parent and depth, in node order, partition after partition),
-  per run of the tree's unary stretches (its parent run, first depth, length and first node: what
+  per run of the tree's unary stretches (its parent run, first depth and length: what
   ``simulate --sample`` reads instead of the nodes) and per partition (its node count), and an
   index row, written last, with the counts. A cache: created when missing, in a database of any
   version, and rebuilt from ``requests`` whenever absent (the tables of earlier layouts are
@@ -190,8 +190,7 @@ CREATE TABLE IF NOT EXISTS hash_tree_runs (
     key VARCHAR NOT NULL,
     parent BIGINT NOT NULL,
     lo BIGINT NOT NULL,
-    length BIGINT NOT NULL,
-    head BIGINT NOT NULL
+    length BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hash_tree_parts (
     key VARCHAR NOT NULL,

@@ -11,7 +11,7 @@ and that node's run, -1 for none, and its leading blocks that an earlier request
 a reader checks the ids against its own requests),
 ``hash_tree_nodes`` (per node: parent and depth, partition after partition), ``hash_tree_runs``
 (per run of the tree's unary stretches, partition after partition: parent run, first depth,
-length, first node), ``hash_tree_parts`` (per partition, in order: its node count; no node has a
+length), ``hash_tree_parts`` (per partition, in order: its node count; no node has a
 parent in another partition) and ``hash_tree_index`` (the counts, written last: an index row
 means the tree is whole). A writer (``TreeWriter``) adds one partition at a time and a reader
 can stream them back one at a time (``node_parts``), so neither holds more than a partition's
@@ -141,19 +141,18 @@ def load_index(con: Connection, key: str) -> TreeIndex | None:
 @dataclass(frozen=True)
 class RunRows:
     """The runs of a tree (its unary stretches merged: ``kvtool.traffic.tree.Runs``), in run
-    order: ``parent`` (run ids, -1 at a root), ``lo`` (the first node's depth), ``length``
-    (nodes) and ``head`` (the first node's id). A run's parent has a lower id."""
+    order: ``parent`` (run ids, -1 at a root), ``lo`` (the first node's depth) and ``length``
+    (nodes). A run's parent has a lower id."""
 
     parent: np.ndarray
     lo: np.ndarray
     length: np.ndarray
-    head: np.ndarray
 
 
 def load_runs(con: Connection, key: str, index: TreeIndex) -> RunRows | None:
     """The runs of the tree under ``key`` whose ``index`` was loaded (global ids); None when
     the table holds another number of them."""
-    names = ("parent", "lo", "length", "head")
+    names = ("parent", "lo", "length")
     cols = _columns(con, "hash_tree_runs", names, key, index.runs)
     return None if cols is None else RunRows(*cols)
 

@@ -146,7 +146,6 @@ def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeW
                 np.where(rs.parent >= 0, rs.parent + run_base, -1),
                 rs.lo,
                 rs.hi - rs.lo + 1,
-                rs.head + base,
             )
             del rs
             writer.add_part(np.where(parent >= 0, parent + base, -1), depth, runs)

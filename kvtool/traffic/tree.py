@@ -79,6 +79,24 @@ def _dense_ids(values: np.ndarray, dtype: type) -> tuple[np.ndarray, int]:
     return inv, n
 
 
+@dataclass(frozen=True)
+class DenseIds:
+    """Values renumbered 0..: ``distinct``, the values that occur, sorted; ``index``, each
+    value's position among them."""
+
+    distinct: np.ndarray
+    index: np.ndarray
+
+
+def dense_ids(values: np.ndarray, bound: int) -> DenseIds:
+    """What ``np.unique(values, return_inverse=True)`` gives, for values in ``0..bound-1``: a
+    mark per possible value and a running count, O(values + bound) instead of a sort."""
+    used = np.zeros(bound, bool)
+    used[values] = True
+    rank = np.cumsum(used, dtype=np.int64) - 1
+    return DenseIds(np.flatnonzero(used), rank[values])
+
+
 def depth_order(depth: np.ndarray) -> np.ndarray:
     """Node ids sorted by depth, shallowest first, ties by id: a child after its parent. The
     identity for a tree numbered by depth (``by_depth``: every partition's); a stable argsort
@@ -202,15 +220,14 @@ def rooted_tree(
 @dataclass
 class Runs:
     """A block tree with unary stretches merged: ``of[v]`` is node v's run; run c covers depths
-    ``lo[c]..hi[c]``, starts at node ``head[c]`` and hangs below run ``parent[c]`` (-1 at a
-    root). Runs are numbered in the order of their first nodes, so a tree numbered by depth
-    gives every run a higher id than its parent's."""
+    ``lo[c]..hi[c]`` and hangs below run ``parent[c]`` (-1 at a root). Runs are numbered in
+    the order of their first nodes, so a tree numbered by depth gives every run a higher id
+    than its parent's."""
 
     of: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
     parent: np.ndarray
-    head: np.ndarray
 
 
 def unary_runs(parent: np.ndarray, depth: np.ndarray, end: np.ndarray) -> Runs:
@@ -239,7 +256,7 @@ def unary_runs(parent: np.ndarray, depth: np.ndarray, end: np.ndarray) -> Runs:
     lo = depth[heads]
     hi = lo + np.bincount(of, minlength=len(heads)) - 1  # a run's depths are consecutive
     up = np.where(has_parent[heads], of[np.maximum(parent[heads], 0)], -1)
-    return Runs(of, lo, hi, up, heads)
+    return Runs(of, lo, hi, up)
 
 
 def subtree_min(
