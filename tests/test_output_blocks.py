@@ -229,10 +229,10 @@ def test_cli_flag_and_the_infinite_policy_on_a_generated_agent_log(tmp_path):
     assert on["cached_tokens"] - off["cached_tokens"] == on["output_caching"]["cached_tokens_added"]
     sim = _json(["simulate", *db, "--policy", "infinite", "--blocks", "100000"])
     assert sim["config"]["output_cache"] is True
-    sampled = _json(["simulate", *db, "--blocks", "100000", "--sample", "0.4", "--warmup", "0.2"])
+    sampled = _json(["simulate", *db, "--blocks", "100000", "--sample", "0.6", "--warmup", "0.2"])
     exact = _json(["simulate", *db, "--blocks", "100000", "--warmup", "0.2"])
     for key in ("ideal_hit_rate", "ideal_cached_tokens", "ideal_hit_rate_prompt_only"):
-        assert sampled[key] == exact[key]  # 3 samples at 0.4 would hold it: simulated whole
+        assert sampled[key] == exact[key]  # a sample at 0.6 holds most of it: simulated whole
     assert sim["token_hit_rate"] == pytest.approx(on["ideal_hit_rate"])
     assert sim["ideal_hit_rate_prompt_only"] == pytest.approx(off["ideal_hit_rate"])
     sim_off = _json(
