@@ -9,16 +9,19 @@ Workloads (built once under ``bench/out/`` and reused):
   --steps 5,35`` (about 100,000 requests; tokenized on the first run, which takes minutes).
 
 For each, the 32-point LRU curve (one request at a time, capacities from 16 blocks to the
-distinct blocks, geometric) exactly and with ``--sample R`` (default 0.01, 3 salts), through
+distinct blocks, geometric) exactly and with ``--sample R`` (default 0.01, one salt), through
 the library as a command calls it. Printed per capacity: both hit rates, the estimate's
 standard error and the rate the point was sampled at (``sample.point_rate``: raised for a
 point whose sampled cache would not hold the largest request); then the mean absolute error
 over every point and over the points sampled at R itself; then, on the points sampled at R,
-LRU (exact: the one-pass curve) and FIFO (exact: each point simulated directly) exactly and
-sampled, with the seconds of the simulate stage of each run (block streams, the ideal, the
-points; loading excluded, the same for both).
+the error of ``--draws`` independent draws (``--sample-seed``) and how their error bars
+compare with their spread; then LRU (exact: the one-pass curve) and FIFO (exact: each point
+simulated directly) exactly and sampled, with the median seconds of the simulate stage over
+``--repeats`` runs of each (block streams, the ideal, the points; loading the requests and
+storing the run excluded, the same for both).
 
-    python bench/sample_accuracy.py [--rate 0.01] [--salts 3] [--draws 10] [--only mooncake|agent]
+    python bench/sample_accuracy.py [--rate 0.01] [--salts 1] [--draws 10] [--repeats 5]
+        [--only mooncake|agent]
 """
 
 from __future__ import annotations
@@ -61,13 +64,17 @@ def _kvtool(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "kvtool", *args], check=True, capture_output=True)
 
 
-def _run(db: Path, caps: list[int], config: SimConfig) -> tuple[list, float]:
-    timer = StageTimer()
-    result = simulate(None, db=db, blocks=caps, config=config, progress=timer)
-    return list(result.points), timer.seconds.get("simulate", float("nan"))
+def _run(db: Path, caps: list[int], config: SimConfig, repeat: int = 1) -> tuple[list, float]:
+    """The points, and the median seconds of the simulate stage over ``repeat`` runs."""
+    seconds = []
+    for _ in range(repeat):
+        timer = StageTimer()
+        result = simulate(None, db=db, blocks=caps, config=config, progress=timer)
+        seconds.append(timer.seconds.get("simulate", float("nan")))
+    return list(result.points), float(np.median(seconds))
 
 
-def compare(name: str, db: Path, rate: float, salts: int, draws: int) -> None:
+def compare(name: str, db: Path, rate: float, salts: int, draws: int, repeats: int) -> None:
     con = connect(db)
     traffic = load_traffic(
         con, paths=None, tokenizer=None, fmt=None, hash_block_size=512, progress=NullProgress()
@@ -105,29 +112,42 @@ def compare(name: str, db: Path, rate: float, salts: int, draws: int) -> None:
     if not at_rate:
         return
     exact_at = [e for c, e in zip(caps, exact, strict=True) if c in at_rate]
-    maes = []
+    maes, estimates, errors = [], [], []
     for seed in range(draws):  # independent draws of the samples (--sample-seed)
         config = SimConfig(concurrency=1, sample=rate, sample_salts=salts, sample_seed=seed)
         drawn, _ = _run(db, at_rate, config)
         pairs = zip(exact_at, drawn, strict=True)
         maes.append(float(np.mean([abs(s.token_hit_rate - e.token_hit_rate) for e, s in pairs])))
+        estimates.append([s.token_hit_rate for s in drawn])
+        errors.append([s.sample.token_hit_rate_error or 0.0 for s in drawn])
     print(
         f"lru on the {len(at_rate)} points sampled at {rate}, {draws} draws of {salts} salts "
         f"(--sample-seed 0..{draws - 1}): mean absolute error per draw "
         f"{' '.join(f'{m:.4f}' for m in maes)}; mean {np.mean(maes):.4f}, largest {max(maes):.4f}"
     )
-    for policy in ("lru", "fifo"):
-        exact_pts, e_s = _run(db, at_rate, SimConfig(policy=policy, concurrency=1))
-        est_pts, s_s = _run(
-            db, at_rate, SimConfig(policy=policy, concurrency=1, sample=rate, sample_salts=salts)
+    if draws > 1:  # the error bar against the spread of the draws, point by point
+        est, err = np.array(estimates), np.array(errors)
+        truth = np.array([e.token_hit_rate for e in exact_at])
+        spread = est.std(axis=0, ddof=1)
+        varied = spread > 1e-4  # points where the draws differ (a large cache hits its ideal)
+        within = np.abs(est - truth) <= 2 * err
+        print(
+            f"error bar on the {int(varied.sum())} points where the draws differ: reported "
+            f"{err.mean(axis=0)[varied].mean():.4f} on average, spread of the draws "
+            f"{spread[varied].mean():.4f}; the exact value within two error bars in "
+            f"{within[:, varied].mean():.0%} of draws and points"
         )
+    for policy in ("lru", "fifo"):
+        exact_pts, e_s = _run(db, at_rate, SimConfig(policy=policy, concurrency=1), repeats)
+        sampled = SimConfig(policy=policy, concurrency=1, sample=rate, sample_salts=salts)
+        est_pts, s_s = _run(db, at_rate, sampled, repeats)
         pairs = zip(exact_pts, est_pts, strict=True)
         mae = np.mean([abs(s.token_hit_rate - e.token_hit_rate) for e, s in pairs])
         how = "the one-pass curve" if policy == "lru" else "each point simulated directly"
         print(
             f"{policy} on the {len(at_rate)} points sampled at {rate} ({how}): mean absolute "
-            f"error {mae:.4f}; simulate stage: exact {e_s:.2f} s, sampled {s_s:.2f} s "
-            f"({e_s / s_s:.1f}x)"
+            f"error {mae:.4f}; simulate stage, median of {repeats} runs: exact {e_s:.3f} s, "
+            f"sampled {s_s:.3f} s ({e_s / s_s:.1f}x)"
         )
 
 
@@ -136,6 +156,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.01)
     ap.add_argument("--salts", type=int, default=1)
     ap.add_argument("--draws", type=int, default=10, help="independent draws at R")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs of each, median")
     ap.add_argument("--repeat", type=int, default=20, help="copies of the Mooncake trace")
     ap.add_argument("--sessions", type=int, default=5000, help="generated agent sessions")
     ap.add_argument("--only", choices=("mooncake", "agent"))
@@ -143,11 +164,12 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     if args.only in (None, "mooncake"):
         db = mooncake_db(args.repeat)
-        compare(f"Mooncake conversation x{args.repeat}", db, args.rate, args.salts, args.draws)
+        name = f"Mooncake conversation x{args.repeat}"
+        compare(name, db, args.rate, args.salts, args.draws, args.repeats)
     if args.only in (None, "agent"):
         db = agent_db(args.sessions)
         name = f"generated agent traffic, {args.sessions} sessions"
-        compare(name, db, args.rate, args.salts, args.draws)
+        compare(name, db, args.rate, args.salts, args.draws, args.repeats)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from kvtool.simulate.engine import EngineResult
 from kvtool.simulate.sweep import NEVER, LRUCurve, stack_distances
 from kvtool.store.trees import RunRows, TreeIndex
 from kvtool.traffic.ideal import first_through_hits, min_up
-from kvtool.traffic.tree import depth_levels, depth_order, mix64
+from kvtool.traffic.tree import depth_levels, depth_order, mix64, pass_order
 from kvtool.traffic.workload import Workload
 
 _SALT = 0x9E3779B97F4A7C15  # salt k hashes with (k + 1) times this, modulo 2**64
@@ -78,14 +78,15 @@ def families(wl: Workload, cap: int, order: np.ndarray | None = None) -> Familie
     first = np.full(n_nodes, n, np.int64)
     fam = np.full(n_nodes, -1, np.int64)
     keys = np.empty(n, np.int64)
-    order = depth_order(wl.depth) if order is None else order
     end = np.ascontiguousarray(wl.end, np.int64)
     lib = library()
     if lib is not None:
         parent = np.ascontiguousarray(wl.parent, np.int64)
+        order = pass_order(parent, wl.depth) if order is None else order
         order = np.ascontiguousarray(order, np.int64)
         lib.kv_families(n_nodes, parent, order, cap, n, end, counts, first, fam, keys)
         return Families(keys, counts > cap)
+    order = depth_order(wl.depth) if order is None else order
     has = np.flatnonzero(end >= 0)
     counts += np.bincount(end[has], minlength=n_nodes)
     first[end[has][::-1]] = has[::-1]  # repeated nodes: the last write (earliest) wins
@@ -156,7 +157,7 @@ def run_set(
     (205 K, 3.4 M); a hash trace has no output blocks, so the kept requests' paths are all
     they use."""
     forest = replace(head, end=index.end_run, parent=runs.parent, depth=runs.lo)  # runs as nodes
-    order = depth_order(runs.lo)
+    order = pass_order(runs.parent, runs.lo) if library() else depth_order(runs.lo)
     units = {rate: families(forest, family_cap(rate, head.n), order) for rate in rates}
     keys: dict[float, np.ndarray] = {}
     kept = np.zeros(head.n, bool)
@@ -349,11 +350,13 @@ def footprint(gaps: np.ndarray, distinct: int, n: int, windows: np.ndarray) -> n
     it lies within one of the block's gaps, and a gap of g requests holds ``g - w + 1`` windows
     of w: so the footprint is the number of distinct blocks less those windows over all gaps,
     per position. From the gaps' histogram and its suffix sums: O(gaps + n + windows)."""
-    hist = np.bincount(gaps, minlength=n + 1)
-    count = np.cumsum(hist[::-1])[::-1]  # gaps of g requests or more
-    length = np.cumsum((hist * np.arange(len(hist), dtype=np.int64))[::-1])[::-1]  # their sum
     w = np.asarray(windows, np.int64)
-    missed = length[w] - (w - 1) * count[w]  # windows of w within a gap, over all gaps
+    below = np.zeros(n + 2, np.float64)  # gaps shorter than w, and their total length
+    np.cumsum(np.bincount(gaps, minlength=n + 1), out=below[1:])
+    shorter = np.zeros(n + 2, np.float64)
+    np.cumsum(np.bincount(gaps, gaps, minlength=n + 1), out=shorter[1:])
+    count, length = len(gaps) - below[w], shorter[-1] - shorter[w]  # gaps of w or more
+    missed = length - (w - 1) * count  # windows of w within a gap, over all gaps
     return distinct - missed / np.maximum(n - w + 1, 1)
 
 
@@ -456,6 +459,14 @@ def _error(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
+def _larger(by_group: list[float], by_salt: list[float]) -> float | None:
+    """The groups' standard error, or the salts' where several salts spread more: groups
+    share their sample's cache, so they miss what the sample as a whole varies by (at a knee
+    of the curve, whether a few families' next turns find their blocks)."""
+    errors = [e for e in (_error(by_group), _error(by_salt)) if e is not None]
+    return max(errors) if errors else None
+
+
 def pooled(
     runs: list[EngineResult],
     totals: list[GroupTotals],
@@ -475,7 +486,8 @@ def pooled(
     prompt tokens, request figures by the ratio of requests; TTFT percentiles from every
     sampled request. The error bars are the random groups' (each group of each sample
     estimated alone, the same way): their standard deviation over the square root of their
-    number, since the pooled estimate averages that many groups' worth of units."""
+    number, since the pooled estimate averages that many groups' worth of units; with several
+    salts, the salts' own standard error where it is larger (``_larger``)."""
     pool_tokens = sum(r.prompt_tokens for r in runs)
     pool_requests = sum(r.requests for r in runs)
     run_ideals = [int(t.ideal.sum()) for t in totals]
@@ -507,13 +519,16 @@ def pooled(
     hits = np.concatenate([t.hits for t in totals])
     by_tokens = (cached[ideal > 0] / ideal[ideal > 0] * ideal_rate).tolist()
     by_requests = (hits[counts > 0] / counts[counts > 0]).tolist()
+    request_rates = [r.requests_with_hit / r.requests for r in runs if r.requests]
     estimate = SampleEstimate(
         rate=rate,
         salts=len(runs),
         groups=GROUPS,
         requests_by_salt=tuple(r.requests for r in runs),
         token_hit_rate_by_salt=tuple(token_rates),
-        token_hit_rate_error=0.0 if rate >= 1 else _error(by_tokens),
-        request_hit_rate_error=0.0 if rate >= 1 else _error(by_requests),
+        token_hit_rate_error=(
+            0.0 if rate >= 1 else _larger(by_tokens, [x for x in token_rates if x is not None])
+        ),
+        request_hit_rate_error=0.0 if rate >= 1 else _larger(by_requests, request_rates),
     )
     return result, estimate

@@ -259,6 +259,14 @@ def unary_runs(parent: np.ndarray, depth: np.ndarray, end: np.ndarray) -> Runs:
     return Runs(of, lo, hi, up)
 
 
+def pass_order(parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """The nodes in an order with every parent before its children, for a pass over the tree
+    in C: the ids themselves where every parent's id is below its children's (every tree built
+    here: ``by_depth``, partitions laid one after another, runs), else ``depth_order``."""
+    ids = np.arange(len(parent), dtype=np.int64)
+    return ids if bool((parent < ids).all()) else depth_order(depth)
+
+
 def subtree_min(
     parent: np.ndarray, depth: np.ndarray, values: np.ndarray, order: np.ndarray | None = None
 ) -> None:
@@ -268,11 +276,12 @@ def subtree_min(
     if not len(values):
         return
     parent = np.ascontiguousarray(parent, np.int64)
-    order = depth_order(depth) if order is None else order
     lib = library()
     if lib is not None:
+        order = pass_order(parent, depth) if order is None else order
         lib.kv_first_through(len(values), parent, np.ascontiguousarray(order, np.int64), values)
         return
+    order = depth_order(depth) if order is None else order
     for level in reversed(depth_levels(depth, order)):  # deepest first: minima flow up
         up = level[parent[level] >= 0]
         np.minimum.at(values, parent[up], values[up])
