@@ -473,7 +473,7 @@ def _sampled(
             dense = dense_ids(part_stream, len(part.parent))
             ids, part_stream = dense.distinct, dense.index
             if stack:  # every capacity from the sample's stack distances, scaled
-                curve = sample.corrected_curve(
+                curves = sample.corrected_curve(
                     part_offsets,
                     part_stream,
                     part.n_tokens,
@@ -483,16 +483,18 @@ def _sampled(
                     rate,
                     kept_set.rows[kept],
                     head.n,
+                    group,
                 )
+                assert curves.grouped is not None
                 for j, tiers in enumerate(sub_grid):
+                    capacity = tiers[0].blocks * rate
                     result = _from_curve(
-                        curve, tiers[0].blocks * rate, tiers[0].name, part, config, part_window
+                        curves.curve, capacity, tiers[0].name, part, config, part_window
                     )
                     by_point[j].append(result)
+                    alone = curves.grouped.hits(capacity) * B  # each group's own estimate
                     by_groups[j].append(
-                        sample.GroupTotals.of(
-                            group, result.cached_per_request, own_prompt, part_window.start
-                        )
+                        sample.GroupTotals.of(group, alone, own_prompt, part_window.start)
                     )
                 continue
             scaled = [

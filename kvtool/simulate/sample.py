@@ -349,15 +349,33 @@ def footprint(gaps: np.ndarray, distinct: int, n: int, windows: np.ndarray) -> n
     stream's ``distinct`` blocks and ``gaps`` (``Reuse``). A window misses a block exactly when
     it lies within one of the block's gaps, and a gap of g requests holds ``g - w + 1`` windows
     of w: so the footprint is the number of distinct blocks less those windows over all gaps,
-    per position. From the gaps' histogram and its suffix sums: O(gaps + n + windows)."""
+    per position. From the gaps sorted, or their histogram where there are many, and suffix
+    sums: O(gaps log gaps + windows), or O(gaps + n + windows)."""
     w = np.asarray(windows, np.int64)
-    below = np.zeros(n + 2, np.float64)  # gaps shorter than w, and their total length
-    np.cumsum(np.bincount(gaps, minlength=n + 1), out=below[1:])
-    shorter = np.zeros(n + 2, np.float64)
-    np.cumsum(np.bincount(gaps, gaps, minlength=n + 1), out=shorter[1:])
-    count, length = len(gaps) - below[w], shorter[-1] - shorter[w]  # gaps of w or more
+    if 16 * len(gaps) < n:  # few gaps: sorted, and their suffix sums
+        ordered = np.sort(gaps)
+        at = np.searchsorted(ordered, w, side="left")  # ordered[at:] are of w or more
+        longer = np.zeros(len(ordered) + 1, np.float64)
+        longer[:-1] = np.cumsum(ordered[::-1])[::-1]
+        count, length = len(ordered) - at, longer[at]
+    else:  # many: their histogram over 0..n
+        below = np.zeros(n + 2, np.float64)  # gaps shorter than w, and their total length
+        np.cumsum(np.bincount(gaps, minlength=n + 1), out=below[1:])
+        shorter = np.zeros(n + 2, np.float64)
+        np.cumsum(np.bincount(gaps, gaps, minlength=n + 1), out=shorter[1:])
+        count, length = len(gaps) - below[w], shorter[-1] - shorter[w]  # gaps of w or more
     missed = length - (w - 1) * count  # windows of w within a gap, over all gaps
     return distinct - missed / np.maximum(n - w + 1, 1)
+
+
+@dataclass(frozen=True)
+class SampledCurves:
+    """A sample's LRU curve (``curve``), and ``grouped``, the same with each random group's
+    references scaled by the group's own footprint (None without groups): what each group
+    alone, a sample at a tenth of the rate, would have estimated."""
+
+    curve: LRUCurve
+    grouped: LRUCurve | None
 
 
 def corrected_curve(
@@ -370,7 +388,8 @@ def corrected_curve(
     rate: float,
     times: np.ndarray,
     n: int,
-) -> LRUCurve:
+    group: np.ndarray | None = None,
+) -> SampledCurves:
     """The stack model of one sample (requests with family ``keys``, made at ``times`` of a
     trace of ``n`` requests), its distances in blocks of a cache ``rate`` times smaller.
     Between two uses of a block the whole trace's cache sees the blocks of the block's own
@@ -383,7 +402,10 @@ def corrected_curve(
     same number of requests of the whole trace, less the own family's blocks that it counts
     whole), which averages over the whole sample. So a reuse after ``L`` requests is at
     ``max(fp[L - 1] - (1 - rate) * d_own, rate * d_own)``. Trunk blocks, kept with every
-    family, keep the sample's own distance."""
+    family, keep the sample's own distance. With ``group`` (each request's random group,
+    ``draw``), also the grouped curve: a group's references with the footprint of the group's
+    own requests, times the number of groups, since the common footprint is what a knee turns
+    on and what groups sharing it cannot show."""
     distances, out_offsets = stack_distances(offsets, stream, n_tokens, B)
     counted = np.diff(out_offsets)
     order = np.lexsort((np.arange(len(keys)), keys))  # by family, processing order within
@@ -402,9 +424,44 @@ def corrected_curve(
     uses = reuse(offsets, stream, times, n)
     before = uses.previous[at]
     span = np.where(before >= 0, made[at] - made[np.maximum(before, 0)], 0)
-    others = footprint(uses.gaps, uses.distinct, n, np.clip(span - 1, 0, n))
+    windows = np.clip(span - 1, 0, n)
+    others = footprint(uses.gaps, uses.distinct, n, windows)
+    curve = _curve(others, own, distances, trunk[blocks], never, counted, rate, out_offsets, B)
+    if group is None:
+        return SampledCurves(curve, None)
+    of_ref = np.repeat(group, counted)  # each counted reference's group
+    grouped = np.empty(len(others), np.float64)
+    count = int(group.max()) + 1 if len(group) else 0
+    for g in range(count):
+        mine = np.flatnonzero(group == g)
+        if not len(mine):
+            continue
+        sub_offsets, sub_stream = gather(offsets, stream, mine)
+        alone = reuse(sub_offsets, sub_stream, np.asarray(times)[mine], n)
+        refs = of_ref == g
+        grouped[refs] = GROUPS * footprint(alone.gaps, alone.distinct, n, windows[refs])
+    grouped_curve = _curve(
+        grouped, own, distances, trunk[blocks], never, counted, rate, out_offsets, B
+    )
+    return SampledCurves(curve, grouped_curve)
+
+
+def _curve(
+    others: np.ndarray,
+    own: np.ndarray,
+    distances: np.ndarray,
+    trunk: np.ndarray,
+    never: np.ndarray,
+    counted: np.ndarray,
+    rate: float,
+    out_offsets: np.ndarray,
+    B: int,
+) -> LRUCurve:
+    """``corrected_curve``'s distances from the others' footprint: each counted reference at
+    ``max(others - (1 - rate) * own, rate * own)`` (a trunk block at its sample distance),
+    lifted to the prefix maxima of its request."""
     scaled = np.maximum(others - (1 - rate) * own, rate * own)
-    scaled = np.where(trunk[blocks], distances, scaled)
+    scaled = np.where(trunk, distances, scaled)
     scaled[never] = 0.0
     # the prefix maxima per request: each request's values lifted above every earlier one's
     top = float(scaled.max()) + 1 if len(scaled) else 1.0
