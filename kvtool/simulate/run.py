@@ -398,9 +398,10 @@ def _sampled(
     hash trace; with a text log's output blocks, the samples give their share over the
     prompts' ideal. A point's rate is ``config.sample``, doubled until its sampled first
     tier holds the largest request (``sample.point_rate``); a point whose samples would cost a
-    whole run is simulated whole. A hash trace is read one partition of its tree at a time
-    (``sample.sample_set``): only the sampled requests' paths are held, unless a point is
-    simulated whole."""
+    whole run is simulated whole. A stored hash tree is read as its runs
+    (``sample.run_set``): only the sampled requests' paths are unrolled into blocks, unless a
+    point is simulated whole. Each sample's requests fall in random groups (``sample.draw``),
+    whose spread is the error bar."""
     assert config.sample is not None and config.block_size is not None
     B = config.block_size
     head = tree.head

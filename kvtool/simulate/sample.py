@@ -8,8 +8,10 @@ through it. The unit here is a **prefix family**: the requests whose prompts sha
 few requests reach. Per request, its family is the shallowest node of its path in the block
 tree that at most ``family_cap`` requests pass through; nodes that more requests pass through
 (the trunk: system prompts, tool catalogs) are kept with every sampled request, as the shared
-prefix they are. A request whose whole prompt is trunk is its own unit. A unit is kept when a
-64-bit mix of its key and the salt falls below R; a salt gives an independent sample. For
+prefix they are. A request whose whole prompt is trunk is its own unit. A unit's key is the
+first request through its family's first node (no numbering of the tree changes it). A unit is
+kept when a 64-bit mix of its key and the salt falls below R; a salt gives an independent
+sample, and which tenth of that range the mix falls in is the unit's random group. For
 LRU one request at a time, a sampled distance counts the block's own family exactly and the
 other families by the sample's average footprint over windows of the same length
 (``corrected_curve``), not by the few of them around that one reuse.
@@ -18,9 +20,11 @@ other families by the sample's average footprint over windows of the same length
 that no family is more than a twentieth of any sample. A point's hits are estimated against
 the ideal of prompt blocks (``pooled``): the samples' cached tokens over their own such ideal,
 pooled over the salts, times the whole trace's, which the caller computes exactly from the
-tree (``SampleSet.base_hits``). The error bar is the standard error of the salts' own estimates
-(their standard deviation over the square root of their number). Exact where R = 1: every
-request is kept.
+tree (``SampleSet.base_hits``). The error bar is the random groups' standard error (each group
+estimated alone, as a sample at R/10: ``GroupTotals``, ``SampledCurves``), or the salts' where
+several salts spread more. Exact where R = 1: every request is kept. A stored hash tree is
+sampled from its runs (``run_set``), anything else from its nodes (``whole_set``): the same
+sample.
 """
 
 from __future__ import annotations
