@@ -2,9 +2,9 @@
 
 Workloads (built once under ``bench/out/`` and reused):
 
-- ``mooncake``: the bundled Mooncake conversation trace ``--repeat`` times (default 20: 240,620
-  requests), hash ids and timestamps offset per copy, the database of
-  ``bench/simulate_throughput.py``;
+- ``mooncake``: the bundled Mooncake conversation trace ``--repeat`` times (default 20 and 100:
+  240,620 and 1,203,100 requests), hash ids and timestamps offset per copy (x20: the database
+  of ``bench/simulate_throughput.py``);
 - ``agent``: generated agent traffic, ``kvtool generate --kind agent --sessions 5000 --seed 3
   --steps 5,35`` (about 100,000 requests; tokenized on the first run, which takes minutes).
 
@@ -21,7 +21,7 @@ simulated directly) exactly and sampled, with the median seconds of the simulate
 storing the run excluded, the same for both).
 
     python bench/sample_accuracy.py [--rate 0.01] [--salts 1] [--draws 10] [--repeats 5]
-        [--only mooncake|agent]
+        [--repeat 20,100] [--only mooncake|agent]
 """
 
 from __future__ import annotations
@@ -157,15 +157,15 @@ def main() -> None:
     ap.add_argument("--salts", type=int, default=1)
     ap.add_argument("--draws", type=int, default=10, help="independent draws at R")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of each, median")
-    ap.add_argument("--repeat", type=int, default=20, help="copies of the Mooncake trace")
+    ap.add_argument("--repeat", default="20,100", help="copies of the Mooncake trace, a comma list")
     ap.add_argument("--sessions", type=int, default=5000, help="generated agent sessions")
     ap.add_argument("--only", choices=("mooncake", "agent"))
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     if args.only in (None, "mooncake"):
-        db = mooncake_db(args.repeat)
-        name = f"Mooncake conversation x{args.repeat}"
-        compare(name, db, args.rate, args.salts, args.draws, args.repeats)
+        for repeat in (int(r) for r in args.repeat.split(",") if r.strip()):
+            name = f"Mooncake conversation x{repeat}"
+            compare(name, mooncake_db(repeat), args.rate, args.salts, args.draws, args.repeats)
     if args.only in (None, "agent"):
         db = agent_db(args.sessions)
         name = f"generated agent traffic, {args.sessions} sessions"
