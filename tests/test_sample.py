@@ -345,3 +345,32 @@ def test_draw_keeps_units_whole_and_splits_them_into_even_groups(monkeypatch):
         slow = [sample.draw(keys, 0.1, 4), sample.draw(keys, 1.0, 7)]
     assert np.array_equal(slow[0], group)
     assert np.array_equal(slow[1], sample.draw(keys, 1.0, 7)) and slow[1].max() == 9
+
+
+def test_requests_without_a_full_block_are_sampled_too(tmp_path):
+    # a tree (or a partition of one) may hold only requests shorter than one block: no node,
+    # no run; then the same with conversations that do have blocks, after them
+    short = [
+        {"timestamp": i * 10, "input_length": 100, "output_length": 5, "hash_ids": [i]}
+        for i in range(40)
+    ]
+    long = [
+        {
+            "timestamp": 400 + i,
+            "input_length": 1100,
+            "output_length": 5,
+            "hash_ids": [90 + i % 4, 7, 8],
+        }
+        for i in range(40)
+    ]
+    config = SimConfig(concurrency=1, sample=0.3)
+    for name, lines in (("short", short), ("both", short + long)):
+        trace = tmp_path / f"{name}.jsonl"
+        trace.write_bytes(b"\n".join(orjson.dumps(r) for r in lines) + b"\n")
+        db = tmp_path / f"{name}.duckdb"
+        est = simulate([trace], db=db, blocks=[10, 100], config=config)
+        exact = simulate(None, db=db, blocks=[10, 100], config=SimConfig(concurrency=1))
+        assert est.ideal_hit_rate == exact.ideal_hit_rate
+        assert all(p.sample is not None and p.sample.rate < 1 for p in est.points)
+        assert 0 <= est.points[0].token_hit_rate <= est.ideal_hit_rate
+        assert (est.ideal_hit_rate > 0) == (name == "both")

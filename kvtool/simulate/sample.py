@@ -204,7 +204,7 @@ def unrolled(wl: Workload, length: np.ndarray) -> Unrolled:
     depth = wl.depth[run] + within
     up = wl.parent[run]
     parent = np.where(within > 0, at - 1, np.where(up >= 0, start[np.maximum(up, 0) + 1] - 1, -1))
-    end = np.where(wl.end >= 0, start[np.maximum(wl.end, 0) + 1] - 1, -1)
+    end = _moved(wl.end, start[1:] - 1)  # a run's last node
     perm = depth_order(depth)  # numbered by depth, as every tree here is
     new = np.empty(total, np.int64)
     new[perm] = at
@@ -212,8 +212,8 @@ def unrolled(wl: Workload, length: np.ndarray) -> Unrolled:
     return Unrolled(
         replace(
             wl,
-            end=np.where(end >= 0, new[np.maximum(end, 0)], -1),
-            parent=np.where(parent >= 0, new[np.maximum(parent, 0)], -1),
+            end=_moved(end, new),
+            parent=_moved(parent, new),
             depth=depth[perm],
         ),
         run[perm],
@@ -247,8 +247,8 @@ def pruned(wl: Workload) -> Pruned:
     return Pruned(
         replace(
             wl,
-            end=np.where(end >= 0, new[np.maximum(end, 0)], -1),
-            parent=np.where(up >= 0, new[np.maximum(up, 0)], -1),
+            end=_moved(end, new),
+            parent=_moved(up, new),
             depth=wl.depth[nodes],
         ),
         nodes,
@@ -281,6 +281,14 @@ def draw(keys: np.ndarray, rate: float, salt: int, count: int = GROUPS) -> np.nd
     hashed = mix64(keys.view(np.uint64), salted)
     kept = hashed <= np.uint64(limit - 1)
     out[kept] = np.minimum(hashed[kept] // np.uint64(width), count - 1).astype(np.int64)
+    return out
+
+
+def _moved(ids: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Node ids renumbered by ``new`` (-1 stays -1; ``new`` may be empty)."""
+    out = np.full(len(ids), -1, np.int64)
+    has = ids >= 0
+    out[has] = new[ids[has]]
     return out
 
 

@@ -139,7 +139,8 @@ def build_stored(con: Connection, file_ids: list[int], plan: Plan, writer: TreeW
             del salted
             rs = unary_runs(parent, depth, e)
             end[mine] = np.where(e >= 0, e + base, -1)
-            end_run[mine] = np.where(e >= 0, rs.of[np.maximum(e, 0)] + run_base, -1)
+            has = e >= 0  # a partition may hold only requests without a full block
+            end_run[mine[has]] = rs.of[e[has]] + run_base
             ordered = np.argsort(mine)  # the partition's requests in processing order
             seen[mine[ordered]] = seen_blocks(rs, e[ordered])
             runs = RunRows(
