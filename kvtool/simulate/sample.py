@@ -113,8 +113,8 @@ def families(wl: Workload, cap: int, order: np.ndarray | None = None) -> Familie
 @dataclass(frozen=True)
 class SampleSet:
     """The requests that any sample keeps, on the nodes their paths use: ``wl`` (processing
-    order kept; node ids in the whole tree's order, so that streams renumber as the whole
-    tree's do), ``rows`` their indices in the whole trace, and per rate each request's unit
+    order kept; every parent's id below its children's), ``rows`` their indices in the whole
+    trace, and per rate each request's unit
     (``keys``) and each node's ``trunk`` flag, as ``families`` gives them on the whole tree.
     ``base_hits``: per request of the whole trace, its leading base blocks that an earlier
     request went through (``first_through_hits``), for the exact ideal."""
@@ -161,8 +161,7 @@ def run_set(
     (205 K, 3.4 M); a hash trace has no output blocks, so the kept requests' paths are all
     they use."""
     forest = replace(head, end=index.end_run, parent=runs.parent, depth=runs.lo)  # runs as nodes
-    order = pass_order(runs.parent, runs.lo) if library() else depth_order(runs.lo)
-    units = {rate: families(forest, family_cap(rate, head.n), order) for rate in rates}
+    units = {rate: families(forest, family_cap(rate, head.n)) for rate in rates}
     keys: dict[float, np.ndarray] = {}
     kept = np.zeros(head.n, bool)
     for rate, u in units.items():
@@ -183,8 +182,8 @@ def run_set(
 
 @dataclass(frozen=True)
 class Unrolled:
-    """A workload whose nodes were runs, on nodes again: ``wl`` (numbered by depth), and
-    ``run[v]``, the run node v belongs to."""
+    """A workload whose nodes were runs, on nodes again: ``wl``, and ``run[v]``, the run node
+    v belongs to."""
 
     wl: Workload
     run: np.ndarray
@@ -192,32 +191,19 @@ class Unrolled:
 
 def unrolled(wl: Workload, length: np.ndarray) -> Unrolled:
     """``wl``, whose node c is a run of ``length[c]`` nodes from depth ``wl.depth[c]`` on
-    (``RunRows``), on one node per block: a run's nodes hang one below the other, its first
-    below its parent run's last, and a request ends at its run's last node."""
-    n_runs = len(length)
-    start = np.zeros(n_runs + 1, np.int64)
+    (``RunRows``), on one node per block, numbered run after run: a run's nodes hang one below
+    the other, its first below its parent run's last, and a request ends at its run's last
+    node. A run's parent has a lower id, so every parent keeps a lower id than its children
+    (``kvtool.traffic.tree.pass_order``)."""
+    start = np.zeros(len(length) + 1, np.int64)
     np.cumsum(length, out=start[1:])
-    total = int(start[-1])
-    run = np.repeat(np.arange(n_runs, dtype=np.int64), length)
-    at = np.arange(total, dtype=np.int64)
+    run = np.repeat(np.arange(len(length), dtype=np.int64), length)
+    at = np.arange(int(start[-1]), dtype=np.int64)
     within = at - start[run]
+    last = start[1:] - 1  # each run's last node
+    parent = np.where(within > 0, at - 1, _moved(wl.parent[run], last))
     depth = wl.depth[run] + within
-    up = wl.parent[run]
-    parent = np.where(within > 0, at - 1, np.where(up >= 0, start[np.maximum(up, 0) + 1] - 1, -1))
-    end = _moved(wl.end, start[1:] - 1)  # a run's last node
-    perm = depth_order(depth)  # numbered by depth, as every tree here is
-    new = np.empty(total, np.int64)
-    new[perm] = at
-    parent = parent[perm]
-    return Unrolled(
-        replace(
-            wl,
-            end=_moved(end, new),
-            parent=_moved(parent, new),
-            depth=depth[perm],
-        ),
-        run[perm],
-    )
+    return Unrolled(replace(wl, end=_moved(wl.end, last), parent=parent, depth=depth), run)
 
 
 @dataclass(frozen=True)
