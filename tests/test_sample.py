@@ -307,7 +307,7 @@ def test_pooled_scales_hits_by_their_share_of_the_exact_ideal():
     # the error: the spread of the six groups' estimates (the empty ones have none), or the
     # three salts' where that is larger, as here (0, 0.45, 0.45)
     by_group = [0, 0, 0.3, 0.6, 0.45, 0.45]
-    assert np.std(by_group, ddof=1) / 6**0.5 < 0.15
+    assert estimate.token_hit_rate_error > np.std(by_group, ddof=1) / 6**0.5  # the salts'
     assert estimate.token_hit_rate_error == pytest.approx(np.std([0, 0.45, 0.45], ddof=1) / 3**0.5)
     by_requests = [0, 0, 0.2, 0.2, 0.2, 0.4]
     assert estimate.request_hit_rate_error == pytest.approx(np.std(by_requests, ddof=1) / 6**0.5)

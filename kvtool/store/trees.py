@@ -223,7 +223,7 @@ class TreeWriter:
 
     def add_part(self, parent: np.ndarray, depth: np.ndarray, runs: RunRows) -> None:
         """The next partition's nodes, ``parent`` (global node ids, -1 at a root) and ``depth``,
-        and its ``runs`` (global run and node ids)."""
+        and its ``runs`` (global run ids)."""
         if not self.ok:
             return
         with atomic(self.con):

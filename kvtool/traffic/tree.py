@@ -90,7 +90,8 @@ class DenseIds:
 
 def dense_ids(values: np.ndarray, bound: int) -> DenseIds:
     """What ``np.unique(values, return_inverse=True)`` gives, for values in ``0..bound-1``: a
-    mark per possible value and a running count, O(values + bound) instead of a sort."""
+    mark per possible value and a running count, O(values + bound) instead of a sort
+    (``_dense_ids`` sorts, for values of any range)."""
     used = np.zeros(bound, bool)
     used[values] = True
     rank = np.cumsum(used, dtype=np.int64) - 1

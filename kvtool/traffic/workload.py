@@ -140,8 +140,9 @@ class WorkloadParts:
     """A workload read partition by partition. ``head`` holds every request; where the tree is
     stored by partitions (a hash trace in a writable database), ``head.end`` holds whole-tree
     node ids and ``head.parent``/``head.depth`` are empty: iterate for the partitions (streamed
-    from the store, one at a time), or ``whole()`` for the whole tree. Otherwise ``head`` is the
-    whole workload and its one partition."""
+    from the store, one at a time), ``whole()`` for the whole tree, or ``runs()`` and ``index``
+    for its runs (what ``simulate --sample`` reads). Otherwise ``head`` is the whole workload and
+    its one partition."""
 
     def __init__(
         self,
@@ -196,7 +197,7 @@ class WorkloadParts:
 
     def runs(self) -> RunRows | None:
         """The stored tree's runs (``kvtool.store.trees.RunRows``, global ids; each request's
-        in ``end_runs``), read once; None where the tree is not stored."""
+        in ``index.end_run``), read once; None where the tree is not stored."""
         if self._index is None or self._con is None:
             return None
         if self._runs is None:
